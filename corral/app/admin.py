@@ -1,0 +1,82 @@
+"""Run-time fleet changes: add, remove, drain and undrain nodes, with no restart (`/admin/backends`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+from pydantic import ValidationError
+
+from corral.app.context import RequestRecord
+from corral.app.discovery import Discovery
+from corral.app.fleet import Fleet, Node
+from corral.app.views import send_json
+from corral.config import BackendSettings, HealthSettings
+from corral.domain.breaker import CircuitBreaker
+from corral.domain.errors import InvalidRequest, NoSuchNode, NotFound
+from corral.net.response import Request, Response
+
+
+def _node_summary(node: Node) -> dict[str, object]:
+    return {
+        "name": node.name,
+        "url": node.settings.url,
+        "type": node.settings.type,
+        "state": "draining" if node.draining else ("up" if node.health.up else "down"),
+        "in_flight": node.in_flight,
+    }
+
+
+class AdminBackends:
+    def __init__(
+        self,
+        fleet: Fleet,
+        discovery: Discovery,
+        health_defaults: HealthSettings,
+        make_breaker: Callable[[], CircuitBreaker],
+    ) -> None:
+        self.fleet = fleet
+        self.discovery = discovery
+        self.health_defaults = health_defaults
+        self.make_breaker = make_breaker
+
+    async def list(self, request: Request, response: Response, record: RequestRecord) -> None:
+        send_json(response, record, {"backends": [_node_summary(n) for n in self.fleet]})
+
+    async def add(self, request: Request, response: Response, record: RequestRecord) -> None:
+        try:
+            doc = orjson.loads(request.body or b"null")
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequest(f"invalid JSON in request body: {exc.args[0]}") from exc
+        try:
+            settings = BackendSettings.model_validate(doc)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"]) or "(body)"
+            raise InvalidRequest(f"{field}: {first['msg']}", param=field) from exc
+        if self.fleet.get(settings.name) is not None:
+            raise InvalidRequest(f"a node named '{settings.name}' already exists", param="name")
+        node = self.fleet.add(settings, settings.health or self.health_defaults, self.make_breaker())
+        await self.discovery.refresh(node)
+        self.discovery.start(node)
+        send_json(response, record, _node_summary(node), 201)
+
+    async def by_name(self, request: Request, response: Response, record: RequestRecord) -> None:
+        rest = record.path[len("/admin/backends/") :]
+        name, _, action = rest.partition("/")
+        node = self.fleet.get(name)
+        if node is None:
+            raise NoSuchNode(f"no node named '{name}'")
+        if request.method == "DELETE" and not action:
+            self.discovery.stop(name)
+            self.fleet.remove(name)
+            node.pool.close()
+            send_json(response, record, {"removed": name})
+        elif request.method == "POST" and action in ("drain", "undrain"):
+            node.draining = action == "drain"
+            self.fleet.notify()
+            send_json(response, record, _node_summary(node))
+        elif request.method == "GET" and not action:
+            send_json(response, record, _node_summary(node))
+        else:
+            raise NotFound(f"no admin action {request.method} /admin/backends/{rest}")

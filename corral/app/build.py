@@ -1,0 +1,151 @@
+"""Assembly: the only place that wires settings, fleet, proxy, handlers and server together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from corral.app.admin import AdminBackends
+from corral.app.context import ApiFamily, RequestRecord
+from corral.app.discovery import Discovery
+from corral.app.fleet import Fleet
+from corral.app.gateway import Gateway, Router
+from corral.app.inference import InferenceHandlers
+from corral.app.logs import access_observer
+from corral.app.node_ops import NodeOps
+from corral.app.proxy import Proxy
+from corral.app.views import FleetViews, send_json
+from corral.config import Settings
+from corral.domain.breaker import CircuitBreaker
+from corral.domain.routing import make_strategy
+from corral.net.response import Request, Response
+from corral.net.server import HttpServer, ServerLimits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class App:
+    settings: Settings
+    fleet: Fleet
+    discovery: Discovery
+    proxy: Proxy
+    views: FleetViews
+    gateway: Gateway
+    server: HttpServer
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+
+def make_breaker() -> CircuitBreaker:
+    return CircuitBreaker(failure_threshold=5, failure_rate=0.5, window=20, min_requests=10, cooldown_s=10.0)
+
+
+def build_router(
+    views: FleetViews,
+    inference: InferenceHandlers,
+    node_ops: NodeOps,
+    admin: AdminBackends,
+    status: Callable[[Request, Response, RequestRecord], Any],
+) -> Router:
+    r = Router()
+    r.add("GET,HEAD", "/", views.root)
+    r.add("GET,HEAD", "/api/version", views.version)
+    r.add("GET,HEAD", "/api/tags", views.tags)
+    r.add("GET", "/api/ps", views.ps)
+    for path in ("/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/show"):
+        r.add("POST", path, inference)
+    for path in ("/api/pull", "/api/push", "/api/create", "/api/copy"):
+        r.add("POST", path, node_ops)
+    r.add("DELETE", "/api/delete", node_ops)
+    r.add("HEAD,POST", "/api/blobs/{digest}", node_ops)
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+        r.add("POST", path, inference)
+    r.add("GET", "/v1/models", views.v1_models)
+    r.add("GET", "/v1/models/{model}", views.v1_model)
+    r.add("GET,HEAD", "/health", views.health, ApiFamily.OLLAMA)
+    r.add("GET,HEAD", "/ready", views.ready, ApiFamily.OLLAMA)
+    r.add("GET", "/internal/status", status, ApiFamily.OLLAMA)
+    r.add("GET,POST", "/admin/backends", admin.list, ApiFamily.OLLAMA)
+    r.exact["/admin/backends"].handlers["POST"] = admin.add
+    r.add("GET,POST,DELETE", "/admin/backends/{name}", admin.by_name, ApiFamily.OLLAMA)
+    return r
+
+
+async def build(settings: Settings) -> App:
+    loop = asyncio.get_running_loop()
+    fleet = Fleet()
+    for backend in settings.backends:
+        fleet.add(backend, settings.health_for(backend), make_breaker())
+    discovery = Discovery(fleet, settings.routing.discovery_interval_s)
+    strategy = make_strategy(settings.routing.strategy)
+    proxy = Proxy(
+        fleet,
+        strategy,
+        settings.routing,
+        settings.timeouts,
+        settings.queue.max_len,
+        settings.queue.max_wait_s,
+        settings.server.expose_node_header,
+    )
+    views = FleetViews(fleet, loop.time())
+    inference = InferenceHandlers(fleet, proxy, settings.routing.affinity_header)
+    node_ops = NodeOps(fleet, proxy, discovery, settings.timeouts.first_byte_s)
+    admin = AdminBackends(fleet, discovery, settings.health, make_breaker)
+
+    async def status(request: Request, response: Response, record: RequestRecord) -> None:
+        send_json(response, record, views.status(loop.time(), proxy.waiting))
+
+    router = build_router(views, inference, node_ops, admin, status)
+    observers = [access_observer] if settings.logging.access else []
+    gateway = Gateway(router, observers)
+    limits = ServerLimits(
+        max_body_bytes=settings.server.max_body_bytes,
+        max_header_bytes=settings.server.max_header_bytes,
+        keepalive_timeout_s=settings.server.keepalive_timeout_s,
+    )
+    server = HttpServer(gateway, limits)
+    return App(settings, fleet, discovery, proxy, views, gateway, server)
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    tls = settings.server.tls
+    if tls.cert_file is None or tls.key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    return context
+
+
+async def run(settings: Settings, on_ready: Callable[[App], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then stop accepting, finish in-flight work (up to the grace period)."""
+    app = await build(settings)
+    await app.discovery.initial(timeout_s=max(settings.health.timeout_s, 1.0) + 1.0)
+    for node in app.fleet:
+        app.discovery.start(node)
+    await app.server.start(settings.server.host, settings.server.port, ssl=_ssl_context(settings))
+    log.info("corral listening on %s:%d with %d node(s)", settings.server.host, app.port, len(app.fleet))
+    if on_ready is not None:
+        on_ready(app)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: finishing in-flight requests (up to %ss)", settings.server.shutdown_grace_s)
+    app.views.shutting_down = True
+    app.server.stop_accepting()
+    drained = await app.server.drain(settings.server.shutdown_grace_s)
+    if not drained:
+        log.warning("grace period over; closing %d connection(s)", len(app.server.connections))
+        app.server.close_all()
+    app.discovery.stop_all()
+    for node in app.fleet:
+        node.pool.close()

@@ -1,0 +1,138 @@
+"""The gateway's mutable view of its nodes: health, breaker, discovered models, in-flight counts.
+
+Routing never sees this directly: `Fleet.snapshot()` hands it immutable `NodeView`s. Runtime changes
+(nodes added, removed, drained) live here, never in the settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from corral.config import BackendSettings, HealthSettings
+from corral.domain.breaker import CircuitBreaker
+from corral.domain.fleet import LoadedModel, NodeKind, NodeView
+from corral.domain.health import HealthTracker
+from corral.domain.names import normalize
+from corral.net.client import ConnectionPool
+
+
+@dataclass
+class Node:
+    settings: BackendSettings
+    health_settings: HealthSettings
+    pool: ConnectionPool
+    health: HealthTracker
+    breaker: CircuitBreaker
+    draining: bool = False
+    checked: bool = False  # at least one health check has completed
+    version: str | None = None
+    tags: dict[str, dict[str, Any]] = field(default_factory=dict)  # normalised name -> /api/tags entry
+    ps: list[dict[str, Any]] = field(default_factory=list)  # /api/ps entries
+    loaded: tuple[LoadedModel, ...] = ()
+    in_flight: int = 0
+    in_flight_by_model: dict[str, int] = field(default_factory=dict)
+    requests_total: int = 0
+    failures_total: int = 0
+    last_error: str | None = None
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def kind(self) -> NodeKind:
+        return NodeKind(self.settings.type)
+
+    def begin(self, model: str) -> None:
+        self.in_flight += 1
+        self.requests_total += 1
+        self.in_flight_by_model[model] = self.in_flight_by_model.get(model, 0) + 1
+        self.idle.clear()
+
+    def end(self, model: str) -> None:
+        self.in_flight -= 1
+        left = self.in_flight_by_model.get(model, 1) - 1
+        if left <= 0:
+            self.in_flight_by_model.pop(model, None)
+        else:
+            self.in_flight_by_model[model] = left
+        if self.in_flight == 0:
+            self.idle.set()
+
+    def view(self, now: float) -> NodeView:
+        pinned = frozenset(normalize(m) for m in self.settings.models) if self.settings.models else None
+        sizes = {name: int(entry.get("size") or 0) for name, entry in self.tags.items()}
+        return NodeView(
+            name=self.name,
+            kind=self.kind,
+            up=self.health.up,
+            admits=self.breaker.would_admit(now),
+            draining=self.draining,
+            priority=self.settings.priority,
+            weight=self.settings.weight,
+            max_concurrency=self.settings.max_concurrency,
+            parallel=self.settings.parallel,
+            max_loaded=self.settings.max_loaded,
+            pinned=pinned,
+            available=frozenset(self.tags),
+            loaded=self.loaded,
+            in_flight=self.in_flight,
+            in_flight_by_model=dict(self.in_flight_by_model),
+            model_sizes=sizes,
+        )
+
+
+class Fleet:
+    """All nodes by name, in configuration order."""
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, Node] = {}
+        self.changed = asyncio.Event()  # set whenever a slot frees or a node's state changes
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(list(self._nodes.values()))
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def get(self, name: str) -> Node | None:
+        return self._nodes.get(name)
+
+    def names(self) -> list[str]:
+        return list(self._nodes)
+
+    def add(self, settings: BackendSettings, health: HealthSettings, breaker: CircuitBreaker) -> Node:
+        pool = ConnectionPool(settings.name, settings.host, settings.port, ssl=settings.tls)
+        node = Node(
+            settings=settings,
+            health_settings=health,
+            pool=pool,
+            health=HealthTracker(rise=health.rise, fall=health.fall),
+            breaker=breaker,
+        )
+        node.idle.set()
+        self._nodes[settings.name] = node
+        self.notify()
+        return node
+
+    def remove(self, name: str) -> Node | None:
+        node = self._nodes.pop(name, None)
+        if node is not None:
+            self.notify()
+        return node
+
+    def snapshot(self, now: float) -> tuple[NodeView, ...]:
+        return tuple(node.view(now) for node in self._nodes.values())
+
+    def notify(self) -> None:
+        """Wake whatever waits for capacity (the admission queue)."""
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    @property
+    def any_up(self) -> bool:
+        return any(node.health.up and not node.draining for node in self._nodes.values())

@@ -1,0 +1,158 @@
+"""The request pipeline: the one place that turns a request into a handler call and any error into a
+response in the route's own API shape.
+
+Order: error rendering (outermost) → request id → record for the observers (access log, metrics)
+→ guards (auth, limits: later stages plug in here) → route handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from corral.app.context import ApiFamily, Observer, RequestRecord, request_id
+from corral.domain.errors import BodyTooLarge, ErrorKind, GatewayError, InvalidRequest, MethodNotAllowed
+from corral.net.response import Request, Response
+from corral.protocol import wire
+
+log = logging.getLogger(__name__)
+
+RouteHandler = Callable[[Request, Response, RequestRecord], Awaitable[None]]
+Guard = Callable[[Request, RequestRecord], Awaitable[None] | None]
+
+
+class Route:
+    __slots__ = ("family", "handlers", "name")
+
+    def __init__(self, name: str, family: ApiFamily) -> None:
+        self.name = name
+        self.family = family
+        self.handlers: dict[str, RouteHandler] = {}
+
+
+class Router:
+    """Exact paths, plus prefix routes whose last segment is a parameter (`/v1/models/{model}`)."""
+
+    def __init__(self) -> None:
+        self.exact: dict[str, Route] = {}
+        self.prefixed: list[tuple[str, Route]] = []
+
+    def add(self, methods: str, path: str, handler: RouteHandler, family: ApiFamily | None = None) -> None:
+        fam = family or (ApiFamily.OPENAI if path.startswith("/v1/") else ApiFamily.OLLAMA)
+        if path.endswith("}"):
+            prefix = path[: path.rindex("{")]
+            route = next((r for p, r in self.prefixed if p == prefix), None)
+            if route is None:
+                route = Route(path, fam)
+                self.prefixed.append((prefix, route))
+        else:
+            route = self.exact.setdefault(path, Route(path, fam))
+        for method in methods.split(","):
+            route.handlers[method] = handler
+
+    def match(self, path: str) -> Route | None:
+        route = self.exact.get(path)
+        if route is not None:
+            return route
+        for prefix, candidate in self.prefixed:
+            if path.startswith(prefix) and len(path) > len(prefix):
+                return candidate
+        return None
+
+
+def client_ip(request: Request) -> str:
+    return request.client[0]
+
+
+class Gateway:
+    def __init__(self, router: Router, observers: Sequence[Observer]) -> None:
+        self.router = router
+        self.observers = list(observers)
+        self.guards: list[Guard] = []
+        self.loop = asyncio.get_running_loop()
+
+    async def __call__(self, request: Request, response: Response) -> None:
+        record = RequestRecord(
+            request_id(request.header(b"x-request-id")),
+            request.method,
+            request.path,
+            client_ip(request),
+            self.loop.time(),
+        )
+        path = record.path
+        if path.startswith("/v1/"):
+            record.family = ApiFamily.OPENAI
+        try:
+            if request.rejection is not None:
+                status, message = request.rejection
+                raise BodyTooLarge(message) if status == 413 else InvalidRequest(message)
+            route = self.router.match(path)
+            if route is None:
+                record.route = "unmatched"
+                self._plain(response, record, 404, b"404 page not found")
+                return
+            record.route = route.name
+            record.family = route.family
+            handler = route.handlers.get(request.method)
+            if handler is None:
+                if request.method == "OPTIONS":
+                    response.send(204, [(b"allow", ",".join(route.handlers).encode())], b"")
+                    record.status = 204
+                    return
+                raise MethodNotAllowed("405 method not allowed")
+            for guard in self.guards:
+                pending = guard(request, record)
+                if pending is not None:
+                    await pending
+            await handler(request, response, record)
+            if not record.status:
+                record.status = response.status
+        except GatewayError as exc:
+            self.render_error(response, record, exc)
+        except asyncio.CancelledError:
+            record.error_kind = ErrorKind.CLIENT_GONE
+            record.status = record.status or 499
+            raise
+        finally:
+            record.finished = self.loop.time()
+            for observe in self.observers:
+                try:
+                    observe(record)
+                except Exception:
+                    log.exception("observer failed")
+
+    def _plain(self, response: Response, record: RequestRecord, status: int, body: bytes) -> None:
+        record.status = status
+        response.send(
+            status, [(b"content-type", b"text/plain"), (b"x-request-id", record.request_id.encode())], body
+        )
+
+    def render_error(self, response: Response, record: RequestRecord, exc: GatewayError) -> None:
+        """The one place an error body is written."""
+        record.error_kind = exc.kind
+        record.error = exc.message
+        record.status = exc.status
+        if response.started:
+            # Streams that break are ended by the proxy; anything else can only be cut off.
+            response.abort()
+            return
+        if isinstance(exc, MethodNotAllowed):
+            self._plain(response, record, 405, b"405 method not allowed")
+            return
+        headers = [(b"content-type", wire.JSON), (b"x-request-id", record.request_id.encode())]
+        if exc.retry_after is not None:
+            headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
+        upstream_body = getattr(exc, "upstream_body", None)
+        if upstream_body is not None:
+            # A node's own error answer, passed on as it was (status and body shape kept).
+            for name, value in getattr(exc, "upstream_headers", []):
+                if name == b"content-type":
+                    headers[0] = (name, value)
+            response.send(exc.status, headers, upstream_body)
+            return
+        if record.family is ApiFamily.OPENAI:
+            body = wire.openai_error(exc.message, exc.status, exc.kind.value, exc.param)
+        else:
+            body = wire.ollama_error(exc.message)
+        response.send(exc.status, headers, body)

@@ -1,0 +1,99 @@
+"""Handlers for the routes that go to one node chosen by model: generate, chat, embeddings, show and
+their OpenAI counterparts. They read only what routing needs from the body and forward the bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from corral.app.context import ApiFamily, RequestRecord
+from corral.app.fleet import Fleet
+from corral.app.proxy import Outbound, Proxy, forward_headers
+from corral.domain.errors import InvalidRequest, NoSuchModel
+from corral.domain.fleet import NodeKind, RouteRequest
+from corral.domain.names import normalize
+from corral.net.response import Request, Response
+
+# Options that make Ollama load a separate runner (ollama-api.md §4.1): a change means a reload.
+LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")
+
+# How each route reports a missing or unknown model, as Ollama does (ollama-api.md §3, §5.1).
+_MISSING = {
+    "/api/generate": (404, "model '' not found"),
+    "/api/chat": (400, "model is required"),
+    "/api/show": (400, "model is required"),
+    "/api/embed": (400, "model is required"),
+    "/api/embeddings": (400, "model is required"),
+}
+_UNKNOWN_QUOTED = frozenset({"/api/embed", "/api/embeddings"})
+# Routes an OpenAI-type node can serve: its own /v1 routes, and native chat/generate by translation.
+OPENAI_NODE_ROUTES = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/chat", "/api/generate"}
+)
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    if not body or not body.strip():
+        raise InvalidRequest("missing request body")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"invalid JSON in request body: {exc.args[0]}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return doc
+
+
+def options_key(doc: dict[str, Any]) -> str:
+    options = doc.get("options")
+    if not isinstance(options, dict):
+        return ""
+    parts = [f"{k}={options[k]}" for k in LOAD_OPTIONS if k in options]
+    return ",".join(parts)
+
+
+class InferenceHandlers:
+    def __init__(self, fleet: Fleet, proxy: Proxy, affinity_header: str) -> None:
+        self.fleet = fleet
+        self.proxy = proxy
+        self.affinity_header = affinity_header.lower().encode()
+
+    async def __call__(self, request: Request, response: Response, record: RequestRecord) -> None:
+        route_name = record.route
+        doc = parse_body(request.body)
+        model = doc.get("model")
+        if model is None and route_name == "/api/show":
+            model = doc.get("name")
+        if not isinstance(model, str) or not model.strip():
+            status, message = _MISSING.get(route_name, (400, "model is required"))
+            if status == 404:
+                raise NoSuchModel(message)
+            raise InvalidRequest(message, param="model")
+        record.model = model
+        default_stream = record.family is ApiFamily.OLLAMA and route_name in ("/api/generate", "/api/chat")
+        stream = doc.get("stream", default_stream)
+        record.stream = stream is True
+        affinity = request.header(self.affinity_header)
+        user = doc.get("user")
+        route = RouteRequest(
+            model=normalize(model),
+            options_key=options_key(doc),
+            affinity=affinity.decode("latin-1") if affinity else (user if isinstance(user, str) else None),
+            exclude=self._unsuitable(route_name),
+        )
+        target = request.raw_path + (b"?" + request.query if request.query else b"")
+        out = Outbound(request.method, target, forward_headers(request, record.request_id), request.body)
+        try:
+            await self.proxy.forward(request, response, record, route, out, doc)
+        except NoSuchModel as exc:
+            if route_name in _UNKNOWN_QUOTED:
+                exc.message = f'model "{model}" not found, try pulling it first'
+            else:
+                exc.message = f"model '{model}' not found"
+            raise
+
+    def _unsuitable(self, route_name: str) -> frozenset[str]:
+        if route_name in OPENAI_NODE_ROUTES:
+            return frozenset()
+        return frozenset(n.name for n in self.fleet if n.kind is NodeKind.OPENAI)

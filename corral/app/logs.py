@@ -1,0 +1,79 @@
+"""Logging set-up: JSON lines when not on a terminal, readable lines when on one; and the access log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from corral.app.context import RequestRecord
+
+ACCESS = logging.getLogger("corral.access")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, object] = {
+            "ts": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            out.update(fields)
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=True, default=str)
+
+
+class ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        line = f"{stamp} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            line += " " + " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def configure(level: str = "info", fmt: str = "auto") -> None:
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if use_json else ConsoleFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def access_observer(record: RequestRecord) -> None:
+    """One line per request. Never the prompt, never a key."""
+    ACCESS.info(
+        "%s %s %d",
+        record.method,
+        record.path,
+        record.status,
+        extra={
+            "fields": {
+                "request_id": record.request_id,
+                "client_ip": record.client_ip,
+                "method": record.method,
+                "route": record.route,
+                "status": record.status,
+                "model": record.model,
+                "node": record.node,
+                "attempts": record.attempts,
+                "stream": record.stream,
+                "prompt_tokens": record.prompt_tokens,
+                "completion_tokens": record.completion_tokens,
+                "ttft_ms": round(record.ttft * 1000, 2) if record.ttft is not None else None,
+                "latency_ms": round(record.latency * 1000, 2),
+                "queued_ms": round(record.queued_s * 1000, 2) if record.queued_s else None,
+                "error_kind": record.error_kind.value if record.error_kind else None,
+                "error": record.error,
+            }
+        },
+    )

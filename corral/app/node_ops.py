@@ -1,0 +1,77 @@
+"""Calls that change a node's models (pull, push, create, copy, delete, blobs): never forwarded blindly,
+only to the one node named in the X-Corral-Node header."""
+
+from __future__ import annotations
+
+from corral.adapters.node_api import call
+from corral.app.context import RequestRecord
+from corral.app.discovery import Discovery
+from corral.app.fleet import Fleet, Node
+from corral.app.proxy import Outbound, Proxy, forward_headers
+from corral.domain.errors import InvalidRequest, NodeRequired, NoSuchNode
+from corral.domain.fleet import NodeKind
+from corral.net.response import Request, Response
+
+# Answers small enough to wait for: the fleet view is refreshed before the client hears back.
+_BUFFERED = frozenset({"/api/copy", "/api/delete"})
+_CHANGES_MODELS = frozenset({"/api/pull", "/api/create", "/api/copy", "/api/delete"})
+
+
+class NodeOps:
+    def __init__(self, fleet: Fleet, proxy: Proxy, discovery: Discovery, timeout_s: float) -> None:
+        self.fleet = fleet
+        self.proxy = proxy
+        self.discovery = discovery
+        self.timeout_s = timeout_s
+
+    def _node(self, request: Request, record: RequestRecord) -> Node:
+        raw = request.header(b"x-corral-node")
+        names = ", ".join(self.fleet.names()) or "none configured"
+        if not raw:
+            raise NodeRequired(
+                f"{request.method} {record.route} changes the models on a node; name the node in the "
+                f"X-Corral-Node header (one of: {names})"
+            )
+        name = raw.decode("latin-1").strip()
+        node = self.fleet.get(name)
+        if node is None:
+            raise NoSuchNode(f"no node named '{name}' (X-Corral-Node); nodes: {names}")
+        if node.kind is NodeKind.OPENAI:
+            raise InvalidRequest(f"node '{name}' is an OpenAI-type node; it does not manage models")
+        return node
+
+    async def __call__(self, request: Request, response: Response, record: RequestRecord) -> None:
+        node = self._node(request, record)
+        record.node = node.name
+        target = request.raw_path + (b"?" + request.query if request.query else b"")
+        headers = forward_headers(request, record.request_id)
+        route = record.route
+        if route in _BUFFERED:
+            status, body = await call(
+                node.pool,
+                request.method,
+                node.settings.base_path + target.decode("latin-1"),
+                body=request.body,
+                timeout_s=self.timeout_s,
+                headers=headers,
+            )
+            if status < 300:
+                await self.discovery.refresh(node)
+            record.status = status
+            content_type = b"application/json; charset=utf-8" if body else b"text/plain; charset=utf-8"
+            response.send(
+                status,
+                [
+                    (b"content-type", content_type),
+                    (b"x-request-id", record.request_id.encode()),
+                    (b"x-corral-node", node.name.encode()),
+                ],
+                body,
+            )
+            return
+        out = Outbound(request.method, target, headers, request.body)
+        try:
+            await self.proxy.forward_to(node, request, response, record, out)
+        finally:
+            if route in _CHANGES_MODELS and record.status and record.status < 300:
+                await self.discovery.refresh(node)

@@ -1,0 +1,377 @@
+"""The proxy: pick a node, send the request's bytes, relay the answer's bytes as they arrive.
+
+Bodies are passed through untouched. Only `model` and a few routing fields are read (by the caller);
+nothing is re-encoded. Before the first byte reaches the client, connection errors, timeouts and
+502/503 answers are retried on another node; after it, a failure ends the stream with an error frame
+in the stream's own format.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from corral.app.context import ApiFamily, RequestRecord
+from corral.app.fleet import Fleet, Node
+from corral.config import RoutingSettings, TimeoutSettings
+from corral.domain.errors import (
+    GatewayError,
+    NoHealthyNode,
+    NoSuchModel,
+    QueueFull,
+    QueueTimeout,
+    UpstreamError,
+    UpstreamMidstream,
+    UpstreamTimeout,
+)
+from corral.domain.fleet import LoadedModel, NoRoute, NoRouteReason, RouteRequest
+from corral.domain.routing import Strategy
+from corral.net.client import UpstreamConnection, UpstreamResponse, build_head
+from corral.net.response import Headers, Request, Response
+from corral.protocol import wire
+
+log = logging.getLogger(__name__)
+
+# Never forwarded to a node: hop-by-hop headers, the client's credentials, browser origin, our own.
+DROP_REQUEST = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+        b"host",
+        b"content-length",
+        b"expect",
+        b"authorization",
+        b"x-api-key",
+        b"proxy-authorization",
+        b"cookie",
+        b"origin",
+        b"x-corral-node",
+        b"x-request-id",
+    }
+)
+DROP_RESPONSE = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"trailer",
+        b"upgrade",
+        b"content-length",
+        b"server",
+        b"date",
+        b"x-request-id",
+        b"x-corral-node",
+        b"access-control-allow-origin",
+        b"vary",
+    }
+)
+RETRY_STATUSES = frozenset({502, 503})
+_TAIL = 4096
+_NATIVE_COUNTS = (re.compile(rb'"prompt_eval_count":(\d+)'), re.compile(rb'"eval_count":(\d+)'))
+_OPENAI_COUNTS = (re.compile(rb'"prompt_tokens":(\d+)'), re.compile(rb'"completion_tokens":(\d+)'))
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """What to send to the chosen node."""
+
+    method: str
+    target: bytes  # path and query, as received (raw, not re-encoded)
+    headers: Headers
+    body: bytes
+
+
+class Relay:
+    """Copies one node response to the client as it arrives, keeping the last bytes for accounting."""
+
+    __slots__ = ("conn", "first_at", "loop", "response", "tail")
+
+    def __init__(self, conn: UpstreamConnection, response: Response) -> None:
+        self.conn = conn
+        self.response = response
+        self.tail = b""
+        self.first_at = 0.0
+        self.loop = asyncio.get_running_loop()
+
+    def __call__(self, data: bytes) -> None:
+        if not self.first_at:
+            self.first_at = self.loop.time()
+        tail = self.tail + data if len(data) < _TAIL else data
+        self.tail = tail[-_TAIL:]
+        if not self.response.write_nowait(data):
+            self.conn.pause()
+            self.response.on_writable(self.conn.resume)
+
+
+def forward_headers(request: Request, request_id: str) -> Headers:
+    out = [(k, v) for k, v in request.headers if k not in DROP_REQUEST]
+    out.append((b"x-request-id", request_id.encode()))
+    return out
+
+
+def count_tokens(tail: bytes, family: ApiFamily, record: RequestRecord) -> None:
+    patterns = _OPENAI_COUNTS if family is ApiFamily.OPENAI else _NATIVE_COUNTS
+    prompt = patterns[0].findall(tail)
+    completion = patterns[1].findall(tail)
+    if prompt:
+        record.prompt_tokens = int(prompt[-1])
+    if completion:
+        record.completion_tokens = int(completion[-1])
+
+
+class Proxy:
+    def __init__(
+        self,
+        fleet: Fleet,
+        strategy: Strategy,
+        routing: RoutingSettings,
+        timeouts: TimeoutSettings,
+        queue_max: int,
+        queue_wait_s: float,
+        expose_node: bool = True,
+    ) -> None:
+        self.fleet = fleet
+        self.strategy = strategy
+        self.routing = routing
+        self.timeouts = timeouts
+        self.queue_max = queue_max
+        self.queue_wait_s = queue_wait_s
+        self.expose_node = expose_node
+        self.waiting = 0
+        self.loop = asyncio.get_running_loop()
+
+    # choosing a node
+
+    async def choose(self, route: RouteRequest, record: RequestRecord) -> Node:
+        """A node for the request, waiting in the admission queue while every suitable one is full."""
+        deadline: float | None = None
+        while True:
+            now = self.loop.time()
+            decision = self.strategy.pick(self.fleet.snapshot(now), route, now)
+            if not isinstance(decision, NoRoute):
+                node = self.fleet.get(decision.node)
+                if node is not None and node.breaker.admit(now):
+                    return node
+                route = RouteRequest(
+                    route.model,
+                    route.options_key,
+                    route.affinity,
+                    route.exclude | {decision.node},
+                    route.est_tokens,
+                )
+                continue
+            if decision.reason is NoRouteReason.NO_SUCH_MODEL:
+                raise NoSuchModel(f"model '{record.model}' not found")
+            if decision.reason is NoRouteReason.NO_HEALTHY_NODE:
+                raise NoHealthyNode(f"no healthy node can serve model '{record.model}'", retry_after=5)
+            # ALL_FULL: wait for a slot to free up.
+            if deadline is None:
+                if self.waiting >= self.queue_max:
+                    raise QueueFull(
+                        "server busy, please try again.  maximum pending requests exceeded", retry_after=1
+                    )
+                deadline = now + self.queue_wait_s
+            remaining = deadline - now
+            if remaining <= 0:
+                raise QueueTimeout(
+                    "server busy, please try again.  no node had a free slot in time", retry_after=2
+                )
+            self.waiting += 1
+            changed = self.fleet.changed
+            started = now
+            try:
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
+            except TimeoutError:
+                pass
+            finally:
+                self.waiting -= 1
+                record.queued_s += self.loop.time() - started
+
+    # the exchange
+
+    async def forward_to(
+        self, node: Node, request: Request, response: Response, record: RequestRecord, out: Outbound
+    ) -> None:
+        """One try on a node the client named; no other node is suitable."""
+        record.attempts = 1
+        error = await self._attempt(node, response, record, RouteRequest(model=""), out)
+        if error is not None:
+            raise error
+
+    async def forward(
+        self,
+        request: Request,
+        response: Response,
+        record: RequestRecord,
+        route: RouteRequest,
+        out: Outbound,
+        doc: dict[str, Any] | None = None,
+    ) -> None:
+        """Send `out` to a node chosen for `route` and relay the answer to the client."""
+        tried: set[str] = set(route.exclude)
+        last_error: GatewayError | None = None
+        for attempt in range(self.routing.retries + 1):
+            if attempt:
+                await asyncio.sleep(self.routing.retry_backoff_s * (2 ** (attempt - 1)))
+                route = RouteRequest(
+                    route.model, route.options_key, route.affinity, frozenset(tried), route.est_tokens
+                )
+            try:
+                node = await self.choose(route, record)
+            except (NoHealthyNode, NoSuchModel) as exc:
+                if last_error is not None:
+                    raise last_error from exc
+                raise
+            tried.add(node.name)
+            record.node = node.name
+            record.attempts = attempt + 1
+            done = await self._attempt(node, response, record, route, out)
+            if done is None:
+                return
+            last_error = done
+            if response.started or not done.retryable:
+                return
+        assert last_error is not None
+        raise last_error
+
+    async def _attempt(
+        self, node: Node, response: Response, record: RequestRecord, route: RouteRequest, out: Outbound
+    ) -> UpstreamError | None:
+        """One try on one node. Returns the error if another node may be tried, None when finished."""
+        model = route.model
+        node.begin(model)
+        if model:
+            self._note_dispatch(node, route)
+        conn: UpstreamConnection | None = None
+        try:
+            conn, upstream = await self._exchange(node, out)
+            if upstream.status in RETRY_STATUSES and self.routing.retries:
+                body = await self._read_all(conn)
+                node.breaker.record_failure(self.loop.time())
+                node.failures_total += 1
+                node.last_error = f"HTTP {upstream.status}"
+                err = UpstreamError(f"node {node.name} answered {upstream.status}")
+                err.status = upstream.status
+                self._remember_body(err, upstream, body)
+                return err
+            await self._relay(conn, upstream, node, response, record)
+            node.breaker.record_success(self.loop.time())
+            return None
+        except UpstreamError as exc:
+            node.breaker.record_failure(self.loop.time())
+            node.failures_total += 1
+            node.last_error = exc.message
+            if response.started:
+                self._end_broken_stream(response, record, exc)
+                return None
+            return exc
+        finally:
+            if conn is not None:
+                conn.release()
+            node.end(model)
+            self.fleet.notify()
+
+    async def _exchange(self, node: Node, out: Outbound) -> tuple[UpstreamConnection, UpstreamResponse]:
+        pool = node.pool
+        target = node.settings.base_path.encode() + out.target if node.settings.base_path else out.target
+        head = build_head(
+            out.method,
+            target,
+            pool.host_header,
+            out.headers,
+            len(out.body) if out.body or out.method in ("POST", "PUT", "DELETE") else None,
+        )
+        for fresh in (False, True):
+            conn = await pool.acquire(self.timeouts.connect_s)
+            conn.head_request = out.method == "HEAD"
+            conn.send(head, out.body)
+            try:
+                async with asyncio.timeout(self.timeouts.first_byte_s):
+                    return conn, await conn.response()
+            except TimeoutError as exc:
+                conn.close()
+                raise UpstreamTimeout(
+                    f"node {node.name} sent no response within {self.timeouts.first_byte_s}s"
+                ) from exc
+            except UpstreamError:
+                conn.close()
+                # A reused keep-alive connection the node had already closed: try once on a new one.
+                if conn.reused and not fresh:
+                    continue
+                raise
+            except BaseException:
+                conn.close()
+                raise
+        raise AssertionError("unreachable")
+
+    async def _read_all(self, conn: UpstreamConnection) -> bytes:
+        chunks: list[bytes] = []
+        conn.attach(chunks.append)
+        try:
+            async with asyncio.timeout(self.timeouts.idle_s):
+                await conn.finished()
+        except (TimeoutError, UpstreamError):
+            conn.close()
+        return b"".join(chunks)
+
+    def _remember_body(self, err: UpstreamError, upstream: UpstreamResponse, body: bytes) -> None:
+        err.upstream_body = body  # type: ignore[attr-defined]
+        err.upstream_headers = upstream.headers  # type: ignore[attr-defined]
+
+    async def _relay(
+        self,
+        conn: UpstreamConnection,
+        upstream: UpstreamResponse,
+        node: Node,
+        response: Response,
+        record: RequestRecord,
+    ) -> None:
+        headers = [(k, v) for k, v in upstream.headers if k not in DROP_RESPONSE]
+        headers.append((b"x-request-id", record.request_id.encode()))
+        if self.expose_node:
+            headers.append((b"x-corral-node", node.name.encode()))
+        length = None if upstream.chunked else upstream.content_length
+        response.start(upstream.status, headers, length)
+        record.status = upstream.status
+        relay = Relay(conn, response)
+        conn.watch(self.timeouts.idle_s, self.timeouts.total_s)
+        conn.attach(relay)
+        try:
+            await conn.finished()
+        finally:
+            if relay.first_at:
+                record.ttft = relay.first_at - record.started
+            count_tokens(relay.tail, record.family, record)
+        response.end()
+
+    def _end_broken_stream(self, response: Response, record: RequestRecord, exc: UpstreamError) -> None:
+        message = f"node {record.node} failed mid-stream: {exc.message}"
+        record.error_kind = UpstreamMidstream.kind
+        record.error = message
+        if not response.started or response.finished:
+            return
+        if response.content_type_sse:
+            response.write_nowait(wire.sse_error_event(message, UpstreamMidstream.kind.value))
+            response.end()
+        elif response.chunked:
+            response.write_nowait(wire.ndjson_error_line(message))
+            response.end()
+        else:
+            response.abort()
+
+    def _note_dispatch(self, node: Node, route: RouteRequest) -> None:
+        """Apply our own dispatch to the residency view at once (polls lag; see fleet-model.md §9)."""
+        for loaded in node.loaded:
+            if loaded.model == route.model and loaded.options_key == route.options_key:
+                return
+        kept = tuple(m for m in node.loaded if m.model != route.model)
+        node.loaded = (*kept, LoadedModel(route.model, route.options_key))

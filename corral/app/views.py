@@ -1,0 +1,166 @@
+"""Fleet-wide answers Corral composes itself: `/`, `/api/version`, `/api/tags`, `/api/ps`, `/v1/models`,
+`/health`, `/ready` and `/internal/status`."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from corral import __version__
+from corral.adapters.node_api import get_json
+from corral.app.context import RequestRecord
+from corral.app.discovery import parse_time
+from corral.app.fleet import Fleet, Node
+from corral.domain.errors import NoSuchModel, UpstreamError
+from corral.domain.fleet import NodeKind
+from corral.domain.names import normalize
+from corral.net.response import Request, Response
+from corral.protocol import wire
+
+JSON_HEADERS = [(b"content-type", wire.JSON)]
+
+
+def send_json(response: Response, record: RequestRecord, obj: object, status: int = 200) -> None:
+    record.status = status
+    response.send(status, [*JSON_HEADERS, (b"x-request-id", record.request_id.encode())], wire.dumps(obj))
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    core = version.lstrip("v").split("-", 1)[0]
+    try:
+        return tuple(int(p) for p in core.split("."))
+    except ValueError:
+        return (0,)
+
+
+class FleetViews:
+    def __init__(self, fleet: Fleet, started_at: float, ps_timeout_s: float = 5.0) -> None:
+        self.fleet = fleet
+        self.started_at = started_at
+        self.ps_timeout_s = ps_timeout_s
+        self.shutting_down = False
+
+    def _serving(self) -> list[Node]:
+        return [n for n in self.fleet if n.health.up]
+
+    async def root(self, request: Request, response: Response, record: RequestRecord) -> None:
+        record.status = 200
+        response.send(200, [(b"content-type", b"text/plain; charset=utf-8")], b"Ollama is running")
+
+    async def version(self, request: Request, response: Response, record: RequestRecord) -> None:
+        versions = [n.version for n in self._serving() if n.version]
+        # The lowest node version is the feature level the fleet can promise (as Open WebUI reads it).
+        lowest = min(versions, key=_version_tuple) if versions else "0.0.0"
+        send_json(response, record, {"version": lowest})
+
+    def union_tags(self) -> list[dict[str, Any]]:
+        seen: dict[str, dict[str, Any]] = {}
+        for node in self._serving():
+            view_pinned = {normalize(m) for m in node.settings.models} if node.settings.models else None
+            for name, entry in node.tags.items():
+                if view_pinned is not None and name not in view_pinned:
+                    continue
+                seen.setdefault(name, entry)
+        return sorted(seen.values(), key=lambda e: parse_time(e.get("modified_at")), reverse=True)
+
+    async def tags(self, request: Request, response: Response, record: RequestRecord) -> None:
+        send_json(response, record, {"models": self.union_tags()})
+
+    async def ps(self, request: Request, response: Response, record: RequestRecord) -> None:
+        nodes = [n for n in self._serving() if n.kind is NodeKind.OLLAMA]
+
+        async def one(node: Node) -> list[dict[str, Any]]:
+            try:
+                data = await get_json(node.pool, node.settings.base_path + "/api/ps", self.ps_timeout_s)
+            except UpstreamError:
+                return node.ps  # the last known list beats a hole in the view
+            models = data.get("models") if isinstance(data, dict) else None
+            return [m for m in models or [] if isinstance(m, dict)]
+
+        merged: dict[str, dict[str, Any]] = {}
+        for entries in await asyncio.gather(*(one(n) for n in nodes)):
+            for entry in entries:
+                key = normalize(str(entry.get("model") or entry.get("name") or ""))
+                # One entry per model; where it is loaded on several nodes, the latest expiry wins.
+                if key not in merged or parse_time(entry.get("expires_at")) > parse_time(
+                    merged[key].get("expires_at")
+                ):
+                    merged[key] = entry
+        models = sorted(merged.values(), key=lambda e: parse_time(e.get("expires_at")), reverse=True)
+        send_json(response, record, {"models": models})
+
+    @staticmethod
+    def _openai_model(entry: dict[str, Any], requested: str | None = None) -> dict[str, Any]:
+        name = str(entry.get("model") or entry.get("name"))
+        modified = parse_time(entry.get("modified_at"))
+        owner = name.split("/")[-2] if name.count("/") >= 1 else "library"
+        return {
+            "id": requested or name,
+            "object": "model",
+            "created": int(modified) if modified != float("inf") else 0,
+            "owned_by": owner,
+        }
+
+    async def v1_models(self, request: Request, response: Response, record: RequestRecord) -> None:
+        data = [self._openai_model(e) for e in self.union_tags()]
+        send_json(response, record, {"object": "list", "data": data})
+
+    async def v1_model(self, request: Request, response: Response, record: RequestRecord) -> None:
+        requested = record.path[len("/v1/models/") :]
+        record.model = requested
+        wanted = normalize(requested)
+        for entry in self.union_tags():
+            if normalize(str(entry.get("model") or entry.get("name"))) == wanted:
+                send_json(response, record, self._openai_model(entry, requested))
+                return
+        raise NoSuchModel(f"model '{requested}' not found")
+
+    async def health(self, request: Request, response: Response, record: RequestRecord) -> None:
+        send_json(response, record, {"status": "ok"})
+
+    async def ready(self, request: Request, response: Response, record: RequestRecord) -> None:
+        if self.shutting_down:
+            send_json(response, record, {"status": "shutting down"}, 503)
+        elif self.fleet.any_up:
+            send_json(response, record, {"status": "ready"})
+        else:
+            send_json(response, record, {"status": "no healthy node"}, 503)
+
+    def status(self, now: float, queue_len: int) -> dict[str, Any]:
+        nodes = []
+        for node in self.fleet:
+            nodes.append(
+                {
+                    "name": node.name,
+                    "url": node.settings.url,
+                    "type": node.settings.type,
+                    "state": "draining" if node.draining else ("up" if node.health.up else "down"),
+                    "breaker": node.breaker.state.value,
+                    "in_flight": node.in_flight,
+                    "requests_total": node.requests_total,
+                    "failures_total": node.failures_total,
+                    "last_error": node.last_error,
+                    "version": node.version,
+                    "priority": node.settings.priority,
+                    "max_concurrency": node.settings.max_concurrency,
+                    "models": sorted(node.tags),
+                    "loaded": [
+                        {
+                            "model": m.model,
+                            "size_vram": m.size_vram,
+                            "expires_at": datetime.fromtimestamp(m.expires_at).astimezone().isoformat()
+                            if m.expires_at != float("inf")
+                            else None,
+                        }
+                        for m in node.loaded
+                    ],
+                }
+            )
+        return {
+            "version": __version__,
+            "uptime_s": round(now - self.started_at, 3),
+            "ready": self.fleet.any_up and not self.shutting_down,
+            "queue": {"waiting": queue_len},
+            "nodes": nodes,
+        }

@@ -1,0 +1,139 @@
+"""The `corral` command."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from corral.cli import demo as demo_cmd
+from corral.cli import status as status_cmd
+from corral.config import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="Corral: one endpoint for a fleet of Ollama nodes."
+)
+config_app = typer.Typer(no_args_is_help=True, help="Check and document the configuration.")
+app.add_typer(config_app, name="config")
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", envvar="CORRAL_CONFIG", help="YAML configuration file.", show_default=False
+    ),
+]
+
+
+def load_or_exit(path: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(path, **overrides)
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Override server.host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Override server.port.")] = None,
+) -> None:
+    """Serve the gateway until SIGTERM or Ctrl-C."""
+    server: dict[str, object] = {}
+    if host is not None:
+        server["host"] = host
+    if port is not None:
+        server["port"] = port
+    settings = load_or_exit(config, **({"server": server} if server else {}))
+    if not settings.backends:
+        err.print("[yellow]warning:[/] no backends configured; every model request will get 404")
+    from corral.app.logs import configure
+    from corral.cli.runner import run_gateway
+
+    configure(settings.logging.level, settings.logging.format)
+    run_gateway(settings)
+
+
+@config_app.command("check")
+def config_check(file: Annotated[Path, typer.Argument(help="The YAML file to check.")]) -> None:
+    """Validate a configuration file (and CORRAL_* variables) without starting anything."""
+    settings = load_or_exit(file)
+    typer.echo(f"{file}: OK ({len(settings.backends)} backend(s), strategy {settings.routing.strategy})")
+
+
+@config_app.command("docs")
+def config_docs() -> None:
+    """Print the configuration reference (Markdown), generated from the settings model."""
+    from corral.cli.config_docs import render
+
+    typer.echo(render())
+
+
+@app.command()
+def sim(
+    port: Annotated[int, typer.Option(help="Port to listen on.")],
+    model: Annotated[list[str], typer.Option("--model", "-m", help="A model the node has (repeatable).")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    tokens_per_second: Annotated[float, typer.Option(help="Generation speed.")] = 50.0,
+    load_seconds: Annotated[float, typer.Option(help="Time to load a model.")] = 0.5,
+    max_loaded: Annotated[int, typer.Option(help="OLLAMA_MAX_LOADED_MODELS.")] = 3,
+    parallel: Annotated[int, typer.Option(help="OLLAMA_NUM_PARALLEL: slots per loaded model.")] = 1,
+    max_queue: Annotated[int, typer.Option(help="OLLAMA_MAX_QUEUE: pending requests before 503.")] = 512,
+    keep_alive: Annotated[str, typer.Option(help="OLLAMA_KEEP_ALIVE default.")] = "5m",
+    error_rate: Annotated[float, typer.Option(help="Fault: share of requests answered 500.")] = 0.0,
+    latency_ms: Annotated[float, typer.Option(help="Fault: delay before the first byte.")] = 0.0,
+    hang: Annotated[bool, typer.Option(help="Fault: accept requests, never answer.")] = False,
+    drop_after: Annotated[int | None, typer.Option(help="Fault: drop the connection after N tokens.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for generated text.")] = 0,
+) -> None:
+    """Run one simulated Ollama node (for tests, demos and benchmarks)."""
+    from corral.sim import SimOptions
+    from corral.sim import serve as serve_sim
+
+    serve_sim(
+        SimOptions(
+            host=host,
+            port=port,
+            models=list(model),
+            tokens_per_second=tokens_per_second,
+            load_seconds=load_seconds,
+            max_loaded=max_loaded,
+            parallel=parallel,
+            max_queue=max_queue,
+            keep_alive_default=keep_alive,
+            error_rate=error_rate,
+            latency_ms=latency_ms,
+            hang=hang,
+            drop_after=drop_after,
+            seed=seed,
+        )
+    )
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port for Corral.")] = 8080,
+    config: ConfigOpt = None,
+) -> None:
+    """Start Corral in front of three simulated nodes (or the given config) and print how to use it."""
+    demo_cmd.run(port, config)
+
+
+@app.command()
+def status(
+    url: Annotated[
+        str, typer.Option(help="Corral's base URL.", envvar="CORRAL_URL")
+    ] = "http://127.0.0.1:8080",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
+) -> None:
+    """Show the fleet: nodes, state, load and models."""
+    status_cmd.show(url, as_json)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()

@@ -1,0 +1,14 @@
+"""Runs the gateway on uvloop in the foreground."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import uvloop
+
+from corral.app.build import App, run
+from corral.config import Settings
+
+
+def run_gateway(settings: Settings, on_ready: Callable[[App], None] | None = None) -> None:
+    uvloop.run(run(settings, on_ready))

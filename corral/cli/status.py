@@ -1,0 +1,64 @@
+"""`corral status`: the fleet as a table, from GET /internal/status."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+def fetch(url: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/internal/status", timeout=5) as reply:
+            data: dict[str, Any] = json.loads(reply.read())
+            return data
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        console.print(f"[bold red]error:[/] cannot read {url}/internal/status: {exc}")
+        raise typer.Exit(1) from None
+
+
+def show(url: str, as_json: bool) -> None:
+    data = fetch(url)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    ready = "[green]ready[/]" if data.get("ready") else "[red]not ready[/]"
+    console.print(
+        f"Corral {data.get('version')} at {url}: {ready}, up {data.get('uptime_s')}s, "
+        f"queue {data.get('queue', {}).get('waiting', 0)}"
+    )
+    table = Table(show_lines=False)
+    for column in (
+        "node",
+        "state",
+        "breaker",
+        "in flight",
+        "requests",
+        "failures",
+        "loaded",
+        "models",
+        "last error",
+    ):
+        table.add_column(column)
+    colours = {"up": "green", "down": "red", "draining": "yellow"}
+    for node in data.get("nodes", []):
+        state = node.get("state", "?")
+        table.add_row(
+            node.get("name", "?"),
+            f"[{colours.get(state, 'white')}]{state}[/]",
+            str(node.get("breaker")),
+            str(node.get("in_flight")),
+            str(node.get("requests_total")),
+            str(node.get("failures_total")),
+            ", ".join(m["model"] for m in node.get("loaded", [])) or "-",
+            ", ".join(node.get("models", [])) or "-",
+            node.get("last_error") or "",
+        )
+    console.print(table)

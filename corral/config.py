@@ -1,0 +1,301 @@
+"""Corral's settings: one frozen tree, YAML as the base and `CORRAL_<SECTION>__<KEY>` on top.
+
+Every field has a description; docs/configuration.md is generated from this module
+(`python -m corral.cli.main config docs`). A bad file is refused before start with `ConfigError`,
+which names each offending key and the reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used. `problems` holds (key, reason) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  {key}: {reason}" for key, reason in problems)
+        super().__init__(f"invalid configuration{where}:\n{lines}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsSettings(_Section):
+    cert_file: Path | None = Field(None, description="PEM certificate for Corral's own listener.")
+    key_file: Path | None = Field(None, description="PEM private key for the certificate.")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("set both cert_file and key_file, or neither")
+        for path in (self.cert_file, self.key_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"file {path} does not exist")
+        return self
+
+
+class CorsSettings(_Section):
+    allow_origins: list[str] = Field(
+        default_factory=lambda: [
+            "http://localhost",
+            "https://localhost",
+            "http://127.0.0.1",
+            "https://127.0.0.1",
+        ],
+        description="Browser origins allowed to call Corral (any port of these hosts); '*' allows all.",
+    )
+
+
+class ServerSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
+    )
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="Largest request head accepted.")
+    keepalive_timeout_s: float = Field(
+        75.0, gt=0, description="Idle client connections are closed after this."
+    )
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list, description="CIDRs whose X-Forwarded-For is believed for the client IP."
+    )
+    expose_node_header: bool = Field(
+        True, description="Add X-Corral-Node (the node that served) to responses."
+    )
+    tls: TlsSettings = Field(default_factory=TlsSettings, description="Optional TLS on Corral's listener.")
+    cors: CorsSettings = Field(default_factory=CorsSettings, description="CORS policy for browser clients.")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not a CIDR") from exc
+        return value
+
+
+class HealthSettings(_Section):
+    interval_s: float = Field(5.0, gt=0, description="Seconds between active health checks of a node.")
+    timeout_s: float = Field(2.0, gt=0, description="A health check slower than this fails.")
+    rise: int = Field(2, ge=1, description="Consecutive successful checks to mark a down node up.")
+    fall: int = Field(2, ge=1, description="Consecutive failed checks to mark an up node down.")
+
+
+class BackendSettings(_Section):
+    name: str = Field(
+        ...,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Unique node name (used in metrics, logs and X-Corral-Node).",
+    )
+    url: str = Field(..., description="Base URL of the node, e.g. http://10.0.0.5:11434.")
+    type: Literal["ollama", "openai"] = Field("ollama", description="API the node speaks.")
+    priority: int = Field(0, description="Higher is preferred by the `priority` strategy.")
+    weight: float = Field(1.0, gt=0, description="Relative share of traffic for weighted strategies.")
+    max_concurrency: int | None = Field(None, ge=1, description="Most requests Corral sends it at once.")
+    parallel: int = Field(1, ge=1, description="Slots per loaded model on the node (OLLAMA_NUM_PARALLEL).")
+    max_loaded: int = Field(3, ge=1, description="Models the node keeps loaded (OLLAMA_MAX_LOADED_MODELS).")
+    models: list[str] | None = Field(None, description="If set, the only models this node may serve.")
+    health: HealthSettings | None = Field(None, description="Per-node health-check override.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        if not parts.hostname:
+            raise ValueError(f"{value!r} has no host")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"{value!r} has an invalid port") from exc
+        if parts.query or parts.fragment:
+            raise ValueError(f"{value!r} must not carry a query or fragment")
+        return value.rstrip("/")
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "https"
+
+    @property
+    def base_path(self) -> str:
+        return urlsplit(self.url).path.rstrip("/")
+
+
+class RoutingSettings(_Section):
+    strategy: Literal["model-aware", "round-robin", "least-connections", "priority", "power-of-two"] = Field(
+        "model-aware", description="How a node is chosen for a request."
+    )
+    retries: int = Field(
+        2, ge=0, le=10, description="Other nodes tried when one fails before any byte is sent."
+    )
+    retry_backoff_s: float = Field(
+        0.05, ge=0, description="Pause before a retry, doubled on each further one."
+    )
+    affinity_header: str = Field(
+        "x-session-id", description="Requests with the same value go to the same node."
+    )
+    discovery_interval_s: float = Field(
+        5.0, gt=0, description="Seconds between reads of /api/tags and /api/ps."
+    )
+
+
+class TimeoutSettings(_Section):
+    connect_s: float = Field(3.0, gt=0, description="Connecting to a node.")
+    first_byte_s: float = Field(
+        300.0, gt=0, description="From sending a request to the node's response head."
+    )
+    idle_s: float = Field(
+        120.0, gt=0, description="Longest silence between two chunks of a streamed response."
+    )
+    total_s: float = Field(3600.0, gt=0, description="Whole exchange with a node, stream included.")
+
+
+class QueueSettings(_Section):
+    max_len: int = Field(1024, ge=0, description="Requests that may wait for a free node slot (503 beyond).")
+    max_wait_s: float = Field(
+        60.0, gt=0, description="Longest wait in the queue (503 with Retry-After beyond)."
+    )
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Diagnostic log level.")
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: console on a terminal, else JSON."
+    )
+    access: bool = Field(True, description="Write one access line per request to the corral.access logger.")
+
+
+class Settings(BaseSettings):
+    """The whole configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CORRAL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        nested_model_default_partial_update=True,
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings, description="Corral's own listener.")
+    backends: list[BackendSettings] = Field(default_factory=list, description="The nodes of the fleet.")
+    health: HealthSettings = Field(
+        default_factory=HealthSettings, description="Fleet-wide health-check defaults."
+    )
+    routing: RoutingSettings = Field(default_factory=RoutingSettings, description="Node choice and retries.")
+    timeouts: TimeoutSettings = Field(
+        default_factory=TimeoutSettings, description="Limits on node exchanges."
+    )
+    queue: QueueSettings = Field(default_factory=QueueSettings, description="The gateway's admission queue.")
+    logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logs.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment variables override the YAML file, which arrives as init arguments.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        seen: set[str] = set()
+        for index, backend in enumerate(self.backends):
+            if backend.name in seen:
+                raise ValueError(f"backends[{index}].name: duplicate node name {backend.name!r}")
+            seen.add(backend.name)
+        return self
+
+    def health_for(self, backend: BackendSettings) -> HealthSettings:
+        return backend.health or self.health
+
+
+def _key(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-after")))
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        if ": " in msg and msg.split(": ", 1)[0].startswith("backends["):
+            key, msg = msg.split(": ", 1)
+            problems.append((key, msg))
+            continue
+        problems.append((_key(loc), msg))
+    return problems
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Read the YAML file (if any), apply CORRAL_* environment variables, validate."""
+    data: dict[str, Any] = {}
+    source = str(path) if path else ""
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([("(file)", f"cannot read {path}: {exc.strerror or exc}")], source) from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError([("(file)", f"not valid YAML: {exc}")], source) from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([("(top level)", "the file must hold a mapping of sections")], source)
+        data = loaded
+    for key, value in overrides.items():
+        section = dict(data.get(key) or {}) if isinstance(value, dict) else None
+        if section is not None:
+            section.update(value)
+            data[key] = section
+        else:
+            data[key] = value
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc), source) from exc

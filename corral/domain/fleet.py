@@ -1,0 +1,89 @@
+"""Immutable views of the fleet that routing decisions are made from.
+
+The gateway keeps the mutable fleet state (adapters and app); it hands routing a snapshot of these
+views. Nothing here reads a clock or does I/O: `now` is always an argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class NodeKind(StrEnum):
+    OLLAMA = "ollama"
+    OPENAI = "openai"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A runner resident on a node, as `/api/ps` shows it (plus what the gateway knows)."""
+
+    model: str  # normalised name (corral.domain.names.normalize)
+    options_key: str = ""  # load-time options (num_ctx, ...) the runner was loaded with; "" = defaults
+    size: int = 0
+    size_vram: int = 0
+    expires_at: float = float("inf")  # unix seconds
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """One node as routing sees it at one instant."""
+
+    name: str
+    kind: NodeKind = NodeKind.OLLAMA
+    up: bool = True  # active health checks say it answers
+    admits: bool = True  # its circuit breaker lets a request through now
+    draining: bool = False
+    priority: int = 0  # higher is preferred by the `priority` strategy
+    weight: float = 1.0
+    max_concurrency: int | None = None  # gateway-side cap on in-flight requests to the node
+    parallel: int = 1  # slots per loaded model (OLLAMA_NUM_PARALLEL, configured or observed)
+    max_loaded: int = 3  # OLLAMA_MAX_LOADED_MODELS
+    vram_bytes: int | None = None  # usable memory for models, when known
+    pinned: frozenset[str] | None = None  # if set, the only models this node may serve
+    available: frozenset[str] = frozenset()  # models on disk (from /api/tags or /v1/models)
+    loaded: tuple[LoadedModel, ...] = ()  # resident runners (from /api/ps), gateway dispatches applied
+    in_flight: int = 0  # requests the gateway has sent and not yet finished
+    in_flight_by_model: Mapping[str, int] = field(default_factory=dict)  # normalised model -> in flight
+    model_sizes: Mapping[str, int] = field(default_factory=dict)  # normalised model -> bytes on disk
+
+    def serves(self, model: str) -> bool:
+        """The node has the model and is allowed to serve it."""
+        if self.pinned is not None and model not in self.pinned:
+            return False
+        return model in self.available
+
+    @property
+    def eligible(self) -> bool:
+        """The node may take a new request at all."""
+        return self.up and self.admits and not self.draining
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRequest:
+    """What routing needs to know of one request."""
+
+    model: str  # normalised
+    options_key: str = ""  # load-time options of this request; differs from a runner's -> reload
+    affinity: str | None = None  # session header or `user` field, for prompt-cache reuse
+    exclude: frozenset[str] = frozenset()  # nodes already tried for this request
+    est_tokens: int = 256  # expected prompt + output tokens, for work-aware scoring
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    node: str
+    cold: bool = False  # the model must be loaded (or reloaded) on that node
+
+
+class NoRouteReason(StrEnum):
+    NO_SUCH_MODEL = "no_such_model"  # no node has the model (or may serve it)
+    NO_HEALTHY_NODE = "no_healthy_node"  # nodes have it, but none is up/admitting/undrained
+    ALL_FULL = "all_full"  # eligible nodes exist but every one is at its concurrency cap: queue
+
+
+@dataclass(frozen=True, slots=True)
+class NoRoute:
+    reason: NoRouteReason

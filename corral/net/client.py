@@ -1,0 +1,295 @@
+"""A lean pooled HTTP/1.1 client for talking to nodes, on asyncio protocols and httptools.
+
+One `ConnectionPool` per node keeps idle keep-alive connections. A response's body is delivered to a
+synchronous sink as the bytes arrive (the proxy writes them straight to the client socket), so a
+relayed stream is never buffered. The caller applies backpressure with `pause()`/`resume()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import cast
+
+import httptools
+
+from corral.domain.errors import UpstreamConnect, UpstreamProtocol, UpstreamTimeout
+
+Headers = list[tuple[bytes, bytes]]
+Sink = Callable[[bytes], None]
+
+
+class UpstreamResponse:
+    """Status and headers of a node's answer; the body arrives through `attach(sink)`."""
+
+    __slots__ = ("chunked", "content_length", "headers", "status")
+
+    def __init__(self, status: int, headers: Headers) -> None:
+        self.status = status
+        self.headers = headers
+        self.content_length: int | None = None
+        self.chunked = False
+        for name, value in headers:
+            if name == b"content-length":
+                try:
+                    self.content_length = int(value)
+                except ValueError:
+                    self.content_length = None
+            elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                self.chunked = True
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One connection to a node; serves one exchange at a time."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._headers: Headers = []
+        self._response: asyncio.Future[UpstreamResponse] | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._sink: Sink | None = None
+        self._early: list[bytes] = []
+        self._keep_alive = False
+        self.closed = False
+        self.reused = False
+        self.last_activity = 0.0
+        self.head_request = False
+        self.paused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._idle_s = 0.0
+        self._deadline = 0.0
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._pool.forget(self)
+        if self._response is not None and not self._response.done():
+            self._response.set_exception(UpstreamConnect(f"node {self._pool.name} closed the connection"))
+        if self._done is not None and not self._done.done():
+            head = (
+                self._response.result()
+                if self._response is not None
+                and self._response.done()
+                and not self._response.cancelled()
+                and self._response.exception() is None
+                else None
+            )
+            if head is not None and not head.chunked and head.content_length is None:
+                self._done.set_result(None)  # a body delimited by the connection's end
+            else:
+                self._done.set_exception(
+                    UpstreamProtocol(f"node {self._pool.name} closed the connection mid-response")
+                )
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self._loop.time()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            err = UpstreamProtocol(f"node {self._pool.name} sent a malformed response: {exc}")
+            self._fail(err)
+
+    def watch(self, idle_s: float, total_s: float) -> None:
+        """Fail the body with UpstreamTimeout after `idle_s` of silence (while the client keeps up) or
+        `total_s` in all. Timers are re-armed lazily, so a busy stream costs no timer churn."""
+        now = self._loop.time()
+        self._idle_s = idle_s
+        self._deadline = now + total_s
+        self.last_activity = now
+        self._timer = self._loop.call_later(min(idle_s, total_s), self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._done is None or self._done.done():
+            return
+        now = self._loop.time()
+        if now >= self._deadline:
+            self._fail(UpstreamTimeout(f"the exchange with node {self._pool.name} took too long"))
+            return
+        if self.paused:
+            self.last_activity = now
+        silent = now - self.last_activity
+        if silent >= self._idle_s:
+            self._fail(UpstreamTimeout(f"node {self._pool.name} sent nothing for {self._idle_s:g}s"))
+            return
+        wait = min(self._idle_s - silent, self._deadline - now)
+        self._timer = self._loop.call_later(wait, self._check)
+
+    def _fail(self, err: Exception) -> None:
+        if self._response is not None and not self._response.done():
+            self._response.set_exception(err)
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(err)
+        self.close()
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        resp = UpstreamResponse(self._parser.get_status_code(), self._headers)
+        self._keep_alive = self._parser.should_keep_alive()
+        if self._response is not None and not self._response.done():
+            self._response.set_result(resp)
+        if self.head_request and self._done is not None and not self._done.done():
+            # A response to HEAD has no body, whatever its headers say; don't reuse the parser state.
+            self._keep_alive = False
+            self._done.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        if self._sink is not None:
+            self._sink(body)
+        else:
+            self._early.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    # exchange
+
+    def send(self, head: bytes, body: bytes) -> None:
+        assert self._transport is not None
+        self._headers = []
+        self._sink = None
+        self._early = []
+        self._response = self._loop.create_future()
+        self._done = self._loop.create_future()
+        if body and len(body) < 65536:
+            self._transport.write(head + body)
+        else:
+            self._transport.write(head)
+            if body:
+                self._transport.write(body)
+
+    async def response(self) -> UpstreamResponse:
+        assert self._response is not None
+        return await self._response
+
+    def attach(self, sink: Sink) -> None:
+        """Deliver the body (what has arrived already, then the rest as it comes) to `sink`."""
+        self._sink = sink
+        early, self._early = self._early, []
+        for piece in early:
+            sink(piece)
+
+    async def finished(self) -> None:
+        assert self._done is not None
+        await self._done
+
+    @property
+    def done(self) -> bool:
+        return self._done is not None and self._done.done()
+
+    def pause(self) -> None:
+        if self._transport is not None and not self.closed and not self.paused:
+            self.paused = True
+            self._transport.pause_reading()
+
+    def resume(self) -> None:
+        if self._transport is not None and not self.closed and self.paused:
+            self.paused = False
+            self._transport.resume_reading()
+
+    def release(self) -> None:
+        """Return the connection to its pool if the exchange ended cleanly, else close it."""
+        done = self._done
+        if (
+            done is not None
+            and done.done()
+            and self._keep_alive
+            and not self.closed
+            and done.exception() is None
+        ):
+            self._sink = None
+            self._pool.give_back(self)
+            return
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class ConnectionPool:
+    """Idle keep-alive connections to one node (`host:port`)."""
+
+    def __init__(self, name: str, host: str, port: int, *, max_idle: int = 64, ssl: bool = False) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.ssl = ssl
+        self.max_idle = max_idle
+        self._idle: deque[UpstreamConnection] = deque()
+        self.host_header = host.encode() if port in (80, 443) else f"{host}:{port}".encode()
+
+    async def acquire(self, connect_timeout_s: float) -> UpstreamConnection:
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                conn.reused = True
+                return conn
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(connect_timeout_s):
+                _, proto = await loop.create_connection(
+                    lambda: UpstreamConnection(self), self.host, self.port, ssl=self.ssl or None
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"connecting to node {self.name} timed out") from exc
+        except OSError as exc:
+            raise UpstreamConnect(f"cannot connect to node {self.name}: {exc.strerror or exc}") from exc
+        return proto
+
+    def give_back(self, conn: UpstreamConnection) -> None:
+        if len(self._idle) < self.max_idle:
+            conn.reused = True
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        try:
+            self._idle.remove(conn)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
+def build_head(method: str, target: bytes, host: bytes, headers: Headers, body_len: int | None) -> bytes:
+    """Request line and headers for a node. `headers` must already exclude hop-by-hop ones and Host."""
+    parts = [method.encode(), b" ", target, b" HTTP/1.1\r\nhost: ", host, b"\r\n"]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    if body_len is not None:
+        parts.append(b"content-length: %d\r\n" % body_len)
+    parts.append(b"\r\n")
+    return b"".join(parts)

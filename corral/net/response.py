@@ -1,0 +1,218 @@
+"""The request and response objects the lean server hands to the application."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+_REASONS = {
+    100: b"Continue",
+    200: b"OK",
+    201: b"Created",
+    204: b"No Content",
+    301: b"Moved Permanently",
+    307: b"Temporary Redirect",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    409: b"Conflict",
+    413: b"Payload Too Large",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    499: b"Client Closed Request",
+    500: b"Internal Server Error",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def status_line(status: int) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
+
+
+class Request:
+    """One parsed request. Header names are lower-case bytes; the body is complete."""
+
+    __slots__ = (
+        "body",
+        "client",
+        "ctx",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "method",
+        "query",
+        "raw_path",
+        "rejection",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: Headers,
+        body: bytes,
+        client: tuple[str, int],
+        keep_alive: bool = True,
+        http_version: str = "1.1",
+    ) -> None:
+        self.method = method
+        self.raw_path = raw_path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.client = client
+        self.keep_alive = keep_alive
+        self.http_version = http_version
+        self.rejection: tuple[int, str] | None = None
+        self.ctx: dict[str, Any] = {}
+
+    @property
+    def path(self) -> str:
+        """The percent-decoded path (for routing; the raw path is what would be forwarded)."""
+        return unquote(self.raw_path.decode("latin-1"))
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+class Response:
+    """Writes one response: `send` for a whole body, or `start` + `write`* + `end` for a stream.
+
+    A stream with no content length is sent with chunked transfer encoding; each `write` becomes one
+    chunk on the wire at once (no buffering). `write` waits while the client's socket is full.
+    """
+
+    __slots__ = (
+        "_can_write",
+        "_head_only",
+        "_on_writable",
+        "_transport",
+        "bytes_sent",
+        "chunked",
+        "client_gone",
+        "content_type_sse",
+        "finished",
+        "keep_alive",
+        "started",
+        "status",
+    )
+
+    def __init__(self, transport: asyncio.Transport, can_write: asyncio.Event, request: Request) -> None:
+        self._transport = transport
+        self._can_write = can_write
+        self._head_only = request.method == "HEAD"
+        self.chunked = False
+        self.content_type_sse = False
+        self._on_writable: Callable[[], None] | None = None
+        self.keep_alive = True
+        self.started = False
+        self.finished = False
+        self.client_gone = False
+        self.status = 0
+        self.bytes_sent = 0
+
+    def _head(self, status: int, headers: Headers, extra: bytes) -> bytes:
+        parts = [status_line(status)]
+        for name, value in headers:
+            parts.append(name + b": " + value + b"\r\n")
+        if not self.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts.append(extra)
+        parts.append(b"\r\n")
+        return b"".join(parts)
+
+    def send(self, status: int, headers: Headers, body: bytes) -> None:
+        """A complete response with a content length."""
+        self.started = True
+        self.status = status
+        if status == 204 or status == 304 or status < 200:
+            head = self._head(status, headers, b"")
+            body = b""
+        else:
+            head = self._head(status, headers, b"content-length: %d\r\n" % len(body))
+        if self._head_only:
+            body = b""
+        if not self._transport.is_closing():
+            self._transport.write(head + body if len(body) < 65536 else head)
+            if len(body) >= 65536:
+                self._transport.write(body)
+        self.bytes_sent += len(body)
+        self.finished = True
+
+    def send_simple(
+        self, status: int, body: bytes, content_type: bytes = b"application/json; charset=utf-8"
+    ) -> None:
+        self.send(status, [(b"content-type", content_type)], body)
+
+    def start(self, status: int, headers: Headers, content_length: int | None = None) -> None:
+        """Begin a response whose body follows through `write`."""
+        self.started = True
+        self.status = status
+        for name, value in headers:
+            if name == b"content-type" and value.startswith(b"text/event-stream"):
+                self.content_type_sse = True
+        if content_length is None:
+            if self._head_only or status == 204 or status == 304:
+                extra = b""
+            else:
+                self.chunked = True
+                extra = b"transfer-encoding: chunked\r\n"
+        else:
+            extra = b"content-length: %d\r\n" % content_length
+        if not self._transport.is_closing():
+            self._transport.write(self._head(status, headers, extra))
+
+    def write_nowait(self, data: bytes) -> bool:
+        """Write a body piece now. Returns False when the client socket is full (caller should pause)."""
+        if not data or self._head_only:
+            return True
+        self.bytes_sent += len(data)
+        if self._transport.is_closing():
+            self.client_gone = True
+            return True
+        if self.chunked:
+            self._transport.write(b"%x\r\n%s\r\n" % (len(data), data))
+        else:
+            self._transport.write(data)
+        return self._can_write.is_set()
+
+    async def write(self, data: bytes) -> None:
+        if not self.write_nowait(data):
+            await self._can_write.wait()
+
+    async def wait_writable(self) -> None:
+        await self._can_write.wait()
+
+    def on_writable(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once when the client socket drains (the server's resume_writing)."""
+        self._on_writable = callback
+
+    def writable(self) -> None:
+        callback, self._on_writable = self._on_writable, None
+        if callback is not None:
+            callback()
+
+    def end(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.chunked and not self._head_only and not self._transport.is_closing():
+            self._transport.write(b"0\r\n\r\n")
+
+    def abort(self) -> None:
+        """Drop the connection: the only honest end for a response that cannot be completed."""
+        self.keep_alive = False
+        self._transport.abort()

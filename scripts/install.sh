@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what Corral needs into .venv (idempotent). With --system (as root), also the Debian packages
+# the tests and benchmarks start for real: nginx, wrk, redis, haproxy, prometheus, alertmanager.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+extras=""
+for arg in "$@"; do
+  case "$arg" in
+    --system) system=1 ;;
+    --test) extras="[test]" ;;
+  esac
+done
+if [[ "${system:-0}" == 1 ]]; then
+  need=()
+  for pkg in nginx wrk redis-server haproxy prometheus prometheus-alertmanager; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+  done
+  if ((${#need[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then echo "install.sh: need root to apt-get install ${need[*]}" >&2; exit 1; fi
+    echo "== apt-get install ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+fi
+if [[ ! -x .venv/bin/python ]]; then
+  echo "== creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.installed${extras}"
+if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
+  echo "== pip install -e .${extras}"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install -q -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import corral" && touch "$stamp"
+fi

@@ -1,0 +1,122 @@
+"""Real processes for tests: `corral sim` nodes and `corral serve`, started on free loopback ports and
+waited on by condition (never by a fixed sleep)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Any, timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # the thing we wait for is not there yet
+            last = exc
+        time.sleep(0.02)
+    raise TimeoutError(f"timed out waiting for {what}" + (f": {last}" if last else ""))
+
+
+class Proc:
+    def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="corral-test-", suffix=".log", delete=False)
+        self.args = args
+        self.proc = subprocess.Popen(
+            args, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self, sig_kill: bool = False) -> None:
+        if self.proc.poll() is None:
+            if sig_kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def _wait_http(proc: Proc, path: str, timeout: float) -> None:
+    def ok() -> bool:
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.proc.returncode}:\n{proc.output()[-3000:]}")
+        return httpx.get(proc.url + path, timeout=1).status_code < 500
+
+    try:
+        wait_for(ok, timeout, f"{' '.join(proc.args[2:5])} on {proc.url}")
+    except RuntimeError:
+        raise
+    except TimeoutError as exc:
+        proc.stop(sig_kill=True)
+        raise TimeoutError(f"{exc}\n{proc.output()[-3000:]}") from None
+
+
+def start_sim(
+    *models: str, port: int | None = None, extra: list[str] | None = None, timeout: float = 15.0
+) -> Proc:
+    port = port or free_port()
+    args = [sys.executable, "-m", "corral", "sim", "--port", str(port)]
+    for model in models:
+        args += ["--model", model]
+    proc = Proc(args + list(extra or []), port)
+    _wait_http(proc, "/", timeout)
+    return proc
+
+
+def start_corral(config: dict[str, Any], env: dict[str, str] | None = None, timeout: float = 20.0) -> Proc:
+    port = config.setdefault("server", {}).get("port") or free_port()
+    config["server"]["port"] = port
+    config.setdefault("server", {}).setdefault("host", "127.0.0.1")
+    path = Path(tempfile.mkdtemp(prefix="corral-cfg-")) / "corral.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = Proc(
+        [sys.executable, "-m", "corral", "serve", "--config", str(path)],
+        port,
+        {"CORRAL_LOGGING__FORMAT": "json", **(env or {})},
+    )
+    proc.config_path = path  # type: ignore[attr-defined]
+    _wait_http(proc, "/health", timeout)
+    return proc
+
+
+@contextmanager
+def running(*procs: Proc) -> Iterator[tuple[Proc, ...]]:
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def sim_stats(sim: Proc) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(httpx.get(sim.url + "/_sim/stats", timeout=5).content)
+    return data

@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+from corral.config import ConfigError, load_settings
+
+
+def test_defaults_and_minimum_keys(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        'server: {host: 127.0.0.1, port: 8080}\nbackends:\n  - {name: a, url: "http://127.0.0.1:11434"}\n'
+    )
+    settings = load_settings(path)
+    assert settings.routing.strategy == "model-aware"
+    backend = settings.backends[0]
+    assert (backend.host, backend.port, backend.type) == ("127.0.0.1", 11434, "ollama")
+
+
+def test_environment_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("server: {port: 8080}\n")
+    monkeypatch.setenv("CORRAL_SERVER__PORT", "9000")
+    monkeypatch.setenv("CORRAL_ROUTING__STRATEGY", "round-robin")
+    settings = load_settings(path)
+    assert settings.server.port == 9000
+    assert settings.routing.strategy == "round-robin"
+
+
+def test_problems_name_every_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "backends:\n  - {name: a, url: 'http://x:1', weight: -1, colour: red}\nqueue: {max_len: -5}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    keys = {key for key, _ in err.value.problems}
+    assert keys == {"backends[0].weight", "backends[0].colour", "queue.max_len"}
+
+
+def test_unreadable_and_non_mapping_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.yaml")
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(bad)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("server: {port: [}\n")
+    with pytest.raises(ConfigError, match="YAML"):
+        load_settings(broken)
+
+
+def test_backend_urls(tmp_path: Path) -> None:
+    for url, ok in (
+        ("http://h", True),
+        ("https://h:8443/prefix/", True),
+        ("h:11434", False),
+        ("http://h:99999", False),
+        ("http://h/?q=1", False),
+    ):
+        path = tmp_path / "c.yaml"
+        path.write_text(f"backends:\n  - {{name: a, url: '{url}'}}\n")
+        if ok:
+            assert load_settings(path).backends[0].url == url.rstrip("/")
+        else:
+            with pytest.raises(ConfigError, match=r"backends\[0\]\.url"):
+                load_settings(path)

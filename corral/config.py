@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -62,22 +63,14 @@ class CorsSettings(_Section):
 class ServerSettings(_Section):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
-    max_body_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
-    )
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond).")
     max_header_bytes: int = Field(64 * 1024, ge=1024, description="Largest request head accepted.")
-    keepalive_timeout_s: float = Field(
-        75.0, gt=0, description="Idle client connections are closed after this."
-    )
-    shutdown_grace_s: float = Field(
-        30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish."
-    )
+    keepalive_timeout_s: float = Field(75.0, gt=0, description="Idle client connections are closed after this.")
+    shutdown_grace_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish.")
     trusted_proxies: list[str] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed for the client IP."
     )
-    expose_node_header: bool = Field(
-        True, description="Add X-Corral-Node (the node that served) to responses."
-    )
+    expose_node_header: bool = Field(True, description="Add X-Corral-Node (the node that served) to responses.")
     tls: TlsSettings = Field(default_factory=TlsSettings, description="Optional TLS on Corral's listener.")
     cors: CorsSettings = Field(default_factory=CorsSettings, description="CORS policy for browser clients.")
 
@@ -148,51 +141,40 @@ class BackendSettings(_Section):
 
     @property
     def base_path(self) -> str:
-        return urlsplit(self.url).path.rstrip("/")
+        return _base_path(self.url)
 
 
 class RoutingSettings(_Section):
     strategy: Literal["model-aware", "round-robin", "least-connections", "priority", "power-of-two"] = Field(
         "model-aware", description="How a node is chosen for a request."
     )
-    retries: int = Field(
-        2, ge=0, le=10, description="Other nodes tried when one fails before any byte is sent."
-    )
-    retry_backoff_s: float = Field(
-        0.05, ge=0, description="Pause before a retry, doubled on each further one."
-    )
-    affinity_header: str = Field(
-        "x-session-id", description="Requests with the same value go to the same node."
-    )
-    discovery_interval_s: float = Field(
-        5.0, gt=0, description="Seconds between reads of /api/tags and /api/ps."
-    )
+    retries: int = Field(2, ge=0, le=10, description="Other nodes tried when one fails before any byte is sent.")
+    retry_backoff_s: float = Field(0.05, ge=0, description="Pause before a retry, doubled on each further one.")
+    affinity_header: str = Field("x-session-id", description="Requests with the same value go to the same node.")
+    discovery_interval_s: float = Field(5.0, gt=0, description="Seconds between reads of /api/tags and /api/ps.")
 
 
 class TimeoutSettings(_Section):
     connect_s: float = Field(3.0, gt=0, description="Connecting to a node.")
-    first_byte_s: float = Field(
-        300.0, gt=0, description="From sending a request to the node's response head."
-    )
-    idle_s: float = Field(
-        120.0, gt=0, description="Longest silence between two chunks of a streamed response."
-    )
+    first_byte_s: float = Field(300.0, gt=0, description="From sending a request to the node's response head.")
+    idle_s: float = Field(120.0, gt=0, description="Longest silence between two chunks of a streamed response.")
     total_s: float = Field(3600.0, gt=0, description="Whole exchange with a node, stream included.")
 
 
 class QueueSettings(_Section):
     max_len: int = Field(1024, ge=0, description="Requests that may wait for a free node slot (503 beyond).")
-    max_wait_s: float = Field(
-        60.0, gt=0, description="Longest wait in the queue (503 with Retry-After beyond)."
-    )
+    max_wait_s: float = Field(60.0, gt=0, description="Longest wait in the queue (503 with Retry-After beyond).")
 
 
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Diagnostic log level.")
-    format: Literal["auto", "json", "console"] = Field(
-        "auto", description="auto: console on a terminal, else JSON."
-    )
+    format: Literal["auto", "json", "console"] = Field("auto", description="auto: console on a terminal, else JSON.")
     access: bool = Field(True, description="Write one access line per request to the corral.access logger.")
+
+
+class MetricsSettings(_Section):
+    enabled: bool = Field(True, description="Serve Prometheus metrics at GET /metrics.")
+    per_key: bool = Field(False, description="Label request metrics with the API key's name.")
 
 
 class Settings(BaseSettings):
@@ -208,15 +190,12 @@ class Settings(BaseSettings):
 
     server: ServerSettings = Field(default_factory=ServerSettings, description="Corral's own listener.")
     backends: list[BackendSettings] = Field(default_factory=list, description="The nodes of the fleet.")
-    health: HealthSettings = Field(
-        default_factory=HealthSettings, description="Fleet-wide health-check defaults."
-    )
+    health: HealthSettings = Field(default_factory=HealthSettings, description="Fleet-wide health-check defaults.")
     routing: RoutingSettings = Field(default_factory=RoutingSettings, description="Node choice and retries.")
-    timeouts: TimeoutSettings = Field(
-        default_factory=TimeoutSettings, description="Limits on node exchanges."
-    )
+    timeouts: TimeoutSettings = Field(default_factory=TimeoutSettings, description="Limits on node exchanges.")
     queue: QueueSettings = Field(default_factory=QueueSettings, description="The gateway's admission queue.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logs.")
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Prometheus metrics.")
 
     @classmethod
     def settings_customise_sources(
@@ -241,6 +220,11 @@ class Settings(BaseSettings):
 
     def health_for(self, backend: BackendSettings) -> HealthSettings:
         return backend.health or self.health
+
+
+@lru_cache(maxsize=256)
+def _base_path(url: str) -> str:
+    return urlsplit(url).path.rstrip("/")
 
 
 def _key(loc: tuple[int | str, ...]) -> str:

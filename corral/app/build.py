@@ -10,8 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from corral.adapters.metrics import Metrics
 from corral.app.admin import AdminBackends
-from corral.app.context import ApiFamily, RequestRecord
+from corral.app.context import ApiFamily, Observer, RequestRecord
 from corral.app.discovery import Discovery
 from corral.app.fleet import Fleet
 from corral.app.gateway import Gateway, Router
@@ -38,6 +41,7 @@ class App:
     views: FleetViews
     gateway: Gateway
     server: HttpServer
+    metrics: Metrics | None = None
 
     @property
     def port(self) -> int:
@@ -104,7 +108,20 @@ async def build(settings: Settings) -> App:
         send_json(response, record, views.status(loop.time(), proxy.waiting))
 
     router = build_router(views, inference, node_ops, admin, status)
-    observers = [access_observer] if settings.logging.access else []
+    observers: list[Observer] = [access_observer] if settings.logging.access else []
+    metrics: Metrics | None = None
+    if settings.metrics.enabled:
+        metrics = Metrics(CollectorRegistry(auto_describe=True), per_key=settings.metrics.per_key)
+        metrics.known_models = fleet.known_models
+        metrics.watch_fleet(lambda: list(fleet), lambda: proxy.waiting)
+        observers.append(metrics.observe)
+        exposition = metrics.registry
+
+        async def scrape(request: Request, response: Response, record: RequestRecord) -> None:
+            record.status = 200
+            response.send(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(exposition))
+
+        router.add("GET", "/metrics", scrape, ApiFamily.OLLAMA)
     gateway = Gateway(router, observers)
     limits = ServerLimits(
         max_body_bytes=settings.server.max_body_bytes,
@@ -112,7 +129,7 @@ async def build(settings: Settings) -> App:
         keepalive_timeout_s=settings.server.keepalive_timeout_s,
     )
     server = HttpServer(gateway, limits)
-    return App(settings, fleet, discovery, proxy, views, gateway, server)
+    return App(settings, fleet, discovery, proxy, views, gateway, server, metrics)
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:

@@ -96,7 +96,7 @@ class Discovery:
         try:
             if node.kind is NodeKind.OPENAI:
                 models = await get_json(node.pool, node.settings.base_path + "/v1/models", timeout)
-                node.tags = tags_from_openai(models)
+                node.set_tags(tags_from_openai(models))
             else:
                 version = await get_json(node.pool, node.settings.base_path + "/api/version", timeout)
                 if isinstance(version, dict) and isinstance(version.get("version"), str):
@@ -126,11 +126,13 @@ class Discovery:
             get_json(node.pool, base + "/api/tags", timeout), get_json(node.pool, base + "/api/ps", timeout)
         )
         models = tags.get("models") if isinstance(tags, dict) else None
-        node.tags = {
-            normalize(str(m.get("model") or m.get("name"))): m
-            for m in models or []
-            if isinstance(m, dict) and (m.get("model") or m.get("name"))
-        }
+        node.set_tags(
+            {
+                normalize(str(m.get("model") or m.get("name"))): m
+                for m in models or []
+                if isinstance(m, dict) and (m.get("model") or m.get("name"))
+            }
+        )
         running = ps.get("models") if isinstance(ps, dict) else None
         node.ps = [m for m in running or [] if isinstance(m, dict)]
         node.loaded = loaded_from_ps(node, node.ps)

@@ -7,7 +7,7 @@ Routing never sees this directly: `Fleet.snapshot()` hands it immutable `NodeVie
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,8 +36,13 @@ class Node:
     in_flight_by_model: dict[str, int] = field(default_factory=dict)
     requests_total: int = 0
     failures_total: int = 0
+    completion_tokens_total: int = 0
+    ttft_sum: float = 0.0
+    ttft_count: int = 0
     last_error: str | None = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _static: tuple[frozenset[str] | None, frozenset[str], dict[str, int]] | None = None
+    on_change: Callable[[], None] | None = None
 
     @property
     def name(self) -> str:
@@ -45,7 +50,20 @@ class Node:
 
     @property
     def kind(self) -> NodeKind:
-        return NodeKind(self.settings.type)
+        return NodeKind.OPENAI if self.settings.type == "openai" else NodeKind.OLLAMA
+
+    @property
+    def up(self) -> bool:
+        return self.health.up
+
+    @property
+    def breaker_state(self) -> str:
+        return str(self.breaker.state.value)
+
+    def loaded_models(self) -> list[tuple[str, int, int]]:
+        return [(m.model, m.size, m.size_vram) for m in self.loaded if m.size or m.size_vram] or [
+            (m.model, 0, 0) for m in self.loaded
+        ]
 
     def begin(self, model: str) -> None:
         self.in_flight += 1
@@ -63,9 +81,22 @@ class Node:
         if self.in_flight == 0:
             self.idle.set()
 
+    def set_tags(self, tags: dict[str, dict[str, Any]]) -> None:
+        self.tags = tags
+        self._static = None
+        if self.on_change is not None:
+            self.on_change()
+
+    def _static_parts(self) -> tuple[frozenset[str] | None, frozenset[str], dict[str, int]]:
+        # What changes only with discovery, computed once per change instead of once per request.
+        if self._static is None:
+            pinned = frozenset(normalize(m) for m in self.settings.models) if self.settings.models else None
+            sizes = {name: int(entry.get("size") or 0) for name, entry in self.tags.items()}
+            self._static = (pinned, frozenset(self.tags), sizes)
+        return self._static
+
     def view(self, now: float) -> NodeView:
-        pinned = frozenset(normalize(m) for m in self.settings.models) if self.settings.models else None
-        sizes = {name: int(entry.get("size") or 0) for name, entry in self.tags.items()}
+        pinned, available, sizes = self._static_parts()
         return NodeView(
             name=self.name,
             kind=self.kind,
@@ -78,7 +109,7 @@ class Node:
             parallel=self.settings.parallel,
             max_loaded=self.settings.max_loaded,
             pinned=pinned,
-            available=frozenset(self.tags),
+            available=available,
             loaded=self.loaded,
             in_flight=self.in_flight,
             in_flight_by_model=dict(self.in_flight_by_model),
@@ -92,6 +123,8 @@ class Fleet:
     def __init__(self) -> None:
         self._nodes: dict[str, Node] = {}
         self.changed = asyncio.Event()  # set whenever a slot frees or a node's state changes
+        self.waiters = 0  # requests waiting on `changed` (the admission queue)
+        self._known: frozenset[str] | None = None
 
     def __iter__(self) -> Iterator[Node]:
         return iter(list(self._nodes.values()))
@@ -115,6 +148,7 @@ class Fleet:
             breaker=breaker,
         )
         node.idle.set()
+        node.on_change = self.notify
         self._nodes[settings.name] = node
         self.notify()
         return node
@@ -130,8 +164,21 @@ class Fleet:
 
     def notify(self) -> None:
         """Wake whatever waits for capacity (the admission queue)."""
-        self.changed.set()
-        self.changed = asyncio.Event()
+        self._known = None
+        if self.waiters:
+            self.changed.set()
+            self.changed = asyncio.Event()
+
+    def slot_freed(self) -> None:
+        """A request ended: wake the queue if anyone waits (cheap when nobody does)."""
+        if self.waiters:
+            self.changed.set()
+            self.changed = asyncio.Event()
+
+    def known_models(self) -> frozenset[str]:
+        if self._known is None:
+            self._known = frozenset(name for node in self._nodes.values() for name in node.tags)
+        return self._known
 
     @property
     def any_up(self) -> bool:

@@ -124,9 +124,7 @@ class Gateway:
 
     def _plain(self, response: Response, record: RequestRecord, status: int, body: bytes) -> None:
         record.status = status
-        response.send(
-            status, [(b"content-type", b"text/plain"), (b"x-request-id", record.request_id.encode())], body
-        )
+        response.send(status, [(b"content-type", b"text/plain"), (b"x-request-id", record.request_id.encode())], body)
 
     def render_error(self, response: Response, record: RequestRecord, exc: GatewayError) -> None:
         """The one place an error body is written."""

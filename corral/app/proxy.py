@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from corral.adapters.metrics import load_seconds
 from corral.app.context import ApiFamily, RequestRecord
 from corral.app.fleet import Fleet, Node
+from corral.app.translation import Translation
 from corral.config import RoutingSettings, TimeoutSettings
 from corral.domain.errors import (
     GatewayError,
@@ -27,7 +30,7 @@ from corral.domain.errors import (
     UpstreamMidstream,
     UpstreamTimeout,
 )
-from corral.domain.fleet import LoadedModel, NoRoute, NoRouteReason, RouteRequest
+from corral.domain.fleet import LoadedModel, NodeKind, NoRoute, NoRouteReason, RouteRequest
 from corral.domain.routing import Strategy
 from corral.net.client import UpstreamConnection, UpstreamResponse, build_head
 from corral.net.response import Headers, Request, Response
@@ -175,16 +178,13 @@ class Proxy:
             # ALL_FULL: wait for a slot to free up.
             if deadline is None:
                 if self.waiting >= self.queue_max:
-                    raise QueueFull(
-                        "server busy, please try again.  maximum pending requests exceeded", retry_after=1
-                    )
+                    raise QueueFull("server busy, please try again.  maximum pending requests exceeded", retry_after=1)
                 deadline = now + self.queue_wait_s
             remaining = deadline - now
             if remaining <= 0:
-                raise QueueTimeout(
-                    "server busy, please try again.  no node had a free slot in time", retry_after=2
-                )
+                raise QueueTimeout("server busy, please try again.  no node had a free slot in time", retry_after=2)
             self.waiting += 1
+            self.fleet.waiters += 1
             changed = self.fleet.changed
             started = now
             try:
@@ -194,6 +194,7 @@ class Proxy:
                 pass
             finally:
                 self.waiting -= 1
+                self.fleet.waiters -= 1
                 record.queued_s += self.loop.time() - started
 
     # the exchange
@@ -222,9 +223,7 @@ class Proxy:
         for attempt in range(self.routing.retries + 1):
             if attempt:
                 await asyncio.sleep(self.routing.retry_backoff_s * (2 ** (attempt - 1)))
-                route = RouteRequest(
-                    route.model, route.options_key, route.affinity, frozenset(tried), route.est_tokens
-                )
+                route = RouteRequest(route.model, route.options_key, route.affinity, frozenset(tried), route.est_tokens)
             try:
                 node = await self.choose(route, record)
             except (NoHealthyNode, NoSuchModel) as exc:
@@ -234,7 +233,7 @@ class Proxy:
             tried.add(node.name)
             record.node = node.name
             record.attempts = attempt + 1
-            done = await self._attempt(node, response, record, route, out)
+            done = await self._attempt(node, response, record, route, out, doc)
             if done is None:
                 return
             last_error = done
@@ -244,27 +243,48 @@ class Proxy:
         raise last_error
 
     async def _attempt(
-        self, node: Node, response: Response, record: RequestRecord, route: RouteRequest, out: Outbound
+        self,
+        node: Node,
+        response: Response,
+        record: RequestRecord,
+        route: RouteRequest,
+        out: Outbound,
+        doc: dict[str, Any] | None = None,
     ) -> UpstreamError | None:
         """One try on one node. Returns the error if another node may be tried, None when finished."""
         model = route.model
         node.begin(model)
         if model:
             self._note_dispatch(node, route)
+        translation: Translation | None = None
+        if node.kind is NodeKind.OPENAI and record.family is ApiFamily.OLLAMA and doc is not None:
+            translation = Translation(record.route, doc, time.time_ns())
+            out = translation.outbound(out.headers)
         conn: UpstreamConnection | None = None
         try:
             conn, upstream = await self._exchange(node, out)
             if upstream.status in RETRY_STATUSES and self.routing.retries:
                 body = await self._read_all(conn)
-                node.breaker.record_failure(self.loop.time())
+                if upstream.status == 502:
+                    node.breaker.record_failure(self.loop.time())
                 node.failures_total += 1
                 node.last_error = f"HTTP {upstream.status}"
                 err = UpstreamError(f"node {node.name} answered {upstream.status}")
                 err.status = upstream.status
+                if translation is not None:
+                    body = translation.error_body(upstream.status, body)
                 self._remember_body(err, upstream, body)
                 return err
-            await self._relay(conn, upstream, node, response, record)
+            if translation is not None:
+                await self._relay_translated(conn, upstream, node, response, record, translation)
+            else:
+                await self._relay(conn, upstream, node, response, record)
             node.breaker.record_success(self.loop.time())
+            if record.completion_tokens:
+                node.completion_tokens_total += record.completion_tokens
+            if record.ttft is not None and record.stream:
+                node.ttft_sum += record.ttft
+                node.ttft_count += 1
             return None
         except UpstreamError as exc:
             node.breaker.record_failure(self.loop.time())
@@ -278,7 +298,7 @@ class Proxy:
             if conn is not None:
                 conn.release()
             node.end(model)
-            self.fleet.notify()
+            self.fleet.slot_freed()
 
     async def _exchange(self, node: Node, out: Outbound) -> tuple[UpstreamConnection, UpstreamResponse]:
         pool = node.pool
@@ -293,15 +313,12 @@ class Proxy:
         for fresh in (False, True):
             conn = await pool.acquire(self.timeouts.connect_s)
             conn.head_request = out.method == "HEAD"
-            conn.send(head, out.body)
+            conn.send(head, out.body, self.timeouts.first_byte_s)
             try:
-                async with asyncio.timeout(self.timeouts.first_byte_s):
-                    return conn, await conn.response()
-            except TimeoutError as exc:
+                return conn, await conn.response()
+            except UpstreamTimeout:
                 conn.close()
-                raise UpstreamTimeout(
-                    f"node {node.name} sent no response within {self.timeouts.first_byte_s}s"
-                ) from exc
+                raise
             except UpstreamError:
                 conn.close()
                 # A reused keep-alive connection the node had already closed: try once on a new one.
@@ -340,18 +357,78 @@ class Proxy:
         if self.expose_node:
             headers.append((b"x-corral-node", node.name.encode()))
         length = None if upstream.chunked else upstream.content_length
-        response.start(upstream.status, headers, length)
+        response.start(upstream.status, headers, length, hold=True)
         record.status = upstream.status
         relay = Relay(conn, response)
         conn.watch(self.timeouts.idle_s, self.timeouts.total_s)
         conn.attach(relay)
+        response.flush()  # the head, if no body had arrived with it
         try:
             await conn.finished()
         finally:
             if relay.first_at:
                 record.ttft = relay.first_at - record.started
             count_tokens(relay.tail, record.family, record)
+            record.load_s = load_seconds(relay.tail)
         response.end()
+
+    async def _relay_translated(
+        self,
+        conn: UpstreamConnection,
+        upstream: UpstreamResponse,
+        node: Node,
+        response: Response,
+        record: RequestRecord,
+        translation: Translation,
+    ) -> None:
+        """An OpenAI-type node answering a native request: SSE or JSON in, Ollama's NDJSON or JSON out."""
+        headers = [(b"x-request-id", record.request_id.encode())]
+        if self.expose_node:
+            headers.append((b"x-corral-node", node.name.encode()))
+        if upstream.status != 200:
+            body = translation.error_body(upstream.status, await self._read_all(conn))
+            record.status = upstream.status
+            response.send(upstream.status, [(b"content-type", wire.JSON), *headers], body)
+            return
+        conn.watch(self.timeouts.idle_s, self.timeouts.total_s)
+        if not translation.stream:
+            body = await self._read_all_checked(conn)
+            record.status = 200
+            response.send(200, [(b"content-type", wire.JSON), *headers], translation.whole(body, time.time_ns()))
+            translation.count(record)
+            return
+        response.start(200, [(b"content-type", wire.NDJSON), *headers], hold=True)
+        record.status = 200
+        stream = translation.streamer()
+        loop = self.loop
+
+        def sink(data: bytes) -> None:
+            out = stream.feed(data, time.time_ns())
+            if out:
+                if record.ttft is None:
+                    record.ttft = loop.time() - record.started
+                if not response.write_nowait(out):
+                    conn.pause()
+                    response.on_writable(conn.resume)
+
+        conn.attach(sink)
+        response.flush()
+        try:
+            await conn.finished()
+        except UpstreamError as exc:
+            response.write_nowait(stream.error_line(f"node {node.name} failed mid-stream: {exc.message}"))
+            response.end()
+            translation.count(record, stream)
+            raise UpstreamMidstream(exc.message) from exc
+        response.write_nowait(stream.finish(time.time_ns()))
+        response.end()
+        translation.count(record, stream)
+
+    async def _read_all_checked(self, conn: UpstreamConnection) -> bytes:
+        chunks: list[bytes] = []
+        conn.attach(chunks.append)
+        await conn.finished()
+        return b"".join(chunks)
 
     def _end_broken_stream(self, response: Response, record: RequestRecord, exc: UpstreamError) -> None:
         message = f"node {record.node} failed mid-stream: {exc.message}"

@@ -83,9 +83,7 @@ class FleetViews:
             for entry in entries:
                 key = normalize(str(entry.get("model") or entry.get("name") or ""))
                 # One entry per model; where it is loaded on several nodes, the latest expiry wins.
-                if key not in merged or parse_time(entry.get("expires_at")) > parse_time(
-                    merged[key].get("expires_at")
-                ):
+                if key not in merged or parse_time(entry.get("expires_at")) > parse_time(merged[key].get("expires_at")):
                     merged[key] = entry
         models = sorted(merged.values(), key=lambda e: parse_time(e.get("expires_at")), reverse=True)
         send_json(response, record, {"models": models})
@@ -140,6 +138,9 @@ class FleetViews:
                     "in_flight": node.in_flight,
                     "requests_total": node.requests_total,
                     "failures_total": node.failures_total,
+                    "completion_tokens_total": node.completion_tokens_total,
+                    "ttft_sum_s": round(node.ttft_sum, 6),
+                    "ttft_count": node.ttft_count,
                     "last_error": node.last_error,
                     "version": node.version,
                     "priority": node.settings.priority,

@@ -28,9 +28,7 @@ def _default(info: FieldInfo) -> str:
     return f"`{info.default!r}`"
 
 
-def _rows(
-    model: type[BaseModel], prefix: str, out: list[str], sections: list[tuple[str, type[BaseModel]]]
-) -> None:
+def _rows(model: type[BaseModel], prefix: str, out: list[str], sections: list[tuple[str, type[BaseModel]]]) -> None:
     for name, info in model.model_fields.items():
         key = f"{prefix}{name}"
         nested = _model_of(info.annotation)

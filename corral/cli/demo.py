@@ -110,7 +110,5 @@ def run(port: int, config: Path | None) -> None:
         except ConfigError as exc:
             console.print(f"[bold red]error:[/] {exc}")
             raise SystemExit(2) from None
-        configure(
-            "warning", "console" if sys.stderr.isatty() else os.environ.get("CORRAL_LOG_FORMAT", "json")
-        )
+        configure("warning", "console" if sys.stderr.isatty() else os.environ.get("CORRAL_LOG_FORMAT", "json"))
         run_gateway(settings, banner)

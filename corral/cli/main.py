@@ -13,18 +13,14 @@ from corral.cli import demo as demo_cmd
 from corral.cli import status as status_cmd
 from corral.config import ConfigError, Settings, load_settings
 
-app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="Corral: one endpoint for a fleet of Ollama nodes."
-)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Corral: one endpoint for a fleet of Ollama nodes.")
 config_app = typer.Typer(no_args_is_help=True, help="Check and document the configuration.")
 app.add_typer(config_app, name="config")
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[
     Path | None,
-    typer.Option(
-        "--config", "-c", envvar="CORRAL_CONFIG", help="YAML configuration file.", show_default=False
-    ),
+    typer.Option("--config", "-c", envvar="CORRAL_CONFIG", help="YAML configuration file.", show_default=False),
 ]
 
 
@@ -125,13 +121,26 @@ def demo(
 
 @app.command()
 def status(
-    url: Annotated[
-        str, typer.Option(help="Corral's base URL.", envvar="CORRAL_URL")
-    ] = "http://127.0.0.1:8080",
+    url: Annotated[str, typer.Option(help="Corral's base URL.", envvar="CORRAL_URL")] = "http://127.0.0.1:8080",
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
 ) -> None:
     """Show the fleet: nodes, state, load and models."""
     status_cmd.show(url, as_json)
+
+
+@app.command()
+def top(
+    url: Annotated[str, typer.Option(help="Corral's base URL.", envvar="CORRAL_URL")] = "http://127.0.0.1:8080",
+    interval: Annotated[float, typer.Option(help="Seconds between refreshes.")] = 1.0,
+    iterations: Annotated[int | None, typer.Option(help="Stop after N refreshes (default: until Ctrl-C).")] = None,
+) -> None:
+    """Watch the fleet live: requests/s, tokens/s and TTFT per node."""
+    from corral.cli import top as top_cmd
+
+    try:
+        top_cmd.run(url, interval, iterations)
+    except KeyboardInterrupt:
+        pass
 
 
 def main() -> None:

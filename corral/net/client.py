@@ -94,9 +94,7 @@ class UpstreamConnection(asyncio.Protocol):
             if head is not None and not head.chunked and head.content_length is None:
                 self._done.set_result(None)  # a body delimited by the connection's end
             else:
-                self._done.set_exception(
-                    UpstreamProtocol(f"node {self._pool.name} closed the connection mid-response")
-                )
+                self._done.set_exception(UpstreamProtocol(f"node {self._pool.name} closed the connection mid-response"))
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self._loop.time()
@@ -144,7 +142,14 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
 
+    def _no_response(self, seconds: float) -> None:
+        self._timer = None
+        self._fail(UpstreamTimeout(f"node {self._pool.name} sent no response within {seconds:g}s"))
+
     def on_headers_complete(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         resp = UpstreamResponse(self._parser.get_status_code(), self._headers)
         self._keep_alive = self._parser.should_keep_alive()
         if self._response is not None and not self._response.done():
@@ -169,8 +174,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     # exchange
 
-    def send(self, head: bytes, body: bytes) -> None:
+    def send(self, head: bytes, body: bytes, first_byte_s: float | None = None) -> None:
+        """Write the request. With `first_byte_s`, the response head must arrive within it."""
         assert self._transport is not None
+        if first_byte_s is not None:
+            self._timer = self._loop.call_later(first_byte_s, self._no_response, first_byte_s)
         self._headers = []
         self._sink = None
         self._early = []
@@ -215,13 +223,7 @@ class UpstreamConnection(asyncio.Protocol):
     def release(self) -> None:
         """Return the connection to its pool if the exchange ended cleanly, else close it."""
         done = self._done
-        if (
-            done is not None
-            and done.done()
-            and self._keep_alive
-            and not self.closed
-            and done.exception() is None
-        ):
+        if done is not None and done.done() and self._keep_alive and not self.closed and done.exception() is None:
             self._sink = None
             self._pool.give_back(self)
             return

@@ -99,6 +99,7 @@ class Response:
         "_can_write",
         "_head_only",
         "_on_writable",
+        "_pending_head",
         "_transport",
         "bytes_sent",
         "chunked",
@@ -117,6 +118,7 @@ class Response:
         self.chunked = False
         self.content_type_sse = False
         self._on_writable: Callable[[], None] | None = None
+        self._pending_head: bytes | None = None
         self.keep_alive = True
         self.started = False
         self.finished = False
@@ -152,13 +154,12 @@ class Response:
         self.bytes_sent += len(body)
         self.finished = True
 
-    def send_simple(
-        self, status: int, body: bytes, content_type: bytes = b"application/json; charset=utf-8"
-    ) -> None:
+    def send_simple(self, status: int, body: bytes, content_type: bytes = b"application/json; charset=utf-8") -> None:
         self.send(status, [(b"content-type", content_type)], body)
 
-    def start(self, status: int, headers: Headers, content_length: int | None = None) -> None:
-        """Begin a response whose body follows through `write`."""
+    def start(self, status: int, headers: Headers, content_length: int | None = None, hold: bool = False) -> None:
+        """Begin a response whose body follows through `write`. With `hold`, the head waits for the first
+        body piece (or `flush`) so that both leave in one write."""
         self.started = True
         self.status = status
         for name, value in headers:
@@ -172,21 +173,32 @@ class Response:
                 extra = b"transfer-encoding: chunked\r\n"
         else:
             extra = b"content-length: %d\r\n" % content_length
-        if not self._transport.is_closing():
-            self._transport.write(self._head(status, headers, extra))
+        self._pending_head = self._head(status, headers, extra)
+        if not hold:
+            self.flush()
+
+    def flush(self) -> None:
+        head, self._pending_head = self._pending_head, None
+        if head is not None and not self._transport.is_closing():
+            self._transport.write(head)
 
     def write_nowait(self, data: bytes) -> bool:
         """Write a body piece now. Returns False when the client socket is full (caller should pause)."""
         if not data or self._head_only:
+            if self._head_only:
+                self.flush()
             return True
         self.bytes_sent += len(data)
         if self._transport.is_closing():
             self.client_gone = True
             return True
         if self.chunked:
-            self._transport.write(b"%x\r\n%s\r\n" % (len(data), data))
-        else:
-            self._transport.write(data)
+            data = b"%x\r\n%s\r\n" % (len(data), data)
+        head = self._pending_head
+        if head is not None:
+            self._pending_head = None
+            data = head + data
+        self._transport.write(data)
         return self._can_write.is_set()
 
     async def write(self, data: bytes) -> None:
@@ -209,8 +221,12 @@ class Response:
         if self.finished:
             return
         self.finished = True
-        if self.chunked and not self._head_only and not self._transport.is_closing():
-            self._transport.write(b"0\r\n\r\n")
+        tail = b"0\r\n\r\n" if self.chunked and not self._head_only else b""
+        head, self._pending_head = self._pending_head, None
+        if head is not None:
+            tail = head + tail
+        if tail and not self._transport.is_closing():
+            self._transport.write(tail)
 
     def abort(self) -> None:
         """Drop the connection: the only honest end for a response that cannot be completed."""

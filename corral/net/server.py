@@ -50,8 +50,15 @@ class _Rejection(Exception):
 class HttpServerProtocol(asyncio.Protocol):
     """One client connection. Requests on it are served one after another (pipelined ones wait)."""
 
-    def __init__(self, handler: Handler, limits: ServerLimits, connections: set[HttpServerProtocol]) -> None:
+    def __init__(
+        self,
+        handler: Handler,
+        limits: ServerLimits,
+        connections: set[HttpServerProtocol],
+        finished: asyncio.Event | None = None,
+    ) -> None:
         self._handler = handler
+        self._finished = finished
         self._limits = limits
         self._connections = connections
         self._loop = asyncio.get_running_loop()
@@ -70,7 +77,9 @@ class HttpServerProtocol(asyncio.Protocol):
         self._can_write = asyncio.Event()
         self._can_write.set()
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._last_active = self._loop.time()
         self.closed = False
+        self.closing = False
         self.tls = False
 
     # asyncio.Protocol
@@ -87,6 +96,8 @@ class HttpServerProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._connections.discard(self)
+        if self._finished is not None:
+            self._finished.set()
         self._can_write.set()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
@@ -97,9 +108,7 @@ class HttpServerProtocol(asyncio.Protocol):
             self._task.cancel()
 
     def data_received(self, data: bytes) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._last_active = self._loop.time()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -157,9 +166,7 @@ class HttpServerProtocol(asyncio.Protocol):
             return
         self._body_len += len(body)
         if self._body_len > self._limits.max_body_bytes:
-            self._rejection = _Rejection(
-                413, f"request body exceeds the limit of {self._limits.max_body_bytes} bytes"
-            )
+            self._rejection = _Rejection(413, f"request body exceeds the limit of {self._limits.max_body_bytes} bytes")
             self._body = []
             return
         self._body.append(body)
@@ -193,6 +200,8 @@ class HttpServerProtocol(asyncio.Protocol):
     def _start(self, request: Request) -> None:
         assert self._transport is not None
         response = Response(self._transport, self._can_write, request)
+        if self.closing:
+            response.keep_alive = False
         self._current = response
         self._task = self._loop.create_task(self._run(request, response))
 
@@ -213,6 +222,8 @@ class HttpServerProtocol(asyncio.Protocol):
     def _finish(self, request: Request, response: Response) -> None:
         self._task = None
         self._current = None
+        if self._finished is not None:
+            self._finished.set()
         transport = self._transport
         if transport is None or self.closed or transport.is_closing():
             return
@@ -220,7 +231,7 @@ class HttpServerProtocol(asyncio.Protocol):
             # The handler returned without completing the response; the connection can't be reused.
             transport.close()
             return
-        if not (request.keep_alive and response.keep_alive):
+        if not (request.keep_alive and response.keep_alive) or self.closing:
             transport.close()
             return
         if self._pending:
@@ -228,16 +239,26 @@ class HttpServerProtocol(asyncio.Protocol):
             transport.resume_reading()
             self._start(nxt)
         else:
-            self._arm_idle(self._limits.keepalive_timeout_s)
+            self._last_active = self._loop.time()
 
     def _arm_idle(self, seconds: float) -> None:
         if seconds > 0:
             self._idle_timer = self._loop.call_later(seconds, self._idle_expired)
 
     def _idle_expired(self) -> None:
+        # One timer per connection, re-armed lazily: a busy keep-alive connection costs no timer churn.
         self._idle_timer = None
-        if self._task is None and self._transport is not None:
+        if self.closed or self._transport is None:
+            return
+        limit = self._limits.keepalive_timeout_s
+        if self._task is not None:
+            self._arm_idle(limit)
+            return
+        quiet = self._loop.time() - self._last_active
+        if quiet >= limit:
             self._transport.close()
+        else:
+            self._arm_idle(limit - quiet)
 
     def _reject_now(self, status: int, message: str) -> None:
         if self._transport is None or self._transport.is_closing():
@@ -250,11 +271,15 @@ class HttpServerProtocol(asyncio.Protocol):
             )
         self._transport.close()
 
+    @property
+    def busy(self) -> bool:
+        return self._task is not None
+
     def shutdown(self) -> None:
-        """Close the connection if it is idle; otherwise let the current response finish, then close."""
-        if self._task is None and self._transport is not None:
-            self._transport.close()
-        elif self._current is not None:
+        """From now on every response closes the connection after it; idle ones stay open until drained,
+        so a load balancer that reuses its connection still reads `/ready` answering 503."""
+        self.closing = True
+        if self._current is not None:
             self._current.keep_alive = False
 
 
@@ -266,11 +291,12 @@ class HttpServer:
         self._limits = limits or ServerLimits()
         self.connections: set[HttpServerProtocol] = set()
         self._server: asyncio.Server | None = None
+        self.idle = asyncio.Event()  # set whenever a request finishes (drain waits on it)
 
     async def start(self, host: str, port: int, ssl: Any = None, backlog: int = 2048) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: HttpServerProtocol(self._handler, self._limits, self.connections),
+            lambda: HttpServerProtocol(self._handler, self._limits, self.connections, self.idle),
             host=host,
             port=port,
             ssl=ssl,
@@ -291,14 +317,22 @@ class HttpServer:
             conn.shutdown()
 
     async def drain(self, timeout_s: float) -> bool:
-        """Wait until every connection has closed, up to `timeout_s`. True when all did."""
+        """Wait until no connection has a request in flight, up to `timeout_s`; then close idle ones.
+        True when everything finished in time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while self.connections and loop.time() < deadline:
-            for conn in list(self.connections):
-                conn.shutdown()
-            await asyncio.sleep(0.05)
-        return not self.connections
+        while any(conn.busy for conn in self.connections) and loop.time() < deadline:
+            self.idle.clear()
+            try:
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    await self.idle.wait()
+            except TimeoutError:
+                break
+        finished = not any(conn.busy for conn in self.connections)
+        for conn in list(self.connections):
+            if not conn.busy and conn._transport is not None:
+                conn._transport.close()
+        return finished
 
     def close_all(self) -> None:
         for conn in list(self.connections):

@@ -35,9 +35,7 @@ def openai_error_type(status: int) -> str:
 
 def openai_error(message: str, status: int, code: str | None = None, param: str | None = None) -> bytes:
     """The OpenAI error object."""
-    return _dumps(
-        {"error": {"message": message, "type": openai_error_type(status), "param": param, "code": code}}
-    )
+    return _dumps({"error": {"message": message, "type": openai_error_type(status), "param": param, "code": code}})
 
 
 def ndjson_error_line(message: str) -> bytes:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
+
 from procs import Proc, start_corral, start_sim, wait_for
 
 

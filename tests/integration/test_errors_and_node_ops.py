@@ -8,6 +8,7 @@ import json
 import httpx
 import ollama
 import pytest
+
 from conftest import Fleet
 from procs import Proc, sim_stats, wait_for
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+
 from conftest import Fleet
 from procs import sim_stats
 

@@ -64,7 +64,8 @@ def test_keep_alive_and_pipelining() -> None:
 
 def test_chunked_request_body_is_assembled() -> None:
     async def test(port: int) -> None:
-        raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        raw = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        raw += b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
         assert (await exchange(port, raw, b"POST abcde")).endswith(b"POST abcde")
 
     run(with_server(echo, test))

@@ -6,6 +6,7 @@ import math
 
 import ollama
 import pytest
+
 from conftest import Fleet
 
 

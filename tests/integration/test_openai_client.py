@@ -6,6 +6,7 @@ import math
 
 import openai
 import pytest
+
 from conftest import Fleet
 
 

@@ -9,6 +9,7 @@ import httpx
 import ollama
 import openai
 import pytest
+
 from conftest import Fleet
 from procs import Proc, sim_stats, wait_for
 

@@ -1,6 +1,7 @@
-from corral.domain.names import normalize
 from hypothesis import given
 from hypothesis import strategies as st
+
+from corral.domain.names import normalize
 
 name_part = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,12}", fullmatch=True)
 

@@ -1,0 +1,240 @@
+"""Prometheus metrics: every collector in one class on an injected registry.
+
+Per-request metrics are recorded by `observe(record)` at the end of a request (an observer, not calls
+sprinkled through the logic). Per-node state (up, breaker, in flight, loaded models and their VRAM) is
+read from the fleet at scrape time by a custom collector, so it costs nothing per request.
+Label values come only from closed sets: route templates, configured node names, models the fleet
+knows (anything else is `other`), status classes and ErrorKind values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from corral.domain.names import normalize
+from corral.domain.record import RequestRecord
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 3, 5, 10, 20, 30, 60, 120)
+ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1)
+SPEED_BUCKETS = (1, 2.5, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
+QUEUE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
+LOAD_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+_LOAD_DURATION = re.compile(rb'"load_duration":(\d+)')
+_MODEL_LOAD_THRESHOLD_S = 0.05  # a load_duration above this means the request waited for a model load
+
+
+class NodeState(Protocol):
+    """What the scrape-time collector reads of each node."""
+
+    name: str
+    in_flight: int
+
+    @property
+    def up(self) -> bool: ...
+    @property
+    def breaker_state(self) -> str: ...
+    @property
+    def draining(self) -> bool: ...
+    def loaded_models(self) -> Iterable[tuple[str, int, int]]: ...  # (model, size, size_vram)
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx" if 100 <= status < 600 else "none"
+
+
+class _FleetCollector(Collector):
+    def __init__(self, nodes: Callable[[], Iterable[NodeState]], queue_len: Callable[[], int]) -> None:
+        self._nodes = nodes
+        self._queue_len = queue_len
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("corral_node_up", "1 when the node passes its health checks.", labels=["node"])
+        draining = GaugeMetricFamily("corral_node_draining", "1 when the node takes no new requests.", labels=["node"])
+        breaker = GaugeMetricFamily(
+            "corral_node_breaker_state",
+            "Circuit breaker state of the node (1 for the current state).",
+            labels=["node", "state"],
+        )
+        in_flight = GaugeMetricFamily(
+            "corral_node_in_flight_requests", "Requests in flight to the node.", labels=["node"]
+        )
+        loaded = GaugeMetricFamily(
+            "corral_node_model_loaded",
+            "1 for each model loaded on the node (/api/ps).",
+            labels=["node", "model"],
+        )
+        vram = GaugeMetricFamily(
+            "corral_node_model_vram_bytes",
+            "VRAM held by a loaded model (/api/ps size_vram).",
+            labels=["node", "model"],
+        )
+        total_in_flight = 0
+        for node in self._nodes():
+            up.add_metric([node.name], 1.0 if node.up else 0.0)
+            draining.add_metric([node.name], 1.0 if node.draining else 0.0)
+            for state in ("closed", "open", "half_open"):
+                breaker.add_metric([node.name, state], 1.0 if node.breaker_state == state else 0.0)
+            in_flight.add_metric([node.name], float(node.in_flight))
+            total_in_flight += node.in_flight
+            for model, _size, size_vram in node.loaded_models():
+                loaded.add_metric([node.name, model], 1.0)
+                vram.add_metric([node.name, model], float(size_vram))
+        yield from (up, draining, breaker, in_flight, loaded, vram)
+        yield GaugeMetricFamily("corral_in_flight_requests", "Requests in flight to any node.", value=total_in_flight)
+        yield GaugeMetricFamily(
+            "corral_queue_length", "Requests waiting in the admission queue.", value=self._queue_len()
+        )
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry, per_key: bool = False) -> None:
+        disable_created_metrics()  # the *_created series double the exposition for nothing an alert uses
+        self.registry = registry
+        self.per_key = per_key
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self.known_models: Callable[[], frozenset[str]] = frozenset
+        self.requests = Counter(
+            "corral_requests",
+            "Requests answered, by route, model, node and status class.",
+            ["route", "model", "node", "status_class"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "corral_request_duration_seconds",
+            "Whole request latency.",
+            ["route", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "corral_time_to_first_token_seconds",
+            "Time to the first streamed token.",
+            ["model", "node"],
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+        self.itl = Histogram(
+            "corral_inter_token_latency_seconds",
+            "Mean time between tokens of a stream.",
+            ["model", "node"],
+            buckets=ITL_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "corral_tokens",
+            "Tokens processed, by kind (prompt or completion).",
+            ["model", "node", "kind"],
+            registry=registry,
+        )
+        self.speed = Histogram(
+            "corral_generation_tokens_per_second",
+            "Completion tokens per second of a request.",
+            ["model", "node"],
+            buckets=SPEED_BUCKETS,
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "corral_queue_wait_seconds",
+            "Time requests waited for a free node slot.",
+            buckets=QUEUE_BUCKETS,
+            registry=registry,
+        )
+        self.model_loads = Counter(
+            "corral_model_loads",
+            "Requests that had to wait for a model load.",
+            ["node", "model"],
+            registry=registry,
+        )
+        self.model_load_duration = Histogram(
+            "corral_model_load_duration_seconds",
+            "Model load time seen by requests.",
+            ["node", "model"],
+            buckets=LOAD_BUCKETS,
+            registry=registry,
+        )
+        self.retries = Counter(
+            "corral_retries",
+            "Requests retried on another node before any byte was sent.",
+            ["route"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "corral_errors", "Requests that ended in an error, by kind.", ["route", "kind"], registry=registry
+        )
+        self.rejections = Counter(
+            "corral_rejections",
+            "Requests refused by auth or limits, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.health_checks = Histogram(
+            "corral_health_check_duration_seconds",
+            "Health check latency.",
+            ["node", "result"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def watch_fleet(self, nodes: Callable[[], Iterable[NodeState]], queue_len: Callable[[], int]) -> None:
+        self.registry.register(_FleetCollector(nodes, queue_len))
+
+    def _model(self, record: RequestRecord) -> str:
+        if record.model is None:
+            return "none"
+        name = normalize(record.model)
+        return name if name in self.known_models() else "other"
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        # prometheus-client validates labels on every .labels() call; a hit here skips that.
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def observe(self, record: RequestRecord) -> None:
+        model = self._model(record)
+        node = record.node or "none"
+        child = self._child
+        child(self.requests, record.route, model, node, status_class(record.status)).inc()
+        child(self.latency, record.route, model).observe(record.latency)
+        if record.attempts > 1:
+            self.retries.labels(record.route).inc(record.attempts - 1)
+        if record.error_kind is not None:
+            self.errors.labels(record.route, record.error_kind.value).inc()
+        if record.queued_s:
+            self.queue_wait.observe(record.queued_s)
+        if record.ttft is not None and record.stream:
+            child(self.ttft, model, node).observe(record.ttft)
+        prompt, completion = record.prompt_tokens, record.completion_tokens
+        if prompt:
+            child(self.tokens, model, node, "prompt").inc(prompt)
+        if completion:
+            child(self.tokens, model, node, "completion").inc(completion)
+            generating = record.latency - (record.ttft or 0.0)
+            if generating > 0:
+                child(self.speed, model, node).observe(completion / generating)
+                if record.stream and completion > 1:
+                    child(self.itl, model, node).observe(generating / (completion - 1))
+        if record.load_s is not None and record.load_s > _MODEL_LOAD_THRESHOLD_S:
+            self.model_loads.labels(node, model).inc()
+            self.model_load_duration.labels(node, model).observe(record.load_s)
+
+    def rejected(self, reason: str) -> None:
+        self.rejections.labels(reason).inc()
+
+    def health_check(self, node: str, ok: bool, seconds: float) -> None:
+        self.health_checks.labels(node, "ok" if ok else "fail").observe(seconds)
+
+
+def load_seconds(tail: bytes) -> float | None:
+    """The node's `load_duration` (ns) from the final chunk, in seconds."""
+    found = _LOAD_DURATION.findall(tail)
+    return int(found[-1]) / 1e9 if found else None

@@ -1,0 +1,69 @@
+"""What one request leaves behind: filled in along the pipeline, read by the observers at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+
+from corral.domain.errors import ErrorKind
+
+
+class ApiFamily(StrEnum):
+    OLLAMA = "ollama"  # native /api/* and the other non-/v1 routes: errors are {"error": "..."}
+    OPENAI = "openai"  # /v1/*: errors are the OpenAI error object
+
+
+class RequestRecord:
+    """One request's facts; safe to log (no prompt text, no key)."""
+
+    __slots__ = (
+        "attempts",
+        "client_ip",
+        "completion_tokens",
+        "error",
+        "error_kind",
+        "family",
+        "finished",
+        "load_s",
+        "method",
+        "model",
+        "node",
+        "path",
+        "prompt_tokens",
+        "queued_s",
+        "request_id",
+        "route",
+        "started",
+        "status",
+        "stream",
+        "ttft",
+    )
+
+    def __init__(self, request_id: str, method: str, path: str, client_ip: str, started: float) -> None:
+        self.request_id = request_id
+        self.method = method
+        self.path = path
+        self.route = "other"  # a closed set: the route template, never the raw path
+        self.family = ApiFamily.OLLAMA
+        self.client_ip = client_ip
+        self.started = started
+        self.finished = 0.0
+        self.status = 0
+        self.model: str | None = None
+        self.node: str | None = None
+        self.stream = False
+        self.attempts = 0
+        self.ttft: float | None = None
+        self.load_s: float | None = None
+        self.queued_s = 0.0
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self.error_kind: ErrorKind | None = None
+        self.error: str | None = None
+
+    @property
+    def latency(self) -> float:
+        return self.finished - self.started
+
+
+Observer = Callable[[RequestRecord], None]

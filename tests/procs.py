@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,16 @@ def running(*procs: Proc) -> Iterator[tuple[Proc, ...]]:
 def sim_stats(sim: Proc) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(httpx.get(sim.url + "/_sim/stats", timeout=5).content)
     return data
+
+
+@dataclass
+class Fleet:
+    corral: Proc
+    a: Proc
+    b: Proc
+    slow: Proc
+    faulty: Proc
+
+    @property
+    def url(self) -> str:
+        return self.corral.url

@@ -33,9 +33,10 @@ _MODEL_LOAD_THRESHOLD_S = 0.05  # a load_duration above this means the request w
 class NodeState(Protocol):
     """What the scrape-time collector reads of each node."""
 
-    name: str
-    in_flight: int
-
+    @property
+    def name(self) -> str: ...
+    @property
+    def in_flight(self) -> int: ...
     @property
     def up(self) -> bool: ...
     @property
@@ -95,7 +96,7 @@ class _FleetCollector(Collector):
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry, per_key: bool = False) -> None:
-        disable_created_metrics()  # the *_created series double the exposition for nothing an alert uses
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series double the exposition for nothing an alert uses
         self.registry = registry
         self.per_key = per_key
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}

@@ -25,6 +25,7 @@ from corral.app.proxy import Proxy
 from corral.app.views import FleetViews, send_json
 from corral.config import Settings
 from corral.domain.breaker import CircuitBreaker
+from corral.domain.cors import CorsPolicy
 from corral.domain.routing import make_strategy
 from corral.net.response import Request, Response
 from corral.net.server import HttpServer, ServerLimits
@@ -122,7 +123,7 @@ async def build(settings: Settings) -> App:
             response.send(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(exposition))
 
         router.add("GET", "/metrics", scrape, ApiFamily.OLLAMA)
-    gateway = Gateway(router, observers)
+    gateway = Gateway(router, observers, CorsPolicy(tuple(settings.server.cors.allow_origins)))
     limits = ServerLimits(
         max_body_bytes=settings.server.max_body_bytes,
         max_header_bytes=settings.server.max_header_bytes,

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from corral.app.context import ApiFamily, Observer, RequestRecord, request_id
+from corral.domain.cors import ALLOW_HEADERS, ALLOW_METHODS, MAX_AGE, CorsPolicy
 from corral.domain.errors import BodyTooLarge, ErrorKind, GatewayError, InvalidRequest, MethodNotAllowed
 from corral.net.response import Request, Response
 from corral.protocol import wire
@@ -66,8 +67,9 @@ def client_ip(request: Request) -> str:
 
 
 class Gateway:
-    def __init__(self, router: Router, observers: Sequence[Observer]) -> None:
+    def __init__(self, router: Router, observers: Sequence[Observer], cors: CorsPolicy | None = None) -> None:
         self.router = router
+        self.cors = cors
         self.observers = list(observers)
         self.guards: list[Guard] = []
         self.loop = asyncio.get_running_loop()
@@ -84,6 +86,9 @@ class Gateway:
         if path.startswith("/v1/"):
             record.family = ApiFamily.OPENAI
         try:
+            origin = request.header(b"origin")
+            if origin is not None and self.cors is not None and self._cors(request, response, record, origin):
+                return
             if request.rejection is not None:
                 status, message = request.rejection
                 raise BodyTooLarge(message) if status == 413 else InvalidRequest(message)
@@ -121,6 +126,35 @@ class Gateway:
                     observe(record)
                 except Exception:
                     log.exception("observer failed")
+
+    def _cors(self, request: Request, response: Response, record: RequestRecord, origin: bytes) -> bool:
+        """Apply the CORS policy. True when the request has been answered (refused or preflight)."""
+        assert self.cors is not None
+        text = origin.decode("latin-1")
+        host = (request.header(b"host") or b"").decode("latin-1")
+        same = host and text.split("://", 1)[-1] == host
+        if not (same or self.cors.allowed(text)):
+            record.status = 403
+            record.error = "origin not allowed"
+            response.send(403, [], b"")
+            return True
+        response.extra_headers = [
+            (b"access-control-allow-origin", self.cors.allow_origin_value(text).encode("latin-1")),
+            (b"vary", b"Origin"),
+        ]
+        if request.method == "OPTIONS" and request.header(b"access-control-request-method") is not None:
+            record.status = 204
+            response.send(
+                204,
+                [
+                    (b"access-control-allow-methods", ALLOW_METHODS.encode()),
+                    (b"access-control-allow-headers", ALLOW_HEADERS.encode()),
+                    (b"access-control-max-age", MAX_AGE.encode()),
+                ],
+                b"",
+            )
+            return True
+        return False
 
     def _plain(self, response: Response, record: RequestRecord, status: int, body: bytes) -> None:
         record.status = status

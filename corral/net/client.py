@@ -223,7 +223,8 @@ class UpstreamConnection(asyncio.Protocol):
     def release(self) -> None:
         """Return the connection to its pool if the exchange ended cleanly, else close it."""
         done = self._done
-        if done is not None and done.done() and self._keep_alive and not self.closed and done.exception() is None:
+        clean = done is not None and done.done() and not done.cancelled() and done.exception() is None
+        if clean and self._keep_alive and not self.closed:
             self._sink = None
             self._pool.give_back(self)
             return

@@ -105,6 +105,7 @@ class Response:
         "chunked",
         "client_gone",
         "content_type_sse",
+        "extra_headers",
         "finished",
         "keep_alive",
         "started",
@@ -119,6 +120,7 @@ class Response:
         self.content_type_sse = False
         self._on_writable: Callable[[], None] | None = None
         self._pending_head: bytes | None = None
+        self.extra_headers: Headers = []
         self.keep_alive = True
         self.started = False
         self.finished = False
@@ -129,6 +131,8 @@ class Response:
     def _head(self, status: int, headers: Headers, extra: bytes) -> bytes:
         parts = [status_line(status)]
         for name, value in headers:
+            parts.append(name + b": " + value + b"\r\n")
+        for name, value in self.extra_headers:
             parts.append(name + b": " + value + b"\r\n")
         if not self.keep_alive:
             parts.append(b"connection: close\r\n")

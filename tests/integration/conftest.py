@@ -3,25 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 
-from procs import Proc, start_corral, start_sim, wait_for
-
-
-@dataclass
-class Fleet:
-    corral: Proc
-    a: Proc
-    b: Proc
-    slow: Proc
-    faulty: Proc
-
-    @property
-    def url(self) -> str:
-        return self.corral.url
+from procs import Fleet, Proc, start_corral, start_sim, wait_for
 
 
 @pytest.fixture(scope="session")

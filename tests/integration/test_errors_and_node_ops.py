@@ -9,8 +9,7 @@ import httpx
 import ollama
 import pytest
 
-from conftest import Fleet
-from procs import Proc, sim_stats, wait_for
+from procs import Fleet, Proc, sim_stats, wait_for
 
 
 def test_empty_and_malformed_bodies(fleet: Fleet) -> None:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from conftest import Fleet
-from procs import sim_stats
+from procs import Fleet, sim_stats
 
 
 def test_root_and_version(fleet: Fleet) -> None:

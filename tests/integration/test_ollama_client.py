@@ -7,7 +7,7 @@ import math
 import ollama
 import pytest
 
-from conftest import Fleet
+from procs import Fleet
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import math
 import openai
 import pytest
 
-from conftest import Fleet
+from procs import Fleet
 
 
 @pytest.fixture

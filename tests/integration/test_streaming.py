@@ -10,8 +10,7 @@ import ollama
 import openai
 import pytest
 
-from conftest import Fleet
-from procs import Proc, sim_stats, wait_for
+from procs import Fleet, Proc, sim_stats, wait_for
 
 
 def test_first_chunk_arrives_while_the_node_is_still_generating(fleet: Fleet) -> None:

@@ -46,9 +46,7 @@ class Proc:
         self.url = f"http://127.0.0.1:{port}"
         self.log = tempfile.NamedTemporaryFile(prefix="corral-test-", suffix=".log", delete=False)
         self.args = args
-        self.proc = subprocess.Popen(
-            args, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-        )
+        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
@@ -81,9 +79,7 @@ def _wait_http(proc: Proc, path: str, timeout: float) -> None:
         raise TimeoutError(f"{exc}\n{proc.output()[-3000:]}") from None
 
 
-def start_sim(
-    *models: str, port: int | None = None, extra: list[str] | None = None, timeout: float = 15.0
-) -> Proc:
+def start_sim(*models: str, port: int | None = None, extra: list[str] | None = None, timeout: float = 15.0) -> Proc:
     port = port or free_port()
     args = [sys.executable, "-m", "corral", "sim", "--port", str(port)]
     for model in models:
@@ -130,6 +126,7 @@ class Fleet:
     b: Proc
     slow: Proc
     faulty: Proc
+    oa: Proc
 
     @property
     def url(self) -> str:

@@ -70,8 +70,10 @@ class NodeOps:
             )
             return
         out = Outbound(request.method, target, headers, request.body)
-        try:
-            await self.proxy.forward_to(node, request, response, record, out)
-        finally:
-            if route in _CHANGES_MODELS and record.status and record.status < 300:
+
+        async def refresh(status: int) -> None:
+            # Before the stream closes, so that a client that saw "success" also sees the model.
+            if route in _CHANGES_MODELS and status < 300:
                 await self.discovery.refresh(node)
+
+        await self.proxy.forward_to(node, request, response, record, out, before_end=refresh)

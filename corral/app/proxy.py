@@ -12,6 +12,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -200,11 +201,18 @@ class Proxy:
     # the exchange
 
     async def forward_to(
-        self, node: Node, request: Request, response: Response, record: RequestRecord, out: Outbound
+        self,
+        node: Node,
+        request: Request,
+        response: Response,
+        record: RequestRecord,
+        out: Outbound,
+        before_end: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
-        """One try on a node the client named; no other node is suitable."""
+        """One try on a node the client named; no other node is suitable. `before_end(status)` runs
+        after the node's answer is relayed and before the response is closed."""
         record.attempts = 1
-        error = await self._attempt(node, response, record, RouteRequest(model=""), out)
+        error = await self._attempt(node, response, record, RouteRequest(model=""), out, before_end=before_end)
         if error is not None:
             raise error
 
@@ -250,6 +258,7 @@ class Proxy:
         route: RouteRequest,
         out: Outbound,
         doc: dict[str, Any] | None = None,
+        before_end: Callable[[int], Awaitable[None]] | None = None,
     ) -> UpstreamError | None:
         """One try on one node. Returns the error if another node may be tried, None when finished."""
         model = route.model
@@ -278,7 +287,7 @@ class Proxy:
             if translation is not None:
                 await self._relay_translated(conn, upstream, node, response, record, translation)
             else:
-                await self._relay(conn, upstream, node, response, record)
+                await self._relay(conn, upstream, node, response, record, before_end)
             node.breaker.record_success(self.loop.time())
             if record.completion_tokens:
                 node.completion_tokens_total += record.completion_tokens
@@ -351,6 +360,7 @@ class Proxy:
         node: Node,
         response: Response,
         record: RequestRecord,
+        before_end: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         headers = [(k, v) for k, v in upstream.headers if k not in DROP_RESPONSE]
         headers.append((b"x-request-id", record.request_id.encode()))
@@ -370,6 +380,8 @@ class Proxy:
                 record.ttft = relay.first_at - record.started
             count_tokens(relay.tail, record.family, record)
             record.load_s = load_seconds(relay.tail)
+        if before_end is not None:
+            await before_end(upstream.status)
         response.end()
 
     async def _relay_translated(

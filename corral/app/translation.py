@@ -7,13 +7,8 @@ import json
 from typing import Any
 
 from corral.domain.record import RequestRecord
-
-try:  # the pure mappings land separately
-    from corral.protocol import translate
-except ImportError:  # pragma: no cover
-    translate = None  # type: ignore[assignment]
 from corral.net.response import Headers
-from corral.protocol import wire
+from corral.protocol import translate, wire
 
 
 class Translation:
@@ -40,6 +35,9 @@ class Translation:
 
     def error_body(self, status: int, body: bytes) -> bytes:
         return translate.openai_error_to_native(status, body)
+
+    def error_line(self, message: str) -> bytes:
+        return translate.SseToNdjson.error_line(message)
 
     def whole(self, body: bytes, now_ns: int) -> bytes:
         try:

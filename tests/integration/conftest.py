@@ -23,12 +23,15 @@ def fleet() -> Iterator[Fleet]:
         procs.append(slow)
         faulty = start_sim("faulty:1b", extra=fast)
         procs.append(faulty)
+        oa = start_sim("remote:7b", extra=fast)  # spoken to through its OpenAI-compatible routes only
+        procs.append(oa)
         config = {
             "backends": [
                 {"name": "node-a", "url": a.url, "parallel": 4},
                 {"name": "node-b", "url": b.url, "parallel": 4},
                 {"name": "node-slow", "url": slow.url},
                 {"name": "node-faulty", "url": faulty.url},
+                {"name": "node-oa", "url": oa.url, "type": "openai"},
             ],
             "health": {"interval_s": 0.5, "timeout_s": 2, "rise": 1, "fall": 2},
             "routing": {"discovery_interval_s": 1, "retries": 2},
@@ -41,7 +44,7 @@ def fleet() -> Iterator[Fleet]:
             return all(n["state"] == "up" and n["models"] for n in status["nodes"])
 
         wait_for(all_up, 15, "every node up with its models discovered")
-        yield Fleet(corral, a, b, slow, faulty)
+        yield Fleet(corral, a, b, slow, faulty, oa)
     finally:
         for proc in reversed(procs):
             proc.stop()

@@ -10,9 +10,7 @@ import yaml
 
 
 def corral(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "corral", *args], capture_output=True, text=True, timeout=60, env=env
-    )
+    return subprocess.run([sys.executable, "-m", "corral", *args], capture_output=True, text=True, timeout=60, env=env)
 
 
 def write(tmp_path: Path, data: object) -> Path:
@@ -22,9 +20,7 @@ def write(tmp_path: Path, data: object) -> Path:
 
 
 def test_good_config_passes(tmp_path: Path) -> None:
-    path = write(
-        tmp_path, {"server": {"port": 9999}, "backends": [{"name": "a", "url": "http://127.0.0.1:1"}]}
-    )
+    path = write(tmp_path, {"server": {"port": 9999}, "backends": [{"name": "a", "url": "http://127.0.0.1:1"}]})
     result = corral("config", "check", str(path))
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout

@@ -55,9 +55,7 @@ def test_oversized_body_is_413(fleet: Fleet) -> None:
 
 def test_node_error_keeps_its_status_and_body(fleet: Fleet, faulty: Proc) -> None:
     httpx.post(faulty.url + "/_sim/faults", json={"error_rate": 1.0}, timeout=5)
-    reply = httpx.post(
-        fleet.url + "/api/generate", json={"model": "faulty:1b", "prompt": "x", "stream": False}
-    )
+    reply = httpx.post(fleet.url + "/api/generate", json={"model": "faulty:1b", "prompt": "x", "stream": False})
     assert reply.status_code == 500
     assert "error" in reply.json()
 
@@ -99,9 +97,7 @@ def test_pull_to_a_named_node_then_it_serves_the_model(fleet: Fleet) -> None:
     assert any("completed" in line for line in lines)
     names = {m["model"] for m in httpx.get(fleet.url + "/api/tags").json()["models"]}
     assert "mistral:7b" in names
-    reply = httpx.post(
-        fleet.url + "/api/generate", json={"model": "mistral:7b", "prompt": "x", "stream": False}
-    )
+    reply = httpx.post(fleet.url + "/api/generate", json={"model": "mistral:7b", "prompt": "x", "stream": False})
     assert reply.status_code == 200 and reply.headers["x-corral-node"] == "node-b"
     deleted = httpx.request(
         "DELETE", fleet.url + "/api/delete", headers={"X-Corral-Node": "node-b"}, json={"model": "mistral:7b"}
@@ -115,15 +111,11 @@ def test_pull_to_a_named_node_then_it_serves_the_model(fleet: Fleet) -> None:
 
 
 def test_unload_with_keep_alive_zero(fleet: Fleet) -> None:
-    assert (
-        httpx.post(fleet.url + "/api/generate", json={"model": "llama3.1:8b"}).json()["done_reason"] == "load"
-    )
+    assert httpx.post(fleet.url + "/api/generate", json={"model": "llama3.1:8b"}).json()["done_reason"] == "load"
     reply = httpx.post(fleet.url + "/api/generate", json={"model": "llama3.1:8b", "keep_alive": 0}).json()
     assert reply["done_reason"] == "unload"
     wait_for(
-        lambda: (
-            "llama3.1:8b" not in {m["model"] for m in httpx.get(fleet.b.url + "/api/ps").json()["models"]}
-        ),
+        lambda: "llama3.1:8b" not in {m["model"] for m in httpx.get(fleet.b.url + "/api/ps").json()["models"]},
         5,
         "the model to unload",
     )

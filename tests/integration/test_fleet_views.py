@@ -42,10 +42,7 @@ def test_a_model_goes_only_to_a_node_that_has_it(fleet: Fleet) -> None:
 
 def test_ps_is_the_union_of_loaded_models(fleet: Fleet) -> None:
     for model in ("qwen2.5:7b", "llama3.1:8b"):
-        assert (
-            httpx.post(fleet.url + "/api/generate", json={"model": model, "keep_alive": "10m"}).status_code
-            == 200
-        )
+        assert httpx.post(fleet.url + "/api/generate", json={"model": model, "keep_alive": "10m"}).status_code == 200
     models = httpx.get(fleet.url + "/api/ps").json()["models"]
     names = [m["model"] for m in models]
     assert {"qwen2.5:7b", "llama3.1:8b"} <= set(names)
@@ -78,6 +75,6 @@ def test_host_is_rewritten_and_credentials_are_not_forwarded(fleet: Fleet) -> No
 def test_status_endpoint_lists_nodes(fleet: Fleet) -> None:
     status = httpx.get(fleet.url + "/internal/status").json()
     assert status["ready"] is True
-    assert [n["name"] for n in status["nodes"]] == ["node-a", "node-b", "node-slow", "node-faulty"]
+    assert [n["name"] for n in status["nodes"]] == ["node-a", "node-b", "node-slow", "node-faulty", "node-oa"]
     assert httpx.get(fleet.url + "/ready").status_code == 200
     assert httpx.get(fleet.url + "/health").status_code == 200

@@ -87,9 +87,7 @@ def test_oversized_body_is_flagged_413() -> None:
 
 def test_oversized_headers_are_refused() -> None:
     async def test(port: int) -> None:
-        reply = await exchange(
-            port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n", b"}"
-        )
+        reply = await exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n", b"}")
         assert reply.startswith(b"HTTP/1.1 400")
 
     run(with_server(echo, test, max_header_bytes=1024))

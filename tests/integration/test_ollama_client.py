@@ -41,9 +41,7 @@ def test_chat_stream_concatenates_to_the_non_stream_text(client: ollama.Client) 
 def test_generate_stream_and_not(client: ollama.Client) -> None:
     whole = client.generate(model="qwen2.5:7b", prompt="Why is the sky blue?", options={"seed": 3})
     assert whole.response and whole.done
-    chunks = list(
-        client.generate(model="qwen2.5:7b", prompt="Why is the sky blue?", options={"seed": 3}, stream=True)
-    )
+    chunks = list(client.generate(model="qwen2.5:7b", prompt="Why is the sky blue?", options={"seed": 3}, stream=True))
     assert "".join(c.response for c in chunks) == whole.response
     assert chunks[-1].done and chunks[-1].eval_count
 

@@ -63,7 +63,5 @@ def test_mid_stream_failure_on_v1_raises_api_error(fleet: Fleet, faulty: Proc) -
     client = openai.OpenAI(base_url=fleet.url + "/v1", api_key="x", max_retries=0, timeout=30)
     with pytest.raises(openai.APIError):
         list(
-            client.chat.completions.create(
-                model="faulty:1b", messages=[{"role": "user", "content": "hi"}], stream=True
-            )
+            client.chat.completions.create(model="faulty:1b", messages=[{"role": "user", "content": "hi"}], stream=True)
         )

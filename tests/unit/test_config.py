@@ -7,9 +7,7 @@ from corral.config import ConfigError, load_settings
 
 def test_defaults_and_minimum_keys(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(
-        'server: {host: 127.0.0.1, port: 8080}\nbackends:\n  - {name: a, url: "http://127.0.0.1:11434"}\n'
-    )
+    path.write_text('server: {host: 127.0.0.1, port: 8080}\nbackends:\n  - {name: a, url: "http://127.0.0.1:11434"}\n')
     settings = load_settings(path)
     assert settings.routing.strategy == "model-aware"
     backend = settings.backends[0]
@@ -28,9 +26,7 @@ def test_environment_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_problems_name_every_key(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(
-        "backends:\n  - {name: a, url: 'http://x:1', weight: -1, colour: red}\nqueue: {max_len: -5}\n"
-    )
+    path.write_text("backends:\n  - {name: a, url: 'http://x:1', weight: -1, colour: red}\nqueue: {max_len: -5}\n")
     with pytest.raises(ConfigError) as err:
         load_settings(path)
     keys = {key for key, _ in err.value.problems}

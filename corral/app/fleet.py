@@ -122,8 +122,7 @@ class Fleet:
 
     def __init__(self) -> None:
         self._nodes: dict[str, Node] = {}
-        self.changed = asyncio.Event()  # set whenever a slot frees or a node's state changes
-        self.waiters = 0  # requests waiting on `changed` (the admission queue)
+        self.on_capacity: Callable[[], None] | None = None  # the admission queue's dispatcher
         self._known: frozenset[str] | None = None
 
     def __iter__(self) -> Iterator[Node]:
@@ -163,17 +162,13 @@ class Fleet:
         return tuple(node.view(now) for node in self._nodes.values())
 
     def notify(self) -> None:
-        """Wake whatever waits for capacity (the admission queue)."""
+        """A node's state changed: forget cached views and offer capacity to the queue."""
         self._known = None
-        if self.waiters:
-            self.changed.set()
-            self.changed = asyncio.Event()
+        self.slot_freed()
 
     def slot_freed(self) -> None:
-        """A request ended: wake the queue if anyone waits (cheap when nobody does)."""
-        if self.waiters:
-            self.changed.set()
-            self.changed = asyncio.Event()
+        if self.on_capacity is not None:
+            self.on_capacity()
 
     def known_models(self) -> frozenset[str]:
         if self._known is None:

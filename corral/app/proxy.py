@@ -21,6 +21,7 @@ from corral.app.context import ApiFamily, RequestRecord
 from corral.app.fleet import Fleet, Node
 from corral.app.translation import Translation
 from corral.config import RoutingSettings, TimeoutSettings
+from corral.domain.admission import Entry, FairQueue, QueueFullError
 from corral.domain.errors import (
     GatewayError,
     NoHealthyNode,
@@ -149,54 +150,101 @@ class Proxy:
         self.queue_max = queue_max
         self.queue_wait_s = queue_wait_s
         self.expose_node = expose_node
-        self.waiting = 0
+        self.queue: FairQueue[tuple[RouteRequest, asyncio.Future[Node]]] = FairQueue(queue_max, queue_wait_s)
         self.loop = asyncio.get_running_loop()
+        fleet.on_capacity = self.dispatch
 
     # choosing a node
 
-    async def choose(self, route: RouteRequest, record: RequestRecord) -> Node:
-        """A node for the request, waiting in the admission queue while every suitable one is full."""
-        deadline: float | None = None
+    def _try_pick(self, route: RouteRequest, now: float) -> Node | NoRoute:
+        """A node for `route` now, with its slot taken (node.begin), or why not."""
+        snapshot = self.fleet.snapshot(now)
         while True:
-            now = self.loop.time()
-            decision = self.strategy.pick(self.fleet.snapshot(now), route, now)
-            if not isinstance(decision, NoRoute):
-                node = self.fleet.get(decision.node)
-                if node is not None and node.breaker.admit(now):
-                    return node
-                route = RouteRequest(
-                    route.model,
-                    route.options_key,
-                    route.affinity,
-                    route.exclude | {decision.node},
-                    route.est_tokens,
+            decision = self.strategy.pick(snapshot, route, now)
+            if isinstance(decision, NoRoute):
+                return decision
+            node = self.fleet.get(decision.node)
+            if node is not None and node.breaker.admit(now):
+                node.begin(route.model)
+                return node
+            # The breaker refused its half-open trial to this request: try the others.
+            route = RouteRequest(
+                route.model, route.options_key, route.affinity, route.exclude | {decision.node}, route.est_tokens
+            )
+
+    async def choose(self, route: RouteRequest, record: RequestRecord) -> Node:
+        """A node for the request, its slot taken. While every suitable node is full, the request waits
+        in the fair admission queue (bounded in length and wait)."""
+        now = self.loop.time()
+        found = self._try_pick(route, now)
+        if isinstance(found, Node):
+            return found
+        if found.reason is NoRouteReason.NO_SUCH_MODEL:
+            raise NoSuchModel(f"model '{record.model}' not found")
+        if found.reason is NoRouteReason.NO_HEALTHY_NODE:
+            raise NoHealthyNode(f"no healthy node can serve model '{record.model}'", retry_after=5)
+        future: asyncio.Future[Node] = self.loop.create_future()
+        try:
+            entry = self.queue.push(record.key_name or record.client_ip, record.priority, now, (route, future))
+        except QueueFullError:
+            raise QueueFull(
+                "server busy, please try again.  maximum pending requests exceeded", retry_after=1
+            ) from None
+        timer = self.loop.call_at(entry.deadline, self._expire, entry)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The client left just as a slot was handed over: give the slot back.
+            if future.done() and not future.cancelled() and future.exception() is None:
+                future.result().end(route.model)
+                self.fleet.slot_freed()
+            raise
+        finally:
+            timer.cancel()
+            self.queue.remove(entry)
+            record.queued_s += self.loop.time() - now
+
+    @property
+    def waiting(self) -> int:
+        return len(self.queue)
+
+    def _expire(self, entry: Entry[tuple[RouteRequest, asyncio.Future[Node]]]) -> None:
+        if self.queue.remove(entry):
+            _, future = entry.payload
+            if not future.done():
+                future.set_exception(
+                    QueueTimeout(
+                        f"server busy, please try again.  no node had a free slot within {self.queue_wait_s:g}s",
+                        retry_after=2,
+                    )
                 )
-                continue
-            if decision.reason is NoRouteReason.NO_SUCH_MODEL:
-                raise NoSuchModel(f"model '{record.model}' not found")
-            if decision.reason is NoRouteReason.NO_HEALTHY_NODE:
-                raise NoHealthyNode(f"no healthy node can serve model '{record.model}'", retry_after=5)
-            # ALL_FULL: wait for a slot to free up.
-            if deadline is None:
-                if self.waiting >= self.queue_max:
-                    raise QueueFull("server busy, please try again.  maximum pending requests exceeded", retry_after=1)
-                deadline = now + self.queue_wait_s
-            remaining = deadline - now
-            if remaining <= 0:
-                raise QueueTimeout("server busy, please try again.  no node had a free slot in time", retry_after=2)
-            self.waiting += 1
-            self.fleet.waiters += 1
-            changed = self.fleet.changed
-            started = now
-            try:
-                async with asyncio.timeout(remaining):
-                    await changed.wait()
-            except TimeoutError:
-                pass
-            finally:
-                self.waiting -= 1
-                self.fleet.waiters -= 1
-                record.queued_s += self.loop.time() - started
+
+    def dispatch(self) -> None:
+        """Capacity may have freed: hand it to waiting requests in fair order."""
+        if not len(self.queue):
+            return
+        now = self.loop.time()
+
+        def admit(entry: Entry[tuple[RouteRequest, asyncio.Future[Node]]]) -> bool:
+            route, future = entry.payload
+            if future.done():
+                return True  # the client left; drop the entry
+            found = self._try_pick(route, now)
+            if isinstance(found, Node):
+                future.set_result(found)
+                return True
+            if found.reason is not NoRouteReason.ALL_FULL:
+                # The model's nodes went away while it waited: answer now rather than at the deadline.
+                error: GatewayError = (
+                    NoSuchModel(f"model '{route.model}' not found")
+                    if found.reason is NoRouteReason.NO_SUCH_MODEL
+                    else NoHealthyNode(f"no healthy node can serve model '{route.model}'", retry_after=5)
+                )
+                future.set_exception(error)
+                return True
+            return False
+
+        self.queue.serve(admit)
 
     # the exchange
 
@@ -212,6 +260,7 @@ class Proxy:
         """One try on a node the client named; no other node is suitable. `before_end(status)` runs
         after the node's answer is relayed and before the response is closed."""
         record.attempts = 1
+        node.begin("")
         error = await self._attempt(node, response, record, RouteRequest(model=""), out, before_end=before_end)
         if error is not None:
             raise error
@@ -262,7 +311,6 @@ class Proxy:
     ) -> UpstreamError | None:
         """One try on one node. Returns the error if another node may be tried, None when finished."""
         model = route.model
-        node.begin(model)
         if model:
             self._note_dispatch(node, route)
         translation: Translation | None = None

@@ -24,11 +24,13 @@ class RequestRecord:
         "error_kind",
         "family",
         "finished",
+        "key_name",
         "load_s",
         "method",
         "model",
         "node",
         "path",
+        "priority",
         "prompt_tokens",
         "queued_s",
         "request_id",
@@ -54,6 +56,8 @@ class RequestRecord:
         self.stream = False
         self.attempts = 0
         self.ttft: float | None = None
+        self.key_name: str | None = None  # the API key's name, once authenticated
+        self.priority = 0  # the key's priority class in the admission queue
         self.load_s: float | None = None
         self.queued_s = 0.0
         self.prompt_tokens: int | None = None

@@ -79,7 +79,7 @@ class SimApp:
         method: str = scope["method"]
         stats = self.engine.stats
         stats.requests[path] = stats.requests.get(path, 0) + 1
-        if not path.startswith("/_sim"):
+        if method == "POST" and not path.startswith("/_sim"):
             stats.last_headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         allowed = ROUTES.get(path)
         if allowed is None and path.startswith("/api/blobs/"):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.adapters.metrics import load_seconds
-from corral.app.context import ApiFamily, RequestRecord
+from corral.app.context import ApiFamily, RequestRecord, is_uuid
 from corral.app.fleet import Fleet, Node
 from corral.app.translation import Translation
 from corral.config import RoutingSettings, TimeoutSettings
@@ -120,6 +120,11 @@ def forward_headers(request: Request, request_id: str) -> Headers:
     out = [(k, v) for k, v in request.headers if k not in DROP_REQUEST]
     out.append((b"x-request-id", request_id.encode()))
     return out
+
+
+def openai_node_headers(headers: Headers) -> Headers:
+    """OpenAI-compatible servers may insist that X-Request-ID be a UUID (llama-cpp-python does)."""
+    return [(k, v) for k, v in headers if k != b"x-request-id" or is_uuid(v.decode("latin-1"))]
 
 
 def count_tokens(tail: bytes, family: ApiFamily, record: RequestRecord) -> None:
@@ -316,7 +321,9 @@ class Proxy:
         translation: Translation | None = None
         if node.kind is NodeKind.OPENAI and record.family is ApiFamily.OLLAMA and doc is not None:
             translation = Translation(record.route, doc, time.time_ns())
-            out = translation.outbound(out.headers)
+            out = translation.outbound(openai_node_headers(out.headers))
+        elif node.kind is NodeKind.OPENAI:
+            out = Outbound(out.method, out.target, openai_node_headers(out.headers), out.body)
         conn: UpstreamConnection | None = None
         try:
             conn, upstream = await self._exchange(node, out)

@@ -24,9 +24,7 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BODY = (
-    '{"model":"bench:1b","created_at":"2026-01-01T00:00:00Z","response":"hello","done":true,"eval_count":1}'
-)
+BODY = '{"model":"bench:1b","created_at":"2026-01-01T00:00:00Z","response":"hello","done":true,"eval_count":1}'
 TAGS = (
     '{"models":[{"name":"bench:1b","model":"bench:1b","modified_at":"2026-01-01T00:00:00Z","size":1,'
     '"digest":"0","details":{"format":"gguf","family":"llama"}}]}'
@@ -53,9 +51,7 @@ def wait_http(url: str, deadline_s: float = 20) -> None:
 
 
 def nginx_conf(work: Path, backend_port: int, proxy_port: int, sim_port: int, sim_proxy_port: int) -> Path:
-    temp = " ".join(
-        f"{k}_temp_path {work}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
+    temp = " ".join(f"{k}_temp_path {work}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     conf = f"""
 worker_processes 1;
 daemon off;
@@ -94,9 +90,7 @@ http {{
 def lua(work: Path, name: str, body: str) -> Path:
     path = work / f"{name}.lua"
     escaped = body.replace("'", "\\'")
-    path.write_text(
-        f"wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\nwrk.body = '{escaped}'\n"
-    )
+    path.write_text(f"wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\nwrk.body = '{escaped}'\n")
     return path
 
 
@@ -123,9 +117,7 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, flo
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--out", type=Path, default=HERE / "results" / "proxy.json")
     args = parser.parse_args()
@@ -137,9 +129,7 @@ def main() -> None:
     conf = nginx_conf(work, ports["backend"], ports["nginx"], ports["sim"], ports["nginx_sim"])
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        subprocess.run(
-            ["nginx", "-t", "-q", "-e", f"{work}/error.log", "-p", str(work), "-c", str(conf)], check=True
-        )
+        subprocess.run(["nginx", "-t", "-q", "-e", f"{work}/error.log", "-p", str(work), "-c", str(conf)], check=True)
         procs.append(subprocess.Popen(["nginx", "-e", f"{work}/error.log", "-p", str(work), "-c", str(conf)]))
         procs.append(
             subprocess.Popen(
@@ -213,15 +203,11 @@ def main() -> None:
         # Streams: restart Corral in front of the simulator.
         corral.terminate()
         corral.wait(10)
-        corral = subprocess.Popen(
-            [sys.executable, "-m", "corral", "serve", "--config", str(sim_config)], env=env
-        )
+        corral = subprocess.Popen([sys.executable, "-m", "corral", "serve", "--config", str(sim_config)], env=env)
         procs.append(corral)
         wait_http(f"http://127.0.0.1:{ports['corral']}/ready")
         chunks = 64
-        stream = lua(
-            work, "stream", f'{{"model":"bench:1b","prompt":"hi","options":{{"num_predict":{chunks}}}}}'
-        )
+        stream = lua(work, "stream", f'{{"model":"bench:1b","prompt":"hi","options":{{"num_predict":{chunks}}}}}')
         for name, port in {
             "direct": ports["sim"],
             "nginx": ports["nginx_sim"],

@@ -1,0 +1,254 @@
+"""A time-stepped model of a fleet of Ollama nodes (fleet-model.md §6(a)), in virtual time.
+
+Per node: usable VRAM, OLLAMA_MAX_LOADED_MODELS, slots per model (OLLAMA_NUM_PARALLEL), the pending
+queue of 512 and its 503, serialised loads (fixed cost + size / disk bandwidth, page cache hot or
+cold), Ollama's eviction rule (shortest keep-alive, then name; idle first, else wait for the victim to
+drain), reload on changed num_ctx, time-sharing of the GPU between busy runners, prefill then decode
+with the batching factor s, and node failure.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    disk_gb: float
+    tg1: float  # decode tokens/s, one sequence
+    pp: float  # prefill tokens/s
+    kv_kib: float  # KV cache per token
+
+    def vram_gb(self, num_ctx: int, slots: int) -> float:
+        return self.disk_gb + self.kv_kib * 1024 * num_ctx * slots / GIB + 0.5
+
+
+MODELS = (
+    ModelSpec("llama3.2:1b", 1.3, 200, 8000, 32),
+    ModelSpec("llama3.2:3b", 2.0, 150, 6000, 112),
+    ModelSpec("qwen2.5:7b", 4.7, 120, 4500, 56),
+    ModelSpec("llama3.1:8b", 4.9, 112, 4000, 128),
+    ModelSpec("gemma2:9b", 5.5, 90, 3500, 336),
+    ModelSpec("phi4:14b", 9.1, 60, 2500, 200),
+)
+
+
+@dataclass
+class Request:
+    rid: int
+    model: str
+    num_ctx: int
+    prompt: int
+    output: int
+    arrival: float
+    attempts: int = 0
+    node: int = -1
+    first_token: float | None = None
+    done_at: float | None = None
+    failed: str | None = None
+    prefill_left: float = 0.0
+    decode_left: float = 0.0
+    loaded_for: bool = False  # this request waited for a model load
+
+
+@dataclass(eq=False)
+class Runner:
+    spec: ModelSpec
+    num_ctx: int
+    slots: int
+    vram: float
+    ready_at: float  # loading until then
+    active: list[Request] = field(default_factory=list)
+    fifo: deque[Request] = field(default_factory=deque)
+    session_s: float = 300.0
+    idle_since: float | None = None
+    unloading: bool = False
+
+    @property
+    def ref(self) -> int:
+        return len(self.active) + len(self.fifo)
+
+
+@dataclass
+class NodeParams:
+    vram_gb: float = 22.0
+    max_loaded: int = 3
+    parallel: int = 4
+    max_queue: int = 512
+    load_fixed_s: float = 1.5
+    bw_hot: float = 6.0
+    bw_cold: float = 2.5
+    unload_s: float = 1.0
+    serial_frac: float = 0.35
+    page_cache_gb: float = 64.0
+    instant_loads: bool = False  # the oracle's "free, instant loads"
+
+
+class Node:
+    def __init__(self, index: int, params: NodeParams) -> None:
+        self.index = index
+        self.p = params
+        self.runners: dict[str, Runner] = {}
+        self.pending: deque[Request] = deque()
+        self.loading: Runner | None = None
+        self.blocked_on: Runner | None = None
+        self.freeing: list[tuple[float, float]] = []  # (free_at, gb)
+        self.page_cache: deque[str] = deque()
+        self.up = True
+        self.loads = 0
+        self.evictions = 0
+        self.unfit: list[Request] = []
+
+    def used_vram(self, now: float) -> float:
+        self.freeing = [(t, gb) for t, gb in self.freeing if t > now]
+        return sum(r.vram for r in self.runners.values()) + sum(gb for _, gb in self.freeing)
+
+    def arrive(self, req: Request, now: float) -> str | None:
+        """Accept a request; returns an error ("down", "503") if refused."""
+        if not self.up:
+            return "down"
+        runner = self.runners.get(req.model)
+        if runner is not None and runner.num_ctx == req.num_ctx and not runner.unloading:
+            runner.fifo.append(req)  # the fast path: attach to the loaded runner
+            runner.idle_since = None
+            return None
+        if len(self.pending) >= self.p.max_queue:
+            return "503"
+        self.pending.append(req)
+        return None
+
+    def fail(self) -> list[Request]:
+        """The node dies: every request on it is lost (the gateway may retry those with no first token)."""
+        self.up = False
+        lost = list(self.pending)
+        for runner in self.runners.values():
+            lost += runner.active + list(runner.fifo)
+        self.runners.clear()
+        self.pending.clear()
+        self.loading = self.blocked_on = None
+        self.freeing.clear()
+        self.page_cache.clear()
+        return lost
+
+    def _victim(self) -> Runner:
+        ordered = sorted(self.runners.values(), key=lambda r: (r.session_s, r.spec.name))
+        for runner in ordered:
+            if runner.ref == 0:
+                return runner
+        return ordered[0]
+
+    def _unload(self, runner: Runner, now: float) -> None:
+        self.runners.pop(runner.spec.name, None)
+        self.freeing.append((now + (0 if self.p.instant_loads else self.p.unload_s), runner.vram))
+        self.evictions += 1
+
+    def _load_time(self, spec: ModelSpec) -> float:
+        if self.p.instant_loads:
+            return 0.0
+        hot = spec.name in self.page_cache
+        if hot:
+            self.page_cache.remove(spec.name)
+        self.page_cache.append(spec.name)
+        while sum(next(m for m in MODELS if m.name == n).disk_gb for n in self.page_cache) > self.p.page_cache_gb:
+            self.page_cache.popleft()
+        return self.p.load_fixed_s + spec.disk_gb / (self.p.bw_hot if hot else self.p.bw_cold)
+
+    def schedule(self, now: float, specs: dict[str, ModelSpec]) -> None:
+        """Ollama's processPending: one pending request at a time, loads serialised."""
+        if self.loading is not None:
+            if now < self.loading.ready_at:
+                return
+            self.loading = None
+        if self.blocked_on is not None:
+            victim = self.blocked_on
+            if victim.ref > 0:
+                return
+            self._unload(victim, now)
+            self.blocked_on = None
+        while self.pending:
+            req = self.pending[0]
+            runner = self.runners.get(req.model)
+            if runner is not None and runner.num_ctx == req.num_ctx and not runner.unloading:
+                runner.fifo.append(self.pending.popleft())
+                continue
+            if runner is not None:  # same model, other num_ctx: reload
+                runner.unloading = True
+                runner.session_s = 0
+                self.blocked_on = runner
+                return
+            spec = specs[req.model]
+            slots = self.p.parallel
+            need = spec.vram_gb(req.num_ctx, slots)
+            if len(self.runners) < self.p.max_loaded and need <= 0.8 * (self.p.vram_gb - self.used_vram(now)) + 1e-9:
+                runner = Runner(spec, req.num_ctx, slots, need, now + self._load_time(spec))
+                self.runners[spec.name] = runner
+                self.loads += 1
+                self.loading = runner
+                for waiting in [r for r in self.pending if r.model == req.model and r.num_ctx == req.num_ctx]:
+                    self.pending.remove(waiting)
+                    waiting.loaded_for = True
+                    runner.fifo.append(waiting)
+                return
+            if not self.runners:
+                if self.freeing:
+                    return  # VRAM of an unloaded victim is still being released
+                req.failed = "does not fit"
+                self.unfit.append(self.pending.popleft())
+                continue
+            victim = self._victim()
+            victim.unloading = True
+            victim.session_s = 0
+            self.blocked_on = victim
+            return
+
+    def step(self, now: float, dt: float, finished: list[Request]) -> None:
+        """Advance every busy runner by dt, time-sharing the GPU equally."""
+        busy = []
+        for runner in self.runners.values():
+            if runner.ready_at > now:
+                continue
+            while runner.fifo and len(runner.active) < runner.slots:
+                runner.active.append(runner.fifo.popleft())
+            if runner.active:
+                busy.append(runner)
+        if not busy:
+            return
+        share = dt / len(busy)
+        s = self.p.serial_frac
+        for runner in busy:
+            budget = share
+            prefilling = [r for r in runner.active if r.prefill_left > 0]
+            for req in prefilling:
+                need = req.prefill_left / runner.spec.pp
+                if need <= budget:
+                    budget -= need
+                    req.prefill_left = 0
+                    req.first_token = now + (share - budget)
+                else:
+                    req.prefill_left -= budget * runner.spec.pp
+                    budget = 0
+                    break
+            decoding = [r for r in runner.active if r.prefill_left <= 0]
+            if decoding and budget > 0:
+                rate = runner.spec.tg1 / (1 + s * (len(decoding) - 1))
+                for req in decoding:
+                    req.decode_left -= rate * budget
+            for req in [r for r in runner.active if r.prefill_left <= 0 and r.decode_left <= 0]:
+                runner.active.remove(req)
+                req.done_at = now + dt
+                finished.append(req)
+            if runner.ref == 0:
+                runner.idle_since = now + dt
+                if runner.session_s == 0 and not runner.unloading:
+                    self._unload(runner, now + dt)
+
+    def expire(self, now: float) -> None:
+        for runner in list(self.runners.values()):
+            expired = runner.ref == 0 and runner.idle_since is not None and now - runner.idle_since >= runner.session_s
+            if expired and runner is not self.blocked_on and runner is not self.loading:
+                self._unload(runner, now)
+                self.evictions -= 1  # an expiry, not an eviction

@@ -1,0 +1,266 @@
+"""Drives the simulated fleet with the gateway's own routing strategies (corral.domain.routing).
+
+The gateway part: NodeView snapshots with its own in-flight counts applied at once and the /api/ps
+residency refreshed every `poll_s`; health marks a dead node down after fall x interval; every policy
+gets the same retry rule (connection error or 503 before the first token: retry elsewhere, at most 2).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench.policy_sim.fleet import MODELS, ModelSpec, Node, NodeParams, Request
+from corral.domain.fleet import LoadedModel, NodeView, NoRoute, RouteRequest
+from corral.domain.routing import LeastConnections, Strategy, make_strategy
+
+DT = 0.05
+POLL_S = 1.0
+FALL_S = 2.0  # health: fall 2 x interval 1 s
+
+
+@dataclass
+class Scenario:
+    name: str
+    load: float  # share of nominal capacity
+    models: tuple[ModelSpec, ...] = MODELS
+    nodes: int = 4
+    params: NodeParams = field(default_factory=NodeParams)
+    duration_s: float = 900.0
+    kill_node_at: float | None = None  # share of duration
+    burst: tuple[float, float] | None = None  # (start, end) shares: the coldest model takes 60% of traffic
+    alt_ctx_share: float = 0.0  # share of clients sending num_ctx 8192
+
+
+@dataclass
+class Result:
+    ttft: list[float]
+    e2e: list[float]
+    loads: int
+    evictions: int
+    rejected_503: int
+    failed: int
+    completed: int
+    requests: int
+    duration: float
+    tokens: int
+
+    def pct(self, values: list[float], q: float) -> float:
+        if not values:
+            return math.nan
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+PROMPT_MEAN = 400 * math.exp(1.0**2 / 2)  # lognormal(median 400, sigma 1.0)
+OUTPUT_MEAN = 180 * math.exp(0.9**2 / 2)  # lognormal(median 180, sigma 0.9)
+
+
+def nominal_capacity(s: Scenario) -> float:
+    """Requests/s the fleet sustains when every node serves one typical model with all its slots busy:
+    per request, its prefill alone on the GPU plus its share of the batched decode."""
+    spec = s.models[len(s.models) // 2]
+    b = s.params.parallel
+    aggregate = spec.tg1 * b / (1 + s.params.serial_frac * (b - 1))
+    return s.nodes / (PROMPT_MEAN / spec.pp + OUTPUT_MEAN / aggregate)
+
+
+def workload(s: Scenario, rng: random.Random) -> list[Request]:
+    names = [m.name for m in s.models]
+    rng.shuffle(names)
+    weights = [1 / (i + 1) for i in range(len(names))]  # Zipf(1.0)
+    rate = s.load * nominal_capacity(s)
+    out: list[Request] = []
+    t = 0.0
+    rid = 0
+    while True:
+        t += rng.expovariate(rate)
+        if t >= s.duration_s:
+            return out
+        if s.burst and s.burst[0] * s.duration_s <= t < s.burst[1] * s.duration_s and rng.random() < 0.6:
+            model = names[-1]
+        else:
+            model = rng.choices(names, weights)[0]
+        ctx = 8192 if rng.random() < s.alt_ctx_share else 4096
+        prompt = min(2048, int(rng.lognormvariate(math.log(400), 1.0)) + 1)
+        output = min(2048, int(rng.lognormvariate(math.log(180), 0.9)) + 1)
+        out.append(Request(rid, model, ctx, prompt, output, t))
+        rid += 1
+
+
+class Oracle:
+    """Lower bound: loads are free and instant (set on the nodes); least connections among nodes."""
+
+    def __init__(self) -> None:
+        self.inner = LeastConnections()
+
+    def pick(self, nodes: list[NodeView], req: RouteRequest, now: float) -> object:
+        return self.inner.pick(nodes, req, now)
+
+
+def simulate(s: Scenario, policy: str, seed: int) -> Result:
+    requests = workload(s, random.Random(seed * 7919 + 1))
+    params = s.params
+    if policy == "oracle":  # ideal placement: every model resident everywhere, loads free and instant
+        params = NodeParams(**{**s.params.__dict__, "instant_loads": True, "max_loaded": 99, "vram_gb": 1e6})
+    nodes = [Node(i, params) for i in range(s.nodes)]
+    specs = {m.name: m for m in s.models}
+    strategy: Strategy | Oracle = Oracle() if policy == "oracle" else make_strategy(policy, random.Random(seed))
+    in_flight: list[dict[str, int]] = [{} for _ in nodes]
+    residency: list[tuple[LoadedModel, ...]] = [() for _ in nodes]
+    marked_down: dict[int, float] = {}
+    finished: list[Request] = []
+    retry_heap: list[tuple[float, int, Request]] = []
+    rejected = failed = 0
+    next_poll = 0.0
+    arrivals = iter(requests)
+    upcoming = next(arrivals, None)
+    now = 0.0
+    end = s.duration_s + 600.0  # drain
+
+    def views() -> list[NodeView]:
+        return [
+            NodeView(
+                name=str(n.index),
+                up=n.index not in marked_down or now < marked_down[n.index],
+                parallel=params.parallel,
+                max_loaded=params.max_loaded,
+                available=frozenset(specs),
+                loaded=residency[n.index],
+                in_flight=sum(in_flight[n.index].values()),
+                in_flight_by_model=dict(in_flight[n.index]),
+            )
+            for n in nodes
+        ]
+
+    def dispatch(req: Request, exclude: frozenset[str]) -> None:
+        nonlocal rejected, failed
+        route = RouteRequest(
+            req.model,
+            options_key=f"num_ctx={req.num_ctx}" if req.num_ctx != 4096 else "",
+            exclude=exclude,
+            est_tokens=req.prompt + req.output,
+        )
+        pick = strategy.pick(views(), route, now)
+        if isinstance(pick, NoRoute) or pick is None:
+            failed += 1
+            req.failed = "no route"
+            return
+        index = int(pick.node)  # type: ignore[attr-defined]
+        req.attempts += 1
+        req.node = index
+        req.prefill_left, req.decode_left = float(req.prompt), float(req.output)
+        error = nodes[index].arrive(req, now)
+        if error is None:
+            in_flight[index][req.model] = in_flight[index].get(req.model, 0) + 1
+            loaded = residency[index]
+            key = route.options_key
+            if not any(m.model == req.model and m.options_key == key for m in loaded):
+                residency[index] = (*[m for m in loaded if m.model != req.model], LoadedModel(req.model, key))
+            return
+        if error == "503":
+            rejected += 1
+        if req.attempts <= 2:
+            heapq.heappush(retry_heap, (now, req.rid, req))
+            req.failed = None
+            req._exclude = exclude | {str(index)}  # type: ignore[attr-defined]
+        else:
+            failed += 1
+            req.failed = error
+
+    while now < end:
+        if s.kill_node_at is not None and nodes[0].up and now >= s.kill_node_at * s.duration_s:
+            marked_down[0] = now + FALL_S
+            for req in nodes[0].fail():
+                in_flight[0][req.model] -= 1
+                if req.first_token is None and req.attempts <= 2:
+                    req._exclude = frozenset({"0"})  # type: ignore[attr-defined]
+                    heapq.heappush(retry_heap, (now, req.rid, req))
+                else:
+                    failed += 1
+                    req.failed = "node died"
+        while retry_heap and retry_heap[0][0] <= now:
+            _, _, req = heapq.heappop(retry_heap)
+            dispatch(req, getattr(req, "_exclude", frozenset()))
+        while upcoming is not None and upcoming.arrival <= now:
+            dispatch(upcoming, frozenset())
+            upcoming = next(arrivals, None)
+        if now >= next_poll:
+            for n in nodes:
+                residency[n.index] = tuple(
+                    LoadedModel(r.spec.name, f"num_ctx={r.num_ctx}" if r.num_ctx != 4096 else "")
+                    for r in n.runners.values()
+                )
+            next_poll = now + POLL_S
+        done_now: list[Request] = []
+        for n in nodes:
+            if n.up:
+                n.schedule(now, specs)
+                n.step(now, DT, done_now)
+                n.expire(now)
+                for req in n.unfit:
+                    in_flight[n.index][req.model] -= 1
+                    failed += 1
+                n.unfit.clear()
+        for req in done_now:
+            in_flight[req.node][req.model] -= 1
+        finished += done_now
+        if (
+            upcoming is None
+            and not retry_heap
+            and all(not n.pending and all(r.ref == 0 for r in n.runners.values()) for n in nodes)
+        ):
+            break
+        now += DT
+    ttft = [r.first_token - r.arrival for r in finished if r.first_token is not None]
+    e2e = [r.done_at - r.arrival for r in finished if r.done_at is not None]
+    return Result(
+        ttft,
+        e2e,
+        sum(n.loads for n in nodes),
+        sum(n.evictions for n in nodes),
+        rejected,
+        failed,
+        len(finished),
+        len(requests),
+        s.duration_s,
+        sum(r.output for r in finished),
+    )
+
+
+def summarize(results: list[Result]) -> dict[str, float]:
+    ttft = [x for r in results for x in r.ttft]
+    e2e = [x for r in results for x in r.e2e]
+    total = sum(r.requests for r in results)
+    merged = Result(ttft, e2e, 0, 0, 0, 0, 0, 0, 0, 0)
+    return {
+        "ttft_p50": merged.pct(ttft, 0.50),
+        "ttft_p95": merged.pct(ttft, 0.95),
+        "ttft_p99": merged.pct(ttft, 0.99),
+        "e2e_p50": merged.pct(e2e, 0.50),
+        "e2e_p99": merged.pct(e2e, 0.99),
+        "loads_per_1k": 1000 * sum(r.loads for r in results) / max(1, total),
+        "evictions_per_1k": 1000 * sum(r.evictions for r in results) / max(1, total),
+        "rejected_503": sum(r.rejected_503 for r in results),
+        "failed": sum(r.failed for r in results),
+        "throughput_rps": sum(r.completed for r in results) / sum(r.duration for r in results),
+        "slo_share": sum(1 for x in ttft if x <= 2.0) / max(1, total),
+        "requests": total,
+    }
+
+
+SCENARIOS: dict[str, Callable[[], Scenario]] = {
+    "thrash-30": lambda: Scenario("thrash-30", 0.3),
+    "thrash-50": lambda: Scenario("thrash-50", 0.5),
+    "thrash-70": lambda: Scenario("thrash-70", 0.7),
+    "no-thrash-70": lambda: Scenario("no-thrash-70", 0.7, params=NodeParams(vram_gb=76, max_loaded=6)),
+    "single-model-70": lambda: Scenario("single-model-70", 0.7, models=(MODELS[3],)),
+    "node-death-50": lambda: Scenario("node-death-50", 0.5, kill_node_at=0.5),
+    "hot-burst-50": lambda: Scenario("hot-burst-50", 0.5, burst=(0.4, 0.73)),
+    "parallel-1-50": lambda: Scenario("parallel-1-50", 0.5, params=NodeParams(parallel=1)),
+    "num-ctx-skew-50": lambda: Scenario("num-ctx-skew-50", 0.5, alt_ctx_share=0.3),
+}
+POLICIES = ("round-robin", "least-connections", "power-of-two", "model-aware", "oracle")

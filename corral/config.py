@@ -18,6 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from corral.domain.cors import OLLAMA_DEFAULTS
+
 
 class ConfigError(Exception):
     """The configuration cannot be used. `problems` holds (key, reason) pairs."""
@@ -50,13 +52,9 @@ class TlsSettings(_Section):
 
 class CorsSettings(_Section):
     allow_origins: list[str] = Field(
-        default_factory=lambda: [
-            "http://localhost",
-            "https://localhost",
-            "http://127.0.0.1",
-            "https://127.0.0.1",
-        ],
-        description="Browser origins allowed to call Corral (any port of these hosts); '*' allows all.",
+        default_factory=lambda: list(OLLAMA_DEFAULTS),
+        description="Browser origins allowed to call Corral: an origin without a port matches any port; "
+        "'*' is a wildcard (app://*); a lone '*' allows all. The default is Ollama's own list.",
     )
 
 

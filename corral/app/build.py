@@ -17,7 +17,7 @@ from corral.app.admin import AdminBackends
 from corral.app.context import ApiFamily, Observer, RequestRecord
 from corral.app.discovery import Discovery
 from corral.app.fleet import Fleet
-from corral.app.gateway import Gateway, Router
+from corral.app.gateway import ClientAddress, Gateway, Router
 from corral.app.inference import InferenceHandlers
 from corral.app.logs import access_observer
 from corral.app.node_ops import NodeOps
@@ -123,7 +123,12 @@ async def build(settings: Settings) -> App:
             response.send(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(exposition))
 
         router.add("GET", "/metrics", scrape, ApiFamily.OLLAMA)
-    gateway = Gateway(router, observers, CorsPolicy(tuple(settings.server.cors.allow_origins)))
+    gateway = Gateway(
+        router,
+        observers,
+        CorsPolicy(tuple(settings.server.cors.allow_origins)),
+        ClientAddress(settings.server.trusted_proxies),
+    )
     limits = ServerLimits(
         max_body_bytes=settings.server.max_body_bytes,
         max_header_bytes=settings.server.max_header_bytes,

@@ -8,6 +8,7 @@ Order: error rendering (outermost) → request id → record for the observers (
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -62,13 +63,47 @@ class Router:
         return None
 
 
-def client_ip(request: Request) -> str:
-    return request.client[0]
+class ClientAddress:
+    """The client's IP: the peer's, or, when the peer is a trusted proxy, the right-most address in
+    X-Forwarded-For that is not itself a trusted proxy."""
+
+    def __init__(self, trusted: Sequence[str]) -> None:
+        self.trusted = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in trusted)
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted)
+
+    def __call__(self, request: Request) -> str:
+        peer = request.client[0]
+        if not self.trusted or not self._is_trusted(peer):
+            return peer
+        forwarded = request.header(b"x-forwarded-for")
+        if not forwarded:
+            return peer
+        for hop in reversed(forwarded.decode("latin-1").split(",")):
+            hop = hop.strip()
+            if hop and not self._is_trusted(hop):
+                try:
+                    return str(ipaddress.ip_address(hop))
+                except ValueError:
+                    return peer  # a malformed header is not believed
+        return peer
 
 
 class Gateway:
-    def __init__(self, router: Router, observers: Sequence[Observer], cors: CorsPolicy | None = None) -> None:
+    def __init__(
+        self,
+        router: Router,
+        observers: Sequence[Observer],
+        cors: CorsPolicy | None = None,
+        client_ip: ClientAddress | None = None,
+    ) -> None:
         self.router = router
+        self.client_ip = client_ip or ClientAddress(())
         self.cors = cors
         self.observers = list(observers)
         self.guards: list[Guard] = []
@@ -79,7 +114,7 @@ class Gateway:
             request_id(request.header(b"x-request-id")),
             request.method,
             request.path,
-            client_ip(request),
+            self.client_ip(request),
             self.loop.time(),
         )
         path = record.path

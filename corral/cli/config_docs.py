@@ -36,7 +36,19 @@ def _rows(model: type[BaseModel], prefix: str, out: list[str], sections: list[tu
             sections.append((key, nested))
             continue
         kind = getattr(info.annotation, "__name__", None) or str(info.annotation).replace("typing.", "")
+        kind = kind.replace("pathlib.", "").replace(" | ", " or ").replace("|", " or ")
         out.append(f"| `{key}` | {kind} | {_default(info)} | {info.description or ''} |")
+
+
+def _descriptions(model: type[BaseModel], prefix: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        nested = _model_of(info.annotation)
+        if nested is not None:
+            key = f"{prefix}{name}"
+            out[key] = info.description or ""
+            out.update(_descriptions(nested, f"{key}[]." if key == "backends" else f"{key}."))
+    return out
 
 
 def render() -> str:
@@ -53,19 +65,14 @@ def render() -> str:
     sections: list[tuple[str, type[BaseModel]]] = []
     top: list[str] = []
     _rows(Settings, "", top, sections)
+    descriptions = _descriptions(Settings, "")
     while sections:
         key, model = sections.pop(0)
-        field = Settings.model_fields.get(key)
-        lines += [
-            f"## `{key}`",
-            "",
-            (field.description if field else "") or (model.__doc__ or "").strip(),
-            "",
-        ]
+        lines += [f"## `{key}`", "", descriptions.get(key) or (model.__doc__ or "").strip(), ""]
         rows: list[str] = []
         nested: list[tuple[str, type[BaseModel]]] = []
         is_list = key == "backends"
-        _rows(model, f"{key}[].".replace("[].", "[].") if is_list else f"{key}.", rows, nested)
+        _rows(model, f"{key}[]." if is_list else f"{key}.", rows, nested)
         lines += ["| key | type | default | meaning |", "|---|---|---|---|", *rows, ""]
         sections[:0] = nested
     return "\n".join(lines)

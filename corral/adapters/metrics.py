@@ -26,6 +26,15 @@ ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 
 SPEED_BUCKETS = (1, 2.5, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
 QUEUE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 LOAD_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+REJECTION_REASONS = (
+    "unauthenticated",
+    "forbidden",
+    "rate_limited",
+    "token_limited",
+    "concurrency_limited",
+    "queue_full",
+    "queue_timeout",
+)
 _LOAD_DURATION = re.compile(rb'"load_duration":(\d+)')
 _MODEL_LOAD_THRESHOLD_S = 0.05  # a load_duration above this means the request waited for a model load
 
@@ -182,6 +191,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+
+    def preset(self, routes: Iterable[str]) -> None:
+        """Export zero for label values from closed sets, so alerts and dashboards see the series
+        before the first event (an absent series reads as "no data", not 0)."""
+        for route in routes:
+            self.retries.labels(route)
+        for reason in REJECTION_REASONS:
+            self.rejections.labels(reason)
 
     def watch_fleet(self, nodes: Callable[[], Iterable[NodeState]], queue_len: Callable[[], int]) -> None:
         self.registry.register(_FleetCollector(nodes, queue_len))

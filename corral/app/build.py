@@ -53,6 +53,18 @@ def make_breaker() -> CircuitBreaker:
     return CircuitBreaker(failure_threshold=5, failure_rate=0.5, window=20, min_requests=10, cooldown_s=10.0)
 
 
+INFERENCE_ROUTES = (
+    "/api/generate",
+    "/api/chat",
+    "/api/embed",
+    "/api/embeddings",
+    "/api/show",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+)
+
+
 def build_router(
     views: FleetViews,
     inference: InferenceHandlers,
@@ -65,14 +77,12 @@ def build_router(
     r.add("GET,HEAD", "/api/version", views.version)
     r.add("GET,HEAD", "/api/tags", views.tags)
     r.add("GET", "/api/ps", views.ps)
-    for path in ("/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/api/show"):
+    for path in INFERENCE_ROUTES:
         r.add("POST", path, inference)
     for path in ("/api/pull", "/api/push", "/api/create", "/api/copy"):
         r.add("POST", path, node_ops)
     r.add("DELETE", "/api/delete", node_ops)
     r.add("HEAD,POST", "/api/blobs/{digest}", node_ops)
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
-        r.add("POST", path, inference)
     r.add("GET", "/v1/models", views.v1_models)
     r.add("GET", "/v1/models/{model}", views.v1_model)
     r.add("GET,HEAD", "/health", views.health, ApiFamily.OLLAMA)
@@ -89,7 +99,10 @@ async def build(settings: Settings) -> App:
     fleet = Fleet()
     for backend in settings.backends:
         fleet.add(backend, settings.health_for(backend), make_breaker())
-    discovery = Discovery(fleet, settings.routing.discovery_interval_s)
+    metrics: Metrics | None = None
+    if settings.metrics.enabled:
+        metrics = Metrics(CollectorRegistry(auto_describe=True), per_key=settings.metrics.per_key)
+    discovery = Discovery(fleet, settings.routing.discovery_interval_s, metrics.health_check if metrics else None)
     strategy = make_strategy(settings.routing.strategy)
     proxy = Proxy(
         fleet,
@@ -110,10 +123,9 @@ async def build(settings: Settings) -> App:
 
     router = build_router(views, inference, node_ops, admin, status)
     observers: list[Observer] = [access_observer] if settings.logging.access else []
-    metrics: Metrics | None = None
-    if settings.metrics.enabled:
-        metrics = Metrics(CollectorRegistry(auto_describe=True), per_key=settings.metrics.per_key)
+    if metrics is not None:
         metrics.known_models = fleet.known_models
+        metrics.preset(INFERENCE_ROUTES)
         metrics.watch_fleet(lambda: list(fleet), lambda: proxy.waiting)
         observers.append(metrics.observe)
         exposition = metrics.registry

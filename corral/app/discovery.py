@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -83,8 +84,14 @@ def tags_from_openai(models: object) -> dict[str, dict[str, Any]]:
 
 
 class Discovery:
-    def __init__(self, fleet: Fleet, discovery_interval_s: float) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        discovery_interval_s: float,
+        on_check: Callable[[str, bool, float], None] | None = None,
+    ) -> None:
         self.fleet = fleet
+        self.on_check = on_check
         self.discovery_interval_s = discovery_interval_s
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._last_discovery: dict[str, float] = {}
@@ -93,6 +100,7 @@ class Discovery:
         """One health check (and, if asked, a discovery round) of `node`. Returns whether it answered."""
         timeout = node.health_settings.timeout_s
         loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             if node.kind is NodeKind.OPENAI:
                 models = await get_json(node.pool, node.settings.base_path + "/v1/models", timeout)
@@ -107,6 +115,8 @@ class Discovery:
         except UpstreamError as exc:
             node.last_error = exc.message
             ok = False
+        if self.on_check is not None:
+            self.on_check(node.name, ok, loop.time() - started)
         first = not node.checked
         node.checked = True
         changed = node.health.observe(ok)

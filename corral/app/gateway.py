@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from time import perf_counter
 
 from corral.app.context import ApiFamily, Observer, RequestRecord, request_id
 from corral.domain.cors import ALLOW_HEADERS, ALLOW_METHODS, MAX_AGE, CorsPolicy
@@ -115,7 +116,7 @@ class Gateway:
             request.method,
             request.path,
             self.client_ip(request),
-            self.loop.time(),
+            perf_counter(),
         )
         path = record.path
         if path.startswith("/v1/"):
@@ -155,7 +156,7 @@ class Gateway:
             record.status = record.status or 499
             raise
         finally:
-            record.finished = self.loop.time()
+            record.finished = perf_counter()
             for observe in self.observers:
                 try:
                     observe(record)

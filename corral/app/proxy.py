@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from time import perf_counter
 from typing import Any
 
 from corral.adapters.metrics import load_seconds
@@ -97,18 +98,17 @@ class Outbound:
 class Relay:
     """Copies one node response to the client as it arrives, keeping the last bytes for accounting."""
 
-    __slots__ = ("conn", "first_at", "loop", "response", "tail")
+    __slots__ = ("conn", "first_at", "response", "tail")
 
     def __init__(self, conn: UpstreamConnection, response: Response) -> None:
         self.conn = conn
         self.response = response
         self.tail = b""
         self.first_at = 0.0
-        self.loop = asyncio.get_running_loop()
 
     def __call__(self, data: bytes) -> None:
         if not self.first_at:
-            self.first_at = self.loop.time()
+            self.first_at = perf_counter()
         tail = self.tail + data if len(data) < _TAIL else data
         self.tail = tail[-_TAIL:]
         if not self.response.write_nowait(data):
@@ -196,6 +196,7 @@ class Proxy:
                 "server busy, please try again.  maximum pending requests exceeded", retry_after=1
             ) from None
         timer = self.loop.call_at(entry.deadline, self._expire, entry)
+        waited_from = perf_counter()
         try:
             return await future
         except asyncio.CancelledError:
@@ -207,7 +208,7 @@ class Proxy:
         finally:
             timer.cancel()
             self.queue.remove(entry)
-            record.queued_s += self.loop.time() - now
+            record.queued_s += perf_counter() - waited_from
 
     @property
     def waiting(self) -> int:
@@ -467,13 +468,11 @@ class Proxy:
         response.start(200, [(b"content-type", wire.NDJSON), *headers], hold=True)
         record.status = 200
         stream = translation.streamer()
-        loop = self.loop
-
         def sink(data: bytes) -> None:
             out = stream.feed(data, time.time_ns())
             if out:
                 if record.ttft is None:
-                    record.ttft = loop.time() - record.started
+                    record.ttft = perf_counter() - record.started
                 if not response.write_nowait(out):
                     conn.pause()
                     response.on_writable(conn.resume)

@@ -48,7 +48,7 @@ class RequestRecord:
         self.route = "other"  # a closed set: the route template, never the raw path
         self.family = ApiFamily.OLLAMA
         self.client_ip = client_ip
-        self.started = started
+        self.started = started  # time.perf_counter() seconds (uvloop's loop.time() ticks in ms)
         self.finished = 0.0
         self.status = 0
         self.model: str | None = None

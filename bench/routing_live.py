@@ -1,0 +1,186 @@
+"""Live confirmation of the routing benchmark: real `corral serve` in front of real `corral sim` nodes.
+
+    .venv/bin/python -m bench.routing_live [--seconds 60] [--rate 3] [--out docs/bench/routing_live.md]
+
+A smaller, time-scaled version of the thrash regime: 3 nodes that each keep 2 of 5 models loaded
+(1.5 s loads, 2 slots per model, 100 tokens/s), Poisson arrivals with Zipf(1.0) model popularity and
+short streamed generations. Each policy gets fresh nodes and a fresh Corral. TTFT is measured at the
+client (first NDJSON line); model loads are read from the nodes' /_sim/stats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+MODELS = ["llama3.2:1b", "llama3.2:3b", "qwen2.5:7b", "llama3.1:8b", "gemma2:9b"]
+POLICIES = ("round-robin", "least-connections", "model-aware")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, deadline_s: float = 20) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+    raise SystemExit(f"{url} did not come up")
+
+
+def start(args: list[str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "corral", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+async def one(client: httpx.AsyncClient, url: str, model: str, tokens: int, results: list[tuple[float, float]]) -> None:
+    started = time.monotonic()
+    first = math.nan
+    body = {"model": model, "prompt": "go", "options": {"num_predict": tokens}}
+    try:
+        async with client.stream("POST", url + "/api/generate", json=body) as reply:
+            async for line in reply.aiter_lines():
+                if math.isnan(first):
+                    first = time.monotonic() - started
+                if '"error"' in line:
+                    first = math.nan
+                    break
+    except httpx.HTTPError:
+        pass
+    results.append((first, time.monotonic() - started))
+
+
+async def workload(url: str, seconds: float, rate: float, seed: int) -> list[tuple[float, float]]:
+    rng = random.Random(seed)
+    weights = [1 / (i + 1) for i in range(len(MODELS))]
+    results: list[tuple[float, float]] = []
+    tasks = []
+    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=500)) as client:
+        start_at = time.monotonic()
+        t = 0.0
+        while True:
+            t += rng.expovariate(rate)
+            if t > seconds:
+                break
+            await asyncio.sleep(max(0.0, start_at + t - time.monotonic()))
+            model = rng.choices(MODELS, weights)[0]
+            tokens = min(100, int(rng.lognormvariate(math.log(20), 0.8)) + 1)
+            tasks.append(asyncio.create_task(one(client, url, model, tokens, results)))
+        await asyncio.gather(*tasks)
+    return results
+
+
+def run_policy(policy: str, seconds: float, rate: float, seed: int) -> dict[str, float]:
+    sims = []
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(3):
+            port = free_port()
+            args = [
+                "sim",
+                "--port",
+                str(port),
+                "--max-loaded",
+                "2",
+                "--parallel",
+                "2",
+                "--load-seconds",
+                "1.5",
+                "--tokens-per-second",
+                "100",
+            ]
+            for model in MODELS:
+                args += ["--model", model]
+            procs.append(start(args))
+            sims.append(f"http://127.0.0.1:{port}")
+        for url in sims:
+            wait_http(url + "/")
+        port = free_port()
+        config = Path(tempfile.mkdtemp()) / "corral.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "server": {"port": port},
+                    "logging": {"access": False, "level": "warning"},
+                    "routing": {"strategy": policy, "discovery_interval_s": 1},
+                    "backends": [
+                        {"name": f"n{i}", "url": url, "parallel": 2, "max_loaded": 2} for i, url in enumerate(sims)
+                    ],
+                }
+            )
+        )
+        procs.append(start(["serve", "--config", str(config)]))
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/ready")
+        results = asyncio.run(workload(url, seconds, rate, seed))
+        loads = sum(httpx.get(s + "/_sim/stats").json()["loads"] for s in sims)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
+    ttft = sorted(x for x, _ in results if not math.isnan(x))
+    e2e = sorted(y for x, y in results if not math.isnan(x))
+    failed = sum(1 for x, _ in results if math.isnan(x))
+
+    def pct(values: list[float], q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))] if values else math.nan
+
+    return {
+        "requests": len(results),
+        "ttft_p50": pct(ttft, 0.5),
+        "ttft_p95": pct(ttft, 0.95),
+        "ttft_p99": pct(ttft, 0.99),
+        "e2e_p50": pct(e2e, 0.5),
+        "e2e_p99": pct(e2e, 0.99),
+        "loads_per_1k": 1000 * loads / max(1, len(results)),
+        "failed": failed,
+        "slo_share": sum(1 for x in ttft if x <= 2.0) / max(1, len(results)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--rate", type=float, default=3.0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("docs/bench/routing_live.md"))
+    args = parser.parse_args()
+    lines = [
+        f"Live run: {args.seconds:g} s of arrivals at {args.rate:g} req/s per policy, seed {args.seed}.",
+        "",
+        "| policy | requests | TTFT p50 | p95 | p99 | E2E p50 | p99 | loads/1k | failed | TTFT ≤ 2 s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for policy in POLICIES:
+        m = run_policy(policy, args.seconds, args.rate, args.seed)
+        lines.append(
+            f"| {policy} | {m['requests']:.0f} | {m['ttft_p50']:.2f} s | {m['ttft_p95']:.2f} s | "
+            f"{m['ttft_p99']:.2f} s | {m['e2e_p50']:.2f} s | {m['e2e_p99']:.2f} s | "
+            f"{m['loads_per_1k']:.0f} | {m['failed']:.0f} | {100 * m['slo_share']:.0f}% |"
+        )
+        print(lines[-1], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

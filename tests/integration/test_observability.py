@@ -1,0 +1,89 @@
+"""Metrics move by exactly what was sent; access logs are JSON and carry the client's request id."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from procs import Proc, start_corral, start_sim, wait_for
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[Proc, Proc]]:
+    sim = start_sim("m:1b", extra=["--tokens-per-second", "500", "--load-seconds", "0.05"])
+    corral = start_corral({"backends": [{"name": "n", "url": sim.url}]})
+    yield corral, sim
+    corral.stop()
+    sim.stop()
+
+
+def samples(corral: Proc) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = httpx.get(corral.url + "/metrics", timeout=10).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(snap: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return sum(v for (n, ls), v in snap.items() if n == name and set(labels.items()) <= ls)
+
+
+def test_counters_and_histograms_count_every_request(pair: tuple[Proc, Proc]) -> None:
+    corral, _ = pair
+    before = samples(corral)
+    ok, missing, streams = 7, 3, 4
+    for _ in range(ok):
+        assert (
+            httpx.post(
+                corral.url + "/api/generate",
+                json={"model": "m:1b", "prompt": "x", "stream": False, "options": {"num_predict": 2}},
+            ).status_code
+            == 200
+        )
+    for _ in range(missing):
+        assert httpx.post(corral.url + "/api/generate", json={"model": "nope", "prompt": "x"}).status_code == 404
+    for _ in range(streams):
+        with httpx.stream(
+            "POST", corral.url + "/api/generate", json={"model": "m:1b", "prompt": "x", "options": {"num_predict": 5}}
+        ) as r:
+            list(r.iter_lines())
+    after = samples(corral)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("corral_requests_total", route="/api/generate", status_class="2xx") == ok + streams
+    assert delta("corral_requests_total", route="/api/generate", status_class="4xx") == missing
+    assert delta("corral_request_duration_seconds_count", route="/api/generate") == ok + missing + streams
+    assert delta("corral_time_to_first_token_seconds_count", model="m:1b") == streams
+    assert delta("corral_tokens_total", kind="completion", model="m:1b") == ok * 2 + streams * 5
+    assert delta("corral_errors_total", kind="no_such_model") == missing
+    assert value(after, "corral_node_up", node="n") == 1.0
+
+
+def test_access_log_lines_are_json_with_the_clients_request_id(pair: tuple[Proc, Proc]) -> None:
+    corral, _ = pair
+    marker = "prompt-marker-7f3a9c"
+    httpx.post(
+        corral.url + "/api/chat",
+        headers={"X-Request-ID": "client-req-123"},
+        json={"model": "m:1b", "messages": [{"role": "user", "content": marker}], "stream": False},
+    )
+
+    def logged() -> dict[str, object] | None:
+        for line in corral.output().splitlines():
+            entry = json.loads(line)
+            if entry.get("request_id") == "client-req-123":
+                return entry
+        return None
+
+    entry = wait_for(logged, 5, "the access line")
+    assert entry["logger"] == "corral.access" and entry["status"] == 200 and entry["model"] == "m:1b"
+    assert entry["node"] == "n" and isinstance(entry["latency_ms"], float)
+    assert marker not in corral.output()

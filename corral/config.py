@@ -175,6 +175,14 @@ class MetricsSettings(_Section):
     per_key: bool = Field(False, description="Label request metrics with the API key's name.")
 
 
+class TracingSettings(_Section):
+    enabled: bool = Field(False, description="Export OpenTelemetry traces (OTLP over HTTP).")
+    endpoint: str = Field("http://127.0.0.1:4318/v1/traces", description="The OTLP/HTTP traces endpoint.")
+    service_name: str = Field("corral", description="service.name of the exported spans.")
+    sample_ratio: float = Field(1.0, ge=0, le=1, description="Share of new traces sampled (a client's choice wins).")
+    export_delay_ms: int = Field(1000, ge=10, description="How often batched spans are sent.")
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -194,6 +202,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = Field(default_factory=QueueSettings, description="The gateway's admission queue.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logs.")
     metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Prometheus metrics.")
+    tracing: TracingSettings = Field(default_factory=TracingSettings, description="OpenTelemetry tracing.")
 
     @classmethod
     def settings_customise_sources(

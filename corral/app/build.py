@@ -8,7 +8,7 @@ import signal
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -30,6 +30,9 @@ from corral.domain.routing import make_strategy
 from corral.net.response import Request, Response
 from corral.net.server import HttpServer, ServerLimits
 
+if TYPE_CHECKING:
+    from corral.adapters.tracing import Tracing
+
 log = logging.getLogger(__name__)
 
 
@@ -43,6 +46,7 @@ class App:
     gateway: Gateway
     server: HttpServer
     metrics: Metrics | None = None
+    tracing: Tracing | None = None
 
     @property
     def port(self) -> int:
@@ -104,6 +108,12 @@ async def build(settings: Settings) -> App:
         metrics = Metrics(CollectorRegistry(auto_describe=True), per_key=settings.metrics.per_key)
     discovery = Discovery(fleet, settings.routing.discovery_interval_s, metrics.health_check if metrics else None)
     strategy = make_strategy(settings.routing.strategy)
+    tracing = None
+    if settings.tracing.enabled:
+        from corral.adapters.tracing import Tracing
+
+        t = settings.tracing
+        tracing = Tracing(t.endpoint, t.service_name, t.sample_ratio, t.export_delay_ms)
     proxy = Proxy(
         fleet,
         strategy,
@@ -112,6 +122,7 @@ async def build(settings: Settings) -> App:
         settings.queue.max_len,
         settings.queue.max_wait_s,
         settings.server.expose_node_header,
+        tracing,
     )
     views = FleetViews(fleet, loop.time())
     inference = InferenceHandlers(fleet, proxy, settings.routing.affinity_header)
@@ -140,6 +151,7 @@ async def build(settings: Settings) -> App:
         observers,
         CorsPolicy(tuple(settings.server.cors.allow_origins)),
         ClientAddress(settings.server.trusted_proxies),
+        tracing,
     )
     limits = ServerLimits(
         max_body_bytes=settings.server.max_body_bytes,
@@ -147,7 +159,7 @@ async def build(settings: Settings) -> App:
         keepalive_timeout_s=settings.server.keepalive_timeout_s,
     )
     server = HttpServer(gateway, limits)
-    return App(settings, fleet, discovery, proxy, views, gateway, server, metrics)
+    return App(settings, fleet, discovery, proxy, views, gateway, server, metrics, tracing)
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -184,3 +196,5 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
     app.discovery.stop_all()
     for node in app.fleet:
         node.pool.close()
+    if app.tracing is not None:
+        app.tracing.shutdown()  # flushes the spans still batched

@@ -12,12 +12,16 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from time import perf_counter
+from typing import TYPE_CHECKING
 
 from corral.app.context import ApiFamily, Observer, RequestRecord, request_id
 from corral.domain.cors import ALLOW_HEADERS, ALLOW_METHODS, MAX_AGE, CorsPolicy
 from corral.domain.errors import BodyTooLarge, ErrorKind, GatewayError, InvalidRequest, MethodNotAllowed
 from corral.net.response import Request, Response
 from corral.protocol import wire
+
+if TYPE_CHECKING:
+    from corral.adapters.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +106,10 @@ class Gateway:
         observers: Sequence[Observer],
         cors: CorsPolicy | None = None,
         client_ip: ClientAddress | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.router = router
+        self.tracing = tracing
         self.client_ip = client_ip or ClientAddress(())
         self.cors = cors
         self.observers = list(observers)
@@ -135,6 +141,8 @@ class Gateway:
                 return
             record.route = route.name
             record.family = route.family
+            if self.tracing is not None:
+                record.span = self.tracing.start_request(request.method, route.name, request.headers)
             handler = route.handlers.get(request.method)
             if handler is None:
                 if request.method == "OPTIONS":
@@ -157,6 +165,8 @@ class Gateway:
             raise
         finally:
             record.finished = perf_counter()
+            if record.span is not None and self.tracing is not None:
+                self.tracing.end_request(record.span, record)  # type: ignore[arg-type]
             for observe in self.observers:
                 try:
                     observe(record)

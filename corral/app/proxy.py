@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.adapters.metrics import load_seconds
 from corral.app.context import ApiFamily, RequestRecord, is_uuid
@@ -38,6 +38,9 @@ from corral.domain.routing import Strategy
 from corral.net.client import UpstreamConnection, UpstreamResponse, build_head
 from corral.net.response import Headers, Request, Response
 from corral.protocol import wire
+
+if TYPE_CHECKING:
+    from corral.adapters.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -147,8 +150,10 @@ class Proxy:
         queue_max: int,
         queue_wait_s: float,
         expose_node: bool = True,
+        tracing: Tracing | None = None,
     ) -> None:
         self.fleet = fleet
+        self.tracing = tracing
         self.strategy = strategy
         self.routing = routing
         self.timeouts = timeouts
@@ -326,6 +331,10 @@ class Proxy:
         elif node.kind is NodeKind.OPENAI:
             out = Outbound(out.method, out.target, openai_node_headers(out.headers), out.body)
         conn: UpstreamConnection | None = None
+        span = None
+        if self.tracing is not None and record.span is not None:
+            span, trace_headers = self.tracing.start_attempt(record.span, node.name, record.attempts)  # type: ignore[arg-type]
+            out = Outbound(out.method, out.target, [*out.headers, *trace_headers], out.body)
         try:
             conn, upstream = await self._exchange(node, out)
             if upstream.status in RETRY_STATUSES and self.routing.retries:
@@ -360,6 +369,8 @@ class Proxy:
                 return None
             return exc
         finally:
+            if span is not None and self.tracing is not None:
+                self.tracing.end_attempt(span, record.status or None, record.error)
             if conn is not None:
                 conn.release()
             node.end(model)
@@ -468,6 +479,7 @@ class Proxy:
         response.start(200, [(b"content-type", wire.NDJSON), *headers], hold=True)
         record.status = 200
         stream = translation.streamer()
+
         def sink(data: bytes) -> None:
             out = stream.feed(data, time.time_ns())
             if out:

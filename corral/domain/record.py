@@ -35,6 +35,7 @@ class RequestRecord:
         "queued_s",
         "request_id",
         "route",
+        "span",
         "started",
         "status",
         "stream",
@@ -56,6 +57,7 @@ class RequestRecord:
         self.stream = False
         self.attempts = 0
         self.ttft: float | None = None
+        self.span: object | None = None  # the request's trace span, when tracing is on
         self.key_name: str | None = None  # the API key's name, once authenticated
         self.priority = 0  # the key's priority class in the admission queue
         self.load_s: float | None = None

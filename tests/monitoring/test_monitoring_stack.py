@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 
-from procs import Fleet
+from procs import start_corral, start_sim
 from tests.monitoring.promql_names import MONITORING, dashboard_exprs, used_metrics, used_metrics_missing_from
 
 pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="needs Debian's prometheus package")
@@ -78,20 +78,42 @@ def test_every_dashboard_query_parses(tmp_path: Path) -> None:
     assert len(rules["groups"][0]["rules"]) >= 16
 
 
-def test_every_metric_used_is_exported_by_a_running_corral(fleet: Fleet, tmp_path: Path) -> None:
-    for _ in range(3):
-        httpx.post(
-            fleet.url + "/api/chat",
-            timeout=30,
-            json={
-                "model": "llama3.2:1b",
-                "messages": [{"role": "user", "content": "hi"}],
-                "options": {"num_predict": 3},
-            },
-        )
-    httpx.post(fleet.url + "/api/generate", json={"model": "no-such"}, timeout=30)
-    scrape = httpx.get(fleet.url + "/metrics", timeout=10).text
+def test_every_metric_used_is_exported_by_a_running_corral() -> None:
+    sim = start_sim("m:1b", extra=["--tokens-per-second", "500", "--load-seconds", "0.3"])
+    corral = start_corral({"backends": [{"name": "n", "url": sim.url}]})
+    try:
+        for _ in range(3):  # the first waits for a model load (0.3 s), the others do not
+            with httpx.stream(
+                "POST",
+                corral.url + "/api/chat",
+                timeout=30,
+                json={"model": "m:1b", "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 3}},
+            ) as r:
+                list(r.iter_lines())
+        httpx.post(corral.url + "/api/generate", json={"model": "no-such"}, timeout=30)
+        scrape = httpx.get(corral.url + "/metrics", timeout=10).text
+    finally:
+        corral.stop()
+        sim.stop()
     assert used_metrics_missing_from(scrape) == set()
     assert len(used_metrics()) >= 15
     lint = subprocess.run(["promtool", "check", "metrics"], input=scrape, capture_output=True, text=True, timeout=60)
     assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
+def test_dashboard_validates_against_grafanas_own_schema() -> None:
+    import json
+
+    import jsonschema
+
+    root = MONITORING.parents[1]
+    result = subprocess.run(
+        ["bash", "scripts/grafana-schema.sh"], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    schema = json.loads((root / ".cache" / "grafana-schema" / "dashboard.schema.json").read_text())
+    dashboard = json.loads((MONITORING / "grafana" / "dashboards" / "corral.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    assert [e.message for e in validator.iter_errors(dashboard)] == []
+    broken = {**dashboard, "panels": [{**dashboard["panels"][0], "gridPos": "top left"}], "editable": "yes"}
+    assert len(list(validator.iter_errors(broken))) >= 2  # the schema does catch mistakes

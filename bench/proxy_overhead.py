@@ -19,9 +19,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+from bench.common import free_port, wait_http
 
 HERE = Path(__file__).resolve().parent
 BODY = '{"model":"bench:1b","created_at":"2026-01-01T00:00:00Z","response":"hello","done":true,"eval_count":1}'
@@ -29,25 +29,6 @@ TAGS = (
     '{"models":[{"name":"bench:1b","model":"bench:1b","modified_at":"2026-01-01T00:00:00Z","size":1,'
     '"digest":"0","details":{"format":"gguf","family":"llama"}}]}'
 )
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, deadline_s: float = 20) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{url} did not come up")
 
 
 def nginx_conf(work: Path, backend_port: int, proxy_port: int, sim_port: int, sim_proxy_port: int) -> Path:

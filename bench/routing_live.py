@@ -15,7 +15,6 @@ import asyncio
 import json
 import math
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,25 +23,10 @@ from pathlib import Path
 
 import httpx
 
+from bench.common import free_port, wait_http
+
 MODELS = ["llama3.2:1b", "llama3.2:3b", "qwen2.5:7b", "llama3.1:8b", "gemma2:9b"]
 POLICIES = ("round-robin", "least-connections", "model-aware")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, deadline_s: float = 20) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    raise SystemExit(f"{url} did not come up")
 
 
 def start(args: list[str]) -> subprocess.Popen[bytes]:

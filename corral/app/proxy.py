@@ -420,6 +420,12 @@ class Proxy:
         err.upstream_body = body  # type: ignore[attr-defined]
         err.upstream_headers = upstream.headers  # type: ignore[attr-defined]
 
+    def _own_headers(self, record: RequestRecord, node: Node) -> Headers:
+        own = [(b"x-request-id", record.request_id.encode())]
+        if self.expose_node:
+            own.append((b"x-corral-node", node.name.encode()))
+        return own
+
     async def _relay(
         self,
         conn: UpstreamConnection,
@@ -430,9 +436,7 @@ class Proxy:
         before_end: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         headers = [(k, v) for k, v in upstream.headers if k not in DROP_RESPONSE]
-        headers.append((b"x-request-id", record.request_id.encode()))
-        if self.expose_node:
-            headers.append((b"x-corral-node", node.name.encode()))
+        headers += self._own_headers(record, node)
         length = None if upstream.chunked else upstream.content_length
         response.start(upstream.status, headers, length, hold=True)
         record.status = upstream.status
@@ -461,9 +465,7 @@ class Proxy:
         translation: Translation,
     ) -> None:
         """An OpenAI-type node answering a native request: SSE or JSON in, Ollama's NDJSON or JSON out."""
-        headers = [(b"x-request-id", record.request_id.encode())]
-        if self.expose_node:
-            headers.append((b"x-corral-node", node.name.encode()))
+        headers = self._own_headers(record, node)
         if upstream.status != 200:
             body = translation.error_body(upstream.status, await self._read_all(conn))
             record.status = upstream.status

@@ -51,20 +51,7 @@ class SseFrames:
             calls = (chunk.get("message") or {}).get("tool_calls")
             if calls:
                 self.tool_calls = True
-                delta: dict[str, Any] = {
-                    "tool_calls": [
-                        {
-                            "id": c["id"],
-                            "index": i,
-                            "type": "function",
-                            "function": {
-                                "name": c["function"]["name"],
-                                "arguments": go_json(c["function"]["arguments"]).decode(),
-                            },
-                        }
-                        for i, c in enumerate(calls)
-                    ]
-                }
+                delta: dict[str, Any] = {"tool_calls": openai_tool_calls(calls)}
                 return b"data: " + go_json(self._base([{"index": 0, "delta": delta, "finish_reason": None}])) + b"\n\n"
             return b""
         if self.kind == "chat":
@@ -103,6 +90,19 @@ class SseFrames:
             + go_json({"error": {"message": message, "type": "api_error", "param": None, "code": None}})
             + b"\n\n"
         )
+
+
+def openai_tool_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Native tool calls (arguments as an object) in the OpenAI shape (arguments as a JSON string)."""
+    return [
+        {
+            "id": c["id"],
+            "index": i,
+            "type": "function",
+            "function": {"name": c["function"]["name"], "arguments": go_json(c["function"]["arguments"]).decode()},
+        }
+        for i, c in enumerate(calls)
+    ]
 
 
 def _usage(final: dict[str, Any]) -> dict[str, int]:
@@ -190,18 +190,7 @@ class OpenAIRoutes:
                 message: dict[str, Any] = {"role": "assistant", "content": content}
                 calls = final["message"].get("tool_calls")
                 if calls:
-                    message["tool_calls"] = [
-                        {
-                            "id": c["id"],
-                            "index": i,
-                            "type": "function",
-                            "function": {
-                                "name": c["function"]["name"],
-                                "arguments": go_json(c["function"]["arguments"]).decode(),
-                            },
-                        }
-                        for i, c in enumerate(calls)
-                    ]
+                    message["tool_calls"] = openai_tool_calls(calls)
                     reason = "tool_calls"
                 choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": reason}
                 obj = "chat.completion"

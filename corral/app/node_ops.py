@@ -3,6 +3,8 @@ only to the one node named in the X-Corral-Node header."""
 
 from __future__ import annotations
 
+import orjson
+
 from corral.adapters.node_api import call
 from corral.app.context import RequestRecord
 from corral.app.discovery import Discovery
@@ -15,6 +17,16 @@ from corral.net.response import Request, Response
 # Answers small enough to wait for: the fleet view is refreshed before the client hears back.
 _BUFFERED = frozenset({"/api/copy", "/api/delete"})
 _CHANGES_MODELS = frozenset({"/api/pull", "/api/create", "/api/copy", "/api/delete"})
+
+
+def _not_streamed(body: bytes) -> bool:
+    """`"stream": false` in a pull/create body: the answer is one small object, so it can wait for the
+    fleet view to be refreshed (a relayed whole body would reach the client first)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(doc, dict) and doc.get("stream") is False
 
 
 class NodeOps:
@@ -46,7 +58,7 @@ class NodeOps:
         target = request.raw_path + (b"?" + request.query if request.query else b"")
         headers = forward_headers(request, record.request_id)
         route = record.route
-        if route in _BUFFERED:
+        if route in _BUFFERED or (route in _CHANGES_MODELS and _not_streamed(request.body)):
             status, body = await call(
                 node.pool,
                 request.method,

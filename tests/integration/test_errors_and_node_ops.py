@@ -120,3 +120,29 @@ def test_unload_with_keep_alive_zero(fleet: Fleet) -> None:
         "the model to unload",
     )
     assert sim_stats(fleet.b)["loads"] >= 1
+
+
+def test_blobs_and_create_go_to_the_named_node(fleet: Fleet) -> None:
+    import hashlib
+
+    data = b"GGUF fake weights " * 100
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    node = {"X-Corral-Node": "node-a"}
+    assert httpx.head(fleet.url + f"/api/blobs/{digest}", headers=node).status_code == 404
+    assert httpx.post(fleet.url + f"/api/blobs/{digest}", headers=node, content=data).status_code == 201
+    assert httpx.head(fleet.url + f"/api/blobs/{digest}", headers=node).status_code == 200
+    assert httpx.post(fleet.url + f"/api/blobs/{digest}", headers=node, content=data).status_code == 200
+    wrong = httpx.post(fleet.url + f"/api/blobs/{digest}", headers=node, content=b"other")
+    assert wrong.status_code == 400 and "digest mismatch" in wrong.json()["error"]
+    created = httpx.post(
+        fleet.url + "/api/create",
+        headers=node,
+        timeout=30,
+        json={"model": "custom:1b", "files": {"model.gguf": digest}, "stream": False},
+    )
+    assert created.status_code == 200 and created.json() == {"status": "success"}
+    reply = httpx.post(fleet.url + "/api/generate", json={"model": "custom:1b", "prompt": "x", "stream": False})
+    assert reply.status_code == 200 and reply.headers["x-corral-node"] == "node-a"
+    copied = httpx.post(fleet.url + "/api/copy", headers=node, json={"source": "custom:1b", "destination": "copy:1b"})
+    assert copied.status_code == 200 and copied.content == b""
+    assert "copy:1b" in {m["model"] for m in httpx.get(fleet.url + "/api/tags").json()["models"]}

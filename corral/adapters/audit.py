@@ -1,0 +1,177 @@
+"""The audit trail: one JSON record per request and per admin action, to a rotating file or to the
+database. Records go through a bounded buffer drained by a background task; a full buffer makes the
+writer wait (records are never dropped), and `close()` writes out everything before it returns.
+The prompt itself never enters a record: only its SHA-256 and length."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from corral.adapters.migrations import audit_log
+
+log = logging.getLogger(__name__)
+
+
+def prompt_digest(prompt: str | bytes) -> tuple[str, int]:
+    """SHA-256 (hex) and length (characters for text, bytes for bytes) of a prompt."""
+    data = prompt.encode() if isinstance(prompt, str) else prompt
+    return hashlib.sha256(data).hexdigest(), len(prompt)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """`time` is epoch seconds. `kind` is "request" or "admin" (then `action` and `detail` say what)."""
+
+    time: float
+    kind: str = "request"
+    request_id: str | None = None
+    key_name: str | None = None
+    key_prefix: str | None = None
+    client_ip: str | None = None
+    method: str | None = None
+    route: str | None = None
+    model: str | None = None
+    node: str | None = None
+    status: int | None = None
+    prompt_sha256: str | None = None
+    prompt_len: int | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    ttft_s: float | None = None
+    latency_s: float | None = None
+    error: str | None = None
+    action: str | None = None
+    detail: dict[str, Any] | None = field(default=None)
+
+    @classmethod
+    def for_request(cls, time: float, prompt: str | bytes | None = None, **fields: Any) -> AuditRecord:
+        if prompt is not None:
+            fields["prompt_sha256"], fields["prompt_len"] = prompt_digest(prompt)
+        return cls(time, "request", **fields)
+
+    def to_row(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["ts"] = datetime.fromtimestamp(row.pop("time"), UTC)
+        return row
+
+    def to_json(self) -> bytes:
+        row = asdict(self)
+        row["time"] = datetime.fromtimestamp(self.time, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return orjson.dumps(row)
+
+
+class AuditSink(Protocol):
+    async def write(self, record: AuditRecord) -> None: ...
+    async def close(self) -> None: ...
+
+
+class BufferedSink:
+    """The buffer and its drain task; subclasses say how a batch is written."""
+
+    def __init__(self, buffer: int = 10_000, batch: int = 500) -> None:
+        self._queue: asyncio.Queue[AuditRecord] = asyncio.Queue(buffer)
+        self._batch = batch
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.failed = 0  # records a sink could not write (logged), for a metric
+
+    async def write(self, record: AuditRecord) -> None:
+        if self._closed:
+            raise RuntimeError("audit sink is closed")
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain(), name=f"{type(self).__name__}.drain")
+        await self._queue.put(record)
+
+    async def _drain(self) -> None:
+        while True:
+            records = [await self._queue.get()]
+            while len(records) < self._batch and not self._queue.empty():
+                records.append(self._queue.get_nowait())
+            try:
+                await self._write_batch(records)
+            except Exception:
+                self.failed += len(records)
+                log.exception("audit sink %s could not write %d records", type(self).__name__, len(records))
+            finally:
+                for _ in records:
+                    self._queue.task_done()
+
+    async def _write_batch(self, records: list[AuditRecord]) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Write out every buffered record, then stop. Writing after this is an error."""
+        self._closed = True
+        if self._task is not None:
+            await self._queue.join()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._release()
+
+    async def _release(self) -> None:
+        return None
+
+
+class FileAuditSink(BufferedSink):
+    """JSON lines in `path`, rotated to `path.1` … `path.<backups>` when a file would pass `max_bytes`."""
+
+    def __init__(self, path: str | Path, max_bytes: int = 100 * 2**20, backups: int = 10, **kw: int) -> None:
+        super().__init__(**kw)
+        self.path, self.max_bytes, self.backups = Path(path), max_bytes, backups
+        self._file: IO[bytes] | None = None
+
+    def _rotate(self) -> None:
+        assert self._file is not None
+        self._file.close()
+        for n in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{n}")
+            if older.exists():
+                older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
+        if self.backups > 0:
+            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        else:
+            self.path.unlink()
+        self._file = self.path.open("ab")
+
+    def _write_lines(self, lines: list[bytes]) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("ab")
+        for line in lines:
+            size = self._file.tell()
+            if size > 0 and size + len(line) > self.max_bytes:
+                self._rotate()
+            self._file.write(line)
+        self._file.flush()
+
+    async def _write_batch(self, records: list[AuditRecord]) -> None:
+        lines = [r.to_json() + b"\n" for r in records]
+        await asyncio.to_thread(self._write_lines, lines)
+
+    async def _release(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class SqlAuditSink(BufferedSink):
+    """Rows in the `audit_log` table (run the migrations first: `SqlKeyStore.migrate()` does)."""
+
+    def __init__(self, engine: AsyncEngine, **kw: int) -> None:
+        super().__init__(**kw)
+        self.engine = engine
+
+    async def _write_batch(self, records: list[AuditRecord]) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(audit_log.insert(), [r.to_row() for r in records])

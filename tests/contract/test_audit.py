@@ -1,0 +1,138 @@
+"""One suite over every AuditSink: a rotating file, and the audit table in SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import sqlalchemy as sa
+
+from corral.adapters.audit import AuditRecord, AuditSink, FileAuditSink, SqlAuditSink, prompt_digest
+from corral.adapters.migrations import audit_log, open_engine, upgrade
+
+T = TypeVar("T")
+NOW = 1_700_000_000.0
+Reader = Callable[[], Awaitable[list[dict[str, Any]]]]
+
+
+def run(coro: Awaitable[T], timeout: float = 30.0) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+def file_lines(path: Path) -> list[str]:
+    files = sorted(path.parent.glob(path.name + "*"), key=lambda p: -int(p.suffix[1:]) if p != path else 0)
+    return [line for f in files for line in f.read_text().splitlines()]
+
+
+@pytest.fixture(params=["file", "sqlite", "postgresql"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the sink under test writes: "file", or a database URL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'audit.db'}"
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return "file"
+
+
+async def open_sink(target: str, tmp_path: Path) -> tuple[AuditSink, Reader]:
+    if target == "file":
+        path = tmp_path / "audit.log"
+        sink = FileAuditSink(path, max_bytes=10**8, backups=2, buffer=8)
+
+        async def read_file() -> list[dict[str, Any]]:
+            return [json.loads(line) for line in file_lines(path)]
+
+        return sink, read_file
+    engine = open_engine(target)
+    await upgrade(engine)
+
+    async def read_table() -> list[dict[str, Any]]:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(sa.select(audit_log).order_by(audit_log.c.id))).mappings().all()
+        await engine.dispose()
+        return [dict(r) for r in rows]
+
+    return SqlAuditSink(engine, buffer=8), read_table
+
+
+def test_close_writes_every_record_and_never_the_prompt(target: str, tmp_path: Path) -> None:
+    marker = "MARKER-" + uuid.uuid4().hex
+
+    async def body() -> None:
+        sink, read = await open_sink(target, tmp_path)
+        common: dict[str, Any] = {
+            "key_name": "team-a",
+            "key_prefix": "abcdefgh",
+            "client_ip": "10.0.0.7",
+            "method": "POST",
+        }
+        common |= {"route": "/api/chat", "model": "llama3.2:1b", "node": "node-a", "status": 200}
+        common |= {"prompt_tokens": 12, "completion_tokens": 34, "ttft_s": 0.05, "latency_s": 0.5}
+        records = [
+            AuditRecord.for_request(NOW + i, f"say {marker} please #{i}", request_id=f"r{i}", **common)
+            for i in range(300)
+        ]
+        admin = AuditRecord(NOW, "admin", key_name="ops", action="key.revoke", detail={"name": "team-a"})
+        # More writers than the buffer holds: they wait for room, nothing is dropped.
+        await asyncio.gather(*(sink.write(r) for r in [*records, admin]))
+        await sink.close()
+        rows = await read()
+        assert len(rows) == 301
+        by_id = {r["request_id"]: r for r in rows if r["kind"] == "request"}
+        assert set(by_id) == {f"r{i}" for i in range(300)}
+        first = by_id["r0"]
+        digest, length = prompt_digest(f"say {marker} please #0")
+        assert first["prompt_sha256"] == digest and first["prompt_len"] == length
+        assert first["key_prefix"] == "abcdefgh" and first["status"] == 200 and first["latency_s"] == 0.5
+        (action,) = [r for r in rows if r["kind"] == "admin"]
+        assert action["action"] == "key.revoke" and action["detail"] == {"name": "team-a"}
+        assert marker not in str(rows)
+        with pytest.raises(RuntimeError):
+            await sink.write(admin)
+
+    run(body())
+    if target != "file":
+        for f in tmp_path.iterdir():
+            assert marker.encode() not in f.read_bytes()
+
+
+def test_file_lines_are_json_and_rotate(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "audit.log"
+
+    async def body() -> None:
+        sink = FileAuditSink(path, max_bytes=2000, backups=3)
+        for i in range(200):
+            await sink.write(AuditRecord.for_request(NOW + i, "hi", request_id=f"r{i}", status=200))
+        await sink.close()
+
+    run(body())
+    names = sorted(p.name for p in path.parent.iterdir())
+    assert names == ["audit.log", "audit.log.1", "audit.log.2", "audit.log.3"]
+    assert all(p.stat().st_size <= 2000 for p in path.parent.iterdir())
+    lines = file_lines(path)
+    records = [json.loads(line) for line in lines]
+    ids = [int(r["request_id"][1:]) for r in records]
+    assert ids == list(range(ids[0], 200))  # the newest kept, in order; the oldest rotated away
+    assert records[0]["time"].endswith("Z") and records[0]["time"].startswith("2023-11-14T22:")
+
+
+def test_a_closed_empty_sink_and_a_reopened_file(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+
+    async def body() -> None:
+        await FileAuditSink(path).close()
+        for i in range(2):
+            sink = FileAuditSink(path)
+            await sink.write(AuditRecord(NOW, "admin", action=f"a{i}"))
+            await sink.close()
+
+    run(body())
+    assert [json.loads(line)["action"] for line in file_lines(path)] == ["a0", "a1"]

@@ -1,0 +1,190 @@
+"""One suite over every LimitStore: in memory and on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from corral.adapters.limits import Decision, LimitStore, Scope
+
+from .servers import Server, start_redis
+
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T], timeout: float = 30.0) -> T:
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())
+
+
+@pytest.fixture(params=["memory", "redis"])
+def uri(request: pytest.FixtureRequest) -> str:
+    if request.param == "memory":
+        return "memory://"
+    return str(request.getfixturevalue("redis_server").url)
+
+
+def store_for(uri: str, **kw: str) -> LimitStore:
+    return LimitStore(uri, namespace="t" + uuid.uuid4().hex[:10], **kw)  # type: ignore[arg-type]
+
+
+def test_concurrent_attempts_admit_exactly_the_limit(uri: str) -> None:
+    async def body() -> None:
+        store = store_for(uri)
+        decisions = await asyncio.gather(*(store.check_request([Scope("key:a", 10)]) for _ in range(50)))
+        admitted = [d for d in decisions if d.allowed]
+        assert len(admitted) == 10
+        refused = next(d for d in decisions if not d.allowed)
+        assert refused.store_error is None and refused.scope == "key:a"
+        headers = refused.headers()
+        assert headers["RateLimit-Limit"] == "10" and headers["RateLimit-Remaining"] == "0"
+        assert 1 <= int(headers["Retry-After"]) <= 60 and 0 < int(headers["RateLimit-Reset"]) <= 60
+        assert all(d.remaining is not None and 0 <= d.remaining < 10 for d in admitted)
+        later = [await store.check_request([Scope("key:b", 3)]) for _ in range(3)]
+        assert [d.remaining for d in later] == [2, 1, 0]
+        await store.close()
+
+    run(body())
+
+
+def test_a_scope_that_refuses_uses_up_nothing_elsewhere(uri: str) -> None:
+    async def body() -> None:
+        store = store_for(uri)
+        glob = Scope("global", 3)
+        for _ in range(3):
+            assert (await store.check_request([Scope("key:a", 5), glob])).allowed
+        refused = await store.check_request([Scope("key:b", 5), glob])
+        assert not refused.allowed and refused.scope == "global"
+        # key:b was not charged for the refused request: alone, it still has its full 5.
+        results = [await store.check_request([Scope("key:b", 5)]) for _ in range(6)]
+        assert [d.allowed for d in results] == [True] * 5 + [False]
+        await store.close()
+
+    run(body())
+
+
+def test_burst_caps_a_slice_of_the_minute(uri: str) -> None:
+    async def body() -> None:
+        store = store_for(uri)
+        scope = Scope("ip:10.0.0.1", 60, burst=5)  # at most 5 in any 5 s
+        results = [await store.check_request([scope]) for _ in range(7)]
+        assert [d.allowed for d in results] == [True] * 5 + [False, False]
+        assert results[5].retry_after_s is not None and results[5].retry_after_s <= 5.0
+        assert results[5].limit == 5
+        await store.close()
+
+    run(body())
+
+
+def test_tokens_admit_on_the_estimate_and_charge_the_actual(uri: str) -> None:
+    async def body() -> None:
+        store = store_for(uri)
+        scopes = [Scope("key:a", 1000)]
+        first = await store.reserve_tokens(scopes, 600)
+        assert first.decision.allowed
+        assert not (await store.reserve_tokens(scopes, 600)).decision.allowed
+        assert await store.charge_tokens(first, 100) is None  # 500 given back
+        second = await store.reserve_tokens(scopes, 600)
+        assert second.decision.allowed and second.decision.remaining == 300
+        assert await store.charge_tokens(second, 2000) is None  # used far more than estimated
+        over = await store.reserve_tokens(scopes, 1)
+        assert not over.decision.allowed and over.decision.headers()["RateLimit-Remaining"] == "0"
+        # An estimate above the whole limit still gets in when the window is empty.
+        assert (await store.reserve_tokens([Scope("key:b", 1000)], 5000)).decision.allowed
+        await store.close()
+
+    run(body())
+
+
+def test_concurrency_slots(uri: str) -> None:
+    async def body() -> None:
+        store = store_for(uri)
+        decisions = await asyncio.gather(*(store.acquire("key:a", 10) for _ in range(50)))
+        assert sum(d.allowed for d in decisions) == 10
+        refused = next(d for d in decisions if not d.allowed)
+        assert refused.headers()["Retry-After"] == "1"
+        for _ in range(10):
+            assert await store.release("key:a") is None
+        assert sum([(await store.acquire("key:a", 10)).allowed for _ in range(12)]) == 10
+        assert (await store.acquire("key:b", 1)).allowed
+        await store.close()
+
+    run(body())
+
+
+def test_two_stores_on_one_redis_admit_the_limit_together(redis_server: Server) -> None:
+    url = redis_server.url
+    namespace = "t" + uuid.uuid4().hex[:10]
+    results: list[list[Decision]] = []
+    start = threading.Barrier(2)
+
+    def replica() -> None:
+        async def body() -> list[Decision]:
+            store = LimitStore(url, namespace=namespace)
+            start.wait()
+            out = list(await asyncio.gather(*(store.check_request([Scope("global", 25)]) for _ in range(40))))
+            out += await asyncio.gather(*(store.acquire("key:a", 7) for _ in range(20)))
+            await store.close()
+            return out
+
+        results.append(run(body()))
+
+    threads = [threading.Thread(target=replica) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(results) == 2
+    assert sum(d.allowed for r in results for d in r[:40]) == 25
+    assert sum(d.allowed for r in results for d in r[40:]) == 7
+
+
+@pytest.mark.parametrize("policy", ["allow", "deny"])
+def test_redis_gone_mid_run_follows_the_policy(policy: str) -> None:
+    with start_redis() as server:
+
+        async def body() -> None:
+            store = LimitStore(server.url, on_store_error=policy, timeout_s=0.5)
+            scopes = [Scope("key:a", 100)]
+            assert (await store.check_request(scopes)).allowed
+            reservation = await store.reserve_tokens(scopes, 10)
+            assert reservation.decision.allowed and (await store.acquire("key:a", 5)).allowed
+            assert await store.check()
+            server.kill()
+            began = time.monotonic()
+            for decision in [
+                await store.check_request(scopes),
+                (await store.reserve_tokens(scopes, 10)).decision,
+                await store.acquire("key:a", 5),
+            ]:
+                assert decision.allowed is (policy == "allow")
+                assert decision.store_error and decision.headers().get("RateLimit-Limit") is None
+            assert await store.charge_tokens(reservation, 50) is not None
+            assert await store.release("key:a") is not None
+            assert not await store.check()
+            assert time.monotonic() - began < 10
+            await store.close()
+
+        run(body())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 120), st.one_of(st.none(), st.integers(1, 150)), st.integers(0, 200))
+def test_never_more_than_the_limit_or_the_burst(per_minute: int, burst: int | None, attempts: int) -> None:
+    async def body() -> int:
+        store = store_for("memory://")
+        results = [await store.check_request([Scope("k", per_minute, burst)]) for _ in range(attempts)]
+        return sum(d.allowed for d in results)
+
+    cap = per_minute if burst is None or burst >= per_minute else burst
+    assert run(body()) == min(attempts, cap)

@@ -140,6 +140,7 @@ def main() -> None:
                 {
                     "server": {"host": "127.0.0.1", "port": ports["corral"]},
                     "logging": {"access": False, "level": "warning"},
+                    "audit": {"path": str(work / "audit.log")},
                     "backends": [
                         {
                             "name": "nginx",
@@ -156,6 +157,7 @@ def main() -> None:
                 {
                     "server": {"host": "127.0.0.1", "port": ports["corral"] + 0},
                     "logging": {"access": False, "level": "warning"},
+                    "audit": {"path": str(work / "audit-sim.log")},
                     "backends": [{"name": "sim", "url": f"http://127.0.0.1:{ports['sim']}"}],
                 }
             )

@@ -104,6 +104,7 @@ def run_policy(policy: str, seconds: float, rate: float, seed: int) -> dict[str,
                 {
                     "server": {"port": port},
                     "logging": {"access": False, "level": "warning"},
+                    "audit": {"path": str(config.parent / "audit.log")},
                     "routing": {"strategy": policy, "discovery_interval_s": 1},
                     "backends": [
                         {"name": f"n{i}", "url": url, "parallel": 2, "max_loaded": 2} for i, url in enumerate(sims)

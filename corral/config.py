@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -183,6 +184,25 @@ class TracingSettings(_Section):
     export_delay_ms: int = Field(1000, ge=10, description="How often batched spans are sent.")
 
 
+class AuthSettings(_Section):
+    enabled: bool | None = Field(
+        None,
+        description="Require API keys. Unset: off when Corral listens on a loopback address (as Ollama does), "
+        "and refused at start on any other address until set explicitly.",
+    )
+    store_url: str = Field("sqlite:///corral-keys.db", description="Key database: sqlite:///PATH or postgresql://...")
+    cache_ttl_s: float = Field(2.0, gt=0, le=60, description="How long a looked-up key is trusted (revocation delay).")
+    metrics: Literal["open", "key"] = Field("open", description="Whether GET /metrics needs a key.")
+
+
+class AuditSettings(_Section):
+    enabled: bool = Field(True, description="Write one JSON line per request (and per admin action).")
+    path: Path = Field(Path("corral-audit.log"), description="The audit file (rotated).")
+    max_bytes: int = Field(100 * 2**20, ge=1024, description="Rotate the audit file at this size.")
+    backups: int = Field(10, ge=0, description="Rotated audit files kept.")
+    include_content: bool = Field(False, description="Also record prompt text (off: only its SHA-256 and length).")
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -203,6 +223,8 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logs.")
     metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Prometheus metrics.")
     tracing: TracingSettings = Field(default_factory=TracingSettings, description="OpenTelemetry tracing.")
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys.")
+    audit: AuditSettings = Field(default_factory=AuditSettings, description="The audit log.")
 
     @classmethod
     def settings_customise_sources(
@@ -225,8 +247,30 @@ class Settings(BaseSettings):
             seen.add(backend.name)
         return self
 
+    @model_validator(mode="after")
+    def _secure_by_default(self) -> Settings:
+        if self.auth.enabled is None and not is_loopback(self.server.host):
+            raise ValueError(
+                f"auth.enabled: server.host {self.server.host!r} is not a loopback address; require API keys "
+                "(auth.enabled: true) or set auth.enabled: false explicitly"
+            )
+        return self
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.auth.enabled)
+
     def health_for(self, backend: BackendSettings) -> HealthSettings:
         return backend.health or self.health
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache(maxsize=256)
@@ -253,7 +297,7 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
             msg = msg[len("Value error, ") :]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        if ": " in msg and msg.split(": ", 1)[0].startswith("backends["):
+        if ": " in msg and re.fullmatch(r"[a-z_]+(\[\d+\])?(\.[a-z_]+)*", msg.split(": ", 1)[0]):
             key, msg = msg.split(": ", 1)
             problems.append((key, msg))
             continue

@@ -93,7 +93,9 @@ def start_corral(config: dict[str, Any], env: dict[str, str] | None = None, time
     port = config.setdefault("server", {}).get("port") or free_port()
     config["server"]["port"] = port
     config.setdefault("server", {}).setdefault("host", "127.0.0.1")
-    path = Path(tempfile.mkdtemp(prefix="corral-cfg-")) / "corral.yaml"
+    folder = Path(tempfile.mkdtemp(prefix="corral-cfg-"))
+    config.setdefault("audit", {}).setdefault("path", str(folder / "audit.log"))
+    path = folder / "corral.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = Proc(
         [sys.executable, "-m", "corral", "serve", "--config", str(path)],

@@ -84,6 +84,21 @@ class BufferedSink:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.failed = 0  # records a sink could not write (logged), for a metric
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def submit(self, record: AuditRecord) -> None:
+        """Queue a record without waiting (for synchronous callers on the event loop); when the buffer
+        is full, a task waits for room, so nothing is dropped."""
+        if self._closed:
+            raise RuntimeError("audit sink is closed")
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain(), name=f"{type(self).__name__}.drain")
+        try:
+            self._queue.put_nowait(record)
+        except asyncio.QueueFull:
+            task = asyncio.get_running_loop().create_task(self._queue.put(record))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
     async def write(self, record: AuditRecord) -> None:
         if self._closed:
@@ -112,6 +127,8 @@ class BufferedSink:
     async def close(self) -> None:
         """Write out every buffered record, then stop. Writing after this is an error."""
         self._closed = True
+        if self._pending:
+            await asyncio.gather(*self._pending)
         if self._task is not None:
             await self._queue.join()
             self._task.cancel()

@@ -34,7 +34,9 @@ class AdminBackends:
         discovery: Discovery,
         health_defaults: HealthSettings,
         make_breaker: Callable[[], CircuitBreaker],
+        audit: Callable[[str, dict[str, object]], None] | None = None,
     ) -> None:
+        self.audit = audit or (lambda action, detail: None)
         self.fleet = fleet
         self.discovery = discovery
         self.health_defaults = health_defaults
@@ -59,6 +61,7 @@ class AdminBackends:
         node = self.fleet.add(settings, settings.health or self.health_defaults, self.make_breaker())
         await self.discovery.refresh(node)
         self.discovery.start(node)
+        self.audit("node_added", {"name": settings.name, "url": settings.url, "by": record.key_name})
         send_json(response, record, _node_summary(node), 201)
 
     async def by_name(self, request: Request, response: Response, record: RequestRecord) -> None:
@@ -71,10 +74,12 @@ class AdminBackends:
             self.discovery.stop(name)
             self.fleet.remove(name)
             node.pool.close()
+            self.audit("node_removed", {"name": name, "by": record.key_name})
             send_json(response, record, {"removed": name})
         elif request.method == "POST" and action in ("drain", "undrain"):
             node.draining = action == "drain"
             self.fleet.notify()
+            self.audit(f"node_{action}ed", {"name": name, "by": record.key_name})
             send_json(response, record, _node_summary(node))
         elif request.method == "GET" and not action:
             send_json(response, record, _node_summary(node))

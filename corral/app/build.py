@@ -12,8 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from corral.adapters.audit import FileAuditSink
+from corral.adapters.keystore import KeyCache, SqlKeyStore
 from corral.adapters.metrics import Metrics
 from corral.app.admin import AdminBackends
+from corral.app.audit_log import AuditLog
+from corral.app.auth import AdminKeys, AuthGuard
 from corral.app.context import ApiFamily, Observer, RequestRecord
 from corral.app.discovery import Discovery
 from corral.app.fleet import Fleet
@@ -23,7 +27,7 @@ from corral.app.logs import access_observer
 from corral.app.node_ops import NodeOps
 from corral.app.proxy import Proxy
 from corral.app.views import FleetViews, send_json
-from corral.config import Settings
+from corral.config import Settings, is_loopback
 from corral.domain.breaker import CircuitBreaker
 from corral.domain.cors import CorsPolicy
 from corral.domain.routing import make_strategy
@@ -47,6 +51,8 @@ class App:
     server: HttpServer
     metrics: Metrics | None = None
     tracing: Tracing | None = None
+    store: SqlKeyStore | None = None
+    audit: AuditLog | None = None
 
     @property
     def port(self) -> int:
@@ -125,9 +131,15 @@ async def build(settings: Settings) -> App:
         tracing,
     )
     views = FleetViews(fleet, loop.time())
-    inference = InferenceHandlers(fleet, proxy, settings.routing.affinity_header)
+    audit: AuditLog | None = None
+    if settings.audit.enabled:
+        a = settings.audit
+        audit = AuditLog(FileAuditSink(a.path, max_bytes=a.max_bytes, backups=a.backups), a.include_content)
+    inference = InferenceHandlers(
+        fleet, proxy, settings.routing.affinity_header, audit is not None, settings.audit.include_content
+    )
     node_ops = NodeOps(fleet, proxy, discovery, settings.timeouts.first_byte_s)
-    admin = AdminBackends(fleet, discovery, settings.health, make_breaker)
+    admin = AdminBackends(fleet, discovery, settings.health, make_breaker, audit.admin if audit else None)
 
     async def status(request: Request, response: Response, record: RequestRecord) -> None:
         send_json(response, record, views.status(loop.time(), proxy.waiting))
@@ -146,6 +158,16 @@ async def build(settings: Settings) -> App:
             response.send(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(exposition))
 
         router.add("GET", "/metrics", scrape, ApiFamily.OLLAMA)
+    if audit is not None:
+        observers.append(audit.observe)
+    store: SqlKeyStore | None = None
+    if settings.auth_required:
+        store = SqlKeyStore(settings.auth.store_url)
+        cache = KeyCache(store, settings.auth.cache_ttl_s)
+        keys = AdminKeys(store, cache, audit.admin if audit is not None else lambda action, detail: None)
+        router.add("GET,POST", "/admin/keys", keys.list, ApiFamily.OLLAMA)
+        router.exact["/admin/keys"].handlers["POST"] = keys.create
+        router.add("POST,DELETE", "/admin/keys/{name}", keys.by_name, ApiFamily.OLLAMA)
     gateway = Gateway(
         router,
         observers,
@@ -159,7 +181,11 @@ async def build(settings: Settings) -> App:
         keepalive_timeout_s=settings.server.keepalive_timeout_s,
     )
     server = HttpServer(gateway, limits)
-    return App(settings, fleet, discovery, proxy, views, gateway, server, metrics, tracing)
+    if store is not None:
+        gateway.guards.append(
+            AuthGuard(cache, settings.auth.metrics == "open", metrics.rejected if metrics is not None else None)
+        )
+    return App(settings, fleet, discovery, proxy, views, gateway, server, metrics, tracing, store, audit)
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -174,6 +200,10 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
 async def run(settings: Settings, on_ready: Callable[[App], None] | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting, finish in-flight work (up to the grace period)."""
     app = await build(settings)
+    if app.store is not None:
+        await app.store.migrate()
+    elif settings.auth.enabled is False and not is_loopback(settings.server.host):
+        log.warning("auth.enabled is false on %s: anyone who can reach Corral can use every node", settings.server.host)
     await app.discovery.initial(timeout_s=max(settings.health.timeout_s, 1.0) + 1.0)
     for node in app.fleet:
         app.discovery.start(node)
@@ -196,5 +226,9 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
     app.discovery.stop_all()
     for node in app.fleet:
         node.pool.close()
+    if app.audit is not None:
+        await app.audit.sink.close()  # every record of the finished requests reaches the file
+    if app.store is not None:
+        await app.store.close()
     if app.tracing is not None:
         app.tracing.shutdown()  # flushes the spans still batched

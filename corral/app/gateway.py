@@ -143,6 +143,10 @@ class Gateway:
             record.family = route.family
             if self.tracing is not None:
                 record.span = self.tracing.start_request(request.method, route.name, request.headers)
+            for guard in self.guards:  # before anything about the route is answered, OPTIONS included
+                pending = guard(request, record)
+                if pending is not None:
+                    await pending
             handler = route.handlers.get(request.method)
             if handler is None:
                 if request.method == "OPTIONS":
@@ -150,10 +154,6 @@ class Gateway:
                     record.status = 204
                     return
                 raise MethodNotAllowed("405 method not allowed")
-            for guard in self.guards:
-                pending = guard(request, record)
-                if pending is not None:
-                    await pending
             await handler(request, response, record)
             if not record.status:
                 record.status = response.status

@@ -3,6 +3,7 @@ their OpenAI counterparts. They read only what routing needs from the body and f
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import orjson
@@ -10,6 +11,7 @@ import orjson
 from corral.app.context import ApiFamily, RequestRecord
 from corral.app.fleet import Fleet
 from corral.app.proxy import Outbound, Proxy, forward_headers
+from corral.app.scopes import check_model
 from corral.domain.errors import InvalidRequest, NoSuchModel
 from corral.domain.fleet import NodeKind, RouteRequest
 from corral.domain.names import normalize
@@ -53,8 +55,31 @@ def options_key(doc: dict[str, Any]) -> str:
     return ",".join(parts)
 
 
+def prompt_text(doc: dict[str, Any]) -> str:
+    """The prompt as the audit log fingerprints it: prompt, messages' contents or embedding input."""
+    for key in ("prompt", "input"):
+        value = doc.get(key)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):
+            return "\n".join(str(v) for v in value)
+    messages = doc.get("messages")
+    if isinstance(messages, list):
+        return "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+    return ""
+
+
 class InferenceHandlers:
-    def __init__(self, fleet: Fleet, proxy: Proxy, affinity_header: str) -> None:
+    def __init__(
+        self,
+        fleet: Fleet,
+        proxy: Proxy,
+        affinity_header: str,
+        audit_prompts: bool = False,
+        include_content: bool = False,
+    ) -> None:
+        self.audit_prompts = audit_prompts
+        self.include_content = include_content
         self.fleet = fleet
         self.proxy = proxy
         self.affinity_header = affinity_header.lower().encode()
@@ -71,6 +96,12 @@ class InferenceHandlers:
                 raise NoSuchModel(message)
             raise InvalidRequest(message, param="model")
         record.model = model
+        check_model(record, model)
+        if self.audit_prompts:
+            prompt = prompt_text(doc)
+            record.prompt_digest = (hashlib.sha256(prompt.encode()).hexdigest(), len(prompt))
+            if self.include_content:
+                record.prompt_text = prompt
         default_stream = record.family is ApiFamily.OLLAMA and route_name in ("/api/generate", "/api/chat")
         stream = doc.get("stream", default_stream)
         record.stream = stream is True

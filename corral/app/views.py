@@ -12,6 +12,7 @@ from corral.adapters.node_api import get_json
 from corral.app.context import RequestRecord
 from corral.app.discovery import parse_time
 from corral.app.fleet import Fleet, Node
+from corral.app.scopes import visible
 from corral.domain.errors import NoSuchModel, UpstreamError
 from corral.domain.fleet import NodeKind
 from corral.domain.names import normalize
@@ -54,18 +55,20 @@ class FleetViews:
         lowest = min(versions, key=_version_tuple) if versions else "0.0.0"
         send_json(response, record, {"version": lowest})
 
-    def union_tags(self) -> list[dict[str, Any]]:
+    def union_tags(self, record: RequestRecord | None = None) -> list[dict[str, Any]]:
         seen: dict[str, dict[str, Any]] = {}
         for node in self._serving():
             view_pinned = {normalize(m) for m in node.settings.models} if node.settings.models else None
             for name, entry in node.tags.items():
                 if view_pinned is not None and name not in view_pinned:
                     continue
+                if record is not None and not visible(record, name):
+                    continue
                 seen.setdefault(name, entry)
         return sorted(seen.values(), key=lambda e: parse_time(e.get("modified_at")), reverse=True)
 
     async def tags(self, request: Request, response: Response, record: RequestRecord) -> None:
-        send_json(response, record, {"models": self.union_tags()})
+        send_json(response, record, {"models": self.union_tags(record)})
 
     async def ps(self, request: Request, response: Response, record: RequestRecord) -> None:
         nodes = [n for n in self._serving() if n.kind is NodeKind.OLLAMA]
@@ -82,6 +85,8 @@ class FleetViews:
         for entries in await asyncio.gather(*(one(n) for n in nodes)):
             for entry in entries:
                 key = normalize(str(entry.get("model") or entry.get("name") or ""))
+                if not visible(record, key):
+                    continue
                 # One entry per model; where it is loaded on several nodes, the latest expiry wins.
                 if key not in merged or parse_time(entry.get("expires_at")) > parse_time(merged[key].get("expires_at")):
                     merged[key] = entry
@@ -101,14 +106,14 @@ class FleetViews:
         }
 
     async def v1_models(self, request: Request, response: Response, record: RequestRecord) -> None:
-        data = [self._openai_model(e) for e in self.union_tags()]
+        data = [self._openai_model(e) for e in self.union_tags(record)]
         send_json(response, record, {"object": "list", "data": data})
 
     async def v1_model(self, request: Request, response: Response, record: RequestRecord) -> None:
         requested = record.path[len("/v1/models/") :]
         record.model = requested
         wanted = normalize(requested)
-        for entry in self.union_tags():
+        for entry in self.union_tags(record):
             if normalize(str(entry.get("model") or entry.get("name"))) == wanted:
                 send_json(response, record, self._openai_model(entry, requested))
                 return

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import ExitStack
@@ -102,7 +103,12 @@ def run(port: int, config: Path | None) -> None:
     from corral.cli.runner import run_gateway
 
     with ExitStack() as stack:
-        overrides: dict[str, object] = {"server": {"port": port}, "logging": {"access": False}}
+        audit = Path(tempfile.mkdtemp(prefix="corral-demo-")) / "audit.log"
+        overrides: dict[str, object] = {
+            "server": {"port": port},
+            "logging": {"access": False},
+            "audit": {"path": str(audit)},
+        }
         if config is None:
             overrides["backends"] = start_sims(stack)
         try:

@@ -16,6 +16,15 @@ from corral.config import ConfigError, Settings, load_settings
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Corral: one endpoint for a fleet of Ollama nodes.")
 config_app = typer.Typer(no_args_is_help=True, help="Check and document the configuration.")
 app.add_typer(config_app, name="config")
+
+
+def _keys_app() -> typer.Typer:
+    from corral.cli.keys import app as keys_app
+
+    return keys_app
+
+
+app.add_typer(_keys_app(), name="keys")
 err = Console(stderr=True)
 
 ConfigOpt = Annotated[

@@ -30,7 +30,10 @@ class RequestRecord:
         "model",
         "node",
         "path",
+        "principal",
         "priority",
+        "prompt_digest",
+        "prompt_text",
         "prompt_tokens",
         "queued_s",
         "request_id",
@@ -60,6 +63,9 @@ class RequestRecord:
         self.span: object | None = None  # the request's trace span, when tracing is on
         self.key_name: str | None = None  # the API key's name, once authenticated
         self.priority = 0  # the key's priority class in the admission queue
+        self.principal: object | None = None  # corral.domain.keys.Principal, once authenticated
+        self.prompt_digest: tuple[str, int] | None = None  # (SHA-256, length) of the prompt, for the audit log
+        self.prompt_text: str | None = None  # only with audit.include_content
         self.load_s: float | None = None
         self.queued_s = 0.0
         self.prompt_tokens: int | None = None

@@ -195,6 +195,23 @@ class AuthSettings(_Section):
     metrics: Literal["open", "key"] = Field("open", description="Whether GET /metrics needs a key.")
 
 
+class LimitsSettings(_Section):
+    redis_url: str | None = Field(
+        None,
+        description="Share limits across replicas through this Redis "
+        "(redis://host:port/db); unset: in memory, per replica.",
+    )
+    on_store_error: Literal["allow", "deny"] = Field("allow", description="When Redis is unreachable.")
+    per_ip_rpm: int | None = Field(None, ge=1, description="Requests per minute per client address.")
+    global_rpm: int | None = Field(None, ge=1, description="Requests per minute for the whole gateway.")
+    global_tpm: int | None = Field(None, ge=1, description="Tokens per minute for the whole gateway.")
+    estimate_tokens: int = Field(
+        512,
+        ge=0,
+        description="Tokens a request is assumed to use when admitted (charged with the real count afterwards).",
+    )
+
+
 class AuditSettings(_Section):
     enabled: bool = Field(True, description="Write one JSON line per request (and per admin action).")
     path: Path = Field(Path("corral-audit.log"), description="The audit file (rotated).")
@@ -225,6 +242,7 @@ class Settings(BaseSettings):
     tracing: TracingSettings = Field(default_factory=TracingSettings, description="OpenTelemetry tracing.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys.")
     audit: AuditSettings = Field(default_factory=AuditSettings, description="The audit log.")
+    limits: LimitsSettings = Field(default_factory=LimitsSettings, description="Rate, token and concurrency limits.")
 
     @classmethod
     def settings_customise_sources(

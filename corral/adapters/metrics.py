@@ -184,6 +184,9 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.limit_store_errors = Counter(
+            "corral_limit_store_errors", "Limit checks that could not reach the limit store.", registry=registry
+        )
         self.health_checks = Histogram(
             "corral_health_check_duration_seconds",
             "Health check latency.",

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from corral.adapters.audit import FileAuditSink
 from corral.adapters.keystore import KeyCache, SqlKeyStore
+from corral.adapters.limits import LimitStore
 from corral.adapters.metrics import Metrics
 from corral.app.admin import AdminBackends
 from corral.app.audit_log import AuditLog
@@ -23,6 +24,7 @@ from corral.app.discovery import Discovery
 from corral.app.fleet import Fleet
 from corral.app.gateway import ClientAddress, Gateway, Router
 from corral.app.inference import InferenceHandlers
+from corral.app.limits_guard import LimitGuard
 from corral.app.logs import access_observer
 from corral.app.node_ops import NodeOps
 from corral.app.proxy import Proxy
@@ -53,6 +55,7 @@ class App:
     tracing: Tracing | None = None
     store: SqlKeyStore | None = None
     audit: AuditLog | None = None
+    limits: LimitGuard | None = None
 
     @property
     def port(self) -> int:
@@ -185,7 +188,21 @@ async def build(settings: Settings) -> App:
         gateway.guards.append(
             AuthGuard(cache, settings.auth.metrics == "open", metrics.rejected if metrics is not None else None)
         )
-    return App(settings, fleet, discovery, proxy, views, gateway, server, metrics, tracing, store, audit)
+    limit_guard: LimitGuard | None = None
+    lim = settings.limits
+    if store is not None or lim.per_ip_rpm or lim.global_rpm or lim.global_tpm:
+        limit_guard = LimitGuard(
+            LimitStore(lim.redis_url or "memory://", on_store_error=lim.on_store_error),
+            lim.per_ip_rpm,
+            lim.global_rpm,
+            lim.global_tpm,
+            lim.estimate_tokens,
+            metrics.rejected if metrics is not None else None,
+            metrics.limit_store_errors.inc if metrics is not None else None,
+        )
+        gateway.guards.append(limit_guard)
+        gateway.observers.insert(0, limit_guard.settle)
+    return App(settings, fleet, discovery, proxy, views, gateway, server, metrics, tracing, store, audit, limit_guard)
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -226,6 +243,8 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
     app.discovery.stop_all()
     for node in app.fleet:
         node.pool.close()
+    if app.limits is not None:
+        await app.limits.close()
     if app.audit is not None:
         await app.audit.sink.close()  # every record of the finished requests reaches the file
     if app.store is not None:

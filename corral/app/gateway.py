@@ -147,6 +147,8 @@ class Gateway:
                 pending = guard(request, record)
                 if pending is not None:
                     await pending
+            if record.limit_headers:
+                response.extra_headers = [*response.extra_headers, *record.limit_headers]
             handler = route.handlers.get(request.method)
             if handler is None:
                 if request.method == "OPTIONS":
@@ -219,6 +221,7 @@ class Gateway:
             self._plain(response, record, 405, b"405 method not allowed")
             return
         headers = [(b"content-type", wire.JSON), (b"x-request-id", record.request_id.encode())]
+        headers += [(k, v) for k, v in record.limit_headers if k != b"retry-after"]
         if exc.retry_after is not None:
             headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
         upstream_body = getattr(exc, "upstream_body", None)

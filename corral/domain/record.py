@@ -25,6 +25,7 @@ class RequestRecord:
         "family",
         "finished",
         "key_name",
+        "limit_headers",
         "load_s",
         "method",
         "model",
@@ -62,6 +63,7 @@ class RequestRecord:
         self.ttft: float | None = None
         self.span: object | None = None  # the request's trace span, when tracing is on
         self.key_name: str | None = None  # the API key's name, once authenticated
+        self.limit_headers: list[tuple[bytes, bytes]] = []  # RateLimit-* for the response
         self.priority = 0  # the key's priority class in the admission queue
         self.principal: object | None = None  # corral.domain.keys.Principal, once authenticated
         self.prompt_digest: tuple[str, int] | None = None  # (SHA-256, length) of the prompt, for the audit log

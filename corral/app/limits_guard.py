@@ -1,0 +1,139 @@
+"""Rate, token and concurrency limits in the pipeline: admit (or 429) before the handler, settle after.
+
+Requests per minute: per key (`rpm` on the key), per client address (`limits.per_ip_rpm`) and global
+(`limits.global_rpm`). Tokens per minute: per key (`tpm`) and global (`limits.global_tpm`), admitted on
+an estimate and charged with the tokens the node reports. Concurrent requests: per key
+(`max_concurrency`). In memory, or shared by every replica through Redis (`limits.redis_url`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from corral.adapters.limits import Decision, LimitStore, Scope, TokenReservation
+from corral.domain.errors import RateLimited
+from corral.domain.keys import Principal
+from corral.domain.record import RequestRecord
+from corral.net.response import Request
+
+log = logging.getLogger(__name__)
+
+TOKEN_ROUTES = frozenset(
+    {
+        "/api/generate",
+        "/api/chat",
+        "/api/embed",
+        "/api/embeddings",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+    }
+)
+EXEMPT = frozenset({"/health", "/ready", "/metrics"})
+
+
+class LimitGuard:
+    def __init__(
+        self,
+        store: LimitStore,
+        per_ip_rpm: int | None,
+        global_rpm: int | None,
+        global_tpm: int | None,
+        estimate_tokens: int,
+        on_reject: Callable[[str], None] | None = None,
+        on_store_error: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.per_ip_rpm = per_ip_rpm
+        self.global_rpm = global_rpm
+        self.global_tpm = global_tpm
+        self.estimate_tokens = estimate_tokens
+        self.on_reject = on_reject or (lambda reason: None)
+        self.on_store_error = on_store_error or (lambda: None)
+        # Per request: what to settle once the answer is known.
+        self._open: dict[int, tuple[TokenReservation | None, str | None]] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
+
+    def _noted(self, decision: Decision) -> Decision:
+        if decision.store_error is not None:
+            log.warning(
+                "limit store unavailable (%s); requests are %s",
+                decision.store_error,
+                "allowed" if decision.allowed else "refused",
+            )
+            self.on_store_error()
+        return decision
+
+    def _refuse(self, reason: str, what: str, decision: Decision, record: RequestRecord) -> RateLimited:
+        self.on_reject(reason)
+        record.limit_headers = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
+        scope = f" ({decision.scope})" if decision.scope else ""
+        if decision.store_error is not None:
+            message = "rate limits are unavailable and the policy is to refuse requests"
+        else:
+            message = f"{what} exceeded{scope}; retry after {decision.retry_after_s or 1:.0f}s"
+        return RateLimited(message, retry_after=decision.retry_after_s or 1.0)
+
+    async def __call__(self, request: Request, record: RequestRecord) -> None:
+        if record.route in EXEMPT:
+            return
+        principal = record.principal if isinstance(record.principal, Principal) else None
+        scopes = []
+        if principal is not None and principal.rpm:
+            scopes.append(Scope(f"key:{principal.name}", principal.rpm))
+        if self.per_ip_rpm:
+            scopes.append(Scope(f"ip:{record.client_ip}", self.per_ip_rpm))
+        if self.global_rpm:
+            scopes.append(Scope("global", self.global_rpm))
+        if scopes:
+            decision = self._noted(await self.store.check_request(scopes))
+            if not decision.allowed:
+                raise self._refuse("rate_limited", "request rate limit", decision, record)
+            record.limit_headers = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
+        if record.route not in TOKEN_ROUTES:
+            return
+        reservation: TokenReservation | None = None
+        token_scopes = []
+        if principal is not None and principal.tpm:
+            token_scopes.append(Scope(f"tokens:key:{principal.name}", principal.tpm))
+        if self.global_tpm:
+            token_scopes.append(Scope("tokens:global", self.global_tpm))
+        if token_scopes:
+            reservation = await self.store.reserve_tokens(token_scopes, self.estimate_tokens)
+            if not self._noted(reservation.decision).allowed:
+                raise self._refuse("token_limited", "token rate limit", reservation.decision, record)
+        slot: str | None = None
+        if principal is not None and principal.max_concurrency:
+            slot = f"concurrency:key:{principal.name}"
+            decision = self._noted(await self.store.acquire(slot, principal.max_concurrency))
+            if not decision.allowed:
+                if reservation is not None:
+                    self._spawn(self.store.charge_tokens(reservation, 0))
+                raise self._refuse("concurrency_limited", "concurrent request limit", decision, record)
+        if reservation is not None or slot is not None:
+            self._open[id(record)] = (reservation, slot)
+
+    def settle(self, record: RequestRecord) -> None:
+        """An observer: charge the tokens actually used and free the concurrency slot."""
+        opened = self._open.pop(id(record), None)
+        if opened is None:
+            return
+        reservation, slot = opened
+        if reservation is not None:
+            used = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
+            self._spawn(self.store.charge_tokens(reservation, used))
+        if slot is not None:
+            self._spawn(self.store.release(slot))
+
+    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
+        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.store.close()

@@ -212,6 +212,25 @@ class LimitsSettings(_Section):
     )
 
 
+class ValidationSettings(_Section):
+    max_predict: int | None = Field(None, ge=1, description="Cap on num_predict / max_tokens (unset: none).")
+    max_ctx: int | None = Field(None, ge=1, description="Cap on options.num_ctx (unset: none).")
+    models: list[str] | None = Field(None, description="Gateway-wide model allow-list (globs); unset: all.")
+    deny_patterns: list[str] = Field(
+        default_factory=list, description="Regular expressions refused in prompts (off by default)."
+    )
+
+    @field_validator("deny_patterns")
+    @classmethod
+    def _regexes(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from exc
+        return value
+
+
 class AuditSettings(_Section):
     enabled: bool = Field(True, description="Write one JSON line per request (and per admin action).")
     path: Path = Field(Path("corral-audit.log"), description="The audit file (rotated).")
@@ -242,6 +261,7 @@ class Settings(BaseSettings):
     tracing: TracingSettings = Field(default_factory=TracingSettings, description="OpenTelemetry tracing.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys.")
     audit: AuditSettings = Field(default_factory=AuditSettings, description="The audit log.")
+    validation: ValidationSettings = Field(default_factory=ValidationSettings, description="Request checks.")
     limits: LimitsSettings = Field(default_factory=LimitsSettings, description="Rate, token and concurrency limits.")
 
     @classmethod

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import ssl
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from corral.domain.cors import CorsPolicy
 from corral.domain.routing import make_strategy
 from corral.net.response import Request, Response
 from corral.net.server import HttpServer, ServerLimits
+from corral.protocol.validation import Caps
 
 if TYPE_CHECKING:
     from corral.adapters.tracing import Tracing
@@ -138,8 +140,16 @@ async def build(settings: Settings) -> App:
     if settings.audit.enabled:
         a = settings.audit
         audit = AuditLog(FileAuditSink(a.path, max_bytes=a.max_bytes, backups=a.backups), a.include_content)
+    v = settings.validation
+    caps = Caps(v.max_predict, v.max_ctx, tuple(re.compile(p) for p in v.deny_patterns))
     inference = InferenceHandlers(
-        fleet, proxy, settings.routing.affinity_header, audit is not None, settings.audit.include_content
+        fleet,
+        proxy,
+        settings.routing.affinity_header,
+        audit is not None,
+        settings.audit.include_content,
+        caps,
+        tuple(v.models) if v.models is not None else None,
     )
     node_ops = NodeOps(fleet, proxy, discovery, settings.timeouts.first_byte_s)
     admin = AdminBackends(fleet, discovery, settings.health, make_breaker, audit.admin if audit else None)

@@ -12,10 +12,12 @@ from corral.app.context import ApiFamily, RequestRecord
 from corral.app.fleet import Fleet
 from corral.app.proxy import Outbound, Proxy, forward_headers
 from corral.app.scopes import check_model
-from corral.domain.errors import InvalidRequest, NoSuchModel
+from corral.domain.errors import Forbidden, InvalidRequest, NoSuchModel
 from corral.domain.fleet import NodeKind, RouteRequest
+from corral.domain.keys import model_allowed
 from corral.domain.names import normalize
 from corral.net.response import Request, Response
+from corral.protocol.validation import Caps, Invalid, validate
 
 # Options that make Ollama load a separate runner (ollama-api.md §4.1): a change means a reload.
 LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")
@@ -77,7 +79,11 @@ class InferenceHandlers:
         affinity_header: str,
         audit_prompts: bool = False,
         include_content: bool = False,
+        caps: Caps | None = None,
+        allowed_models: tuple[str, ...] | None = None,
     ) -> None:
+        self.caps = caps or Caps()
+        self.allowed_models = allowed_models
         self.audit_prompts = audit_prompts
         self.include_content = include_content
         self.fleet = fleet
@@ -96,6 +102,12 @@ class InferenceHandlers:
                 raise NoSuchModel(message)
             raise InvalidRequest(message, param="model")
         record.model = model
+        try:
+            validate(route_name, doc, self.caps)
+        except Invalid as exc:
+            raise InvalidRequest(f"{exc.field}: {exc.reason}", param=exc.field) from None
+        if self.allowed_models is not None and not model_allowed(self.allowed_models, model):
+            raise Forbidden(f"model '{model}' is not served by this gateway", param="model")
         check_model(record, model)
         if self.audit_prompts:
             prompt = prompt_text(doc)

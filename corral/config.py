@@ -184,6 +184,21 @@ class TracingSettings(_Section):
     export_delay_ms: int = Field(1000, ge=10, description="How often batched spans are sent.")
 
 
+class JwtSettings(_Section):
+    secret: str | None = Field(None, description="HS256 shared secret (or use jwks_url).")
+    jwks_url: str | None = Field(None, description="JWKS URL of the identity provider (RS256/ES256).")
+    issuer: str | None = Field(None, description="Required `iss`, if set.")
+    audience: str | None = Field(None, description="Required `aud`, if set.")
+    role_claim: str = Field("role", description="Claim holding the role ('admin' for admin; dotted paths work).")
+    models_claim: str = Field("models", description="Claim holding the allowed models (list or space-separated).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JwtSettings:
+        if (self.secret is None) == (self.jwks_url is None):
+            raise ValueError("set exactly one of secret and jwks_url")
+        return self
+
+
 class AuthSettings(_Section):
     enabled: bool | None = Field(
         None,
@@ -193,6 +208,7 @@ class AuthSettings(_Section):
     store_url: str = Field("sqlite:///corral-keys.db", description="Key database: sqlite:///PATH or postgresql://...")
     cache_ttl_s: float = Field(2.0, gt=0, le=60, description="How long a looked-up key is trusted (revocation delay).")
     metrics: Literal["open", "key"] = Field("open", description="Whether GET /metrics needs a key.")
+    jwt: JwtSettings | None = Field(None, description="Also accept JSON Web Tokens as Bearer credentials.")
 
 
 class LimitsSettings(_Section):

@@ -12,10 +12,11 @@ from collections.abc import Callable
 
 import orjson
 
+from corral.adapters.jwt_auth import JwtVerifier
 from corral.adapters.keystore import KeyCache, KeyExists, KeyNotFound, KeySpec, SqlKeyStore
 from corral.app.views import send_json
 from corral.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
-from corral.domain.keys import Role
+from corral.domain.keys import Principal, Role
 from corral.domain.record import RequestRecord
 from corral.net.response import Request, Response
 
@@ -35,7 +36,14 @@ def presented_key(request: Request) -> str | None:
 
 
 class AuthGuard:
-    def __init__(self, cache: KeyCache, metrics_open: bool, on_reject: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        cache: KeyCache,
+        metrics_open: bool,
+        on_reject: Callable[[str], None] | None = None,
+        jwt: JwtVerifier | None = None,
+    ) -> None:
+        self.jwt = jwt
         self.cache = cache
         self.metrics_open = metrics_open
         self.on_reject = on_reject
@@ -52,7 +60,14 @@ class AuthGuard:
         key = presented_key(request)
         if key is None:
             raise self._reject("unauthenticated", Unauthenticated("unauthorized"))
-        principal = await self.cache.principal(key, time.time())
+        principal: Principal | None
+        if self.jwt is not None and key.count(".") == 2 and not key.startswith("crl_"):
+            try:
+                principal = await self.jwt.verify(key, time.time())
+            except Unauthenticated:
+                principal = None
+        else:
+            principal = await self.cache.principal(key, time.time())
         if principal is None:
             raise self._reject("unauthenticated", Unauthenticated("unauthorized"))
         record.principal = principal

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from corral.adapters.audit import FileAuditSink
+from corral.adapters.jwt_auth import ClaimMap, JwtVerifier
 from corral.adapters.keystore import KeyCache, SqlKeyStore
 from corral.adapters.limits import LimitStore
 from corral.adapters.metrics import Metrics
@@ -195,8 +196,18 @@ async def build(settings: Settings) -> App:
     )
     server = HttpServer(gateway, limits)
     if store is not None:
+        jwt = None
+        if settings.auth.jwt is not None:
+            j = settings.auth.jwt
+            jwt = JwtVerifier(
+                secret=j.secret,
+                jwks_url=j.jwks_url,
+                issuer=j.issuer,
+                audience=j.audience,
+                claims=ClaimMap(role=j.role_claim, models=j.models_claim),
+            )
         gateway.guards.append(
-            AuthGuard(cache, settings.auth.metrics == "open", metrics.rejected if metrics is not None else None)
+            AuthGuard(cache, settings.auth.metrics == "open", metrics.rejected if metrics is not None else None, jwt)
         )
     limit_guard: LimitGuard | None = None
     lim = settings.limits

@@ -68,10 +68,13 @@ http {{
     return path
 
 
-def lua(work: Path, name: str, body: str) -> Path:
+def lua(work: Path, name: str, body: str, headers: dict[str, str] | None = None) -> Path:
     path = work / f"{name}.lua"
     escaped = body.replace("'", "\\'")
-    path.write_text(f"wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\nwrk.body = '{escaped}'\n")
+    extra = "".join(f"wrk.headers['{k}'] = '{v}'\n" for k, v in (headers or {}).items())
+    path.write_text(
+        f"wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\n{extra}wrk.body = '{escaped}'\n"
+    )
     return path
 
 
@@ -183,6 +186,52 @@ def main() -> None:
                 "errors": c1["errors"] + c64["errors"],
             }
             print(name, results["non_stream"][name], flush=True)
+        # The same with every per-request feature on: API key auth, rate and token limits, audit, metrics.
+        corral.terminate()
+        corral.wait(10)
+        secure = work / "corral-secure.yaml"
+        data = json.loads(config.read_text())
+        data["auth"] = {"enabled": True, "store_url": f"sqlite:///{work / 'keys.db'}"}
+        data["limits"] = {"per_ip_rpm": 10**9, "global_rpm": 10**9}
+        secure.write_text(json.dumps(data))
+        created = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "corral",
+                "keys",
+                "create",
+                "--name",
+                "bench",
+                "--rpm",
+                str(10**9),
+                "--tpm",
+                str(10**9),
+                "--config",
+                str(secure),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        key = created.stdout.strip().splitlines()[-1]
+        corral = subprocess.Popen([sys.executable, "-m", "corral", "serve", "--config", str(secure)], env=env)
+        procs.append(corral)
+        wait_http(f"http://127.0.0.1:{ports['corral']}/health")
+        keyed = lua(
+            work, "keyed", '{"model":"bench:1b","prompt":"hi","stream":false}', {"Authorization": f"Bearer {key}"}
+        )
+        url = f"http://127.0.0.1:{ports['corral']}/api/generate"
+        c1 = wrk(url, keyed, 1, args.seconds)
+        c64 = wrk(url, keyed, 64, args.seconds)
+        results["non_stream"]["corral, all features"] = {
+            "p50_us": c1.get("p50_us", 0),
+            "p99_us": c1.get("p99_us", 0),
+            "rps_c1": c1["rps"],
+            "rps_c64": c64["rps"],
+            "errors": c1["errors"] + c64["errors"],
+        }
+        print("corral, all features", results["non_stream"]["corral, all features"], flush=True)
         # Streams: restart Corral in front of the simulator.
         corral.terminate()
         corral.wait(10)

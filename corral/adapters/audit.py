@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -59,13 +59,17 @@ class AuditRecord:
             fields["prompt_sha256"], fields["prompt_len"] = prompt_digest(prompt)
         return cls(time, "request", **fields)
 
+    def _fields(self) -> dict[str, Any]:
+        # Shallow, field by field: dataclasses.asdict deep-copies every value and is ten times slower.
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
     def to_row(self) -> dict[str, Any]:
-        row = asdict(self)
+        row = self._fields()
         row["ts"] = datetime.fromtimestamp(row.pop("time"), UTC)
         return row
 
     def to_json(self) -> bytes:
-        row = asdict(self)
+        row = self._fields()
         row["time"] = datetime.fromtimestamp(self.time, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return orjson.dumps(row)
 

@@ -3,6 +3,7 @@ look-up cache in front of it so that a revocation reaches every replica within i
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -190,6 +191,7 @@ class KeyCache:
     def __init__(self, store: KeyStore, ttl_s: float = 2.0, max_entries: int = 10_000) -> None:
         self.store, self.ttl_s, self.max_entries = store, ttl_s, max_entries
         self._entries: OrderedDict[str, tuple[float, KeyRecord | None]] = OrderedDict()
+        self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
     async def principal(self, presented: str, now: float) -> Principal | None:
         """The principal of a live key, or None for an unknown, malformed, revoked or expired key."""
@@ -200,12 +202,25 @@ class KeyCache:
         if hit is not None and now - hit[0] < self.ttl_s:
             record = hit[1]
         else:
-            record = await self.store.lookup(presented)
-            self._entries[digest] = (now, record)
-            self._entries.move_to_end(digest)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            pending = self._inflight.get(digest)
+            if pending is None:
+                # One look-up per key at a time: when an entry expires under load, the concurrent
+                # requests share it instead of each opening a database connection.
+                pending = asyncio.ensure_future(self._fetch(presented, digest, now))
+                self._inflight[digest] = pending
+            record = await asyncio.shield(pending)
         return record.principal if record is not None and record.active(now) else None
+
+    async def _fetch(self, presented: str, digest: str, now: float) -> KeyRecord | None:
+        try:
+            record = await self.store.lookup(presented)
+        finally:
+            self._inflight.pop(digest, None)
+        self._entries[digest] = (now, record)
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return record
 
     def forget(self, names: Sequence[str] = ()) -> None:
         """Drop cached results (all, or those of the named keys) after a local admin change."""

@@ -253,6 +253,7 @@ class AuditSettings(_Section):
     max_bytes: int = Field(100 * 2**20, ge=1024, description="Rotate the audit file at this size.")
     backups: int = Field(10, ge=0, description="Rotated audit files kept.")
     include_content: bool = Field(False, description="Also record prompt text (off: only its SHA-256 and length).")
+    database: bool = Field(False, description="Also write records to the audit_log table of auth.store_url.")
 
 
 class Settings(BaseSettings):

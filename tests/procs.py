@@ -64,11 +64,13 @@ class Proc:
                 self.proc.wait(5)
 
 
-def _wait_http(proc: Proc, path: str, timeout: float) -> None:
+def _wait_http(proc: Proc, path: str, timeout: float, scheme: str = "http") -> None:
+    base = proc.url if scheme == "http" else proc.url.replace("http://", "https://")
+
     def ok() -> bool:
         if proc.proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.proc.returncode}:\n{proc.output()[-3000:]}")
-        return httpx.get(proc.url + path, timeout=1).status_code < 500
+        return httpx.get(base + path, timeout=1, verify=False).status_code < 500
 
     try:
         wait_for(ok, timeout, f"{' '.join(proc.args[2:5])} on {proc.url}")
@@ -89,7 +91,9 @@ def start_sim(*models: str, port: int | None = None, extra: list[str] | None = N
     return proc
 
 
-def start_corral(config: dict[str, Any], env: dict[str, str] | None = None, timeout: float = 20.0) -> Proc:
+def start_corral(
+    config: dict[str, Any], env: dict[str, str] | None = None, timeout: float = 20.0, ready_scheme: str = "http"
+) -> Proc:
     port = config.setdefault("server", {}).get("port") or free_port()
     config["server"]["port"] = port
     config.setdefault("server", {}).setdefault("host", "127.0.0.1")
@@ -103,7 +107,7 @@ def start_corral(config: dict[str, Any], env: dict[str, str] | None = None, time
         {"CORRAL_LOGGING__FORMAT": "json", **(env or {})},
     )
     proc.config_path = path  # type: ignore[attr-defined]
-    _wait_http(proc, "/health", timeout)
+    _wait_http(proc, "/health", timeout, ready_scheme)
     return proc
 
 

@@ -10,14 +10,23 @@ from corral.domain.record import RequestRecord
 
 
 class AuditLog:
-    def __init__(self, sink: BufferedSink, include_content: bool) -> None:
-        self.sink = sink
+    def __init__(self, sinks: list[BufferedSink], include_content: bool) -> None:
+        self.sinks = sinks
         self.include_content = include_content
+
+    def _submit(self, record: AuditRecord) -> None:
+        for sink in self.sinks:
+            sink.submit(record)
+
+    async def close(self) -> None:
+        """Write out everything buffered (after the last request has finished)."""
+        for sink in self.sinks:
+            await sink.close()
 
     def observe(self, record: RequestRecord) -> None:
         principal = record.principal if isinstance(record.principal, Principal) else None
         digest = record.prompt_digest
-        self.sink.submit(
+        self._submit(
             AuditRecord(
                 time=time.time(),
                 request_id=record.request_id,
@@ -41,4 +50,4 @@ class AuditLog:
         )
 
     def admin(self, action: str, detail: dict[str, object]) -> None:
-        self.sink.submit(AuditRecord(time=time.time(), kind="admin", action=action, detail=dict(detail)))
+        self._submit(AuditRecord(time=time.time(), kind="admin", action=action, detail=dict(detail)))

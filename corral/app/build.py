@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from corral.adapters.audit import FileAuditSink
+from corral.adapters.audit import BufferedSink, FileAuditSink, SqlAuditSink
 from corral.adapters.jwt_auth import ClaimMap, JwtVerifier
 from corral.adapters.keystore import KeyCache, SqlKeyStore
 from corral.adapters.limits import LimitStore
 from corral.adapters.metrics import Metrics
+from corral.adapters.migrations import open_engine, upgrade
 from corral.app.admin import AdminBackends
 from corral.app.audit_log import AuditLog
 from corral.app.auth import AdminKeys, AuthGuard
@@ -59,6 +61,7 @@ class App:
     store: SqlKeyStore | None = None
     audit: AuditLog | None = None
     limits: LimitGuard | None = None
+    audit_engine: AsyncEngine | None = None
 
     @property
     def port(self) -> int:
@@ -138,9 +141,14 @@ async def build(settings: Settings) -> App:
     )
     views = FleetViews(fleet, loop.time())
     audit: AuditLog | None = None
+    audit_engine: AsyncEngine | None = None
     if settings.audit.enabled:
         a = settings.audit
-        audit = AuditLog(FileAuditSink(a.path, max_bytes=a.max_bytes, backups=a.backups), a.include_content)
+        sinks: list[BufferedSink] = [FileAuditSink(a.path, max_bytes=a.max_bytes, backups=a.backups)]
+        if a.database:
+            audit_engine = open_engine(settings.auth.store_url)
+            sinks.append(SqlAuditSink(audit_engine))
+        audit = AuditLog(sinks, a.include_content)
     v = settings.validation
     caps = Caps(v.max_predict, v.max_ctx, tuple(re.compile(p) for p in v.deny_patterns))
     inference = InferenceHandlers(
@@ -223,7 +231,21 @@ async def build(settings: Settings) -> App:
         )
         gateway.guards.append(limit_guard)
         gateway.observers.insert(0, limit_guard.settle)
-    return App(settings, fleet, discovery, proxy, views, gateway, server, metrics, tracing, store, audit, limit_guard)
+    return App(
+        settings,
+        fleet,
+        discovery,
+        proxy,
+        views,
+        gateway,
+        server,
+        metrics,
+        tracing,
+        store,
+        audit,
+        limit_guard,
+        audit_engine,
+    )
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -240,6 +262,8 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
     app = await build(settings)
     if app.store is not None:
         await app.store.migrate()
+    if app.audit_engine is not None:
+        await upgrade(app.audit_engine)  # the audit_log table
     elif settings.auth.enabled is False and not is_loopback(settings.server.host):
         log.warning("auth.enabled is false on %s: anyone who can reach Corral can use every node", settings.server.host)
     await app.discovery.initial(timeout_s=max(settings.health.timeout_s, 1.0) + 1.0)
@@ -267,7 +291,9 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
     if app.limits is not None:
         await app.limits.close()
     if app.audit is not None:
-        await app.audit.sink.close()  # every record of the finished requests reaches the file
+        await app.audit.close()  # every record of the finished requests reaches its sinks
+    if app.audit_engine is not None:
+        await app.audit_engine.dispose()
     if app.store is not None:
         await app.store.close()
     if app.tracing is not None:

@@ -46,7 +46,7 @@ def show(url: str, as_json: bool) -> None:
         "models",
         "last error",
     ):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "node", overflow="fold")
     colours = {"up": "green", "down": "red", "draining": "yellow"}
     for node in data.get("nodes", []):
         state = node.get("state", "?")

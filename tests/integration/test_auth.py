@@ -49,7 +49,7 @@ def corral_config(tmp: Path, sim: Proc) -> dict[str, object]:
     return {
         "backends": [{"name": "n", "url": sim.url}],
         "auth": {"enabled": True, "store_url": f"sqlite:///{tmp / 'keys.db'}", "cache_ttl_s": 0.5},
-        "audit": {"path": str(tmp / "audit.log")},
+        "audit": {"path": str(tmp / "audit.log"), "database": True},
     }
 
 
@@ -189,6 +189,14 @@ def test_audit_lines_for_every_request_and_never_the_prompt(secured: Secured) ->
     assert ok[-1]["key_prefix"] and secured.user not in secured.audit.read_text()
     assert MARKER not in secured.audit.read_text()
     assert MARKER not in secured.corral.output()
+    import sqlite3
+
+    def rows() -> list[tuple[object, ...]]:
+        with sqlite3.connect(secured.config.parent / "keys.db") as db:
+            return db.execute("select key_name, status, route, prompt_sha256 from audit_log").fetchall()
+
+    wait_for(lambda: any(r[1] == 401 for r in rows()), 10, "audit rows in the database")
+    assert any(r[0] == "app" and r[1] == 200 and r[3] for r in rows())
 
 
 def test_keys_survive_a_restart(secured: Secured, tmp_path: Path) -> None:

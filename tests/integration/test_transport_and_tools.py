@@ -83,7 +83,10 @@ def test_tls_on_corrals_own_listener(tmp_path: Path) -> None:
     try:
         url = f"https://127.0.0.1:{corral.port}"
         reply = httpx.post(
-            url + "/api/generate", verify=ssl.create_default_context(cafile=str(cert)), timeout=30, json={"model": "m:1b", "prompt": "x", "stream": False}
+            url + "/api/generate",
+            verify=ssl.create_default_context(cafile=str(cert)),
+            timeout=30,
+            json={"model": "m:1b", "prompt": "x", "stream": False},
         )
         assert reply.status_code == 200 and reply.json()["done"] is True
     finally:

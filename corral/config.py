@@ -173,6 +173,11 @@ class LoggingSettings(_Section):
 
 class MetricsSettings(_Section):
     enabled: bool = Field(True, description="Serve Prometheus metrics at GET /metrics.")
+    listen: str | None = Field(
+        None,
+        pattern=r"^[^:\s]+:\d{1,5}$",
+        description="Also serve GET /metrics on this separate host:port (no key needed).",
+    )
     per_key: bool = Field(False, description="Label request metrics with the API key's name.")
 
 
@@ -219,6 +224,13 @@ class LimitsSettings(_Section):
     )
     on_store_error: Literal["allow", "deny"] = Field("allow", description="When Redis is unreachable.")
     per_ip_rpm: int | None = Field(None, ge=1, description="Requests per minute per client address.")
+    burst_share: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Cap any slice of the minute at this share of a requests-per-minute limit "
+        "(0.25: at most a quarter of it in any 15 s); unset: the whole minute's allowance at once.",
+    )
     global_rpm: int | None = Field(None, ge=1, description="Requests per minute for the whole gateway.")
     global_tpm: int | None = Field(None, ge=1, description="Tokens per minute for the whole gateway.")
     estimate_tokens: int = Field(

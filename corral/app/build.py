@@ -62,6 +62,7 @@ class App:
     audit: AuditLog | None = None
     limits: LimitGuard | None = None
     audit_engine: AsyncEngine | None = None
+    metrics_server: HttpServer | None = None
 
     @property
     def port(self) -> int:
@@ -118,6 +119,7 @@ async def build(settings: Settings) -> App:
     fleet = Fleet()
     for backend in settings.backends:
         fleet.add(backend, settings.health_for(backend), make_breaker())
+    metrics_server: HttpServer | None = None
     metrics: Metrics | None = None
     if settings.metrics.enabled:
         metrics = Metrics(CollectorRegistry(auto_describe=True), per_key=settings.metrics.per_key)
@@ -180,6 +182,11 @@ async def build(settings: Settings) -> App:
             response.send(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(exposition))
 
         router.add("GET", "/metrics", scrape, ApiFamily.OLLAMA)
+        if settings.metrics.listen:
+            # A separate listener for Prometheus (e.g. on an internal interface): /metrics only, no key.
+            metrics_router = Router()
+            metrics_router.add("GET", "/metrics", scrape, ApiFamily.OLLAMA)
+            metrics_server = HttpServer(Gateway(metrics_router, []))
     if audit is not None:
         observers.append(audit.observe)
     store: SqlKeyStore | None = None
@@ -226,6 +233,7 @@ async def build(settings: Settings) -> App:
             lim.global_rpm,
             lim.global_tpm,
             lim.estimate_tokens,
+            lim.burst_share,
             metrics.rejected if metrics is not None else None,
             metrics.limit_store_errors.inc if metrics is not None else None,
         )
@@ -245,6 +253,7 @@ async def build(settings: Settings) -> App:
         audit,
         limit_guard,
         audit_engine,
+        metrics_server,
     )
 
 
@@ -270,6 +279,9 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
     for node in app.fleet:
         app.discovery.start(node)
     await app.server.start(settings.server.host, settings.server.port, ssl=_ssl_context(settings))
+    if app.metrics_server is not None and settings.metrics.listen:
+        host, _, port = settings.metrics.listen.rpartition(":")
+        await app.metrics_server.start(host, int(port))
     log.info("corral listening on %s:%d with %d node(s)", settings.server.host, app.port, len(app.fleet))
     if on_ready is not None:
         on_ready(app)
@@ -281,6 +293,8 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
     log.info("shutting down: finishing in-flight requests (up to %ss)", settings.server.shutdown_grace_s)
     app.views.shutting_down = True
     app.server.stop_accepting()
+    if app.metrics_server is not None:
+        app.metrics_server.stop_accepting()
     drained = await app.server.drain(settings.server.shutdown_grace_s)
     if not drained:
         log.warning("grace period over; closing %d connection(s)", len(app.server.connections))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -43,6 +44,7 @@ class LimitGuard:
         global_rpm: int | None,
         global_tpm: int | None,
         estimate_tokens: int,
+        burst_share: float | None = None,
         on_reject: Callable[[str], None] | None = None,
         on_store_error: Callable[[], None] | None = None,
     ) -> None:
@@ -51,11 +53,16 @@ class LimitGuard:
         self.global_rpm = global_rpm
         self.global_tpm = global_tpm
         self.estimate_tokens = estimate_tokens
+        self.burst_share = burst_share
         self.on_reject = on_reject or (lambda reason: None)
         self.on_store_error = on_store_error or (lambda: None)
         # Per request: what to settle once the answer is known.
         self._open: dict[int, tuple[TokenReservation | None, str | None]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
+
+    def _scope(self, key: str, per_minute: int) -> Scope:
+        burst = math.ceil(per_minute * self.burst_share) if self.burst_share else None
+        return Scope(key, per_minute, burst if burst and burst < per_minute else None)
 
     def _noted(self, decision: Decision) -> Decision:
         if decision.store_error is not None:
@@ -83,11 +90,11 @@ class LimitGuard:
         principal = record.principal if isinstance(record.principal, Principal) else None
         scopes = []
         if principal is not None and principal.rpm:
-            scopes.append(Scope(f"key:{principal.name}", principal.rpm))
+            scopes.append(self._scope(f"key:{principal.name}", principal.rpm))
         if self.per_ip_rpm:
-            scopes.append(Scope(f"ip:{record.client_ip}", self.per_ip_rpm))
+            scopes.append(self._scope(f"ip:{record.client_ip}", self.per_ip_rpm))
         if self.global_rpm:
-            scopes.append(Scope("global", self.global_rpm))
+            scopes.append(self._scope("global", self.global_rpm))
         if scopes:
             decision = self._noted(await self.store.check_request(scopes))
             if not decision.allowed:

@@ -150,3 +150,13 @@ def test_redis_down_follows_the_configured_policy(tmp_path: Path, sim: Proc, pol
     finally:
         corral.stop()
         redis_cm.__exit__(None, None, None)
+
+
+def test_burst_share_caps_a_slice_of_the_minute(tmp_path: Path, sim: Proc) -> None:
+    key = make_key(tmp_path, "--name", "b", "--rpm", "8")
+    corral = start_corral(config(tmp_path, sim, burst_share=0.25))  # at most 2 in any 15 s
+    try:
+        codes = [generate(corral, key).status_code for _ in range(5)]
+        assert codes == [200, 200, 429, 429, 429]
+    finally:
+        corral.stop()

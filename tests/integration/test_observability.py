@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -87,3 +88,42 @@ def test_access_log_lines_are_json_with_the_clients_request_id(pair: tuple[Proc,
     assert entry["logger"] == "corral.access" and entry["status"] == 200 and entry["model"] == "m:1b"
     assert entry["node"] == "n" and isinstance(entry["latency_ms"], float)
     assert marker not in corral.output()
+
+
+def test_metrics_on_a_separate_listener_and_behind_a_key(tmp_path: Path) -> None:
+    from procs import free_port
+
+    sim = start_sim("m:1b", extra=["--tokens-per-second", "2000", "--load-seconds", "0"])
+    port = free_port()
+    corral = start_corral(
+        {
+            "backends": [{"name": "n", "url": sim.url}],
+            "metrics": {"listen": f"127.0.0.1:{port}"},
+            "auth": {"enabled": True, "store_url": f"sqlite:///{tmp_path / 'k.db'}", "metrics": "key"},
+        }
+    )
+    try:
+        assert httpx.get(corral.url + "/metrics").status_code == 401
+        side = httpx.get(f"http://127.0.0.1:{port}/metrics")
+        assert side.status_code == 200 and "corral_node_up" in side.text
+        assert httpx.get(f"http://127.0.0.1:{port}/api/tags").status_code == 404
+    finally:
+        corral.stop()
+        sim.stop()
+
+
+def test_no_audit_record_is_lost_on_graceful_shutdown(tmp_path: Path) -> None:
+    sim = start_sim("m:1b", extra=["--tokens-per-second", "2000", "--load-seconds", "0"])
+    audit = tmp_path / "audit.log"
+    corral = start_corral({"backends": [{"name": "n", "url": sim.url}], "audit": {"path": str(audit)}})
+    try:
+        with httpx.Client() as client:
+            for _ in range(40):
+                client.post(corral.url + "/api/generate", json={"model": "m:1b", "prompt": "x", "stream": False})
+        corral.proc.terminate()
+        assert corral.proc.wait(15) == 0
+        lines = [json.loads(line) for line in audit.read_text().splitlines()]
+        assert sum(1 for e in lines if e["route"] == "/api/generate") == 40
+    finally:
+        corral.stop()
+        sim.stop()

@@ -31,6 +31,10 @@ stamp=".venv/.installed${extras}"
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
   echo "== pip install -e .${extras}"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/python -m pip install -q -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
+  if ! .venv/bin/python -m pip install -q -e ".${extras}" > .venv/pip-install.log 2>&1; then
+    cat .venv/pip-install.log >&2
+    echo "install.sh: pip install failed (log above)" >&2
+    exit 1
+  fi
   .venv/bin/python -c "import corral" && touch "$stamp"
 fi

@@ -84,18 +84,28 @@ def start_sims(stack: ExitStack) -> list[dict[str, object]]:
 
 def banner(app: App) -> None:
     url = f"http://127.0.0.1:{app.port}"
-    text = (
-        f"Corral is running at [bold]{url}[/] in front of {len(app.fleet)} simulated Ollama nodes.\n\n"
-        f'[bold]curl[/]\n  curl {url}/api/chat -d \'{{"model": "llama3.2:1b", '
-        f'"messages": [{{"role": "user", "content": "Hello!"}}]}}\'\n\n'
-        f'[bold]Python (ollama)[/]\n  import ollama\n  client = ollama.Client(host="{url}")\n'
-        f'  print(client.chat(model="llama3.2:1b", messages=[{{"role": "user", "content": "Hello!"}}])'
-        f".message.content)\n\n"
-        f"[bold]Python (openai)[/]\n  from openai import OpenAI\n"
-        f'  client = OpenAI(base_url="{url}/v1", api_key="unused")\n\n'
-        f"Fleet status: corral status --url {url}      Stop: Ctrl-C"
+    console.print(
+        Panel(
+            f"Corral is running at [bold]{url}[/] in front of {len(app.fleet)} simulated Ollama nodes.\n"
+            f"Fleet: corral status --url {url}   Live: corral top --url {url}   Stop: Ctrl-C",
+            title="corral demo",
+            expand=False,
+        )
     )
-    console.print(Panel(text, title="corral demo", expand=False))
+    # The examples are printed plainly (no box, no wrapping) so that they can be pasted as they are.
+    chat = '{"model": "llama3.2:1b", "messages": [{"role": "user", "content": "Hello!"}]}'
+    print(f"\ncurl:\n  curl {url}/api/chat -d '{chat}'\n")
+    print("Python (pip install ollama):")
+    print(
+        f'  import ollama; print(ollama.Client(host="{url}").chat(model="llama3.2:1b", '
+        'messages=[{"role": "user", "content": "Hello!"}]).message.content)\n'
+    )
+    print("Python (pip install openai):")
+    print(
+        f'  from openai import OpenAI; print(OpenAI(base_url="{url}/v1", api_key="unused").chat.completions'
+        '.create(model="llama3.2:1b", messages=[{"role": "user", "content": "Hello!"}]).choices[0].message.content)',
+        flush=True,
+    )
 
 
 def run(port: int, config: Path | None) -> None:

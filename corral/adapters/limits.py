@@ -2,8 +2,10 @@
 for several (every check is one atomic server-side step, so replicas together never admit more than the
 limit). The library reads the wall clock itself, so reset times here are wall-clock (`time.time`) too.
 
-Requests use a moving window (exact); tokens a sliding-window counter (a request of N tokens costs one
-counter update, not N entries). A burst caps what may be spent in a slice of the minute:
+Requests and tokens use a sliding-window counter: the current and the previous window's counts, the
+previous weighted by how much of it still overlaps the last 60 s. Exact within a window, a close
+approximation across its boundary, and O(1) per check (a moving window keeps one entry per request and
+cost several times more per request on the proxy path). A burst caps what may be spent in a slice of the minute:
 `rpm=60, burst=10` admits at most 10 in any 10 s, and at most 60 in any minute.
 """
 
@@ -20,7 +22,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage
-from limits.aio.strategies import MovingWindowRateLimiter, RateLimiter, SlidingWindowCounterRateLimiter
+from limits.aio.strategies import RateLimiter, SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 from redis.exceptions import RedisError
 
@@ -124,7 +126,7 @@ class LimitStore:
             self.storage = MemoryStorage(wrap_exceptions=True)
         else:
             raise ValueError(f"unsupported limit store {uri!r}: use memory:// or redis://")
-        self._requests = MovingWindowRateLimiter(self.storage)
+        self._requests = SlidingWindowCounterRateLimiter(self.storage)
         self._tokens = SlidingWindowCounterRateLimiter(self.storage)
 
     async def close(self) -> None:

@@ -93,6 +93,11 @@ def sim(
     latency_ms: Annotated[float, typer.Option(help="Fault: delay before the first byte.")] = 0.0,
     hang: Annotated[bool, typer.Option(help="Fault: accept requests, never answer.")] = False,
     drop_after: Annotated[int | None, typer.Option(help="Fault: drop the connection after N tokens.")] = None,
+    midstream_error_after: Annotated[
+        int | None, typer.Option(help="Fault: send an error line after N tokens and end the stream.")
+    ] = None,
+    host_check: Annotated[bool, typer.Option(help="Refuse non-local Host headers, as Ollama on loopback.")] = False,
+    ollama_version: Annotated[str, typer.Option(help="Version /api/version reports.")] = "0.12.6",
     seed: Annotated[int, typer.Option(help="Seed for generated text.")] = 0,
 ) -> None:
     """Run one simulated Ollama node (for tests, demos and benchmarks)."""
@@ -114,6 +119,9 @@ def sim(
             latency_ms=latency_ms,
             hang=hang,
             drop_after=drop_after,
+            midstream_error_after=midstream_error_after,
+            host_check=host_check,
+            version=ollama_version,
             seed=seed,
         )
     )

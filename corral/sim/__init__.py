@@ -6,12 +6,21 @@ API reference instead of one implementation with itself.
 
 from __future__ import annotations
 
+import logging
+
+from corral.sim.app import SimApp
 from corral.sim.options import SimOptions
+from corral.sim.stream import Drop
 
 
-def build_app(options: SimOptions) -> object:
-    from corral.sim.app import SimApp
+class _HideDrops(logging.Filter):
+    """The drop_after fault cuts connections by raising Drop; that is the fault working, not a bug."""
 
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], Drop))
+
+
+def build_app(options: SimOptions) -> SimApp:
     return SimApp(options)
 
 
@@ -19,10 +28,8 @@ def serve(options: SimOptions) -> None:
     """Serve until interrupted (uvicorn on uvloop with httptools)."""
     import uvicorn
 
-    from corral.sim.app import SimApp
-
-    uvicorn.run(
-        SimApp(options),
+    config = uvicorn.Config(
+        build_app(options),
         host=options.host,
         port=options.port,
         loop="uvloop",
@@ -31,7 +38,11 @@ def serve(options: SimOptions) -> None:
         log_level="warning",
         lifespan="off",
         timeout_keep_alive=75,
+        timeout_graceful_shutdown=3,  # hung requests (the hang fault) must not keep the node alive
     )
+    server = uvicorn.Server(config)  # configures logging, so the filter goes on afterwards
+    logging.getLogger("uvicorn.error").addFilter(_HideDrops())
+    server.run()
 
 
-__all__ = ["SimOptions", "build_app", "serve"]
+__all__ = ["SimApp", "SimOptions", "build_app", "serve"]

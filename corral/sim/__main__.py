@@ -7,44 +7,51 @@ import argparse
 from corral.sim import SimOptions, serve
 
 
-def main() -> None:
+def parse(argv: list[str] | None = None) -> SimOptions:
     p = argparse.ArgumentParser(prog="corral-sim", description="A simulated Ollama node.")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=11434)
-    p.add_argument("--model", action="append", default=[], help="a model the node has (repeatable)")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help="a model the node has (repeatable); flags after '=': embed, think, nothink, tools, notools, vision",
+    )
     p.add_argument("--tokens-per-second", type=float, default=50.0)
     p.add_argument("--load-seconds", type=float, default=0.5)
-    p.add_argument("--max-loaded", type=int, default=3)
-    p.add_argument("--parallel", type=int, default=1)
-    p.add_argument("--max-queue", type=int, default=512)
-    p.add_argument("--keep-alive", default="5m")
+    p.add_argument("--max-loaded", type=int, default=3, help="OLLAMA_MAX_LOADED_MODELS")
+    p.add_argument("--parallel", type=int, default=1, help="OLLAMA_NUM_PARALLEL")
+    p.add_argument("--max-queue", type=int, default=512, help="OLLAMA_MAX_QUEUE")
+    p.add_argument("--keep-alive", default="5m", help="OLLAMA_KEEP_ALIVE")
+    p.add_argument("--ollama-version", default="0.12.6", help="what /api/version reports")
     p.add_argument("--error-rate", type=float, default=0.0)
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--hang", action="store_true")
     p.add_argument("--drop-after", type=int)
     p.add_argument("--midstream-error-after", type=int)
     p.add_argument("--seed", type=int, default=0)
-    a = p.parse_args()
-    serve(
-        SimOptions(
-            host=a.host,
-            port=a.port,
-            models=a.model or ["llama3.2:1b"],
-            tokens_per_second=a.tokens_per_second,
-            load_seconds=a.load_seconds,
-            max_loaded=a.max_loaded,
-            parallel=a.parallel,
-            max_queue=a.max_queue,
-            keep_alive_default=a.keep_alive,
-            error_rate=a.error_rate,
-            latency_ms=a.latency_ms,
-            hang=a.hang,
-            drop_after=a.drop_after,
-            midstream_error_after=a.midstream_error_after,
-            seed=a.seed,
-        )
+    p.add_argument("--host-check", action="store_true", help="403 for non-local Host headers, as Ollama on loopback")
+    a = p.parse_args(argv)
+    return SimOptions(
+        host=a.host,
+        port=a.port,
+        models=a.model or ["llama3.2:1b"],
+        tokens_per_second=a.tokens_per_second,
+        load_seconds=a.load_seconds,
+        max_loaded=a.max_loaded,
+        parallel=a.parallel,
+        max_queue=a.max_queue,
+        keep_alive_default=a.keep_alive,
+        version=a.ollama_version,
+        error_rate=a.error_rate,
+        latency_ms=a.latency_ms,
+        hang=a.hang,
+        drop_after=a.drop_after,
+        midstream_error_after=a.midstream_error_after,
+        seed=a.seed,
+        host_check=a.host_check,
     )
 
 
 if __name__ == "__main__":
-    main()
+    serve(parse())

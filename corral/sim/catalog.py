@@ -1,65 +1,25 @@
-"""The simulated node's models: names, Ollama-shaped metadata, capabilities, deterministic text and
-embeddings. Everything is derived from the model name, so every node agrees on a model's facts."""
+"""The simulated node's models: names and Ollama-shaped metadata.
+
+Every fact is derived from the model name (and its flags), so two nodes agree on a model's digest,
+size and capabilities, as two real nodes that pulled the same model do.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import math
-import random
 import re
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from corral.sim.options import split_model_spec
 
 DEFAULT_TAG = "latest"
-_WORDS = (
-    "the",
-    "a",
-    "model",
-    "node",
-    "token",
-    "fleet",
-    "river",
-    "light",
-    "stone",
-    "cloud",
-    "answer",
-    "question",
-    "simple",
-    "quiet",
-    "bright",
-    "swift",
-    "garden",
-    "signal",
-    "ocean",
-    "pattern",
-    "window",
-    "story",
-    "careful",
-    "minute",
-    "engine",
-    "paper",
-    "silver",
-    "forest",
-    "winter",
-    "echo",
-    "bridge",
-    "lantern",
-    "harbor",
-    "meadow",
-    "compass",
-    "thunder",
-    "velvet",
-    "orbit",
-    "crystal",
-    "ember",
-    "falcon",
-    "glacier",
-    "horizon",
-)
+DEFAULT_NUM_CTX = 4096
 
 
 def normalize(name: str) -> str:
-    """`m`, `m:latest`, `registry.ollama.ai/library/m:latest` (any case) are one model."""
+    """`m`, `m:latest`, `registry.ollama.ai/library/m:latest` (any case) are one model: `m:latest`."""
     name = name.strip().lower()
     if not name:
         return ""
@@ -73,33 +33,44 @@ def normalize(name: str) -> str:
     return "/".join(parts) + ":" + (tag or DEFAULT_TAG)
 
 
-def _h(*parts: object) -> int:
+def full_name(norm: str) -> str:
+    """The fully qualified form Ollama puts in capability errors."""
+    slashes = norm.count("/")
+    if slashes == 0:
+        return f"registry.ollama.ai/library/{norm}"
+    return f"registry.ollama.ai/{norm}" if slashes == 1 else norm
+
+
+def stable_hash(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256("\x00".join(map(str, parts)).encode()).digest()[:8], "big")
 
 
 @dataclass(frozen=True)
 class ModelInfo:
-    name: str  # normalised
+    name: str  # normalised, e.g. "llama3.2:1b"
     size: int
-    digest: str
+    digest: str  # hex, without "sha256:"
     family: str
     parameter_size: str
     quantization: str
-    modified_at: datetime
-    embedding: bool
-    thinking: bool
-    context_length: int = 4096
+    modified_at: float  # unix seconds
+    capabilities: tuple[str, ...]
+    context_length: int  # the model's trained maximum (model_info)
+    embedding_length: int
 
     @property
-    def capabilities(self) -> list[str]:
-        if self.embedding:
-            return ["embedding"]
-        caps = ["completion", "tools"]
-        if self.thinking:
-            caps.append("thinking")
-        return caps
+    def embedding(self) -> bool:
+        return "embedding" in self.capabilities
 
-    def details(self, parent: bool = True) -> dict[str, object]:
+    @property
+    def thinking(self) -> bool:
+        return "thinking" in self.capabilities
+
+    @property
+    def tools(self) -> bool:
+        return "tools" in self.capabilities
+
+    def details(self) -> dict[str, object]:
         return {
             "parent_model": "",
             "format": "gguf",
@@ -109,67 +80,49 @@ class ModelInfo:
             "quantization_level": self.quantization,
         }
 
-    def tags_entry(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "model": self.name,
-            "modified_at": self.modified_at.isoformat(),
-            "size": self.size,
-            "digest": self.digest,
-            "details": self.details(),
-        }
+    def renamed(self, name: str) -> ModelInfo:
+        """A copy under another name (`/api/copy`): same blobs, so the same digest."""
+        return replace(self, name=normalize(name), modified_at=time.time())
 
 
-def model_info(name: str) -> ModelInfo:
+def _capabilities(norm: str, flags: frozenset[str]) -> tuple[str, ...]:
+    if "embed" in flags or any(k in norm for k in ("embed", "bge", "minilm")):
+        return ("embedding",)
+    caps = ["completion"]
+    # Gemma's templates have no tool support in Ollama's library; it is the realistic "no tools" model.
+    if "tools" in flags or ("notools" not in flags and "gemma" not in norm and "notools" not in norm):
+        caps.append("tools")
+    if "vision" in flags or any(k in norm for k in ("llava", "vision")):
+        caps.append("vision")
+    thinking_name = any(k in norm for k in ("think", "qwen3", "deepseek-r1"))
+    if "think" in flags or (thinking_name and "nothink" not in flags):
+        caps.append("thinking")
+    return tuple(caps)
+
+
+def model_info(spec: str, modified_at: float | None = None) -> ModelInfo:
+    """Facts for a model spec such as `llama3.2:1b` or `my-encoder=embed`."""
+    name, flags = split_model_spec(spec)
     norm = normalize(name)
-    h = _h("model", norm)
+    h = stable_hash("model", norm)
+    caps = _capabilities(norm, flags)
     tag = norm.rsplit(":", 1)[1]
     m = re.search(r"(\d+(?:\.\d+)?)b", tag)
     billions = float(m.group(1)) if m else 1.0 + (h % 80) / 10
-    embedding = "embed" in norm or "bge" in norm
-    thinking = any(k in norm for k in ("think", "qwen3", "deepseek-r1"))
+    embedding = caps == ("embedding",)
     family = norm.split(":")[0].split("/")[-1].rstrip("0123456789.").rstrip("-") or "llama"
-    modified = datetime(2026, 1, 1).astimezone() + timedelta(seconds=h % 10_000_000)
+    if modified_at is None:
+        # Fixed per name, so /api/tags orders the same on every node and every run.
+        modified_at = datetime(2025, 1, 1).timestamp() + h % 20_000_000
     return ModelInfo(
         name=norm,
-        size=int(billions * 0.6e9) if not embedding else 274_302_450,
+        size=274_302_450 if embedding else int(billions * 0.62e9),
         digest=hashlib.sha256(norm.encode()).hexdigest(),
         family="nomic-bert" if embedding else family,
-        parameter_size=f"{billions:g}B" if not embedding else "137M",
-        quantization="Q4_K_M" if not embedding else "F16",
-        modified_at=modified,
-        embedding=embedding,
-        thinking=thinking,
+        parameter_size="137M" if embedding else f"{billions:g}B",
+        quantization="F16" if embedding else "Q4_K_M",
+        modified_at=modified_at,
+        capabilities=caps,
+        context_length=2048 if embedding else 131072,
+        embedding_length=768 if embedding else (2048 if billions <= 2 else 3072 if billions <= 4 else 4096),
     )
-
-
-def count_words(text: str) -> int:
-    return max(1, len(text.split()))
-
-
-def generate_tokens(model: str, prompt: str, seed: int, num_predict: int | None) -> tuple[list[str], str]:
-    """The tokens a request produces and its done_reason. Deterministic for (model, prompt, seed)."""
-    rng = random.Random(_h("text", normalize(model), prompt, seed))
-    natural = 8 + rng.randrange(24)
-    limit = natural if num_predict is None or num_predict < 0 else min(num_predict, 4096)
-    if num_predict is not None and num_predict >= 0 and num_predict < natural:
-        reason = "length"
-        count = num_predict
-    else:
-        reason = "stop"
-        count = limit
-    tokens = []
-    for i in range(count):
-        word = rng.choice(_WORDS)
-        tokens.append((" " if i else "") + (word.capitalize() if i == 0 else word))
-    if count and reason == "stop":
-        tokens[-1] += "."
-    return tokens, reason
-
-
-def embed(model: str, text: str, dims: int = 64) -> list[float]:
-    """A deterministic unit vector for the text."""
-    rng = random.Random(_h("embed", normalize(model), text))
-    vector = [rng.gauss(0.0, 1.0) for _ in range(dims)]
-    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
-    return [x / norm for x in vector]

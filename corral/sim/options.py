@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
+
+# Model specs may carry flags after "=": "my-encoder=embed", "tiny:1b=notools,think".
+MODEL_FLAGS = ("embed", "think", "nothink", "tools", "notools", "vision")
 
 
 @dataclass
@@ -18,11 +22,32 @@ class SimOptions:
     keep_alive_default: str = "5m"  # OLLAMA_KEEP_ALIVE
     version: str = "0.12.6"
     seed: int = 0
-    # Faults, changeable at run time through POST /_sim/faults.
+    # Ollama's allowedHostsMiddleware: on a loopback address, 403 for a Host header that is not local.
+    # Off by default so tests opt in to checking that a gateway rewrites Host.
+    host_check: bool = False
+    # Faults, changeable at run time through POST /_sim/faults. They apply to inference requests only
+    # (generate, chat, embed and their /v1 forms), so health checks and discovery keep working.
     error_rate: float = 0.0  # share of inference requests answered 500 before streaming
     latency_ms: float = 0.0  # added before the first byte
     hang: bool = False  # accept, never answer
-    drop_after: int | None = None  # drop the connection after N streamed tokens
-    midstream_error_after: int | None = None  # emit an {"error"} line after N tokens and end
+    drop_after: int | None = None  # drop the connection after N streamed chunks
+    midstream_error_after: int | None = None  # emit an {"error"} line after N chunks and end
 
-    FAULTS = ("error_rate", "latency_ms", "hang", "drop_after", "midstream_error_after", "tokens_per_second")
+    FAULTS: ClassVar[tuple[str, ...]] = (
+        "error_rate",
+        "latency_ms",
+        "hang",
+        "drop_after",
+        "midstream_error_after",
+        "tokens_per_second",
+    )
+
+
+def split_model_spec(spec: str) -> tuple[str, frozenset[str]]:
+    """`"name=flag,flag"` → (name, flags). Unknown flags are an error, so typos do not pass silently."""
+    name, _, raw = spec.partition("=")
+    flags = frozenset(f.strip().lower() for f in raw.split(",") if f.strip())
+    unknown = flags - set(MODEL_FLAGS)
+    if unknown:
+        raise ValueError(f"unknown model flag(s) {sorted(unknown)} in {spec!r}; known: {', '.join(MODEL_FLAGS)}")
+    return name.strip(), flags

@@ -1,13 +1,15 @@
-"""Ollama's scheduler, as the simulated node follows it (ollama-api.md §7.2, fleet-model.md §1).
+"""Ollama's scheduler, as the simulated node follows it (ollama-api.md §7.2, fleet-model.md §1.2-1.5).
 
-- A request for a loaded model with the same load-time options attaches at once (the fast path) and
-  waits for one of the runner's `parallel` slots in FIFO order, unbounded.
-- Anything else (a load, a reload for changed options) waits in the pending queue, bounded by
-  `max_queue`: beyond it, 503. Loads are serialised; requests for a loading model share its load.
-- At `max_loaded` runners, one is evicted: the idle one with the shortest keep-alive first (ties by
-  name); if none is idle, the first in that order, after its requests drain.
-- When a runner goes idle, it expires after its keep-alive (the last request's value wins); 0 unloads
-  at once; negative keeps it forever.
+- A request for a loaded (or loading) runner whose load-time options match attaches at once (the fast
+  path), shares its load, and then waits FIFO, without bound, for one of the runner's `parallel` slots.
+- Anything else (a first load, a reload for other options) waits in the pending queue, bounded by
+  `max_queue` (beyond it: QueueFull, a 503). That queue is served one request at a time and loads are
+  serialised, as in processPending.
+- At `max_loaded` runners one is evicted: the idle one with the shortest keep-alive first (ties by name);
+  if none is idle, the first in that order once its requests drain. A runner being evicted takes no new
+  requests; they queue for a fresh load. (Real Ollama keeps attaching them, which can starve the queue.)
+- A runner that goes idle expires after its keep-alive (the last request's value wins); 0 unloads at
+  once; negative keeps it forever. Unloading does not model Ollama's wait for VRAM to recover.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from corral.sim.catalog import ModelInfo
+from corral.sim.params import needs_reload
 
-FOREVER = float("inf")
+LoadKey = tuple[tuple[str, Any], ...]
+FOREVER_S = 292 * 365 * 86400  # math.MaxInt64 nanoseconds, as /api/ps shows a keep_alive of -1
 
 
 class QueueFull(Exception):
@@ -28,94 +33,145 @@ class QueueFull(Exception):
 @dataclass(eq=False)
 class Runner:
     info: ModelInfo
-    options_key: str
+    key: LoadKey
     parallel: int
-    num_ctx: int
     session_s: float
-    loaded: asyncio.Event = field(default_factory=asyncio.Event)
-    idle: asyncio.Event = field(default_factory=asyncio.Event)
-    slots: asyncio.Semaphore = field(default_factory=asyncio.Semaphore)
+    slots: asyncio.Semaphore
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
     ref: int = 0
-    expires_at: float = FOREVER  # unix seconds
-    unloading: bool = False
+    evicting: bool = False
+    expires_at: float = 0.0  # unix seconds
     timer: asyncio.TimerHandle | None = None
-    active: int = 0
+    loading: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
         return self.info.name
 
+    @property
+    def num_ctx(self) -> int:
+        return int(dict(self.key)["num_ctx"])
+
+    def estimate_expiry(self) -> None:
+        self.expires_at = time.time() + (FOREVER_S if self.session_s < 0 else self.session_s)
+
 
 class Scheduler:
     def __init__(self, max_loaded: int, parallel: int, max_queue: int, load_seconds: float) -> None:
-        self.max_loaded = max_loaded
-        self.parallel = parallel
+        self.max_loaded = max(1, max_loaded)
+        self.parallel = max(1, parallel)
         self.max_queue = max_queue
         self.load_seconds = load_seconds
         self.runners: dict[str, Runner] = {}
         self.pending = 0
-        self._load_lock = asyncio.Lock()
-        self.loads = 0
-        self.evictions = 0
+        self.loads = self.evictions = self.reloads = self.unloads = 0
+        self._lock = asyncio.Lock()
+        self._loading: asyncio.Task[None] | None = None
+
+    def reset_counters(self) -> None:
+        self.loads = self.evictions = self.reloads = self.unloads = 0
+
+    def _usable(self, runner: Runner | None, key: LoadKey) -> bool:
+        return runner is not None and not runner.evicting and not needs_reload(runner.key, key)
+
+    async def acquire(self, info: ModelInfo, key: LoadKey, session_s: float) -> Runner:
+        """Attach to a ready runner for the model, loading it if needed. Pair with release()."""
+        runner = self.runners.get(info.name)
+        if runner is not None and self._usable(runner, key):
+            self._attach(runner, session_s)
+        else:
+            if self.pending >= self.max_queue:
+                raise QueueFull
+            self.pending += 1
+            queued = True
+            try:
+                async with self._lock:
+                    self.pending -= 1
+                    queued = False
+                    runner = await self._schedule(info, key, session_s)
+                    if runner.loading is not None:
+                        try:  # hold the queue until the load is done: loads are serialised
+                            await asyncio.shield(runner.loading)
+                        except asyncio.CancelledError:
+                            self.release(runner)
+                            raise
+            finally:
+                if queued:
+                    self.pending -= 1
+        try:
+            await runner.ready.wait()
+        except asyncio.CancelledError:
+            self.release(runner)
+            raise
+        return runner
+
+    async def _schedule(self, info: ModelInfo, key: LoadKey, session_s: float) -> Runner:
+        if self._loading is not None and not self._loading.done():
+            await asyncio.shield(self._loading)  # a cancelled predecessor's load is still running
+        runner = self.runners.get(info.name)
+        if runner is not None and self._usable(runner, key):
+            return self._attach(runner, session_s)
+        if runner is not None:
+            self.reloads += 1
+            await self._drain_and_unload(runner)
+        while len(self.runners) >= self.max_loaded:
+            self.evictions += 1
+            await self._drain_and_unload(self._victim())
+        parallel = 1 if info.embedding else self.parallel
+        runner = Runner(info, key, parallel, session_s, asyncio.Semaphore(parallel))
+        self.runners[info.name] = runner
+        self._attach(runner, session_s)
+        runner.loading = self._loading = asyncio.get_running_loop().create_task(self._load(runner))
+        return runner
+
+    async def _load(self, runner: Runner) -> None:
+        await asyncio.sleep(self.load_seconds)
+        self.loads += 1
+        runner.loading = None
+        runner.ready.set()
+        if runner.ref == 0:  # everyone who wanted it left during the load
+            self._went_idle(runner)
+
+    def _victim(self) -> Runner:
+        ordered = sorted(
+            self.runners.values(), key=lambda r: (r.session_s if r.session_s >= 0 else float("inf"), r.name)
+        )
+        return next((r for r in ordered if r.ref == 0), ordered[0])
+
+    async def _drain_and_unload(self, runner: Runner) -> None:
+        runner.evicting = True
+        runner.session_s = 0
+        if runner.ref == 0 and runner.ready.is_set():
+            self._unload(runner)
+        await runner.gone.wait()
 
     def _attach(self, runner: Runner, session_s: float) -> Runner:
         runner.ref += 1
-        runner.idle.clear()
         runner.session_s = session_s
         if runner.timer is not None:
             runner.timer.cancel()
             runner.timer = None
-        runner.expires_at = time.time() + (session_s if session_s >= 0 else 292 * 365 * 86400)
+        runner.estimate_expiry()
         return runner
 
-    async def acquire(self, info: ModelInfo, options_key: str, num_ctx: int, session_s: float) -> tuple[Runner, float]:
-        """Attach to a runner for the model, loading it if needed. Returns it and the seconds spent
-        waiting for the load (the request's load_duration)."""
-        started = time.monotonic()
-        runner = self.runners.get(info.name)
-        if runner is not None and runner.options_key == options_key and not runner.unloading:
-            self._attach(runner, session_s)
-            await runner.loaded.wait()
-            return runner, time.monotonic() - started
-        if self.pending >= self.max_queue:
-            raise QueueFull
-        self.pending += 1
-        try:
-            async with self._load_lock:
-                runner = self.runners.get(info.name)
-                if runner is not None and runner.options_key == options_key and not runner.unloading:
-                    self._attach(runner, session_s)
-                else:
-                    if runner is not None:  # same model, other load-time options: reload
-                        await self._unload_when_idle(runner)
-                    while len(self.runners) >= self.max_loaded:
-                        await self._unload_when_idle(self._victim())
-                    parallel = 1 if info.embedding else self.parallel
-                    runner = Runner(info, options_key, parallel, num_ctx, session_s, slots=asyncio.Semaphore(parallel))
-                    self.runners[info.name] = runner
-                    self._attach(runner, session_s)
-                    await asyncio.sleep(self.load_seconds)
-                    self.loads += 1
-                    runner.loaded.set()
-            await runner.loaded.wait()
-            return runner, time.monotonic() - started
-        finally:
-            self.pending -= 1
+    def release(self, runner: Runner) -> None:
+        runner.ref -= 1
+        if runner.ref == 0 and runner.ready.is_set():
+            self._went_idle(runner)
 
-    def _victim(self) -> Runner:
-        ordered = sorted(self.runners.values(), key=lambda r: (r.session_s if r.session_s >= 0 else FOREVER, r.name))
-        for runner in ordered:
-            if runner.ref == 0:
-                return runner
-        return ordered[0]
+    def _went_idle(self, runner: Runner) -> None:
+        if runner.evicting or runner.session_s == 0:
+            self._unload(runner)
+            return
+        runner.estimate_expiry()
+        if runner.session_s > 0:
+            runner.timer = asyncio.get_running_loop().call_later(runner.session_s, self._expire, runner)
 
-    async def _unload_when_idle(self, runner: Runner) -> None:
-        runner.session_s = 0
-        runner.unloading = True
-        if runner.ref > 0:
-            await runner.idle.wait()
-        self._unload(runner)
-        self.evictions += 1
+    def _expire(self, runner: Runner) -> None:
+        runner.timer = None
+        if runner.ref == 0:
+            self._unload(runner)
 
     def _unload(self, runner: Runner) -> None:
         if runner.timer is not None:
@@ -123,32 +179,14 @@ class Scheduler:
             runner.timer = None
         if self.runners.get(runner.name) is runner:
             del self.runners[runner.name]
-
-    def release(self, runner: Runner) -> None:
-        runner.ref -= 1
-        if runner.ref > 0:
-            return
-        runner.idle.set()
-        if runner.unloading:
-            return
-        if runner.session_s == 0:
-            self._unload(runner)
-        elif runner.session_s > 0:
-            runner.expires_at = time.time() + runner.session_s
-            runner.timer = asyncio.get_running_loop().call_later(runner.session_s, self._expire, runner)
-        else:
-            runner.expires_at = time.time() + 292 * 365 * 86400
-
-    def _expire(self, runner: Runner) -> None:
-        runner.timer = None
-        if runner.ref == 0:
-            self._unload(runner)
+            self.unloads += 1
+        runner.gone.set()
 
     def unload_now(self, name: str) -> None:
-        """keep_alive 0 with an empty prompt: unload as soon as the runner is idle."""
+        """keep_alive 0 with an empty prompt, or a deleted model: unload as soon as the runner is idle."""
         runner = self.runners.get(name)
         if runner is None:
             return
         runner.session_s = 0
-        if runner.ref == 0:
+        if runner.ref == 0 and runner.ready.is_set():
             self._unload(runner)

@@ -1,133 +1,132 @@
-"""ASGI plumbing for the simulator: Go-style JSON, request bodies, responses, disconnect watching."""
+"""ASGI plumbing for the simulator: Go-style JSON, Go-style decode errors, timestamps, and a small
+connection object that writes responses and knows whether one has started."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-_GO_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
-_GO_RE = re.compile("[<>&\u2028\u2029]")
-
-
-def go_json(obj: object) -> bytes:
-    """JSON as Go's encoding/json writes it: compact, with <, >, &, U+2028 and U+2029 escaped."""
-    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    return _GO_RE.sub(lambda m: _GO_ESCAPES[m.group(0)], text).encode()
-
-
-def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-def local_time(unix: float) -> str:
-    try:
-        return datetime.fromtimestamp(unix).astimezone().isoformat()
-    except (OverflowError, ValueError, OSError):
-        return "2318-01-01T00:00:00+00:00"
+JSON_UTF8 = b"application/json; charset=utf-8"
+_GO_ESCAPES = {
+    b"<": b"\\u003c",
+    b">": b"\\u003e",
+    b"&": b"\\u0026",
+    "\u2028".encode(): b"\\u2028",
+    "\u2029".encode(): b"\\u2029",
+}
+_GO_RE = re.compile(b"[<>&]|\xe2\x80[\xa8\xa9]")
+_FOREVER_UNIX = 253402210800.0  # datetime's limit; only reached by absurd keep_alive values
 
 
 class BadRequest(Exception):
+    """An error answered with a status and a message, in the route family's error shape."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
 
 
-async def read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise asyncio.CancelledError
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
+def go_json(obj: object) -> bytes:
+    """JSON as Go's encoding/json writes it: compact, with <, >, &, U+2028 and U+2029 escaped."""
+    data = orjson.dumps(obj)
+    return _GO_RE.sub(lambda m: _GO_ESCAPES[m.group(0)], data) if _GO_RE.search(data) else data
 
 
-def parse_json(body: bytes) -> dict[str, Any]:
+def now_rfc3339() -> str:
+    """Go's time.Now().UTC() in RFC3339Nano: trailing zeros of the fraction trimmed, then Z."""
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0").rstrip(".")
+    return stamp + "Z"
+
+
+def local_time(unix: float) -> str:
+    """A local time with its offset, as /api/tags, /api/show and /api/ps print them."""
+    return datetime.fromtimestamp(min(unix, _FOREVER_UNIX)).astimezone().isoformat()
+
+
+def _go_decode_error(body: bytes, exc: json.JSONDecodeError) -> str:
+    """The message Go's decoder gives for the common cases of malformed JSON."""
+    if exc.pos >= len(exc.doc.rstrip()):
+        return "unexpected EOF"
+    char = exc.doc[exc.pos]
+    where = "looking for beginning of value" if exc.msg.startswith("Expecting value") else "after object key"
+    if exc.msg.startswith("Expecting ',' delimiter"):
+        where = "after object key:value pair"
+    elif exc.msg.startswith("Expecting property name"):
+        where = "looking for beginning of object key string"
+    elif exc.msg.startswith("Extra data"):
+        where = "after top-level value"
+    return f"invalid character {char!r} {where}"
+
+
+def parse_json(body: bytes, go_type: str = "api.Request") -> dict[str, Any]:
     if not body.strip():
         raise BadRequest(400, "missing request body")
     try:
         doc = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise BadRequest(400, _go_decode_error(body, exc)) from exc
     except ValueError as exc:
         raise BadRequest(400, str(exc)) from exc
     if not isinstance(doc, dict):
-        raise BadRequest(400, "json: cannot unmarshal array into Go value of type api.Request")
+        kind = {list: "array", str: "string", bool: "bool", type(None): "null"}.get(type(doc), "number")
+        raise BadRequest(400, f"json: cannot unmarshal {kind} into Go value of type {go_type}")
     return doc
 
 
-async def send_bytes(send: Send, status: int, body: bytes, content_type: bytes) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+class Conn:
+    """One request's response side: a whole body, or a streamed one written piece by piece."""
 
-
-async def send_json(send: Send, obj: object, status: int = 200) -> None:
-    await send_bytes(send, status, go_json(obj), b"application/json; charset=utf-8")
-
-
-async def send_error(send: Send, status: int, message: str) -> None:
-    await send_bytes(send, status, go_json({"error": message}), b"application/json; charset=utf-8")
-
-
-async def send_openai_error(send: Send, status: int, message: str) -> None:
-    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
-    body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
-    await send_bytes(send, status, go_json(body) + b"\n", b"application/json")
-
-
-class Stream:
-    """A chunked response body written piece by piece; notices when the client goes away."""
-
-    def __init__(self, send: Send, receive: Receive, content_type: bytes) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self.receive = receive
         self._send = send
-        self._receive = receive
-        self.content_type = content_type
         self.started = False
-        self.gone = asyncio.Event()
-        self._watcher: asyncio.Task[None] | None = None
+        self.finished = False
+        self.arrived = time.monotonic()
 
-    async def start(self) -> None:
-        self.started = True
-        await self._send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", self.content_type)]}
-        )
-        self._watcher = asyncio.get_running_loop().create_task(self._watch())
-
-    async def _watch(self) -> None:
+    async def read_body(self) -> bytes:
+        chunks = []
         while True:
-            message = await self._receive()
+            message = await self.receive()
             if message["type"] == "http.disconnect":
-                self.gone.set()
-                return
+                raise ConnectionResetError("client went away while sending the body")
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                return b"".join(chunks)
 
-    async def write(self, data: bytes) -> None:
-        if self.gone.is_set():
-            raise asyncio.CancelledError
-        try:
-            await self._send({"type": "http.response.body", "body": data, "more_body": True})
-        except OSError as exc:  # the client went away between two tokens
-            self.gone.set()
-            raise asyncio.CancelledError from exc
+    async def start(self, status: int, content_type: bytes, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.started = True
+        headers = [(b"content-type", content_type), *(extra or [])]
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
 
-    async def end(self) -> None:
-        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
-        self.close()
+    async def write(self, data: bytes, more: bool = True) -> None:
+        if not more:
+            self.finished = True
+        await self._send({"type": "http.response.body", "body": data, "more_body": more})
 
-    def close(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
+    async def respond(self, status: int, body: bytes, content_type: bytes = JSON_UTF8) -> None:
+        await self.start(status, content_type, [(b"content-length", str(len(body)).encode())])
+        await self.write(body, more=False)
+
+    async def json(self, obj: object, status: int = 200) -> None:
+        await self.respond(status, go_json(obj))
+
+    async def error(self, status: int, message: str) -> None:
+        await self.respond(status, go_json({"error": message}))
+
+    async def openai_error(self, status: int, message: str) -> None:
+        kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
+        body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        await self.respond(status, go_json(body) + b"\n", b"application/json")

@@ -1,0 +1,243 @@
+"""The simulated node's inference: scheduling, faults and token generation for one request.
+
+`Engine.generate` yields Ollama's own chunk objects for a generate or chat request; the native routes
+frame them as NDJSON and the OpenAI routes (openai.py) as SSE, so both families share one behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncGenerator, Iterable
+from typing import Any
+
+from corral.sim import text as gen
+from corral.sim.catalog import ModelInfo, model_info, normalize
+from corral.sim.options import SimOptions
+from corral.sim.params import check_options, load_key, parse_keep_alive
+from corral.sim.request import Inference
+from corral.sim.scheduler import LoadKey, QueueFull, Runner, Scheduler
+from corral.sim.stats import Stats
+from corral.sim.wire import BadRequest, now_rfc3339
+
+BUSY = "server busy, please try again.  maximum pending requests exceeded"
+
+
+class Engine:
+    def __init__(self, options: SimOptions) -> None:
+        self.options = options
+        self.models: dict[str, ModelInfo] = {}
+        for spec in options.models:
+            info = model_info(spec)
+            self.models[info.name] = info
+        self.scheduler = Scheduler(options.max_loaded, options.parallel, options.max_queue, options.load_seconds)
+        self.stats = Stats()
+        self.rng = random.Random(options.seed)
+        parse_keep_alive(None, options.keep_alive_default)  # a bad default fails at start-up, not per request
+
+    def find(self, name: object, pull_hint: bool = False) -> ModelInfo:
+        """The model by any spelling of its name, or the 404 Ollama gives for that route."""
+        text = name if isinstance(name, str) else ""
+        info = self.models.get(normalize(text)) if text else None
+        if info is None:
+            message = f'model "{text}" not found, try pulling it first' if pull_hint else f"model '{text}' not found"
+            raise BadRequest(404, message)
+        return info
+
+    async def faults_before_first_byte(self) -> None:
+        o = self.options
+        if o.hang:
+            await asyncio.Event().wait()  # until the client gives up (the disconnect cancels this)
+        if o.latency_ms:
+            await asyncio.sleep(o.latency_ms / 1000)
+        if o.error_rate and self.rng.random() < o.error_rate:
+            self.stats.injected_errors += 1
+            raise BadRequest(500, "simulated failure (error_rate fault)")
+
+    async def _acquire(self, info: ModelInfo, key: LoadKey, session_s: float) -> Runner:
+        try:
+            return await self.scheduler.acquire(info, key, session_s)
+        except QueueFull:
+            self.stats.rejected_busy += 1
+            raise BadRequest(503, BUSY) from None
+
+    async def load_or_unload(self, inf: Inference) -> dict[str, Any]:
+        """An empty prompt (or messages: []): load the model, or with keep_alive 0 unload it."""
+        base: dict[str, Any] = {"model": inf.model, "created_at": now_rfc3339()}
+        if inf.kind == "chat":
+            base["message"] = {"role": "assistant", "content": ""}
+        else:
+            base["response"] = ""
+        if inf.session_s == 0:
+            self.scheduler.unload_now(inf.info.name)
+            return {**base, "done": True, "done_reason": "unload"}
+        runner = await self._acquire(inf.info, inf.key, inf.session_s)
+        self.scheduler.release(runner)
+        return {**base, "done": True, "done_reason": "load"}
+
+    async def generate(self, inf: Inference) -> AsyncGenerator[dict[str, Any], None]:
+        """Chunk objects for one generate or chat request, paced at tokens_per_second."""
+        started = time.monotonic_ns()
+        await self.faults_before_first_byte()
+        self.stats.waiting += 1
+        waiting = True
+        try:
+            runner = await self._acquire(inf.info, inf.key, inf.session_s)
+            try:
+                async with runner.slots:
+                    self.stats.waiting -= 1
+                    waiting = False
+                    load_ns = time.monotonic_ns() - started
+                    self.stats.begin(inf.info.name)
+                    try:
+                        async for chunk in self._tokens(inf, started, load_ns):
+                            yield chunk
+                    finally:
+                        self.stats.end(inf.info.name)
+            finally:
+                self.scheduler.release(runner)
+        finally:
+            if waiting:
+                self.stats.waiting -= 1
+
+    def _chunk(self, inf: Inference, content: str, thinking: str | None = None) -> dict[str, Any]:
+        chunk: dict[str, Any] = {"model": inf.model, "created_at": now_rfc3339()}
+        if inf.kind == "chat":
+            message: dict[str, Any] = {"role": "assistant", "content": content}
+            if thinking is not None:
+                message["thinking"] = thinking
+            chunk["message"] = message
+        else:
+            chunk["response"] = content
+            if thinking is not None:
+                chunk["thinking"] = thinking
+        chunk["done"] = False
+        if inf.logprobs and (content or thinking):
+            token = content or thinking or ""
+            lp = -round(random.Random(token).random() * 2, 4)
+            entry: dict[str, Any] = {"token": token, "logprob": lp, "bytes": list(token.encode())}
+            if inf.top_logprobs:
+                entry["top_logprobs"] = [{"token": token, "logprob": lp}] * inf.top_logprobs
+            chunk["logprobs"] = [entry]
+        return chunk
+
+    async def _tokens(self, inf: Inference, started: int, load_ns: int) -> AsyncGenerator[dict[str, Any], None]:
+        seed = inf.options.get("seed")
+        seed = int(seed) if seed is not None else self.options.seed
+        predict = inf.options.get("num_predict")
+        budget = min(int(predict), gen.MAX_TOKENS) if predict is not None and predict >= 0 else gen.MAX_TOKENS
+        stops = inf.options.get("stop") or []
+        stops = [stops] if isinstance(stops, str) else stops
+        call = gen.tool_call(inf.tools, inf.last_user, seed) if inf.tools and inf.last_user else None
+        thoughts = gen.thinking_tokens(inf.info.name, inf.prompt, seed) if inf.think else []
+        tokens: Iterable[str]
+        if call is not None:
+            tokens = ()
+        elif inf.fmt is not None:
+            tokens = gen.json_tokens(inf.info.name, inf.prompt, seed, inf.fmt)
+        else:
+            # With num_predict the model talks until the budget is spent (tests can ask for long streams).
+            tokens = gen.answer_tokens(inf.info.name, inf.prompt, seed, None if predict is None else budget)
+        count, text, stopped = 0, "", False
+        first_token = time.monotonic_ns()
+        pace = _Pacer(self.options)
+        for word in thoughts[:budget]:
+            await pace.next()
+            count += 1
+            self.stats.tokens += 1
+            yield self._chunk(inf, "", thinking=word)
+        if call is not None and count < budget:
+            await pace.next()
+            count += gen.count_tokens(str(call["function"]["arguments"]))
+            chunk = self._chunk(inf, "")
+            chunk["message"]["tool_calls"] = [call]
+            yield chunk
+        for token in tokens:
+            if count >= budget:
+                break
+            hit = min(((text + token).find(s) for s in stops if s and s in text + token), default=-1)
+            if hit >= 0:  # a stop sequence: the text ends just before it
+                stopped = True
+                token = (text + token)[len(text) : max(hit, len(text))]
+                if not token:
+                    break
+            await pace.next()
+            count += 1
+            text += token
+            self.stats.tokens += 1
+            yield self._chunk(inf, token)
+            if stopped:
+                break
+        reason = "length" if count >= budget and not stopped else "stop"
+        yield self._final(inf, reason, count, started, load_ns, first_token)
+
+    def _final(
+        self, inf: Inference, reason: str, count: int, started: int, load_ns: int, first_token: int
+    ) -> dict[str, Any]:
+        final = self._chunk(inf, "")
+        final.pop("logprobs", None)
+        final.update(done=True, done_reason=reason)
+        prompt_count = gen.count_tokens(inf.prompt)
+        if inf.kind == "generate" and not inf.raw:
+            final["context"] = gen.context_ids(inf.info.name, inf.prompt, prompt_count + count)
+        now = time.monotonic_ns()
+        tps = max(self.options.tokens_per_second, 1e-3)
+        final.update(
+            total_duration=now - started,
+            load_duration=max(load_ns, 1),
+            prompt_eval_count=prompt_count,
+            prompt_eval_duration=max(1, int(prompt_count / (tps * 20) * 1e9)),  # prefill ~20× decode
+            eval_count=count,
+            eval_duration=max(1, now - first_token),
+        )
+        return final
+
+    async def embed(
+        self, doc: dict[str, Any], info: ModelInfo, inputs: list[str], dims: int | None
+    ) -> tuple[list[list[float]], int]:
+        """Vectors for the inputs (empty: just load the model), and the prompt token count."""
+        session_s = parse_keep_alive(doc.get("keep_alive"), self.options.keep_alive_default)
+        options = check_options(doc.get("options"))
+        key = load_key(options, info.context_length)
+        tokens = [gen.count_tokens(t) for t in inputs]
+        if doc.get("truncate") is False and any(n > dict(key)["num_ctx"] for n in tokens):
+            raise BadRequest(400, "the input length exceeds the context length")
+        if not inputs:
+            if session_s == 0:
+                self.scheduler.unload_now(info.name)
+            else:
+                self.scheduler.release(await self._acquire(info, key, session_s))
+            return [], 0
+        await self.faults_before_first_byte()
+        runner = await self._acquire(info, key, session_s)
+        try:
+            async with runner.slots:
+                self.stats.begin(info.name)
+                try:
+                    # Encoding costs time too: a batch forward pass per input, ~20× faster than decoding.
+                    await asyncio.sleep(sum(tokens) / (max(self.options.tokens_per_second, 1e-3) * 20))
+                    vectors = [gen.embedding(info.name, t, info.embedding_length) for t in inputs]
+                finally:
+                    self.stats.end(info.name)
+        finally:
+            self.scheduler.release(runner)
+        if dims:
+            vectors = [gen.unit_float32(v[:dims]) for v in vectors]
+        return vectors, sum(tokens)
+
+
+class _Pacer:
+    """Sleeps so that the n-th token leaves at start + n / rate (no drift from per-token overhead)."""
+
+    def __init__(self, options: SimOptions) -> None:
+        self.options = options
+        self.loop = asyncio.get_running_loop()
+        self.start = self.loop.time()
+        self.n = 0
+
+    async def next(self) -> None:
+        self.n += 1
+        rate = self.options.tokens_per_second
+        delay = self.start + self.n / rate - self.loop.time() if rate > 0 else 0.0
+        await asyncio.sleep(max(0.0, delay))

@@ -106,6 +106,12 @@ class BackendSettings(_Section):
     max_concurrency: int | None = Field(None, ge=1, description="Most requests Corral sends it at once.")
     parallel: int = Field(1, ge=1, description="Slots per loaded model on the node (OLLAMA_NUM_PARALLEL).")
     max_loaded: int = Field(3, ge=1, description="Models the node keeps loaded (OLLAMA_MAX_LOADED_MODELS).")
+    vram_gb: float | None = Field(
+        None,
+        gt=0,
+        description="GPU memory (GiB) the node gives models. Lets model-aware predict which models a load "
+        "evicts by memory as well as by count.",
+    )
     models: list[str] | None = Field(None, description="If set, the only models this node may serve.")
     health: HealthSettings | None = Field(None, description="Per-node health-check override.")
 

@@ -49,17 +49,17 @@ def main() -> None:
         "",
     ]
     header = (
-        "| policy | TTFT p50 | p95 | p99 | E2E p50 | p99 | loads/1k | evictions/1k | 503s | failed | req/s | "
-        "TTFT ≤ 2 s |"
+        "| policy | TTFT p50 | p95 | p99 | E2E p50 | p99 | loads/1k | evictions/1k | 503s | failed | "
+        "cut mid-stream | req/s | TTFT ≤ 2 s |"
     )
     for name in names:
-        lines += [f"### {name}", "", header, "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"### {name}", "", header, "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for policy in POLICIES:
             m = table[f"{name}/{policy}"]
             lines.append(
                 f"| {policy} | {m['ttft_p50']:.2f} s | {m['ttft_p95']:.2f} s | {m['ttft_p99']:.2f} s | "
                 f"{m['e2e_p50']:.2f} s | {m['e2e_p99']:.2f} s | {m['loads_per_1k']:.1f} | "
-                f"{m['evictions_per_1k']:.1f} | {m['rejected_503']:.0f} | {m['failed']:.0f} | "
+                f"{m['evictions_per_1k']:.1f} | {m['rejected_503']:.0f} | {m['failed']:.0f} | {m['cut']:.0f} | "
                 f"{m['throughput_rps']:.2f} | {100 * m['slo_share']:.1f}% |"
             )
         lines.append("")

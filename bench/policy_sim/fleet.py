@@ -205,8 +205,9 @@ class Node:
             self.blocked_on = victim
             return
 
-    def step(self, now: float, dt: float, finished: list[Request]) -> None:
-        """Advance every busy runner by dt, time-sharing the GPU equally."""
+    def step(self, now: float, dt: float, finished: list[Request], started: list[Request]) -> None:
+        """Advance every busy runner by dt, time-sharing the GPU equally. Requests that produced their
+        first token go to `started`, those that completed to `finished`."""
         busy = []
         for runner in self.runners.values():
             if runner.ready_at > now:
@@ -228,6 +229,7 @@ class Node:
                     budget -= need
                     req.prefill_left = 0
                     req.first_token = now + (share - budget)
+                    started.append(req)
                 else:
                     req.prefill_left -= budget * runner.spec.pp
                     budget = 0

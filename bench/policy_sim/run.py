@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench.policy_sim.fleet import MODELS, ModelSpec, Node, NodeParams, Request
+from bench.policy_sim.fleet import GIB, MODELS, ModelSpec, Node, NodeParams, Request
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, RouteRequest
 from corral.domain.routing import LeastConnections, Strategy, make_strategy
 
@@ -29,7 +29,7 @@ class Scenario:
     models: tuple[ModelSpec, ...] = MODELS
     nodes: int = 4
     params: NodeParams = field(default_factory=NodeParams)
-    duration_s: float = 900.0
+    duration_s: float = 1800.0  # fleet-model.md §6(b): 30 min runs plus drain
     kill_node_at: float | None = None  # share of duration
     burst: tuple[float, float] | None = None  # (start, end) shares: the coldest model takes 60% of traffic
     alt_ctx_share: float = 0.0  # share of clients sending num_ctx 8192
@@ -42,7 +42,8 @@ class Result:
     loads: int
     evictions: int
     rejected_503: int
-    failed: int
+    failed: int  # before any token reached the client: retries exhausted, no route, did not fit
+    cut: int  # streaming when their node died (no gateway can save those)
     completed: int
     requests: int
     duration: float
@@ -59,20 +60,25 @@ PROMPT_MEAN = 400 * math.exp(1.0**2 / 2)  # lognormal(median 400, sigma 1.0)
 OUTPUT_MEAN = 180 * math.exp(0.9**2 / 2)  # lognormal(median 180, sigma 0.9)
 
 
-def nominal_capacity(s: Scenario) -> float:
-    """Requests/s the fleet sustains when every node serves one typical model with all its slots busy:
-    per request, its prefill alone on the GPU plus its share of the batched decode."""
-    spec = s.models[len(s.models) // 2]
+def nominal_capacity(s: Scenario, mix: dict[str, float]) -> float:
+    """Requests/s the fleet sustains for this model mix when every node has every slot busy: per
+    request, its prefill alone on the GPU plus its share of the batched decode, averaged over the mix
+    (so "50% load" means half the fleet's capacity whichever models happen to be the popular ones)."""
     b = s.params.parallel
-    aggregate = spec.tg1 * b / (1 + s.params.serial_frac * (b - 1))
-    return s.nodes / (PROMPT_MEAN / spec.pp + OUTPUT_MEAN / aggregate)
+    specs = {m.name: m for m in s.models}
+    per_request = 0.0
+    for name, share in mix.items():
+        spec = specs[name]
+        aggregate = spec.tg1 * b / (1 + s.params.serial_frac * (b - 1))
+        per_request += share * (PROMPT_MEAN / spec.pp + OUTPUT_MEAN / aggregate)
+    return s.nodes / per_request
 
 
 def workload(s: Scenario, rng: random.Random) -> list[Request]:
     names = [m.name for m in s.models]
     rng.shuffle(names)
     weights = [1 / (i + 1) for i in range(len(names))]  # Zipf(1.0)
-    rate = s.load * nominal_capacity(s)
+    rate = s.load * nominal_capacity(s, {n: w / sum(weights) for n, w in zip(names, weights, strict=True)})
     out: list[Request] = []
     t = 0.0
     rid = 0
@@ -91,14 +97,13 @@ def workload(s: Scenario, rng: random.Random) -> list[Request]:
         rid += 1
 
 
-class Oracle:
+class Oracle(LeastConnections):
     """Lower bound: loads are free and instant (set on the nodes); least connections among nodes."""
 
-    def __init__(self) -> None:
-        self.inner = LeastConnections()
 
-    def pick(self, nodes: list[NodeView], req: RouteRequest, now: float) -> object:
-        return self.inner.pick(nodes, req, now)
+def ctx_key(num_ctx: int) -> str:
+    """The gateway's options key for a request's load-time options (4096 is the nodes' default)."""
+    return f"num_ctx={num_ctx}" if num_ctx != 4096 else ""
 
 
 def simulate(s: Scenario, policy: str, seed: int) -> Result:
@@ -108,18 +113,20 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
         params = NodeParams(**{**s.params.__dict__, "instant_loads": True, "max_loaded": 99, "vram_gb": 1e6})
     nodes = [Node(i, params) for i in range(s.nodes)]
     specs = {m.name: m for m in s.models}
-    strategy: Strategy | Oracle = Oracle() if policy == "oracle" else make_strategy(policy, random.Random(seed))
+    strategy: Strategy = Oracle() if policy == "oracle" else make_strategy(policy, random.Random(seed))
     in_flight: list[dict[str, int]] = [{} for _ in nodes]
     residency: list[tuple[LoadedModel, ...]] = [() for _ in nodes]
     marked_down: dict[int, float] = {}
     finished: list[Request] = []
     retry_heap: list[tuple[float, int, Request]] = []
-    rejected = failed = 0
+    rejected = failed = cut = 0
     next_poll = 0.0
     arrivals = iter(requests)
     upcoming = next(arrivals, None)
     now = 0.0
     end = s.duration_s + 600.0  # drain
+
+    sizes = {m.name: int(m.disk_gb * GIB) for m in s.models}
 
     def views() -> list[NodeView]:
         return [
@@ -128,7 +135,9 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
                 up=n.index not in marked_down or now < marked_down[n.index],
                 parallel=params.parallel,
                 max_loaded=params.max_loaded,
+                vram_bytes=int(params.vram_gb * GIB),
                 available=frozenset(specs),
+                model_sizes=sizes,
                 loaded=residency[n.index],
                 in_flight=sum(in_flight[n.index].values()),
                 in_flight_by_model=dict(in_flight[n.index]),
@@ -140,16 +149,16 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
         nonlocal rejected, failed
         route = RouteRequest(
             req.model,
-            options_key=f"num_ctx={req.num_ctx}" if req.num_ctx != 4096 else "",
+            options_key=ctx_key(req.num_ctx),
             exclude=exclude,
             est_tokens=req.prompt + req.output,
         )
         pick = strategy.pick(views(), route, now)
-        if isinstance(pick, NoRoute) or pick is None:
+        if isinstance(pick, NoRoute):
             failed += 1
             req.failed = "no route"
             return
-        index = int(pick.node)  # type: ignore[attr-defined]
+        index = int(pick.node)
         req.attempts += 1
         req.node = index
         req.prefill_left, req.decode_left = float(req.prompt), float(req.output)
@@ -176,7 +185,10 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             marked_down[0] = now + FALL_S
             for req in nodes[0].fail():
                 in_flight[0][req.model] -= 1
-                if req.first_token is None and req.attempts <= 2:
+                if req.first_token is not None:
+                    cut += 1
+                    req.failed = "node died mid-stream"
+                elif req.attempts <= 2:
                     req._exclude = frozenset({"0"})  # type: ignore[attr-defined]
                     heapq.heappush(retry_heap, (now, req.rid, req))
                 else:
@@ -191,22 +203,32 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
         if now >= next_poll:
             for n in nodes:
                 residency[n.index] = tuple(
-                    LoadedModel(r.spec.name, f"num_ctx={r.num_ctx}" if r.num_ctx != 4096 else "")
+                    LoadedModel(
+                        r.spec.name,
+                        f"num_ctx={r.num_ctx}" if r.num_ctx != 4096 else "",
+                        size=int(r.vram * GIB),
+                        digest=r.spec.name,  # the sim's eviction order is by name
+                    )
                     for r in n.runners.values()
                 )
             next_poll = now + POLL_S
         done_now: list[Request] = []
+        started: list[Request] = []
         for n in nodes:
             if n.up:
                 n.schedule(now, specs)
-                n.step(now, DT, done_now)
+                n.step(now, DT, done_now, started)
                 n.expire(now)
                 for req in n.unfit:
                     in_flight[n.index][req.model] -= 1
                     failed += 1
                 n.unfit.clear()
+        for req in started:
+            strategy.first_token(str(req.node), req.model, ctx_key(req.num_ctx), now)
         for req in done_now:
             in_flight[req.node][req.model] -= 1
+            if req.first_token is not None and req.done_at is not None:
+                strategy.finished(str(req.node), req.model, req.done_at - req.first_token, now)
         finished += done_now
         if (
             upcoming is None
@@ -224,6 +246,7 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
         sum(n.evictions for n in nodes),
         rejected,
         failed,
+        cut,
         len(finished),
         len(requests),
         s.duration_s,
@@ -235,7 +258,7 @@ def summarize(results: list[Result]) -> dict[str, float]:
     ttft = [x for r in results for x in r.ttft]
     e2e = [x for r in results for x in r.e2e]
     total = sum(r.requests for r in results)
-    merged = Result(ttft, e2e, 0, 0, 0, 0, 0, 0, 0, 0)
+    merged = Result(ttft, e2e, 0, 0, 0, 0, 0, 0, 0, 0, 0)
     return {
         "ttft_p50": merged.pct(ttft, 0.50),
         "ttft_p95": merged.pct(ttft, 0.95),
@@ -246,6 +269,7 @@ def summarize(results: list[Result]) -> dict[str, float]:
         "evictions_per_1k": 1000 * sum(r.evictions for r in results) / max(1, total),
         "rejected_503": sum(r.rejected_503 for r in results),
         "failed": sum(r.failed for r in results),
+        "cut": sum(r.cut for r in results),
         "throughput_rps": sum(r.completed for r in results) / sum(r.duration for r in results),
         "slo_share": sum(1 for x in ttft if x <= 2.0) / max(1, total),
         "requests": total,
@@ -259,7 +283,7 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "no-thrash-70": lambda: Scenario("no-thrash-70", 0.7, params=NodeParams(vram_gb=76, max_loaded=6)),
     "single-model-70": lambda: Scenario("single-model-70", 0.7, models=(MODELS[3],)),
     "node-death-50": lambda: Scenario("node-death-50", 0.5, kill_node_at=0.5),
-    "hot-burst-50": lambda: Scenario("hot-burst-50", 0.5, burst=(0.4, 0.73)),
+    "hot-burst-50": lambda: Scenario("hot-burst-50", 0.5, burst=(0.5, 0.5 + 300 / 1800)),  # 5 min
     "parallel-1-50": lambda: Scenario("parallel-1-50", 0.5, params=NodeParams(parallel=1)),
     "num-ctx-skew-50": lambda: Scenario("num-ctx-skew-50", 0.5, alt_ctx_share=0.3),
 }

@@ -48,6 +48,7 @@ def loaded_from_ps(node: Node, entries: list[dict[str, Any]]) -> tuple[LoadedMod
                 size=int(entry.get("size") or 0),
                 size_vram=int(entry.get("size_vram") or 0),
                 expires_at=parse_time(entry.get("expires_at")),
+                digest=str(entry.get("digest") or ""),
             )
         )
     return tuple(out)

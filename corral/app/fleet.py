@@ -108,6 +108,7 @@ class Node:
             max_concurrency=self.settings.max_concurrency,
             parallel=self.settings.parallel,
             max_loaded=self.settings.max_loaded,
+            vram_bytes=None if self.settings.vram_gb is None else int(self.settings.vram_gb * 2**30),
             pinned=pinned,
             available=available,
             loaded=self.loaded,

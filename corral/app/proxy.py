@@ -322,8 +322,8 @@ class Proxy:
     ) -> UpstreamError | None:
         """One try on one node. Returns the error if another node may be tried, None when finished."""
         model = route.model
-        if model:
-            self._note_dispatch(node, route)
+        cold = self._note_dispatch(node, route) if model else False
+        sent_at = self.loop.time()
         translation: Translation | None = None
         if node.kind is NodeKind.OPENAI and record.family is ApiFamily.OLLAMA and doc is not None:
             translation = Translation(record.route, doc, time.time_ns())
@@ -337,6 +337,9 @@ class Proxy:
             out = Outbound(out.method, out.target, [*out.headers, *trace_headers], out.body)
         try:
             conn, upstream = await self._exchange(node, out)
+            head_at = self.loop.time()
+            if model and upstream.status < 400:
+                self.strategy.first_token(node.name, model, route.options_key, head_at, timed=record.stream)
             if upstream.status in RETRY_STATUSES and self.routing.retries:
                 body = await self._read_all(conn)
                 if upstream.status == 502:
@@ -353,7 +356,10 @@ class Proxy:
                 await self._relay_translated(conn, upstream, node, response, record, translation)
             else:
                 await self._relay(conn, upstream, node, response, record, before_end)
-            node.breaker.record_success(self.loop.time())
+            ended_at = self.loop.time()
+            node.breaker.record_success(ended_at)
+            if model and upstream.status < 400 and (record.stream or not cold):
+                self.strategy.finished(node.name, model, ended_at - (head_at if record.stream else sent_at), ended_at)
             if record.completion_tokens:
                 node.completion_tokens_total += record.completion_tokens
             if record.ttft is not None and record.stream:
@@ -525,10 +531,12 @@ class Proxy:
         else:
             response.abort()
 
-    def _note_dispatch(self, node: Node, route: RouteRequest) -> None:
-        """Apply our own dispatch to the residency view at once (polls lag; see fleet-model.md §9)."""
+    def _note_dispatch(self, node: Node, route: RouteRequest) -> bool:
+        """Apply our own dispatch to the residency view at once (polls lag; see fleet-model.md §9).
+        True when the model was not loaded there with these options (the request waits for a load)."""
         for loaded in node.loaded:
             if loaded.model == route.model and loaded.options_key == route.options_key:
-                return
+                return False
         kept = tuple(m for m in node.loaded if m.model != route.model)
         node.loaded = (*kept, LoadedModel(route.model, route.options_key))
+        return True

@@ -25,6 +25,7 @@ class LoadedModel:
     size: int = 0
     size_vram: int = 0
     expires_at: float = float("inf")  # unix seconds
+    digest: str = ""  # Ollama breaks eviction ties by the model's blob path, i.e. by its digest
 
 
 @dataclass(frozen=True, slots=True)

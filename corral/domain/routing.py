@@ -11,35 +11,33 @@ import random
 from collections.abc import Sequence
 from typing import Protocol
 
-from corral.domain.fleet import NodeView, NoRoute, NoRouteReason, Pick, RouteRequest
-
-LOAD_COST_S = 4.0  # a cold load of a typical model (fleet-model.md §2.3)
-EVICT_COST_S = 2.0  # unloading a victim first, and the chance it is busy
-SERVICE_S = 5.0  # a typical request's time in a slot, for queue-wait estimates
+from corral.domain.candidates import candidates, is_loaded
+from corral.domain.fleet import NodeView, NoRoute, Pick, RouteRequest
+from corral.domain.model_aware import ModelAware
 
 
 class Strategy(Protocol):
     def pick(self, nodes: Sequence[NodeView], req: RouteRequest, now: float) -> Pick | NoRoute: ...
 
+    def first_token(self, node: str, model: str, options_key: str, now: float, timed: bool = True) -> None:
+        """The gateway saw the first byte of an answer for `model` from `node` (`timed`: a streamed
+        answer, so its first byte came with the first token, not at the end)."""
 
-def candidates(nodes: Sequence[NodeView], req: RouteRequest) -> list[NodeView] | NoRoute:
-    serving = [n for n in nodes if n.serves(req.model)]
-    if not serving:
-        return NoRoute(NoRouteReason.NO_SUCH_MODEL)
-    eligible = [n for n in serving if n.eligible and n.name not in req.exclude]
-    if not eligible:
-        return NoRoute(NoRouteReason.NO_HEALTHY_NODE)
-    free = [n for n in eligible if n.max_concurrency is None or n.in_flight < n.max_concurrency]
-    if not free:
-        return NoRoute(NoRouteReason.ALL_FULL)
-    return free
+    def finished(self, node: str, model: str, service_s: float, now: float) -> None:
+        """A request for `model` on `node` held its slot for `service_s` (first byte to last)."""
 
 
-def is_loaded(node: NodeView, req: RouteRequest) -> bool:
-    return any(m.model == req.model and m.options_key == req.options_key for m in node.loaded)
+class _Blind:
+    """Strategies that do not learn from what the gateway observes."""
+
+    def first_token(self, node: str, model: str, options_key: str, now: float, timed: bool = True) -> None:
+        return None
+
+    def finished(self, node: str, model: str, service_s: float, now: float) -> None:
+        return None
 
 
-class RoundRobin:
+class RoundRobin(_Blind):
     def __init__(self) -> None:
         self._cursor = 0
 
@@ -52,7 +50,7 @@ class RoundRobin:
         return Pick(node.name, cold=not is_loaded(node, req))
 
 
-class LeastConnections:
+class LeastConnections(_Blind):
     def __init__(self) -> None:
         self._cursor = 0
 
@@ -67,7 +65,7 @@ class LeastConnections:
         return Pick(node.name, cold=not is_loaded(node, req))
 
 
-class Priority:
+class Priority(_Blind):
     """Highest priority first; within one priority, least connections; lower ones only as fallback."""
 
     def __init__(self) -> None:
@@ -81,7 +79,7 @@ class Priority:
         return self._inner.pick([n for n in free if n.priority == top], req, now)
 
 
-class PowerOfTwo:
+class PowerOfTwo(_Blind):
     def __init__(self, rng: random.Random | None = None) -> None:
         self._rng = rng or random.Random()
 
@@ -91,47 +89,6 @@ class PowerOfTwo:
             return free
         pair = self._rng.sample(free, 2) if len(free) > 1 else free
         node = min(pair, key=lambda n: n.in_flight / n.weight)
-        return Pick(node.name, cold=not is_loaded(node, req))
-
-
-class ModelAware:
-    """Prefer a node where the model is loaded with a free slot; else the cheapest estimated start:
-    waiting for a slot where it is loaded, or loading it where that costs least (nothing to evict,
-    fewest queued). The gateway's own in-flight counts are applied, so stale polls do not herd."""
-
-    def __init__(self) -> None:
-        self._affinity: dict[str, str] = {}
-        self._cursor = 0
-
-    def cost(self, node: NodeView, req: RouteRequest) -> float:
-        busy = node.in_flight_by_model.get(req.model, 0)
-        slots = max(1, node.parallel)
-        if is_loaded(node, req):
-            waiting = max(0, busy - slots + 1)
-            return SERVICE_S * waiting / slots + 0.001 * node.in_flight / node.weight
-        others = {m.model for m in node.loaded if m.model != req.model}
-        reload = any(m.model == req.model for m in node.loaded)
-        evict = len(others) >= node.max_loaded or reload
-        # Loading competes with whatever else the node is doing.
-        return LOAD_COST_S + (EVICT_COST_S if evict else 0.0) + 0.5 * node.in_flight / node.weight
-
-    def pick(self, nodes: Sequence[NodeView], req: RouteRequest, now: float) -> Pick | NoRoute:
-        free = candidates(nodes, req)
-        if isinstance(free, NoRoute):
-            return free
-        if req.affinity is not None:
-            sticky = self._affinity.get(req.affinity)
-            for node in free:
-                if node.name == sticky and is_loaded(node, req):
-                    return Pick(node.name)
-        self._cursor += 1
-        start = self._cursor % len(free)
-        rotated = free[start:] + free[:start]
-        node = min(rotated, key=lambda n: self.cost(n, req))
-        if req.affinity is not None:
-            if len(self._affinity) > 100_000:
-                self._affinity.clear()
-            self._affinity[req.affinity] = node.name
         return Pick(node.name, cold=not is_loaded(node, req))
 
 

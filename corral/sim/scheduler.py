@@ -134,8 +134,9 @@ class Scheduler:
             self._went_idle(runner)
 
     def _victim(self) -> Runner:
+        # Ollama's order: shortest keep-alive first, then the model's blob path, i.e. its digest.
         ordered = sorted(
-            self.runners.values(), key=lambda r: (r.session_s if r.session_s >= 0 else float("inf"), r.name)
+            self.runners.values(), key=lambda r: (r.session_s if r.session_s >= 0 else float("inf"), r.info.digest)
         )
         return next((r for r in ordered if r.ref == 0), ordered[0])
 

@@ -99,10 +99,11 @@ def test_eviction_takes_the_idle_model_with_the_shortest_keep_alive() -> None:
         load(node, "b:1b", keep_alive="5m")
         load(node, "c:1b", keep_alive="5m")
         assert sorted(node.ps()) == ["a:1b", "c:1b"]  # b went: the shortest keep_alive
-        # Equal keep_alive: the name decides, not recency (c was loaded before a here).
+        # Equal keep_alive: the blob path (the digest) decides, not recency or name. The digests of
+        # a:1b, b:1b and c:1b start 76dc, 3322 and 642c: c goes although a was used before it.
         load(node, "a:1b", keep_alive="5m")
         load(node, "b:1b", keep_alive="5m")
-        assert sorted(node.ps()) == ["b:1b", "c:1b"]
+        assert sorted(node.ps()) == ["a:1b", "b:1b"]
         assert node.stats()["evictions"] == 2
 
 

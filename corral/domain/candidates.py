@@ -1,0 +1,27 @@
+"""Which nodes a request may go to at all, shared by every routing strategy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from corral.domain.fleet import NodeView, NoRoute, NoRouteReason, RouteRequest
+
+
+def candidates(nodes: Sequence[NodeView], req: RouteRequest) -> list[NodeView] | NoRoute:
+    """Nodes that have the model and may serve it, are up, admit through their breaker, are not
+    draining or already tried, and are below their concurrency cap; else why there are none."""
+    serving = [n for n in nodes if n.serves(req.model)]
+    if not serving:
+        return NoRoute(NoRouteReason.NO_SUCH_MODEL)
+    eligible = [n for n in serving if n.eligible and n.name not in req.exclude]
+    if not eligible:
+        return NoRoute(NoRouteReason.NO_HEALTHY_NODE)
+    free = [n for n in eligible if n.max_concurrency is None or n.in_flight < n.max_concurrency]
+    if not free:
+        return NoRoute(NoRouteReason.ALL_FULL)
+    return free
+
+
+def is_loaded(node: NodeView, req: RouteRequest) -> bool:
+    """The node holds a runner for the model with the request's load-time options."""
+    return any(m.model == req.model and m.options_key == req.options_key for m in node.loaded)

@@ -1,0 +1,320 @@
+"""Model-aware routing: send a request where its model is already loaded, and load it elsewhere only
+when that is cheaper than waiting (fleet-model.md §9).
+
+Every suitable node gets an estimated time until the request could start there:
+
+- the model is resident with the request's load-time options and a slot is free now: no wait. These
+  nodes always win; among them the least contended GPU, then the fewest requests in flight;
+- resident, but every slot is taken (or the runner is still loading): what is left of the load, plus
+  the requests queued ahead × the model's service time ÷ slots, slower by the other models busy on
+  the same GPU (they time-share it);
+- not resident: the loads already started on that node (Ollama loads one model at a time), the load
+  itself (fixed cost + size ÷ disk bandwidth), and the evictions Ollama will make to fit it. The
+  victims are predicted with Ollama's own rule (idle runners first, in name order; `max_loaded` and,
+  when the node's memory is configured, 80% of free memory). Each victim costs its unload, the wait
+  for its requests to finish, and, when it was in use within `in_use_s`, its own reload elsewhere:
+  that is what stops two models from evicting each other in turn.
+
+A load into free room (no victim, no load ahead) is an investment later requests share, so once no
+resident replica has a free slot its cost is discounted: hot models get replicas, cold ones do not.
+A runner with other load-time options (`num_ctx`...) counts as another model: it is never "resident"
+for the request, and replacing it is an eviction like any other, so option sets end up on their own
+nodes instead of reloading each other.
+
+The router's own decisions are authoritative between `/api/ps` polls: a node it just sent a cold
+request to holds the model from then on (loading until its estimated ready time or the first token,
+whichever comes first), and the victims it expects Ollama to evict count as gone.
+
+Service and load times start from size-based priors and are learnt online from what the gateway sees
+(`first_token`, `finished`), so the same constants work for fast and slow fleets alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from corral.domain.candidates import candidates
+from corral.domain.fleet import LoadedModel, NodeView, NoRoute, Pick, RouteRequest
+
+Key = tuple[str, str]  # (model, load-time options)
+
+
+@dataclass(frozen=True, slots=True)
+class Costs:
+    """The cost model's priors (fleet-model.md §2.3-2.5); the defaults suit GPU nodes on NVMe."""
+
+    load_fixed_s: float = 1.5  # spawn the runner, allocate KV cache and graph, warm up
+    load_bytes_per_s: float = 2.5e9  # disk to GPU, page cache cold
+    default_size: int = 4_000_000_000  # bytes on disk of a model whose size is unknown
+    resident_factor: float = 1.3  # resident bytes ÷ bytes on disk (KV cache, graph), until /api/ps says
+    fit_share: float = 0.8  # Ollama loads without evicting only into this share of free memory
+    unload_s: float = 1.0  # stopping a victim and waiting for its memory to come back
+    service_s: float = 5.0  # a typical request's time in a slot, for a model of `reference_size` bytes
+    reference_size: int = 5_000_000_000  # decoding is memory-bound: bigger models hold a slot longer
+    replicate_discount: float = 0.3  # a load into free room, once no resident replica has a free slot
+    in_use_s: float = 60.0  # a model routed to within this long is in use: evicting it costs a reload
+    rate_window_s: float = 60.0  # arrival rates per model are averaged over about this long
+    overload: float = 0.6  # a model's replicas are overloaded above this utilisation
+    stability_loads: float = 4.0  # charged, in load times, for an eviction that only moves a queue elsewhere
+    forget_s: float = 10.0  # how long the router's own residency news outlives its estimates
+    affinity_slack_s: float = 1.0  # stay on a session's node unless another is this much sooner
+    affinity_max: int = 65_536  # sessions remembered
+    learn_rate: float = 0.2  # weight of each new observation in the learnt service and load times
+
+
+@dataclass(slots=True)
+class _Option:
+    node: NodeView
+    resident: bool
+    cost: float
+    ready_slot: bool = False  # resident, loaded, and a slot free now
+    replica: bool = False  # not resident, and loading here evicts nothing and waits for no other load
+    victims: tuple[LoadedModel, ...] = ()
+
+
+@dataclass(slots=True)
+class _Load:
+    started_at: float
+    ready_at: float
+    clean: bool  # started with no victim and no load ahead: its duration teaches the load rate
+    prior_s: float  # the load time the priors predict, before learning
+    seen: bool = False  # a first token came back since
+
+
+class ModelAware:
+    def __init__(self, costs: Costs | None = None) -> None:
+        self.costs = costs or Costs()
+        self._affinity: OrderedDict[str, str] = OrderedDict()
+        self._loads: dict[tuple[str, str, str], _Load] = {}  # (node, model, options) -> a load we started
+        self._pipeline: dict[str, float] = {}  # node -> when the loads started there are done
+        self._gone: dict[tuple[str, str], float] = {}  # (node, model) -> evicted by us; trusted until
+        self._last: dict[tuple[str, str], float] = {}  # (node, model) -> last request routed there
+        self._sizes: dict[tuple[str, str], int] = {}  # (model, options) -> resident bytes seen in /api/ps
+        self._service: dict[str, float] = {}  # model -> learnt seconds in a slot
+        self._load_scale: dict[str, float] = {}  # node -> learnt actual ÷ predicted load time
+        self._arrivals: dict[tuple[str, str], tuple[float, float]] = {}  # (model, options) -> (decayed count, at)
+        self._cursor = 0
+        self._pruned_at = float("-inf")
+
+    # deciding
+
+    def pick(self, nodes: Sequence[NodeView], req: RouteRequest, now: float) -> Pick | NoRoute:
+        free = candidates(nodes, req)
+        if isinstance(free, NoRoute):
+            return free
+        if now - self._pruned_at > self.costs.forget_s:
+            self._prune(now)
+        self._count((req.model, req.options_key), now)
+        held = {n.name: self._held(n, now) for n in nodes if n.eligible}
+        capacity = self._capacity(nodes, held)
+        self._cursor += 1
+        start = self._cursor % len(free)
+        options = [self._option(n, req, now, held[n.name], capacity) for n in free[start:] + free[:start]]
+        if not any(o.ready_slot for o in options):
+            for o in options:
+                if o.replica:
+                    o.cost *= self.costs.replicate_discount
+        best = min(options, key=lambda o: (not o.ready_slot, o.cost))
+        if req.affinity is not None:
+            best = self._sticky(req.affinity, options, best)
+        if not best.resident:
+            self._start_load(best, req, now)
+        self._last[(best.node.name, req.model)] = now
+        return Pick(best.node.name, cold=not best.resident)
+
+    def _sticky(self, session: str, options: list[_Option], best: _Option) -> _Option:
+        sticky = self._affinity.get(session)
+        for o in options:
+            if o.node.name == sticky and o.resident and o.cost <= best.cost + self.costs.affinity_slack_s:
+                best = o
+        self._affinity[session] = best.node.name
+        self._affinity.move_to_end(session)
+        if len(self._affinity) > self.costs.affinity_max:
+            self._affinity.popitem(last=False)
+        return best
+
+    def _option(
+        self, node: NodeView, req: RouteRequest, now: float, held: list[LoadedModel], capacity: dict[Key, float]
+    ) -> _Option:
+        slots = max(1, node.parallel)
+        speed = node.weight if node.weight > 0 else 1e-9
+        busy = node.in_flight_by_model.get(req.model, 0)
+        others = sum(1 for m, k in node.in_flight_by_model.items() if k > 0 and m != req.model)
+        if any(m.model == req.model and m.options_key == req.options_key for m in held):
+            load = self._loads.get((node.name, req.model, req.options_key))
+            left = max(0.0, load.ready_at - now) if load is not None else 0.0
+            if left == 0 and busy < slots:
+                return _Option(node, True, 0.1 * others + 0.01 * node.in_flight / speed, ready_slot=True)
+            queued = max(0, busy - slots + 1)
+            wait = left + queued * self.service_s(node, req.model) * (1 + others) / (slots * speed)
+            return _Option(node, True, wait)
+        pipeline = max(0.0, self._pipeline.get(node.name, now) - now)
+        cost = pipeline + self.load_s(node, req.model) + 0.25 * others
+        victims = self._victims(node, held, req)
+        if not victims:
+            return _Option(node, False, cost, replica=pipeline == 0)
+        key = (req.model, req.options_key)
+        if capacity.get(key, 0.0) > 0 and self._utilisation(key, capacity[key], now) < self.costs.overload:
+            # Its replicas keep up with its traffic: the queue there is a passing burst, and evicting
+            # another model for it would only move a queue from one model to the other.
+            cost += self.costs.stability_loads * self.load_s(node, req.model)
+        for v in victims:
+            cost += self._eviction_cost(node, v, now, capacity)
+        return _Option(node, False, cost, victims=victims)
+
+    # what a node holds and what loading there displaces
+
+    def _held(self, node: NodeView, now: float) -> list[LoadedModel]:
+        """The node's runners: /api/ps (with the gateway's dispatches), less what we expect evicted."""
+        held = []
+        for m in node.loaded:
+            if self._gone.get((node.name, m.model), -1.0) > now:
+                continue
+            if m.size:
+                self._sizes[(m.model, m.options_key)] = m.size
+            held.append(m)
+        # A load we started that /api/ps does not show yet (Ollama lists a runner only once its load
+        # begins, after any victim has drained): it is coming.
+        for (name, model, options), load in self._loads.items():
+            fresh = name == node.name and now < load.ready_at + self.costs.forget_s
+            if fresh and not any(m.model == model and m.options_key == options for m in held):
+                held = [m for m in held if m.model != model]
+                held.append(LoadedModel(model, options))
+        return held
+
+    def _resident_bytes(self, node: NodeView, model: str, options: str) -> int:
+        seen = self._sizes.get((model, options)) or self._sizes.get((model, ""))
+        if seen:
+            return seen
+        return int((node.model_sizes.get(model) or self.costs.default_size) * self.costs.resident_factor)
+
+    def _victims(self, node: NodeView, held: list[LoadedModel], req: RouteRequest) -> tuple[LoadedModel, ...]:
+        """The runners Ollama will unload to fit the request's model, in order (fleet-model.md §1.4):
+        the model's own runner with other options first, then idle runners by name, else the first."""
+        out = [m for m in held if m.model == req.model]
+        rest = sorted((m for m in held if m.model != req.model), key=lambda m: m.digest or m.model)
+        need = self._resident_bytes(node, req.model, req.options_key)
+        while rest:
+            used = sum(m.size or self._resident_bytes(node, m.model, m.options_key) for m in rest)
+            fits = node.vram_bytes is None or need <= self.costs.fit_share * (node.vram_bytes - used)
+            if len(rest) < node.max_loaded and fits:
+                break
+            idle = [m for m in rest if node.in_flight_by_model.get(m.model, 0) == 0]
+            victim = (idle or rest)[0]
+            out.append(victim)
+            rest.remove(victim)
+        return tuple(out)
+
+    def _drain_s(self, node: NodeView, model: str) -> float:
+        """Until a runner's requests in flight have all finished (Ollama waits for them)."""
+        busy = node.in_flight_by_model.get(model, 0)
+        if busy == 0:
+            return 0.0
+        slots = max(1, node.parallel)
+        # The longest of the requests in its slots (about S·H(k)), after the ones queued behind them.
+        longest = sum(1 / k for k in range(1, min(busy, slots) + 1))
+        return self.service_s(node, model) * (max(0, busy - slots) / slots + longest)
+
+    def _eviction_cost(self, node: NodeView, victim: LoadedModel, now: float, capacity: dict[Key, float]) -> float:
+        cost = self.costs.unload_s + self._drain_s(node, victim.model)
+        if now - self._last.get((node.name, victim.model), float("-inf")) >= self.costs.in_use_s:
+            return cost
+        # In use: its traffic moves to its other replicas, or waits for a reload somewhere.
+        key = (victim.model, victim.options_key)
+        left = capacity.get(key, 0.0) - self._slot_rate(node, victim.model)
+        cost += self.load_s(node, victim.model)
+        if left <= 0 or self._utilisation(key, left, now) >= self.costs.overload:
+            cost += self.costs.stability_loads * self.load_s(node, victim.model)
+        return cost
+
+    # demand and capacity
+
+    def _count(self, key: Key, now: float) -> None:
+        value, at = self._arrivals.get(key, (0.0, now))
+        self._arrivals[key] = (value * math.exp(-(now - at) / self.costs.rate_window_s) + 1.0, now)
+
+    def _utilisation(self, key: Key, capacity: float, now: float) -> float:
+        """Requests per second for (model, options) over what its replicas serve per second."""
+        value, at = self._arrivals.get(key, (0.0, now))
+        rate = value * math.exp(-(now - at) / self.costs.rate_window_s) / self.costs.rate_window_s
+        return rate / capacity if capacity > 0 else math.inf
+
+    def _slot_rate(self, node: NodeView, model: str) -> float:
+        """Requests per second one runner of `model` on `node` completes with every slot busy."""
+        return max(1, node.parallel) * max(node.weight, 1e-9) / self.service_s(node, model)
+
+    def _capacity(self, nodes: Sequence[NodeView], held: dict[str, list[LoadedModel]]) -> dict[Key, float]:
+        capacity: dict[Key, float] = {}
+        for node in nodes:
+            for m in held.get(node.name, ()):
+                key = (m.model, m.options_key)
+                capacity[key] = capacity.get(key, 0.0) + self._slot_rate(node, m.model)
+        return capacity
+
+    # estimates, from priors and what the gateway observed
+
+    def load_s(self, node: NodeView, model: str) -> float:
+        return self._prior_load_s(node, model) * self._load_scale.get(node.name, 1.0)
+
+    def _prior_load_s(self, node: NodeView, model: str) -> float:
+        size = node.model_sizes.get(model) or self.costs.default_size
+        return self.costs.load_fixed_s + size / self.costs.load_bytes_per_s
+
+    def service_s(self, node: NodeView, model: str) -> float:
+        learnt = self._service.get(model)
+        if learnt is not None:
+            return learnt
+        size = node.model_sizes.get(model) or self.costs.reference_size
+        return self.costs.service_s * (0.4 + 0.6 * size / self.costs.reference_size)
+
+    def _start_load(self, best: _Option, req: RouteRequest, now: float) -> None:
+        node = best.node
+        start = max(now, self._pipeline.get(node.name, now))
+        drain = max((self._drain_s(node, v.model) for v in best.victims), default=0.0)
+        predicted = self.load_s(node, req.model)
+        ready = start + drain + self.costs.unload_s * len(best.victims) + predicted
+        for victim in best.victims:
+            self._gone[(node.name, victim.model)] = ready + self.costs.forget_s
+            for key in [k for k in self._loads if k[0] == node.name and k[1] == victim.model]:
+                del self._loads[key]
+        self._gone.pop((node.name, req.model), None)
+        clean = start == now and not best.victims
+        prior = self._prior_load_s(node, req.model)
+        self._loads[(node.name, req.model, req.options_key)] = _Load(now, ready, clean, prior)
+        self._pipeline[node.name] = ready
+
+    # what the gateway observed
+
+    def first_token(self, node: str, model: str, options_key: str, now: float, timed: bool = True) -> None:
+        """The first byte of an answer for `model` came from `node`: if we had it loading there, it is
+        loaded now, and the first timed answer after a clean load teaches the node's load rate."""
+        load = self._loads.get((node, model, options_key))
+        if load is None or load.seen:
+            return
+        load.seen = True
+        if load.clean and timed and load.prior_s > 0:
+            ratio = min(20.0, max(0.05, (now - load.started_at) / load.prior_s))
+            self._load_scale[node] = self._ewma(self._load_scale.get(node, 1.0), ratio)
+        load.ready_at = min(load.ready_at, now)
+        if self._pipeline.get(node, now) > now:
+            self._pipeline[node] = now
+
+    def finished(self, node: str, model: str, service_s: float, now: float) -> None:
+        """A request held a slot for `service_s` (first token to last)."""
+        if service_s > 0:
+            previous = self._service.get(model)
+            self._service[model] = service_s if previous is None else self._ewma(previous, service_s)
+
+    def _ewma(self, old: float, new: float) -> float:
+        return old + self.costs.learn_rate * (new - old)
+
+    def _prune(self, now: float) -> None:
+        c = self.costs
+        self._pruned_at = now
+        self._loads = {k: v for k, v in self._loads.items() if now < v.ready_at + c.forget_s}
+        self._pipeline = {k: t for k, t in self._pipeline.items() if t > now}
+        self._gone = {k: t for k, t in self._gone.items() if t > now}
+        self._last = {k: t for k, t in self._last.items() if now - t < c.in_use_s}

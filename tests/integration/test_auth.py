@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import openai
 import pytest
 import yaml
 
-from procs import Proc, start_corral, start_sim, wait_for
+from procs import Proc, sim_stats, start_corral, start_sim, wait_for
 
 MARKER = "secret-marker-9d4e1b7a"
 
@@ -230,3 +231,57 @@ def test_a_public_address_needs_keys_or_an_explicit_choice(tmp_path: Path) -> No
         [sys.executable, "-m", "corral", "config", "check", str(path)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0
+
+
+def test_the_admission_queue_serves_keys_in_turn_and_priority_classes_first(tmp_path: Path) -> None:
+    sim = start_sim("llama3.2:1b", extra=["--tokens-per-second", "20", "--load-seconds", "0"])
+    config = {
+        "backends": [{"name": "one", "url": sim.url, "max_concurrency": 1}],
+        "queue": {"max_len": 8, "max_wait_s": 60},
+        "auth": {"enabled": True, "store_url": f"sqlite:///{tmp_path / 'keys.db'}"},
+    }
+    path = tmp_path / "corral.yaml"
+    path.write_text(yaml.safe_dump(config))
+    admin = new_key(path, "--name", "ops", "--role", "admin")
+    bulk = new_key(path, "--name", "bulk")
+    steady = new_key(path, "--name", "steady")
+    vip = new_key(path, "--name", "vip", "--priority", "5")
+    corral = start_corral(config)
+    served: list[str] = []
+
+    def send(name: str, key: str, tokens: int = 4) -> int:
+        reply = httpx.post(
+            corral.url + "/api/generate",
+            headers=bearer(key),
+            timeout=60,
+            json={"model": "llama3.2:1b", "prompt": "x", "stream": False, "options": {"num_predict": tokens}},
+        )
+        if reply.status_code == 200:
+            served.append(name)
+        return reply.status_code
+
+    def waiting() -> int:
+        reply = httpx.get(corral.url + "/internal/status", headers=bearer(admin), timeout=5)
+        return int(reply.json()["queue"]["waiting"])
+
+    try:
+        with ThreadPoolExecutor(10) as pool:
+            # One slot, held for 10 s by a long bulk request while the queue fills: three more from
+            # `bulk`, then two each from `steady` and `vip`.
+            first = [pool.submit(send, "bulk", bulk, 200)]
+            wait_for(lambda: sim_stats(sim)["in_flight"] == 1, 15, "the long request to start")
+            first += [pool.submit(send, "bulk", bulk) for _ in range(3)]
+            wait_for(lambda: waiting() >= 3, 15, "bulk's burst to queue")
+            later = [pool.submit(send, "steady", steady) for _ in range(2)]
+            wait_for(lambda: waiting() >= 5, 15, "steady to queue")
+            later += [pool.submit(send, "vip", vip) for _ in range(2)]
+            wait_for(lambda: waiting() >= 7, 15, "vip to queue")
+            codes = [f.result() for f in first + later]
+        assert all(code == 200 for code in codes), codes
+        # bulk's first request held the slot; then vip's class goes first, then steady and bulk in turn.
+        assert served[0] == "bulk" and served[1:3] == ["vip", "vip"], served
+        assert sorted(served[3:5]) == ["bulk", "steady"], served
+        assert served.index("steady") < len(served) - 2, served  # not behind all of bulk's burst
+    finally:
+        corral.stop()
+        sim.stop()

@@ -1,6 +1,8 @@
 """A circuit breaker per node: closed → open after consecutive failures or a failure rate over a
-window → half-open after a cool-down, admitting one trial → closed on success, open again on failure.
-Time is always an argument."""
+window of the last requests → half-open after a cool-down, admitting one trial → closed on success,
+open again on failure. A trial that never reports back (its client left) is presumed lost after
+another cool-down, so a half-open breaker cannot stick. Time is always an argument.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +34,15 @@ class CircuitBreaker:
         self._consecutive = 0
         self._results: deque[bool] = deque(maxlen=window)
         self._trial_out = False
+        self._trial_at = 0.0
+
+    @property
+    def trial_out(self) -> bool:
+        """Half-open, with its one trial request admitted and not yet reported."""
+        return self.state is BreakerState.HALF_OPEN and self._trial_out
+
+    def _trial_lost(self, now: float) -> bool:
+        return self._trial_out and now - self._trial_at >= self.cooldown_s
 
     def would_admit(self, now: float) -> bool:
         """Whether `admit(now)` would let a request through, without taking the half-open trial."""
@@ -39,7 +50,7 @@ class CircuitBreaker:
             return True
         if self.state is BreakerState.OPEN:
             return now - self.opened_at >= self.cooldown_s
-        return not self._trial_out
+        return not self._trial_out or self._trial_lost(now)
 
     def admit(self, now: float) -> bool:
         if self.state is BreakerState.OPEN and now - self.opened_at >= self.cooldown_s:
@@ -47,15 +58,18 @@ class CircuitBreaker:
             self._trial_out = False
         if self.state is BreakerState.CLOSED:
             return True
-        if self.state is BreakerState.HALF_OPEN and not self._trial_out:
+        if self.state is BreakerState.HALF_OPEN and (not self._trial_out or self._trial_lost(now)):
             self._trial_out = True
+            self._trial_at = now
             return True
         return False
 
     def record_success(self, now: float) -> None:
         self._consecutive = 0
+        if self.state is BreakerState.OPEN:
+            return  # a late answer to a request admitted before the breaker opened
         self._results.append(True)
-        if self.state is not BreakerState.CLOSED:
+        if self.state is BreakerState.HALF_OPEN:
             self.state = BreakerState.CLOSED
             self._results.clear()
             self._trial_out = False

@@ -155,8 +155,9 @@ def main() -> None:
         "| policy | requests | TTFT p50 | p95 | p99 | E2E p50 | p99 | loads/1k | failed | TTFT ≤ 2 s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    table: dict[str, dict[str, float]] = {}
     for policy in POLICIES:
-        m = run_policy(policy, args.seconds, args.rate, args.seed)
+        m = table[policy] = run_policy(policy, args.seconds, args.rate, args.seed)
         lines.append(
             f"| {policy} | {m['requests']:.0f} | {m['ttft_p50']:.2f} s | {m['ttft_p95']:.2f} s | "
             f"{m['ttft_p99']:.2f} s | {m['e2e_p50']:.2f} s | {m['e2e_p99']:.2f} s | "
@@ -165,6 +166,30 @@ def main() -> None:
         print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
+    args.out.with_suffix(".json").write_text(json.dumps(table, indent=2))
+    chart(table, args.out.with_suffix(".png"))
+
+
+def chart(table: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    quantiles = (("ttft_p50", "p50"), ("ttft_p95", "p95"), ("ttft_p99", "p99"))
+    width = 0.8 / len(POLICIES)
+    for i, policy in enumerate(POLICIES):
+        xs = [j + i * width for j in range(len(quantiles))]
+        axes[0].bar(xs, [max(1e-3, table[policy][key]) for key, _ in quantiles], width, label=policy)
+    axes[0].set_xticks([j + 0.4 - width / 2 for j in range(len(quantiles))], [label for _, label in quantiles])
+    axes[0].set_title("time to first token, live (s, log)")
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    axes[1].bar(list(POLICIES), [table[p]["loads_per_1k"] for p in POLICIES], color=["C0", "C1", "C2"])
+    axes[1].set_title("model loads per 1,000 requests, live")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":

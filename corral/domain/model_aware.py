@@ -88,7 +88,7 @@ class ModelAware:
     def __init__(self, costs: Costs | None = None) -> None:
         self.costs = costs or Costs()
         self._affinity: OrderedDict[str, str] = OrderedDict()
-        self._loads: dict[tuple[str, str, str], _Load] = {}  # (node, model, options) -> a load we started
+        self._loads: dict[str, dict[Key, _Load]] = {}  # node -> (model, options) -> a load we started
         self._pipeline: dict[str, float] = {}  # node -> when the loads started there are done
         self._gone: dict[tuple[str, str], float] = {}  # (node, model) -> evicted by us; trusted until
         self._last: dict[tuple[str, str], float] = {}  # (node, model) -> last request routed there
@@ -108,15 +108,20 @@ class ModelAware:
         if now - self._pruned_at > self.costs.forget_s:
             self._prune(now)
         self._count((req.model, req.options_key), now)
-        held = {n.name: self._held(n, now) for n in nodes if n.eligible}
-        capacity = self._capacity(nodes, held)
         self._cursor += 1
         start = self._cursor % len(free)
-        options = [self._option(n, req, now, held[n.name], capacity) for n in free[start:] + free[:start]]
-        if not any(o.ready_slot for o in options):
-            for o in options:
-                if o.replica:
-                    o.cost *= self.costs.replicate_discount
+        rotated = free[start:] + free[:start]
+        # The common case, decided cheaply: the model is loaded and ready somewhere with a free slot.
+        # (Affinity may prefer a busier resident node, so it always weighs every option.)
+        options = [] if req.affinity is not None else [o for n in rotated if (o := self._ready(n, req, now))]
+        if not options:
+            held = {n.name: self._held(n, now) for n in nodes if n.eligible}
+            capacity = self._capacity(nodes, held)
+            options = [self._option(n, req, now, held[n.name], capacity) for n in rotated]
+            if not any(o.ready_slot for o in options):
+                for o in options:
+                    if o.replica:
+                        o.cost *= self.costs.replicate_discount
         best = min(options, key=lambda o: (not o.ready_slot, o.cost))
         if req.affinity is not None:
             best = self._sticky(req.affinity, options, best)
@@ -136,6 +141,25 @@ class ModelAware:
             self._affinity.popitem(last=False)
         return best
 
+    def _ready(self, node: NodeView, req: RouteRequest, now: float) -> _Option | None:
+        """The node, if the model is loaded and ready there with a free slot (as far as we know)."""
+        busy = node.in_flight_by_model.get(req.model, 0)
+        if busy >= max(1, node.parallel) or self._gone.get((node.name, req.model), -1.0) > now:
+            return None
+        if not any(m.model == req.model and m.options_key == req.options_key for m in node.loaded):
+            return None
+        load = self._loads.get(node.name, {}).get((req.model, req.options_key))
+        if load is not None and load.ready_at > now:
+            return None
+        return self._free_slot(node, req)
+
+    def _free_slot(self, node: NodeView, req: RouteRequest) -> _Option:
+        """A ready runner with a free slot: no wait. Prefer a GPU fewer other models are busy on, then
+        the fewest requests in flight."""
+        others = sum(1 for m, k in node.in_flight_by_model.items() if k > 0 and m != req.model)
+        speed = node.weight if node.weight > 0 else 1e-9
+        return _Option(node, True, 0.1 * others + 0.01 * node.in_flight / speed, ready_slot=True)
+
     def _option(
         self, node: NodeView, req: RouteRequest, now: float, held: list[LoadedModel], capacity: dict[Key, float]
     ) -> _Option:
@@ -144,10 +168,10 @@ class ModelAware:
         busy = node.in_flight_by_model.get(req.model, 0)
         others = sum(1 for m, k in node.in_flight_by_model.items() if k > 0 and m != req.model)
         if any(m.model == req.model and m.options_key == req.options_key for m in held):
-            load = self._loads.get((node.name, req.model, req.options_key))
+            load = self._loads.get(node.name, {}).get((req.model, req.options_key))
             left = max(0.0, load.ready_at - now) if load is not None else 0.0
             if left == 0 and busy < slots:
-                return _Option(node, True, 0.1 * others + 0.01 * node.in_flight / speed, ready_slot=True)
+                return self._free_slot(node, req)
             queued = max(0, busy - slots + 1)
             wait = left + queued * self.service_s(node, req.model) * (1 + others) / (slots * speed)
             return _Option(node, True, wait)
@@ -178,8 +202,8 @@ class ModelAware:
             held.append(m)
         # A load we started that /api/ps does not show yet (Ollama lists a runner only once its load
         # begins, after any victim has drained): it is coming.
-        for (name, model, options), load in self._loads.items():
-            fresh = name == node.name and now < load.ready_at + self.costs.forget_s
+        for (model, options), load in self._loads.get(node.name, {}).items():
+            fresh = now < load.ready_at + self.costs.forget_s
             if fresh and not any(m.model == model and m.options_key == options for m in held):
                 held = [m for m in held if m.model != model]
                 held.append(LoadedModel(model, options))
@@ -278,12 +302,13 @@ class ModelAware:
         ready = start + drain + self.costs.unload_s * len(best.victims) + predicted
         for victim in best.victims:
             self._gone[(node.name, victim.model)] = ready + self.costs.forget_s
-            for key in [k for k in self._loads if k[0] == node.name and k[1] == victim.model]:
-                del self._loads[key]
+            started = self._loads.get(node.name, {})
+            for key in [k for k in started if k[0] == victim.model]:
+                del started[key]
         self._gone.pop((node.name, req.model), None)
         clean = start == now and not best.victims
         prior = self._prior_load_s(node, req.model)
-        self._loads[(node.name, req.model, req.options_key)] = _Load(now, ready, clean, prior)
+        self._loads.setdefault(node.name, {})[(req.model, req.options_key)] = _Load(now, ready, clean, prior)
         self._pipeline[node.name] = ready
 
     # what the gateway observed
@@ -291,7 +316,7 @@ class ModelAware:
     def first_token(self, node: str, model: str, options_key: str, now: float, timed: bool = True) -> None:
         """The first byte of an answer for `model` came from `node`: if we had it loading there, it is
         loaded now, and the first timed answer after a clean load teaches the node's load rate."""
-        load = self._loads.get((node, model, options_key))
+        load = self._loads.get(node, {}).get((model, options_key))
         if load is None or load.seen:
             return
         load.seen = True
@@ -314,7 +339,12 @@ class ModelAware:
     def _prune(self, now: float) -> None:
         c = self.costs
         self._pruned_at = now
-        self._loads = {k: v for k, v in self._loads.items() if now < v.ready_at + c.forget_s}
+        for name in list(self._loads):
+            kept = {k: v for k, v in self._loads[name].items() if now < v.ready_at + c.forget_s}
+            if kept:
+                self._loads[name] = kept
+            else:
+                del self._loads[name]
         self._pipeline = {k: t for k, t in self._pipeline.items() if t > now}
         self._gone = {k: t for k, t in self._gone.items() if t > now}
         self._last = {k: t for k, t in self._last.items() if now - t < c.in_use_s}

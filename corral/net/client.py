@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 import httptools
 
@@ -81,7 +81,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._timer = None
         self._pool.forget(self)
         if self._response is not None and not self._response.done():
-            self._response.set_exception(UpstreamConnect(f"node {self._pool.name} closed the connection"))
+            _fail_quietly(self._response, UpstreamConnect(f"node {self._pool.name} closed the connection"))
         if self._done is not None and not self._done.done():
             head = (
                 self._response.result()
@@ -94,7 +94,8 @@ class UpstreamConnection(asyncio.Protocol):
             if head is not None and not head.chunked and head.content_length is None:
                 self._done.set_result(None)  # a body delimited by the connection's end
             else:
-                self._done.set_exception(UpstreamProtocol(f"node {self._pool.name} closed the connection mid-response"))
+                err = UpstreamProtocol(f"node {self._pool.name} closed the connection mid-response")
+                _fail_quietly(self._done, err)
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self._loop.time()
@@ -132,9 +133,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _fail(self, err: Exception) -> None:
         if self._response is not None and not self._response.done():
-            self._response.set_exception(err)
+            _fail_quietly(self._response, err)
         if self._done is not None and not self._done.done():
-            self._done.set_exception(err)
+            _fail_quietly(self._done, err)
         self.close()
 
     # httptools callbacks
@@ -296,3 +297,10 @@ def build_head(method: str, target: bytes, host: bytes, headers: Headers, body_l
         parts.append(b"content-length: %d\r\n" % body_len)
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def _fail_quietly(future: asyncio.Future[Any], err: Exception) -> None:
+    """Fail `future` for whoever awaits it, without asyncio's "exception was never retrieved" log when
+    nobody does (the proxy gives up on a connection, e.g. when its client left, before its end)."""
+    future.set_exception(err)
+    future.exception()  # marks it retrieved; an awaiting caller still gets the exception

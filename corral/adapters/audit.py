@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,50 +81,66 @@ class AuditSink(Protocol):
 
 
 class BufferedSink:
-    """The buffer and its drain task; subclasses say how a batch is written."""
+    """The buffer and its drain task; subclasses say how a batch is written.
 
-    def __init__(self, buffer: int = 10_000, batch: int = 500) -> None:
-        self._queue: asyncio.Queue[AuditRecord] = asyncio.Queue(buffer)
+    Records collect in memory and are written in batches: the drain task wakes on the first record,
+    lingers `linger_s` for more (so a busy gateway writes a few large batches rather than one per
+    request), then writes everything buffered, `batch` records at a time.
+    """
+
+    def __init__(self, buffer: int = 10_000, batch: int = 500, linger_s: float = 0.05) -> None:
+        self._records: deque[AuditRecord] = deque()
+        self._limit = buffer
         self._batch = batch
+        self._linger_s = linger_s
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._flushed = asyncio.Event()
+        self._writing = 0
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.failed = 0  # records a sink could not write (logged), for a metric
-        self._pending: set[asyncio.Task[None]] = set()
+
+    def _start(self) -> None:
+        if self._closed:
+            raise RuntimeError("audit sink is closed")
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain(), name=f"{type(self).__name__}.drain")
 
     def submit(self, record: AuditRecord) -> None:
-        """Queue a record without waiting (for synchronous callers on the event loop); when the buffer
-        is full, a task waits for room, so nothing is dropped."""
-        if self._closed:
-            raise RuntimeError("audit sink is closed")
-        if self._task is None:
-            self._task = asyncio.create_task(self._drain(), name=f"{type(self).__name__}.drain")
-        try:
-            self._queue.put_nowait(record)
-        except asyncio.QueueFull:
-            task = asyncio.get_running_loop().create_task(self._queue.put(record))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
+        """Queue a record without waiting (for synchronous callers on the event loop). Nothing is
+        dropped: past `buffer` records the buffer grows rather than refusing one."""
+        self._start()
+        self._records.append(record)
+        self._wake.set()
 
     async def write(self, record: AuditRecord) -> None:
-        if self._closed:
-            raise RuntimeError("audit sink is closed")
-        if self._task is None:
-            self._task = asyncio.create_task(self._drain(), name=f"{type(self).__name__}.drain")
-        await self._queue.put(record)
+        """Queue a record, waiting while the buffer is full."""
+        self._start()
+        while len(self._records) >= self._limit:
+            self._room.clear()
+            await self._room.wait()
+        self._records.append(record)
+        self._wake.set()
 
     async def _drain(self) -> None:
         while True:
-            records = [await self._queue.get()]
-            while len(records) < self._batch and not self._queue.empty():
-                records.append(self._queue.get_nowait())
-            try:
-                await self._write_batch(records)
-            except Exception:
-                self.failed += len(records)
-                log.exception("audit sink %s could not write %d records", type(self).__name__, len(records))
-            finally:
-                for _ in records:
-                    self._queue.task_done()
+            await self._wake.wait()
+            self._wake.clear()
+            if len(self._records) < self._batch and not self._closed:
+                await asyncio.sleep(self._linger_s)
+            while self._records:
+                records = [self._records.popleft() for _ in range(min(self._batch, len(self._records)))]
+                self._room.set()
+                self._writing = len(records)
+                try:
+                    await self._write_batch(records)
+                except Exception:
+                    self.failed += len(records)
+                    log.exception("audit sink %s could not write %d records", type(self).__name__, len(records))
+                finally:
+                    self._writing = 0
+            self._flushed.set()
 
     async def _write_batch(self, records: list[AuditRecord]) -> None:
         raise NotImplementedError
@@ -131,10 +148,11 @@ class BufferedSink:
     async def close(self) -> None:
         """Write out every buffered record, then stop. Writing after this is an error."""
         self._closed = True
-        if self._pending:
-            await asyncio.gather(*self._pending)
         if self._task is not None:
-            await self._queue.join()
+            while self._records or self._writing:
+                self._flushed.clear()
+                self._wake.set()
+                await self._flushed.wait()
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task

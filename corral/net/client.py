@@ -108,10 +108,14 @@ class UpstreamConnection(asyncio.Protocol):
     def watch(self, idle_s: float, total_s: float) -> None:
         """Fail the body with UpstreamTimeout after `idle_s` of silence (while the client keeps up) or
         `total_s` in all. Timers are re-armed lazily, so a busy stream costs no timer churn."""
+        if self._done is None or self._done.done():
+            return  # the whole answer is already here (a small body arrives with its head)
         now = self._loop.time()
         self._idle_s = idle_s
         self._deadline = now + total_s
         self.last_activity = now
+        if self._timer is not None:
+            self._timer.cancel()
         self._timer = self._loop.call_later(min(idle_s, total_s), self._check)
 
     def _check(self) -> None:
@@ -223,6 +227,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def release(self) -> None:
         """Return the connection to its pool if the exchange ended cleanly, else close it."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         done = self._done
         clean = done is not None and done.done() and not done.cancelled() and done.exception() is None
         if clean and self._keep_alive and not self.closed:

@@ -163,3 +163,26 @@ def test_pool_reuses_a_connection_and_reads_chunked_bodies() -> None:
         pool.close()
 
     run(with_server(handler, test))
+
+
+def test_finished_exchanges_leave_no_timers_behind() -> None:
+    # A small answer arrives whole with its head, before the proxy arms the body's idle timer: that
+    # timer must not be left pending for `idle_s` (under load: one per request, minutes each).
+    async def test(port: int) -> None:
+        loop = asyncio.get_running_loop()
+        pool = ConnectionPool("t", "127.0.0.1", port)
+        for _ in range(50):
+            conn = await pool.acquire(2)
+            conn.send(build_head("POST", b"/", pool.host_header, [], 2), b"hi", first_byte_s=30)
+            await conn.response()
+            conn.attach(lambda _: None)
+            conn.watch(300, 600)
+            await conn.finished()
+            conn.release()
+        await asyncio.sleep(0)
+        timers = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+        client_timers = [h for h in timers if "UpstreamConnection" in repr(h)]
+        assert client_timers == []
+        pool.close()
+
+    run(with_server(echo, test))

@@ -11,6 +11,7 @@ cost several times more per request on the proxy path). A burst caps what may be
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import defaultdict
@@ -89,12 +90,17 @@ class TokenReservation:
     charged: tuple[tuple[str, RateLimitItem, int], ...] = ()
 
 
-def _items(scope: Scope, namespace: str) -> list[RateLimitItem]:
-    items: list[RateLimitItem] = [RateLimitItemPerMinute(scope.per_minute, namespace=namespace)]
-    if scope.burst is not None and 0 < scope.burst < scope.per_minute:
-        window = max(1, round(60 * scope.burst / scope.per_minute))
-        items.append(RateLimitItemPerSecond(scope.burst, window, namespace=namespace))
-    return items
+def _items(scope: Scope, namespace: str) -> tuple[RateLimitItem, ...]:
+    return _items_for(scope.per_minute, scope.burst, namespace)
+
+
+@functools.lru_cache(maxsize=4096)
+def _items_for(per_minute: int, burst: int | None, namespace: str) -> tuple[RateLimitItem, ...]:
+    items: list[RateLimitItem] = [RateLimitItemPerMinute(per_minute, namespace=namespace)]
+    if burst is not None and 0 < burst < per_minute:
+        window = max(1, round(60 * burst / per_minute))
+        items.append(RateLimitItemPerSecond(burst, window, namespace=namespace))
+    return tuple(items)
 
 
 class LimitStore:
@@ -141,18 +147,37 @@ class LimitStore:
         stats = await limiter.get_window_stats(item, key)
         return stats.remaining, max(0.0, stats.reset_time - self._clock())
 
+    async def _window(self, key: str, item: RateLimitItem, cost: int) -> tuple[bool, int, float]:
+        """One read of a sliding-window counter: whether `cost` more would fit (the limiter's own `test`
+        rule), what remains, and the seconds until some of it frees. The same arithmetic as the `limits`
+        strategy's `test` and `get_window_stats`, from one storage call instead of two."""
+        expiry = item.get_expiry()
+        previous, previous_expires_in, current, current_expires_in = await self.storage.get_sliding_window(
+            item.key_for(key), expiry
+        )
+        weighted = previous * previous_expires_in / expiry + current
+        fits = weighted < item.amount - cost + 1
+        remaining = max(0, item.amount - math.floor(weighted))
+        reset = min(
+            previous_expires_in % (expiry / previous) if previous else math.inf,
+            current_expires_in % expiry if current else math.inf,
+        )
+        return fits, remaining, float(expiry) if math.isinf(reset) else reset
+
     async def _check(self, limiter: RateLimiter, scopes: Sequence[Scope], cost: int) -> TokenReservation:
         pairs = [(s.key, item) for s in scopes for item in _items(s, self.namespace)]
+        if not pairs:
+            return TokenReservation(Decision(True))
         costs = [min(cost, item.amount) for _, item in pairs]
-        # Test everything first, so that a request one scope refuses uses up nothing in the others.
+        # Read everything first, so that a request one scope refuses uses up nothing in the others.
         # Sequential awaits: in memory there is no I/O to overlap, and a task per scope costs more than it saves.
-        tested = [await limiter.test(i, k, cost=c) for (k, i), c in zip(pairs, costs, strict=True)]
-        refused = next((n for n, ok in enumerate(tested) if not ok), None)
+        windows = [await self._window(k, i, c) for (k, i), c in zip(pairs, costs, strict=True)]
+        refused = next((n for n, (fits, _, _) in enumerate(windows) if not fits), None)
         hit: list[tuple[str, RateLimitItem, int]] = []
         if refused is None:
             for (key, item), c in zip(pairs, costs, strict=True):
                 if not await limiter.hit(item, key, cost=c):
-                    refused = len(hit)  # lost a race since the test: what was hit stays spent
+                    refused = len(hit)  # lost a race since the read: what was hit stays spent
                     break
                 hit.append((key, item, c))
         if refused is not None:
@@ -160,12 +185,11 @@ class LimitStore:
             remaining, reset = await self._stats(limiter, key, item)
             decision = Decision(False, item.amount, remaining, reset, reset, key)
             return TokenReservation(decision, tuple(hit))
-        if not pairs:
-            return TokenReservation(Decision(True))
-        stats = [await self._stats(limiter, k, i) for k, i in pairs]
-        n = min(range(len(pairs)), key=lambda j: stats[j][0] / pairs[j][1].amount)
-        remaining, reset = stats[n]
-        return TokenReservation(Decision(True, pairs[n][1].amount, remaining, reset, None, pairs[n][0]), tuple(hit))
+        # Admitted: what remains after this request's own hits, for the tightest scope.
+        after = [max(0, remaining - c) for (_, remaining, _), c in zip(windows, costs, strict=True)]
+        n = min(range(len(pairs)), key=lambda j: after[j] / pairs[j][1].amount)
+        decision = Decision(True, pairs[n][1].amount, after[n], windows[n][2], None, pairs[n][0])
+        return TokenReservation(decision, tuple(hit))
 
     async def check_request(self, scopes: Sequence[Scope]) -> Decision:
         """Admit one request against every scope (all or nothing, as far as races allow)."""

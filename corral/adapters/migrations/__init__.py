@@ -6,6 +6,7 @@ A new column means a new version file and a change here, checked by `tests/contr
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -86,8 +87,18 @@ def open_engine(url: str) -> AsyncEngine:
         def _connect(dbapi_conn: Any, _record: object) -> None:
             dbapi_conn.isolation_level = None
             cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=10000")
+            # Switching a new file to WAL needs a moment of exclusive access, and SQLite answers "locked"
+            # at once (busy timeout or not) while another connection, e.g. a replica migrating at the
+            # same time, holds the file: retry for a while.
+            for attempt in range(100):
+                try:
+                    cursor.execute("PRAGMA journal_mode=WAL")
+                    break
+                except Exception as exc:
+                    if "locked" not in str(exc) or attempt == 99:
+                        raise
+                    time.sleep(0.05)
             cursor.close()
 
         @event.listens_for(engine.sync_engine, "begin")

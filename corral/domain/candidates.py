@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from corral.domain.fleet import NodeView, NoRoute, NoRouteReason, RouteRequest
+from corral.domain.fleet import LoadedModel, NodeView, NoRoute, NoRouteReason, RouteRequest
 
 
 def candidates(nodes: Sequence[NodeView], req: RouteRequest) -> list[NodeView] | NoRoute:
@@ -24,4 +24,9 @@ def candidates(nodes: Sequence[NodeView], req: RouteRequest) -> list[NodeView] |
 
 def is_loaded(node: NodeView, req: RouteRequest) -> bool:
     """The node holds a runner for the model with the request's load-time options."""
-    return any(m.model == req.model and m.options_key == req.options_key for m in node.loaded)
+    return holds(node.loaded, req)
+
+
+def holds(runners: Iterable[LoadedModel], req: RouteRequest) -> bool:
+    """One of `runners` serves the request's model with its load-time options."""
+    return any(m.model == req.model and m.options_key == req.options_key for m in runners)

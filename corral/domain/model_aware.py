@@ -10,7 +10,7 @@ Every suitable node gets an estimated time until the request could start there:
   the same GPU (they time-share it);
 - not resident: the loads already started on that node (Ollama loads one model at a time), the load
   itself (fixed cost + size ÷ disk bandwidth), and the evictions Ollama will make to fit it. The
-  victims are predicted with Ollama's own rule (idle runners first, in name order; `max_loaded` and,
+  victims are predicted with Ollama's own rule (idle runners first, in digest order; `max_loaded` and,
   when the node's memory is configured, 80% of free memory). Each victim costs its unload, the wait
   for its requests to finish, and, when it was in use within `in_use_s`, its own reload elsewhere:
   that is what stops two models from evicting each other in turn.
@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from corral.domain.candidates import candidates
+from corral.domain.candidates import candidates, holds, is_loaded
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, Pick, RouteRequest
 
 Key = tuple[str, str]  # (model, load-time options)
@@ -95,7 +95,7 @@ class ModelAware:
         self._sizes: dict[tuple[str, str], int] = {}  # (model, options) -> resident bytes seen in /api/ps
         self._service: dict[str, float] = {}  # model -> learnt seconds in a slot
         self._load_scale: dict[str, float] = {}  # node -> learnt actual ÷ predicted load time
-        self._arrivals: dict[tuple[str, str], tuple[float, float]] = {}  # (model, options) -> (decayed count, at)
+        self._arrivals: dict[Key, tuple[float, float]] = {}  # (model, options) -> (decayed count, at)
         self._cursor = 0
         self._pruned_at = float("-inf")
 
@@ -146,7 +146,7 @@ class ModelAware:
         busy = node.in_flight_by_model.get(req.model, 0)
         if busy >= max(1, node.parallel) or self._gone.get((node.name, req.model), -1.0) > now:
             return None
-        if not any(m.model == req.model and m.options_key == req.options_key for m in node.loaded):
+        if not is_loaded(node, req):
             return None
         load = self._loads.get(node.name, {}).get((req.model, req.options_key))
         if load is not None and load.ready_at > now:
@@ -156,24 +156,22 @@ class ModelAware:
     def _free_slot(self, node: NodeView, req: RouteRequest) -> _Option:
         """A ready runner with a free slot: no wait. Prefer a GPU fewer other models are busy on, then
         the fewest requests in flight."""
-        others = sum(1 for m, k in node.in_flight_by_model.items() if k > 0 and m != req.model)
-        speed = node.weight if node.weight > 0 else 1e-9
-        return _Option(node, True, 0.1 * others + 0.01 * node.in_flight / speed, ready_slot=True)
+        cost = 0.1 * _others(node, req.model) + 0.01 * node.in_flight / _speed(node)
+        return _Option(node, True, cost, ready_slot=True)
 
     def _option(
         self, node: NodeView, req: RouteRequest, now: float, held: list[LoadedModel], capacity: dict[Key, float]
     ) -> _Option:
         slots = max(1, node.parallel)
-        speed = node.weight if node.weight > 0 else 1e-9
         busy = node.in_flight_by_model.get(req.model, 0)
-        others = sum(1 for m, k in node.in_flight_by_model.items() if k > 0 and m != req.model)
-        if any(m.model == req.model and m.options_key == req.options_key for m in held):
+        others = _others(node, req.model)
+        if holds(held, req):
             load = self._loads.get(node.name, {}).get((req.model, req.options_key))
             left = max(0.0, load.ready_at - now) if load is not None else 0.0
             if left == 0 and busy < slots:
                 return self._free_slot(node, req)
             queued = max(0, busy - slots + 1)
-            wait = left + queued * self.service_s(node, req.model) * (1 + others) / (slots * speed)
+            wait = left + queued * self.service_s(node, req.model) * (1 + others) / (slots * _speed(node))
             return _Option(node, True, wait)
         pipeline = max(0.0, self._pipeline.get(node.name, now) - now)
         cost = pipeline + self.load_s(node, req.model) + 0.25 * others
@@ -217,7 +215,8 @@ class ModelAware:
 
     def _victims(self, node: NodeView, held: list[LoadedModel], req: RouteRequest) -> tuple[LoadedModel, ...]:
         """The runners Ollama will unload to fit the request's model, in order (fleet-model.md §1.4):
-        the model's own runner with other options first, then idle runners by name, else the first."""
+        the model's own runner with other options first, then idle runners in digest (blob path) order,
+        else the first in that order."""
         out = [m for m in held if m.model == req.model]
         rest = sorted((m for m in held if m.model != req.model), key=lambda m: m.digest or m.model)
         need = self._resident_bytes(node, req.model, req.options_key)
@@ -268,7 +267,7 @@ class ModelAware:
 
     def _slot_rate(self, node: NodeView, model: str) -> float:
         """Requests per second one runner of `model` on `node` completes with every slot busy."""
-        return max(1, node.parallel) * max(node.weight, 1e-9) / self.service_s(node, model)
+        return max(1, node.parallel) * _speed(node) / self.service_s(node, model)
 
     def _capacity(self, nodes: Sequence[NodeView], held: dict[str, list[LoadedModel]]) -> dict[Key, float]:
         capacity: dict[Key, float] = {}
@@ -348,3 +347,12 @@ class ModelAware:
         self._pipeline = {k: t for k, t in self._pipeline.items() if t > now}
         self._gone = {k: t for k, t in self._gone.items() if t > now}
         self._last = {k: t for k, t in self._last.items() if now - t < c.in_use_s}
+
+
+def _others(node: NodeView, model: str) -> int:
+    """Other models with requests in flight on the node: they time-share its GPU."""
+    return sum(1 for m, k in node.in_flight_by_model.items() if k > 0 and m != model)
+
+
+def _speed(node: NodeView) -> float:
+    return node.weight if node.weight > 0 else 1e-9

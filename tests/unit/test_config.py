@@ -2,7 +2,9 @@ from pathlib import Path
 
 import pytest
 
+from corral.app.fleet import Fleet
 from corral.config import ConfigError, load_settings
+from corral.domain.breaker import CircuitBreaker
 
 
 def test_defaults_and_minimum_keys(tmp_path: Path) -> None:
@@ -61,3 +63,16 @@ def test_backend_urls(tmp_path: Path) -> None:
         else:
             with pytest.raises(ConfigError, match=r"backends\[0\]\.url"):
                 load_settings(path)
+
+
+def test_vram_gb_reaches_routing_and_bad_values_name_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("backends:\n  - {name: a, url: 'http://127.0.0.1:11434', vram_gb: 24}\n")
+    settings = load_settings(path)
+    node = Fleet().add(settings.backends[0], settings.health, CircuitBreaker())
+    assert node.view(0.0).vram_bytes == 24 * 2**30
+    for bad in ("0", "-8", "lots"):
+        path.write_text(f"backends:\n  - {{name: a, url: 'http://127.0.0.1:11434', vram_gb: {bad}}}\n")
+        with pytest.raises(ConfigError) as err:
+            load_settings(path)
+        assert [key for key, _ in err.value.problems] == ["backends[0].vram_gb"]

@@ -69,6 +69,12 @@ class ServerSettings(_Section):
     trusted_proxies: list[str] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed for the client IP."
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="On a loopback address, Host names answered besides local ones (as Ollama, against DNS "
+        "rebinding: localhost, local and private IPs, this machine's name, *.localhost, *.local, *.internal): exact "
+        "names, '*.example.com' for subdomains, or '*' for any.",
+    )
     expose_node_header: bool = Field(True, description="Add X-Corral-Node (the node that served) to responses.")
     tls: TlsSettings = Field(default_factory=TlsSettings, description="Optional TLS on Corral's listener.")
     cors: CorsSettings = Field(default_factory=CorsSettings, description="CORS policy for browser clients.")
@@ -161,7 +167,15 @@ class RoutingSettings(_Section):
 
 class TimeoutSettings(_Section):
     connect_s: float = Field(3.0, gt=0, description="Connecting to a node.")
-    first_byte_s: float = Field(300.0, gt=0, description="From sending a request to the node's response head.")
+    first_byte_s: float = Field(
+        300.0, gt=0, description="Streamed requests: from sending the request to the node's response head."
+    )
+    answer_s: float = Field(
+        900.0,
+        gt=0,
+        description="Non-streamed requests: from sending the request to the whole answer (a node sends "
+        "nothing until it has generated all of it). Model management (pull, push, create) waits up to total_s.",
+    )
     idle_s: float = Field(120.0, gt=0, description="Longest silence between two chunks of a streamed response.")
     total_s: float = Field(3600.0, gt=0, description="Whole exchange with a node, stream included.")
 

@@ -96,6 +96,7 @@ def principal_from_claims(claims: Mapping[str, Any], m: ClaimMap = ClaimMap()) -
         max_concurrency=_int(claims, m.max_concurrency),
         priority=_int(claims, m.priority) or 0,
         expires_at=float(exp) if isinstance(exp, int | float) else None,
+        source="jwt",
     )
 
 

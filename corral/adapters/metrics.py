@@ -9,7 +9,6 @@ knows (anything else is `other`), status classes and ErrorKind values.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
@@ -35,7 +34,6 @@ REJECTION_REASONS = (
     "queue_full",
     "queue_timeout",
 )
-_LOAD_DURATION = re.compile(rb'"load_duration":(\d+)')
 _MODEL_LOAD_THRESHOLD_S = 0.05  # a load_duration above this means the request waited for a model load
 
 
@@ -254,8 +252,3 @@ class Metrics:
     def health_check(self, node: str, ok: bool, seconds: float) -> None:
         self.health_checks.labels(node, "ok" if ok else "fail").observe(seconds)
 
-
-def load_seconds(tail: bytes) -> float | None:
-    """The node's `load_duration` (ns) from the final chunk, in seconds."""
-    found = _LOAD_DURATION.findall(tail)
-    return int(found[-1]) / 1e9 if found else None

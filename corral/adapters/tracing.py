@@ -32,24 +32,53 @@ class Tracing:
         )
         self.tracer = self.provider.get_tracer("corral")
 
-    def start_request(self, method: str, route: str, headers: Headers) -> Span:
+    def start_request(self, method: str, route: str, headers: Headers) -> RequestSpan:
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in (b"traceparent", b"tracestate")}
         context = _PROPAGATOR.extract(carrier) if carrier else None
-        return self.tracer.start_span(f"{method} {route}", context=context, kind=SpanKind.SERVER)
+        span = self.tracer.start_span(f"{method} {route}", context=context, kind=SpanKind.SERVER)
+        return RequestSpan(self.tracer, span)
 
-    def start_attempt(self, parent: Span, node: str, attempt: int) -> tuple[Span, Headers]:
+    def shutdown(self) -> None:
+        self.provider.shutdown()
+
+
+class AttemptSpan:
+    __slots__ = ("span",)
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+
+    def end(self, status: int | None, error: str | None) -> None:
+        span = self.span
+        if status is not None:
+            span.set_attribute("http.response.status_code", status)
+        if error is not None:
+            span.set_status(trace.Status(trace.StatusCode.ERROR, error))
+        span.end()
+
+
+class RequestSpan:
+    """A request's server span (corral.domain.record.RequestTrace)."""
+
+    __slots__ = ("span", "tracer")
+
+    def __init__(self, tracer: trace.Tracer, span: Span) -> None:
+        self.tracer = tracer
+        self.span = span
+
+    def attempt(self, node: str, attempt: int) -> tuple[AttemptSpan, Headers]:
         span = self.tracer.start_span(
             f"upstream {node}",
-            context=trace.set_span_in_context(parent),
+            context=trace.set_span_in_context(self.span),
             kind=SpanKind.CLIENT,
             attributes={"corral.node": node, "corral.attempt": attempt},
         )
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
-        return span, [(k.encode(), v.encode()) for k, v in carrier.items()]
+        return AttemptSpan(span), [(k.encode(), v.encode()) for k, v in carrier.items()]
 
-    @staticmethod
-    def end_request(span: Span, record: RequestRecord) -> None:
+    def end(self, record: RequestRecord) -> None:
+        span = self.span
         attributes: dict[str, Any] = {
             "http.route": record.route,
             "http.response.status_code": record.status,
@@ -71,14 +100,3 @@ class Tracing:
         if record.status >= 500 or record.error_kind is not None:
             span.set_status(trace.Status(trace.StatusCode.ERROR, record.error or ""))
         span.end(time.time_ns())
-
-    @staticmethod
-    def end_attempt(span: Span, status: int | None, error: str | None) -> None:
-        if status is not None:
-            span.set_attribute("http.response.status_code", status)
-        if error is not None:
-            span.set_status(trace.Status(trace.StatusCode.ERROR, error))
-        span.end()
-
-    def shutdown(self) -> None:
-        self.provider.shutdown()

@@ -78,7 +78,7 @@ class AdminBackends:
             send_json(response, record, {"removed": name})
         elif request.method == "POST" and action in ("drain", "undrain"):
             node.draining = action == "drain"
-            self.fleet.notify()
+            self.fleet.capacity_changed()
             self.audit(f"node_{action}ed", {"name": name, "by": record.key_name})
             send_json(response, record, _node_summary(node))
         elif request.method == "GET" and not action:

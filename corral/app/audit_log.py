@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from corral.adapters.audit import AuditRecord, BufferedSink
-from corral.domain.keys import Principal
 from corral.domain.record import RequestRecord
 
 
@@ -24,7 +23,7 @@ class AuditLog:
             await sink.close()
 
     def observe(self, record: RequestRecord) -> None:
-        principal = record.principal if isinstance(record.principal, Principal) else None
+        principal = record.principal
         digest = record.prompt_digest
         self._submit(
             AuditRecord(

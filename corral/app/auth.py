@@ -14,14 +14,12 @@ import orjson
 
 from corral.adapters.jwt_auth import JwtVerifier
 from corral.adapters.keystore import KeyCache, KeyExists, KeyNotFound, KeySpec, SqlKeyStore
+from corral.app.routes import Access, RouteSpec
 from corral.app.views import send_json
 from corral.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
 from corral.domain.keys import Principal, Role
 from corral.domain.record import RequestRecord
 from corral.net.response import Request, Response
-
-PUBLIC_ROUTES = frozenset({"/health", "/ready"})
-ADMIN_ROUTES = frozenset({"/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs/{digest}"})
 
 
 def presented_key(request: Request) -> str | None:
@@ -53,9 +51,9 @@ class AuthGuard:
             self.on_reject(reason)
         return error
 
-    async def __call__(self, request: Request, record: RequestRecord) -> None:
-        route = record.route
-        if route in PUBLIC_ROUTES or (route == "/metrics" and self.metrics_open):
+    async def __call__(self, request: Request, record: RequestRecord, spec: RouteSpec) -> None:
+        access = spec.access
+        if access is Access.PUBLIC or (access is Access.METRICS and self.metrics_open):
             return
         key = presented_key(request)
         if key is None:
@@ -73,8 +71,8 @@ class AuthGuard:
         record.principal = principal
         record.key_name = principal.name
         record.priority = principal.priority
-        if (route.startswith("/admin/") or route in ADMIN_ROUTES) and not principal.is_admin:
-            raise self._reject("forbidden", Forbidden(f"key '{principal.name}' may not call {route}"))
+        if access is Access.ADMIN and not principal.is_admin:
+            raise self._reject("forbidden", Forbidden(f"key '{principal.name}' may not call {spec.path}"))
 
 
 def _expiry(value: object) -> float | None:

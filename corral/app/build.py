@@ -6,10 +6,11 @@ import asyncio
 import logging
 import re
 import signal
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -21,17 +22,20 @@ from corral.adapters.limits import LimitStore
 from corral.adapters.metrics import Metrics
 from corral.adapters.migrations import open_engine, upgrade
 from corral.app.admin import AdminBackends
+from corral.app.admission import Admission
+from corral.app.attempts import Forwarder
 from corral.app.audit_log import AuditLog
 from corral.app.auth import AdminKeys, AuthGuard
-from corral.app.context import ApiFamily, Observer, RequestRecord
+from corral.app.context import Observer, RequestRecord
 from corral.app.discovery import Discovery
-from corral.app.fleet import Fleet
-from corral.app.gateway import ClientAddress, Gateway, Router
+from corral.app.fleet import Fleet, Node
+from corral.app.gateway import ClientAddress, Gateway, HostCheck
 from corral.app.inference import InferenceHandlers
 from corral.app.limits_guard import LimitGuard
 from corral.app.logs import access_observer
 from corral.app.node_ops import NodeOps
-from corral.app.proxy import Proxy
+from corral.app.router import RouteHandler, Router
+from corral.app.routes import ROUTES, inference_paths
 from corral.app.views import FleetViews, send_json
 from corral.config import Settings, is_loopback
 from corral.domain.breaker import CircuitBreaker
@@ -52,7 +56,8 @@ class App:
     settings: Settings
     fleet: Fleet
     discovery: Discovery
-    proxy: Proxy
+    admission: Admission
+    forwarder: Forwarder
     views: FleetViews
     gateway: Gateway
     server: HttpServer
@@ -73,45 +78,16 @@ def make_breaker() -> CircuitBreaker:
     return CircuitBreaker(failure_threshold=5, failure_rate=0.5, window=20, min_requests=10, cooldown_s=10.0)
 
 
-INFERENCE_ROUTES = (
-    "/api/generate",
-    "/api/chat",
-    "/api/embed",
-    "/api/embeddings",
-    "/api/show",
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-)
-
-
-def build_router(
-    views: FleetViews,
-    inference: InferenceHandlers,
-    node_ops: NodeOps,
-    admin: AdminBackends,
-    status: Callable[[Request, Response, RequestRecord], Any],
-) -> Router:
-    r = Router()
-    r.add("GET,HEAD", "/", views.root)
-    r.add("GET,HEAD", "/api/version", views.version)
-    r.add("GET,HEAD", "/api/tags", views.tags)
-    r.add("GET", "/api/ps", views.ps)
-    for path in INFERENCE_ROUTES:
-        r.add("POST", path, inference)
-    for path in ("/api/pull", "/api/push", "/api/create", "/api/copy"):
-        r.add("POST", path, node_ops)
-    r.add("DELETE", "/api/delete", node_ops)
-    r.add("HEAD,POST", "/api/blobs/{digest}", node_ops)
-    r.add("GET", "/v1/models", views.v1_models)
-    r.add("GET", "/v1/models/{model}", views.v1_model)
-    r.add("GET,HEAD", "/health", views.health, ApiFamily.OLLAMA)
-    r.add("GET,HEAD", "/ready", views.ready, ApiFamily.OLLAMA)
-    r.add("GET", "/internal/status", status, ApiFamily.OLLAMA)
-    r.add("GET,POST", "/admin/backends", admin.list, ApiFamily.OLLAMA)
-    r.exact["/admin/backends"].handlers["POST"] = admin.add
-    r.add("GET,POST,DELETE", "/admin/backends/{name}", admin.by_name, ApiFamily.OLLAMA)
-    return r
+def _local_addresses() -> tuple[str, frozenset[str]]:
+    """This machine's hostname and its own addresses (Ollama's isLocalIP), for the Host check."""
+    hostname = socket.gethostname()
+    addresses: set[str] = set()
+    try:
+        for info in socket.getaddrinfo(hostname, None):
+            addresses.add(str(info[4][0]))
+    except OSError:
+        pass
+    return hostname, frozenset(addresses)
 
 
 async def build(settings: Settings) -> App:
@@ -131,15 +107,18 @@ async def build(settings: Settings) -> App:
 
         t = settings.tracing
         tracing = Tracing(t.endpoint, t.service_name, t.sample_ratio, t.export_delay_ms)
-    proxy = Proxy(
-        fleet,
-        strategy,
-        settings.routing,
-        settings.timeouts,
-        settings.queue.max_len,
-        settings.queue.max_wait_s,
-        settings.server.expose_node_header,
-        tracing,
+    admission = Admission(fleet, strategy, settings.queue.max_len, settings.queue.max_wait_s)
+
+    refreshing: set[asyncio.Task[None]] = set()
+
+    def stale(node: Node) -> None:
+        # A node said it lacks a model our view listed: re-read its models soon, off the request path.
+        task = loop.create_task(discovery.refresh(node))
+        refreshing.add(task)
+        task.add_done_callback(refreshing.discard)
+
+    forwarder = Forwarder(
+        fleet, admission, strategy, settings.routing, settings.timeouts, settings.server.expose_node_header, stale
     )
     views = FleetViews(fleet, loop.time())
     audit: AuditLog | None = None
@@ -155,25 +134,40 @@ async def build(settings: Settings) -> App:
     caps = Caps(v.max_predict, v.max_ctx, tuple(re.compile(p) for p in v.deny_patterns))
     inference = InferenceHandlers(
         fleet,
-        proxy,
+        forwarder,
         settings.routing.affinity_header,
         audit is not None,
         settings.audit.include_content,
         caps,
         tuple(v.models) if v.models is not None else None,
     )
-    node_ops = NodeOps(fleet, proxy, discovery, settings.timeouts.first_byte_s)
+    node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
     admin = AdminBackends(fleet, discovery, settings.health, make_breaker, audit.admin if audit else None)
 
     async def status(request: Request, response: Response, record: RequestRecord) -> None:
-        send_json(response, record, views.status(loop.time(), proxy.waiting))
+        send_json(response, record, views.status(loop.time(), admission.waiting))
 
-    router = build_router(views, inference, node_ops, admin, status)
+    handlers: dict[str, RouteHandler] = {
+        "root": views.root,
+        "version": views.version,
+        "tags": views.tags,
+        "ps": views.ps,
+        "v1_models": views.v1_models,
+        "v1_model": views.v1_model,
+        "inference": inference,
+        "node_ops": node_ops,
+        "health": views.health,
+        "ready": views.ready,
+        "status": status,
+        "backends_list": admin.list,
+        "backends_add": admin.add,
+        "backends_by_name": admin.by_name,
+    }
     observers: list[Observer] = [access_observer] if settings.logging.access else []
     if metrics is not None:
         metrics.known_models = fleet.known_models
-        metrics.preset(INFERENCE_ROUTES)
-        metrics.watch_fleet(lambda: list(fleet), lambda: proxy.waiting)
+        metrics.preset(inference_paths())
+        metrics.watch_fleet(lambda: list(fleet), lambda: admission.waiting)
         observers.append(metrics.observe)
         exposition = metrics.registry
 
@@ -181,11 +175,10 @@ async def build(settings: Settings) -> App:
             record.status = 200
             response.send(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(exposition))
 
-        router.add("GET", "/metrics", scrape, ApiFamily.OLLAMA)
+        handlers["metrics"] = scrape
         if settings.metrics.listen:
             # A separate listener for Prometheus (e.g. on an internal interface): /metrics only, no key.
-            metrics_router = Router()
-            metrics_router.add("GET", "/metrics", scrape, ApiFamily.OLLAMA)
+            metrics_router = Router.from_table((r for r in ROUTES if r.path == "/metrics"), {"metrics": scrape})
             metrics_server = HttpServer(Gateway(metrics_router, []))
     if audit is not None:
         observers.append(audit.observe)
@@ -194,15 +187,19 @@ async def build(settings: Settings) -> App:
         store = SqlKeyStore(settings.auth.store_url)
         cache = KeyCache(store, settings.auth.cache_ttl_s)
         keys = AdminKeys(store, cache, audit.admin if audit is not None else lambda action, detail: None)
-        router.add("GET,POST", "/admin/keys", keys.list, ApiFamily.OLLAMA)
-        router.exact["/admin/keys"].handlers["POST"] = keys.create
-        router.add("POST,DELETE", "/admin/keys/{name}", keys.by_name, ApiFamily.OLLAMA)
+        handlers.update(keys_list=keys.list, keys_create=keys.create, keys_by_name=keys.by_name)
+    host_check = None
+    if is_loopback(settings.server.host):
+        hostname, local_ips = _local_addresses()
+        host_check = HostCheck(settings.server.allowed_hosts, hostname, local_ips)
     gateway = Gateway(
-        router,
+        Router.from_table(ROUTES, handlers),
         observers,
         CorsPolicy(tuple(settings.server.cors.allow_origins)),
         ClientAddress(settings.server.trusted_proxies),
         tracing,
+        host_check,
+        settings.auth_required,
     )
     limits = ServerLimits(
         max_body_bytes=settings.server.max_body_bytes,
@@ -243,7 +240,8 @@ async def build(settings: Settings) -> App:
         settings,
         fleet,
         discovery,
-        proxy,
+        admission,
+        forwarder,
         views,
         gateway,
         server,

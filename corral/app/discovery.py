@@ -126,7 +126,7 @@ class Discovery:
             changed = True
         if changed:
             log.warning("node %s is now %s", node.name, "up" if node.health.up else "down")
-            self.fleet.notify()
+            self.fleet.capacity_changed()
         if ok and discover:
             self._last_discovery[node.name] = loop.time()
         return ok

@@ -42,7 +42,7 @@ class Node:
     last_error: str | None = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     _static: tuple[frozenset[str] | None, frozenset[str], dict[str, int]] | None = None
-    on_change: Callable[[], None] | None = None
+    on_change: Callable[[], None] | None = None  # the fleet's capacity_changed(None)
 
     @property
     def name(self) -> str:
@@ -87,6 +87,11 @@ class Node:
         if self.on_change is not None:
             self.on_change()
 
+    def forget_model(self, model: str) -> None:
+        """The node said it lacks `model` (normalised): drop it from the view until the next discovery."""
+        if model in self.tags:
+            self.set_tags({name: entry for name, entry in self.tags.items() if name != model})
+
     def _static_parts(self) -> tuple[frozenset[str] | None, frozenset[str], dict[str, int]]:
         # What changes only with discovery, computed once per change instead of once per request.
         if self._static is None:
@@ -123,8 +128,12 @@ class Fleet:
 
     def __init__(self) -> None:
         self._nodes: dict[str, Node] = {}
-        self.on_capacity: Callable[[], None] | None = None  # the admission queue's dispatcher
+        self._listeners: list[Callable[[Node | None], None]] = []
         self._known: frozenset[str] | None = None
+
+    def subscribe(self, listener: Callable[[Node | None], None]) -> None:
+        """Call `listener(node)` on every capacity_changed event."""
+        self._listeners.append(listener)
 
     def __iter__(self) -> Iterator[Node]:
         return iter(list(self._nodes.values()))
@@ -148,28 +157,27 @@ class Fleet:
             breaker=breaker,
         )
         node.idle.set()
-        node.on_change = self.notify
+        node.on_change = self.capacity_changed
         self._nodes[settings.name] = node
-        self.notify()
+        self.capacity_changed()
         return node
 
     def remove(self, name: str) -> Node | None:
         node = self._nodes.pop(name, None)
         if node is not None:
-            self.notify()
+            self.capacity_changed()
         return node
 
     def snapshot(self, now: float) -> tuple[NodeView, ...]:
         return tuple(node.view(now) for node in self._nodes.values())
 
-    def notify(self) -> None:
-        """A node's state changed: forget cached views and offer capacity to the queue."""
-        self._known = None
-        self.slot_freed()
-
-    def slot_freed(self) -> None:
-        if self.on_capacity is not None:
-            self.on_capacity()
+    def capacity_changed(self, node: Node | None = None) -> None:
+        """The one capacity event: `node` freed a slot, or (None) the fleet changed (nodes, their
+        health, drain state or models), which also forgets cached views."""
+        if node is None:
+            self._known = None
+        for listener in self._listeners:
+            listener(node)
 
     def known_models(self) -> frozenset[str]:
         if self._known is None:

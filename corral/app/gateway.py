@@ -10,13 +10,25 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING
 
 from corral.app.context import ApiFamily, Observer, RequestRecord, request_id
+from corral.app.downstream import Recorded
+from corral.app.router import Router
+from corral.app.routes import Access, RouteSpec
 from corral.domain.cors import ALLOW_HEADERS, ALLOW_METHODS, MAX_AGE, CorsPolicy
-from corral.domain.errors import BodyTooLarge, ErrorKind, GatewayError, InvalidRequest, MethodNotAllowed
+from corral.domain.errors import (
+    BodyTooLarge,
+    ErrorKind,
+    Forbidden,
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    UpstreamStatus,
+)
+from corral.domain.hosts import host_allowed
 from corral.net.response import Request, Response
 from corral.protocol import wire
 
@@ -25,47 +37,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RouteHandler = Callable[[Request, Response, RequestRecord], Awaitable[None]]
-Guard = Callable[[Request, RequestRecord], Awaitable[None] | None]
-
-
-class Route:
-    __slots__ = ("family", "handlers", "name")
-
-    def __init__(self, name: str, family: ApiFamily) -> None:
-        self.name = name
-        self.family = family
-        self.handlers: dict[str, RouteHandler] = {}
-
-
-class Router:
-    """Exact paths, plus prefix routes whose last segment is a parameter (`/v1/models/{model}`)."""
-
-    def __init__(self) -> None:
-        self.exact: dict[str, Route] = {}
-        self.prefixed: list[tuple[str, Route]] = []
-
-    def add(self, methods: str, path: str, handler: RouteHandler, family: ApiFamily | None = None) -> None:
-        fam = family or (ApiFamily.OPENAI if path.startswith("/v1/") else ApiFamily.OLLAMA)
-        if path.endswith("}"):
-            prefix = path[: path.rindex("{")]
-            route = next((r for p, r in self.prefixed if p == prefix), None)
-            if route is None:
-                route = Route(path, fam)
-                self.prefixed.append((prefix, route))
-        else:
-            route = self.exact.setdefault(path, Route(path, fam))
-        for method in methods.split(","):
-            route.handlers[method] = handler
-
-    def match(self, path: str) -> Route | None:
-        route = self.exact.get(path)
-        if route is not None:
-            return route
-        for prefix, candidate in self.prefixed:
-            if path.startswith(prefix) and len(path) > len(prefix):
-                return candidate
-        return None
+Guard = Callable[[Request, RequestRecord, RouteSpec], Awaitable[Recorded | None] | Recorded | None]
+"""A pipeline stage before the handler: raises a GatewayError to refuse, returns a `Recorded` answer to
+answer in the handler's place (a cache hit), or None to let the request through."""
 
 
 class ClientAddress:
@@ -86,10 +60,12 @@ class ClientAddress:
         peer = request.client[0]
         if not self.trusted or not self._is_trusted(peer):
             return peer
-        forwarded = request.header(b"x-forwarded-for")
-        if not forwarded:
+        # Every X-Forwarded-For line counts, in order (RFC 9110 §5.3: several lines are one list), so a
+        # client cannot hide behind a second line of its own after the trusted proxy's.
+        lines = [v for k, v in request.headers if k == b"x-forwarded-for"]
+        if not lines:
             return peer
-        for hop in reversed(forwarded.decode("latin-1").split(",")):
+        for hop in reversed(b",".join(lines).decode("latin-1").split(",")):
             hop = hop.strip()
             if hop and not self._is_trusted(hop):
                 try:
@@ -97,6 +73,25 @@ class ClientAddress:
                 except ValueError:
                     return peer  # a malformed header is not believed
         return peer
+
+
+class HostCheck:
+    """Ollama's defence against DNS rebinding, for a gateway bound to a loopback address: a request
+    whose Host is not local is refused (corral.domain.hosts). Off when bound elsewhere, as in Ollama."""
+
+    def __init__(self, extra: Collection[str], hostname: str, local_ips: Collection[str]) -> None:
+        self.extra = tuple(extra)
+        self.hostname = hostname
+        self.local_ips = frozenset(local_ips)
+
+    def __call__(self, request: Request) -> bool:
+        host = request.header(b"host")
+        return host_allowed(
+            host.decode("latin-1") if host is not None else None,
+            extra=self.extra,
+            hostname=self.hostname,
+            local_ips=self.local_ips,
+        )
 
 
 class Gateway:
@@ -107,11 +102,15 @@ class Gateway:
         cors: CorsPolicy | None = None,
         client_ip: ClientAddress | None = None,
         tracing: Tracing | None = None,
+        host_check: HostCheck | None = None,
+        keys_required: bool = False,
     ) -> None:
         self.router = router
         self.tracing = tracing
         self.client_ip = client_ip or ClientAddress(())
         self.cors = cors
+        self.host_check = host_check
+        self.keys_required = keys_required
         self.observers = list(observers)
         self.guards: list[Guard] = []
         self.loop = asyncio.get_running_loop()
@@ -128,6 +127,10 @@ class Gateway:
         if path.startswith("/v1/"):
             record.family = ApiFamily.OPENAI
         try:
+            if self.host_check is not None and not self.host_check(request):
+                record.route = "unmatched"
+                self._plain(response, record, 403, b"")
+                return
             origin = request.header(b"origin")
             if origin is not None and self.cors is not None and self._cors(request, response, record, origin):
                 return
@@ -139,14 +142,22 @@ class Gateway:
                 record.route = "unmatched"
                 self._plain(response, record, 404, b"404 page not found")
                 return
-            record.route = route.name
-            record.family = route.family
+            spec = route.spec(request.method)
+            record.route = spec.path
+            record.family = spec.family
             if self.tracing is not None:
-                record.span = self.tracing.start_request(request.method, route.name, request.headers)
+                record.span = self.tracing.start_request(request.method, spec.path, request.headers)
+            if spec.access is Access.ADMIN and origin is not None and not self.keys_required:
+                # Without keys, the admin plane is reachable only by local tools, never by a web page.
+                raise Forbidden(f"{spec.path} refuses browser requests while API keys are off")
             for guard in self.guards:  # before anything about the route is answered, OPTIONS included
-                pending = guard(request, record)
-                if pending is not None:
-                    await pending
+                answer = guard(request, record, spec)
+                if answer is not None and not isinstance(answer, Recorded):
+                    answer = await answer
+                if answer is not None:
+                    record.status = answer.status
+                    answer.play(response)
+                    return
             if record.limit_headers:
                 response.extra_headers = [*response.extra_headers, *record.limit_headers]
             handler = route.handlers.get(request.method)
@@ -167,8 +178,8 @@ class Gateway:
             raise
         finally:
             record.finished = perf_counter()
-            if record.span is not None and self.tracing is not None:
-                self.tracing.end_request(record.span, record)  # type: ignore[arg-type]
+            if record.span is not None:
+                record.span.end(record)
             for observe in self.observers:
                 try:
                     observe(record)
@@ -224,13 +235,12 @@ class Gateway:
         headers += [(k, v) for k, v in record.limit_headers if k != b"retry-after"]
         if exc.retry_after is not None:
             headers.append((b"retry-after", str(max(1, round(exc.retry_after))).encode()))
-        upstream_body = getattr(exc, "upstream_body", None)
-        if upstream_body is not None:
+        if isinstance(exc, UpstreamStatus):
             # A node's own error answer, passed on as it was (status and body shape kept).
-            for name, value in getattr(exc, "upstream_headers", []):
+            for name, value in exc.headers:
                 if name == b"content-type":
                     headers[0] = (name, value)
-            response.send(exc.status, headers, upstream_body)
+            response.send(exc.status, headers, exc.body)
             return
         if record.family is ApiFamily.OPENAI:
             body = wire.openai_error(exc.message, exc.status, exc.kind.value, exc.param)

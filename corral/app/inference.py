@@ -8,9 +8,10 @@ from typing import Any
 
 import orjson
 
+from corral.app.attempts import Forwarder
 from corral.app.context import ApiFamily, RequestRecord
 from corral.app.fleet import Fleet
-from corral.app.proxy import Outbound, Proxy, forward_headers
+from corral.app.headers import outbound
 from corral.app.scopes import check_model
 from corral.domain.errors import Forbidden, InvalidRequest, NoSuchModel
 from corral.domain.fleet import NodeKind, RouteRequest
@@ -21,6 +22,9 @@ from corral.protocol.validation import Caps, Invalid, validate
 
 # Options that make Ollama load a separate runner (ollama-api.md §4.1): a change means a reload.
 LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")
+
+# A model name is echoed into logs and audit records: a hostile 1 MB name must not be.
+MODEL_LOG_CHARS = 200
 
 # How each route reports a missing or unknown model, as Ollama does (ollama-api.md §3, §5.1).
 _MISSING = {
@@ -75,7 +79,7 @@ class InferenceHandlers:
     def __init__(
         self,
         fleet: Fleet,
-        proxy: Proxy,
+        forwarder: Forwarder,
         affinity_header: str,
         audit_prompts: bool = False,
         include_content: bool = False,
@@ -87,7 +91,7 @@ class InferenceHandlers:
         self.audit_prompts = audit_prompts
         self.include_content = include_content
         self.fleet = fleet
-        self.proxy = proxy
+        self.forwarder = forwarder
         self.affinity_header = affinity_header.lower().encode()
 
     async def __call__(self, request: Request, response: Response, record: RequestRecord) -> None:
@@ -101,7 +105,7 @@ class InferenceHandlers:
             if status == 404:
                 raise NoSuchModel(message)
             raise InvalidRequest(message, param="model")
-        record.model = model
+        record.model = model if len(model) <= MODEL_LOG_CHARS else model[:MODEL_LOG_CHARS] + "..."
         try:
             validate(route_name, doc, self.caps)
         except Invalid as exc:
@@ -125,10 +129,8 @@ class InferenceHandlers:
             affinity=affinity.decode("latin-1") if affinity else (user if isinstance(user, str) else None),
             exclude=self._unsuitable(route_name),
         )
-        target = request.raw_path + (b"?" + request.query if request.query else b"")
-        out = Outbound(request.method, target, forward_headers(request, record.request_id), request.body)
         try:
-            await self.proxy.forward(request, response, record, route, out, doc)
+            await self.forwarder.forward(record, route, outbound(request, record.request_id), response, doc)
         except NoSuchModel as exc:
             if route_name in _UNKNOWN_QUOTED:
                 exc.message = f'model "{model}" not found, try pulling it first'

@@ -15,26 +15,12 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from corral.adapters.limits import Decision, LimitStore, Scope, TokenReservation
+from corral.app.routes import RouteSpec
 from corral.domain.errors import RateLimited
-from corral.domain.keys import Principal
 from corral.domain.record import RequestRecord
 from corral.net.response import Request
 
 log = logging.getLogger(__name__)
-
-TOKEN_ROUTES = frozenset(
-    {
-        "/api/generate",
-        "/api/chat",
-        "/api/embed",
-        "/api/embeddings",
-        "/v1/chat/completions",
-        "/v1/completions",
-        "/v1/embeddings",
-    }
-)
-EXEMPT = frozenset({"/health", "/ready", "/metrics"})
-
 
 class LimitGuard:
     def __init__(
@@ -84,13 +70,13 @@ class LimitGuard:
             message = f"{what} exceeded{scope}; retry after {decision.retry_after_s or 1:.0f}s"
         return RateLimited(message, retry_after=decision.retry_after_s or 1.0)
 
-    async def __call__(self, request: Request, record: RequestRecord) -> None:
-        if record.route in EXEMPT:
+    async def __call__(self, request: Request, record: RequestRecord, spec: RouteSpec) -> None:
+        if not spec.limited:
             return
-        principal = record.principal if isinstance(record.principal, Principal) else None
+        principal = record.principal
         scopes = []
         if principal is not None and principal.rpm:
-            scopes.append(self._scope(f"key:{principal.name}", principal.rpm))
+            scopes.append(self._scope(principal.bucket, principal.rpm))
         if self.per_ip_rpm:
             scopes.append(self._scope(f"ip:{record.client_ip}", self.per_ip_rpm))
         if self.global_rpm:
@@ -100,12 +86,12 @@ class LimitGuard:
             if not decision.allowed:
                 raise self._refuse("rate_limited", "request rate limit", decision, record)
             record.limit_headers = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
-        if record.route not in TOKEN_ROUTES:
+        if not spec.tokens:
             return
         reservation: TokenReservation | None = None
         token_scopes = []
         if principal is not None and principal.tpm:
-            token_scopes.append(Scope(f"tokens:key:{principal.name}", principal.tpm))
+            token_scopes.append(Scope(f"tokens:{principal.bucket}", principal.tpm))
         if self.global_tpm:
             token_scopes.append(Scope("tokens:global", self.global_tpm))
         if token_scopes:
@@ -114,7 +100,7 @@ class LimitGuard:
                 raise self._refuse("token_limited", "token rate limit", reservation.decision, record)
         slot: str | None = None
         if principal is not None and principal.max_concurrency:
-            slot = f"concurrency:key:{principal.name}"
+            slot = f"concurrency:{principal.bucket}"
             decision = self._noted(await self.store.acquire(slot, principal.max_concurrency))
             if not decision.allowed:
                 if reservation is not None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import orjson
 
 from corral.adapters.node_api import call
+from corral.app.attempts import Forwarder
 from corral.app.context import RequestRecord
 from corral.app.discovery import Discovery
 from corral.app.fleet import Fleet, Node
-from corral.app.proxy import Outbound, Proxy, forward_headers
+from corral.app.headers import forward_headers, outbound
 from corral.domain.errors import InvalidRequest, NodeRequired, NoSuchNode
 from corral.domain.fleet import NodeKind
 from corral.net.response import Request, Response
@@ -30,9 +31,9 @@ def _not_streamed(body: bytes) -> bool:
 
 
 class NodeOps:
-    def __init__(self, fleet: Fleet, proxy: Proxy, discovery: Discovery, timeout_s: float) -> None:
+    def __init__(self, fleet: Fleet, forwarder: Forwarder, discovery: Discovery, timeout_s: float) -> None:
         self.fleet = fleet
-        self.proxy = proxy
+        self.forwarder = forwarder
         self.discovery = discovery
         self.timeout_s = timeout_s
 
@@ -81,11 +82,11 @@ class NodeOps:
                 body,
             )
             return
-        out = Outbound(request.method, target, headers, request.body)
+        out = outbound(request, record.request_id)
 
         async def refresh(status: int) -> None:
             # Before the stream closes, so that a client that saw "success" also sees the model.
             if route in _CHANGES_MODELS and status < 300:
                 await self.discovery.refresh(node)
 
-        await self.proxy.forward_to(node, request, response, record, out, before_end=refresh)
+        await self.forwarder.forward_to(node, record, out, response, before_end=refresh)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from corral.domain.errors import Forbidden
-from corral.domain.keys import Principal
 from corral.domain.record import RequestRecord
 
 
 def check_model(record: RequestRecord, model: str) -> None:
     """403 when the request's key may not use the model."""
     principal = record.principal
-    if isinstance(principal, Principal) and not principal.allows_model(model):
+    if principal is not None and not principal.allows_model(model):
         raise Forbidden(f"key '{principal.name}' may not use model '{model}'", param="model")
 
 
 def visible(record: RequestRecord, model: str) -> bool:
     principal = record.principal
-    return not isinstance(principal, Principal) or principal.allows_model(model)
+    return principal is None or principal.allows_model(model)

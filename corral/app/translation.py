@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from corral.app.headers import Outbound
 from corral.domain.record import RequestRecord
 from corral.net.response import Headers
 from corral.protocol import translate, wire
@@ -25,9 +26,7 @@ class Translation:
         self._streamer: translate.SseToNdjson | None = None
         self._whole: dict[str, Any] | None = None
 
-    def outbound(self, headers: Headers) -> Any:
-        from corral.app.proxy import Outbound
-
+    def outbound(self, headers: Headers) -> Outbound:
         kept = [(k, v) for k, v in headers if k not in (b"content-type", b"accept", b"accept-encoding")]
         kept.append((b"content-type", b"application/json"))
         body = json.dumps(self.payload, ensure_ascii=True, separators=(",", ":")).encode()
@@ -35,9 +34,6 @@ class Translation:
 
     def error_body(self, status: int, body: bytes) -> bytes:
         return translate.openai_error_to_native(status, body)
-
-    def error_line(self, message: str) -> bytes:
-        return translate.SseToNdjson.error_line(message)
 
     def whole(self, body: bytes, now_ns: int) -> bytes:
         try:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from corral.adapters.keystore import KeyExists, KeyNotFound, KeySpec, SqlKeyStore
 from corral.app.auth import spec_from
+from corral.cli.options import ConfigOpt, load_or_exit
 from corral.domain.errors import InvalidRequest
 
 app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored hashed in auth.store_url).")
@@ -22,15 +23,7 @@ console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
 
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", envvar="CORRAL_CONFIG", help="YAML configuration file.", show_default=False),
-]
-
-
 def _run(config: Path | None, action: Callable[[SqlKeyStore], Awaitable[T]]) -> T:
-    from corral.cli.main import load_or_exit
-
     settings = load_or_exit(config)
 
     async def main() -> T:

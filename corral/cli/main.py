@@ -7,38 +7,18 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from corral.cli import demo as demo_cmd
 from corral.cli import status as status_cmd
-from corral.config import ConfigError, Settings, load_settings
+from corral.cli.keys import app as keys_app
+from corral.cli.options import ConfigOpt, err, load_or_exit
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Corral: one endpoint for a fleet of Ollama nodes.")
 config_app = typer.Typer(no_args_is_help=True, help="Check and document the configuration.")
 app.add_typer(config_app, name="config")
 
 
-def _keys_app() -> typer.Typer:
-    from corral.cli.keys import app as keys_app
-
-    return keys_app
-
-
-app.add_typer(_keys_app(), name="keys")
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--config", "-c", envvar="CORRAL_CONFIG", help="YAML configuration file.", show_default=False),
-]
-
-
-def load_or_exit(path: Path | None, **overrides: object) -> Settings:
-    try:
-        return load_settings(path, **overrides)
-    except ConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
-        raise typer.Exit(2) from None
+app.add_typer(keys_app, name="keys")
 
 
 @app.command()

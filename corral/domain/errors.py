@@ -29,7 +29,6 @@ class ErrorKind(StrEnum):
     UPSTREAM_MIDSTREAM = "upstream_midstream"
     UPSTREAM_PROTOCOL = "upstream_protocol"
     CLIENT_GONE = "client_gone"
-    SHUTTING_DOWN = "shutting_down"
     INTERNAL = "internal"
 
 
@@ -100,14 +99,26 @@ class QueueTimeout(GatewayError):
     kind, status = ErrorKind.QUEUE_TIMEOUT, 503
 
 
-class ShuttingDown(GatewayError):
-    kind, status = ErrorKind.SHUTTING_DOWN, 503
-
-
 class UpstreamError(GatewayError):
     """A failure talking to a node. `retryable` says whether another node may be tried."""
 
     retryable = True
+
+
+class UpstreamStatus(UpstreamError):
+    """A node answered with an error status (502, 503) before any byte reached the client: another node
+    may be tried, and if none can, the node's own answer is passed on (its status, body and type)."""
+
+    kind = ErrorKind.UPSTREAM_STATUS
+
+    def __init__(
+        self, message: str, status: int, body: bytes, headers: list[tuple[bytes, bytes]], retryable: bool = True
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+        self.headers = headers
+        self.retryable = retryable
 
 
 class UpstreamConnect(UpstreamError):
@@ -116,6 +127,13 @@ class UpstreamConnect(UpstreamError):
 
 class UpstreamTimeout(UpstreamError):
     kind, status = ErrorKind.UPSTREAM_TIMEOUT, 504
+
+
+class UpstreamAnswerTimeout(UpstreamTimeout):
+    """The node accepted the request and did not answer in time: it may still be working on it, so the
+    request is never replayed on another node."""
+
+    retryable = False
 
 
 class UpstreamProtocol(UpstreamError):

@@ -110,6 +110,13 @@ class Principal:
     max_concurrency: int | None = None
     priority: int = 0
     expires_at: float | None = None
+    source: str = "key"  # "key" (an API key) or "jwt" (a token's subject): separate namespaces
+
+    @property
+    def bucket(self) -> str:
+        """The principal's name in limit buckets and queue turns: a JWT subject named like an API key
+        must not share that key's limits."""
+        return f"{self.source}:{self.name}"
 
     @property
     def is_admin(self) -> bool:

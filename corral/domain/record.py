@@ -4,13 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from enum import StrEnum
+from typing import Protocol
 
 from corral.domain.errors import ErrorKind
+from corral.domain.keys import Principal
+
+Headers = list[tuple[bytes, bytes]]
 
 
 class ApiFamily(StrEnum):
     OLLAMA = "ollama"  # native /api/* and the other non-/v1 routes: errors are {"error": "..."}
     OPENAI = "openai"  # /v1/*: errors are the OpenAI error object
+
+
+class AttemptTrace(Protocol):
+    """The trace span of one try on one node."""
+
+    def end(self, status: int | None, error: str | None) -> None: ...
+
+
+class RequestTrace(Protocol):
+    """The trace span of one request (the tracing adapter implements it)."""
+
+    def attempt(self, node: str, attempt: int) -> tuple[AttemptTrace, Headers]:
+        """A child span for a try on `node`, and the trace-context headers to send with it."""
+        ...
+
+    def end(self, record: RequestRecord) -> None: ...
 
 
 class RequestRecord:
@@ -61,11 +81,11 @@ class RequestRecord:
         self.stream = False
         self.attempts = 0
         self.ttft: float | None = None
-        self.span: object | None = None  # the request's trace span, when tracing is on
+        self.span: RequestTrace | None = None  # the request's trace span, when tracing is on
         self.key_name: str | None = None  # the API key's name, once authenticated
         self.limit_headers: list[tuple[bytes, bytes]] = []  # RateLimit-* for the response
         self.priority = 0  # the key's priority class in the admission queue
-        self.principal: object | None = None  # corral.domain.keys.Principal, once authenticated
+        self.principal: Principal | None = None  # once authenticated
         self.prompt_digest: tuple[str, int] | None = None  # (SHA-256, length) of the prompt, for the audit log
         self.prompt_text: str | None = None  # only with audit.include_content
         self.load_s: float | None = None

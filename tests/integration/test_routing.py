@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -118,7 +119,10 @@ def test_a_flapping_node_goes_down_and_comes_back(pair: tuple[Proc, Proc, Proc])
     a.stop()
 
 
-def test_a_hung_node_is_cut_off_by_the_first_byte_timeout() -> None:
+def test_a_node_that_accepted_a_request_is_never_replayed_elsewhere() -> None:
+    """A hung node gets the request and never answers: the client gets a 504 after the timeout that fits
+    its request (first byte for a stream, whole answer otherwise), and the request is not sent again to
+    another node, where the work would be done twice."""
     hung = start_sim("m:1b", extra=[*FAST, "--hang"])
     good = start_sim("m:1b", extra=FAST)
     corral = start_corral(
@@ -126,13 +130,17 @@ def test_a_hung_node_is_cut_off_by_the_first_byte_timeout() -> None:
             "backends": [{"name": "hung", "url": hung.url, "priority": 10}, {"name": "good", "url": good.url}],
             "health": HEALTH,
             "routing": {"strategy": "priority"},
-            "timeouts": {"first_byte_s": 0.5},
+            "timeouts": {"first_byte_s": 0.5, "answer_s": 1.0},
         }
     )
     try:
         httpx.post(corral.url + "/admin/backends", json={})  # harmless bad input: 400, not a crash
-        reply = generate(corral)
-        assert reply.status_code == 200 and reply.headers["x-corral-node"] == "good"
+        started = time.monotonic()
+        whole = generate(corral)
+        assert whole.status_code == 504 and time.monotonic() - started >= 1.0
+        streamed = generate(corral, stream=True)
+        assert streamed.status_code == 504 and "no response within 0.5s" in streamed.json()["error"]
+        assert sim_stats(good)["requests"].get("/api/generate", 0) == 0
     finally:
         for proc in (corral, hung, good):
             proc.stop()

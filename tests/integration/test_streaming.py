@@ -31,7 +31,7 @@ def test_client_disconnect_cancels_generation_on_the_node(fleet: Fleet) -> None:
     body = json.dumps({"model": "slow:1b", "prompt": "go", "options": {"num_predict": 200}}).encode()
     with socket.create_connection(("127.0.0.1", fleet.corral.port), timeout=10) as sock:
         sock.sendall(
-            b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
         )
         received = b""

@@ -1,0 +1,147 @@
+"""Admission: a node for each request, or a fair wait for one while every suitable node is full.
+
+Capacity events have one name, `capacity_changed(node)`: a node's slot freed (`node` given), or the
+fleet changed (None: nodes added, removed, drained, their models or health changed). A freed slot is
+offered only to the waiting requests that node can take, one node view per round, so its cost grows
+with the queue and not with the fleet; a fleet change runs one full round over one snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from time import perf_counter
+
+from corral.app.context import RequestRecord
+from corral.app.fleet import Fleet, Node
+from corral.domain.admission import Entry, FairQueue, QueueFullError
+from corral.domain.candidates import candidates
+from corral.domain.errors import GatewayError, NoHealthyNode, NoSuchModel, QueueFull, QueueTimeout
+from corral.domain.fleet import NodeView, NoRoute, NoRouteReason, RouteRequest
+from corral.domain.routing import Strategy
+
+Waiting = Entry[tuple[RouteRequest, "asyncio.Future[Node]"]]
+
+
+def no_route_error(reason: NoRouteReason, model: str) -> GatewayError:
+    if reason is NoRouteReason.NO_SUCH_MODEL:
+        return NoSuchModel(f"model '{model}' not found")
+    return NoHealthyNode(f"no healthy node can serve model '{model}'", retry_after=5)
+
+
+class Admission:
+    def __init__(self, fleet: Fleet, strategy: Strategy, queue_max: int, queue_wait_s: float) -> None:
+        self.fleet = fleet
+        self.strategy = strategy
+        self.queue_wait_s = queue_wait_s
+        self.queue: FairQueue[tuple[RouteRequest, asyncio.Future[Node]]] = FairQueue(queue_max, queue_wait_s)
+        self.loop = asyncio.get_running_loop()
+        fleet.subscribe(self.capacity_changed)
+
+    @property
+    def waiting(self) -> int:
+        return len(self.queue)
+
+    def _take(self, views: list[NodeView], route: RouteRequest, now: float) -> Node | NoRoute:
+        """A node for `route` among `views`, its slot taken (node.begin), or why not. `views` is
+        updated in place for the node that took the request."""
+        while True:
+            decision = self.strategy.pick(views, route, now)
+            if isinstance(decision, NoRoute):
+                return decision
+            node = self.fleet.get(decision.node)
+            if node is not None and node.breaker.admit(now):
+                node.begin(route.model)
+                for i, view in enumerate(views):
+                    if view.name == node.name:
+                        views[i] = node.view(now)
+                return node
+            # The breaker refused its half-open trial to this request: try the others.
+            route = RouteRequest(
+                route.model, route.options_key, route.affinity, route.exclude | {decision.node}, route.est_tokens
+            )
+
+    async def choose(self, route: RouteRequest, record: RequestRecord) -> Node:
+        """A node for the request, its slot taken. While every suitable node is full, the request waits
+        in the fair admission queue (bounded in length and wait)."""
+        now = self.loop.time()
+        found = self._take(list(self.fleet.snapshot(now)), route, now)
+        if isinstance(found, Node):
+            return found
+        if found.reason is not NoRouteReason.ALL_FULL:
+            raise no_route_error(found.reason, record.model or route.model)
+        future: asyncio.Future[Node] = self.loop.create_future()
+        turn = record.principal.bucket if record.principal is not None else record.client_ip
+        try:
+            entry = self.queue.push(turn, record.priority, now, (route, future))
+        except QueueFullError:
+            message = "server busy, please try again.  maximum pending requests exceeded"
+            raise QueueFull(message, retry_after=1) from None
+        timer = self.loop.call_at(entry.deadline, self._expire, entry)
+        waited_from = perf_counter()
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The client left just as a slot was handed over: give the slot back.
+            if future.done() and not future.cancelled() and future.exception() is None:
+                node = future.result()
+                node.end(route.model)
+                self.capacity_changed(node)
+            raise
+        finally:
+            timer.cancel()
+            self.queue.remove(entry)
+            record.queued_s += perf_counter() - waited_from
+
+    def _expire(self, entry: Waiting) -> None:
+        if self.queue.remove(entry):
+            _, future = entry.payload
+            if not future.done():
+                message = f"server busy, please try again.  no node had a free slot within {self.queue_wait_s:g}s"
+                future.set_exception(QueueTimeout(message, retry_after=2))
+
+    def capacity_changed(self, node: Node | None = None) -> None:
+        """Offer capacity to waiting requests in fair order: the freed slot of `node`, or (None) whatever
+        the changed fleet now has."""
+        if not len(self.queue):
+            return
+        now = self.loop.time()
+        if node is not None and self.fleet.get(node.name) is node:
+            self._offer_node(node, now)
+        else:
+            self._offer_fleet(now)
+
+    def _offer_node(self, node: Node, now: float) -> None:
+        views = [node.view(now)]
+
+        def admit(entry: Waiting) -> bool:
+            route, future = entry.payload
+            if future.done():
+                return True  # the client left; drop the entry
+            if isinstance(candidates(views, route), NoRoute):
+                return False  # this node cannot take it: keep its place
+            found = self._take(views, route, now)
+            if isinstance(found, Node):
+                future.set_result(found)
+                return True
+            return False
+
+        self.queue.serve(admit)
+
+    def _offer_fleet(self, now: float) -> None:
+        views = list(self.fleet.snapshot(now))
+
+        def admit(entry: Waiting) -> bool:
+            route, future = entry.payload
+            if future.done():
+                return True
+            found = self._take(views, route, now)
+            if isinstance(found, Node):
+                future.set_result(found)
+                return True
+            if found.reason is not NoRouteReason.ALL_FULL:
+                # The model's nodes went away while it waited: answer now rather than at the deadline.
+                future.set_exception(no_route_error(found.reason, route.model))
+                return True
+            return False
+
+        self.queue.serve(admit)

@@ -1,0 +1,153 @@
+"""Relaying a node's answer into a `Downstream` as it arrives: bytes as they are, or translated for
+an OpenAI-type node answering a native request. Backpressure pauses the node's socket; after the
+first byte, a failure ends the stream with an error frame in its own format."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from time import perf_counter
+
+from corral.app.context import RequestRecord
+from corral.app.downstream import Downstream
+from corral.app.headers import DROP_RESPONSE
+from corral.app.translation import Translation
+from corral.domain.errors import UpstreamError, UpstreamMidstream
+from corral.net.client import UpstreamConnection, UpstreamResponse
+from corral.net.response import Headers
+from corral.protocol import wire
+from corral.protocol.usage import UsageMeter
+
+
+class Relay:
+    """The node connection's sink: copies each piece to the downstream, feeds the usage meter."""
+
+    __slots__ = ("conn", "downstream", "first_at", "meter")
+
+    def __init__(self, conn: UpstreamConnection, downstream: Downstream, meter: UsageMeter) -> None:
+        self.conn = conn
+        self.downstream = downstream
+        self.meter = meter
+        self.first_at = 0.0
+
+    def __call__(self, data: bytes) -> None:
+        if not self.first_at:
+            self.first_at = perf_counter()
+        self.meter.feed(data)
+        if not self.downstream.write_nowait(data):
+            self.conn.pause()
+            self.downstream.on_writable(self.conn.resume)
+
+
+async def read_all(conn: UpstreamConnection, idle_s: float) -> bytes:
+    """A (small) whole answer; whatever arrived when the node goes quiet or fails."""
+    chunks: list[bytes] = []
+    conn.attach(chunks.append)
+    try:
+        async with asyncio.timeout(idle_s):
+            await conn.finished()
+    except (TimeoutError, UpstreamError):
+        conn.close()
+    return b"".join(chunks)
+
+
+async def relay(
+    conn: UpstreamConnection,
+    upstream: UpstreamResponse,
+    own: Headers,
+    downstream: Downstream,
+    record: RequestRecord,
+    meter: UsageMeter,
+) -> None:
+    """Relay the answer's bytes untouched; the downstream is left open (the caller ends it)."""
+    headers = [(k, v) for k, v in upstream.headers if k not in DROP_RESPONSE]
+    headers += own
+    length = None if upstream.chunked else upstream.content_length
+    downstream.start(upstream.status, headers, length, hold=True)
+    record.status = upstream.status
+    sink = Relay(conn, downstream, meter)
+    conn.attach(sink)
+    downstream.flush()  # the head, if no body had arrived with it
+    try:
+        await conn.finished()
+    finally:
+        if sink.first_at:
+            record.ttft = sink.first_at - record.started
+        meter.settle(record)
+
+
+async def relay_translated(
+    conn: UpstreamConnection,
+    upstream: UpstreamResponse,
+    own: Headers,
+    downstream: Downstream,
+    record: RequestRecord,
+    translation: Translation,
+    idle_s: float,
+) -> None:
+    """An OpenAI-type node answering a native request: SSE or JSON in, Ollama's NDJSON or JSON out."""
+    if upstream.status != 200:
+        body = translation.error_body(upstream.status, await read_all(conn, idle_s))
+        record.status = upstream.status
+        downstream.send(upstream.status, [(b"content-type", wire.JSON), *own], body)
+        return
+    if not translation.stream:
+        chunks: list[bytes] = []
+        conn.attach(chunks.append)
+        await conn.finished()
+        record.status = 200
+        whole = translation.whole(b"".join(chunks), time.time_ns())
+        downstream.send(200, [(b"content-type", wire.JSON), *own], whole)
+        translation.count(record)
+        return
+    downstream.start(200, [(b"content-type", wire.NDJSON), *own], hold=True)
+    record.status = 200
+    stream = translation.streamer()
+
+    def sink(data: bytes) -> None:
+        out = stream.feed(data, time.time_ns())
+        if out:
+            if record.ttft is None:
+                record.ttft = perf_counter() - record.started
+            if not downstream.write_nowait(out):
+                conn.pause()
+                downstream.on_writable(conn.resume)
+
+    conn.attach(sink)
+    downstream.flush()
+    try:
+        await conn.finished()
+    except UpstreamError as exc:
+        downstream.write_nowait(stream.error_line(f"node {record.node} failed mid-stream: {exc.message}"))
+        downstream.end()
+        translation.count(record, stream)
+        raise UpstreamMidstream(exc.message) from exc
+    downstream.write_nowait(stream.finish(time.time_ns()))
+    downstream.end()
+    translation.count(record, stream)
+
+
+def framing(upstream: UpstreamResponse) -> str | None:
+    """How a stream is framed, for its error frame: "sse", "ndjson" (any chunked answer), or None."""
+    content_type = upstream.header(b"content-type") or b""
+    if content_type.startswith(b"text/event-stream"):
+        return "sse"
+    return "ndjson" if upstream.chunked else None
+
+
+def end_broken_stream(downstream: Downstream, record: RequestRecord, exc: UpstreamError, frames: str | None) -> None:
+    """After the first byte, a node failure can only end the stream: with an error frame the client's
+    library raises on (an NDJSON error line, or an SSE error event), else by closing."""
+    message = f"node {record.node} failed mid-stream: {exc.message}"
+    record.error_kind = UpstreamMidstream.kind
+    record.error = message
+    if not downstream.started or downstream.finished:
+        return
+    if frames == "sse":
+        downstream.write_nowait(wire.sse_error_event(message, UpstreamMidstream.kind.value))
+        downstream.end()
+    elif frames == "ndjson":
+        downstream.write_nowait(wire.ndjson_error_line(message))
+        downstream.end()
+    else:
+        downstream.abort()

@@ -284,7 +284,16 @@ class AuditSettings(_Section):
     path: Path = Field(Path("corral-audit.log"), description="The audit file (rotated).")
     max_bytes: int = Field(100 * 2**20, ge=1024, description="Rotate the audit file at this size.")
     backups: int = Field(10, ge=0, description="Rotated audit files kept.")
-    include_content: bool = Field(False, description="Also record prompt text (off: only its SHA-256 and length).")
+    include_content: bool = Field(
+        False, description="Also record prompt text (off: only its keyed fingerprint and length)."
+    )
+    fingerprint_key: str | None = Field(
+        None,
+        description="Secret key of the HMAC-SHA256 that fingerprints prompts in audit records (prompt_sha256). "
+        "Unset: a random key per process, so a fingerprint can be matched within one run but never looked up in a "
+        "table of known prompts; set the same key (e.g. CORRAL_AUDIT__FINGERPRINT_KEY) on every replica to compare "
+        "fingerprints across replicas and restarts.",
+    )
     database: bool = Field(False, description="Also write records to the audit_log table of auth.store_url.")
 
 

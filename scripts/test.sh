@@ -9,5 +9,7 @@ echo "== ruff"
 .venv/bin/ruff check corral tests bench
 echo "== mypy"
 .venv/bin/mypy
+echo "== import contracts"
+.venv/bin/lint-imports --no-cache
 echo "== pytest"
 exec .venv/bin/python -m pytest -q "$@"

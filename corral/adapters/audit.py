@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,9 +24,12 @@ from corral.adapters.migrations import audit_log
 log = logging.getLogger(__name__)
 
 
-def prompt_digest(prompt: str | bytes) -> tuple[str, int]:
-    """SHA-256 (hex) and length (characters for text, bytes for bytes) of a prompt."""
+def prompt_digest(prompt: str | bytes, key: bytes | None = None) -> tuple[str, int]:
+    """A prompt's fingerprint (hex) and length (characters for text, bytes for bytes): HMAC-SHA256 under
+    `key`, so that nobody holding the audit log can confirm a guessed prompt; plain SHA-256 without one."""
     data = prompt.encode() if isinstance(prompt, str) else prompt
+    if key is not None:
+        return hmac.new(key, data, hashlib.sha256).hexdigest(), len(prompt)
     return hashlib.sha256(data).hexdigest(), len(prompt)
 
 

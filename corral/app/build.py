@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import signal
 import socket
@@ -140,6 +141,7 @@ async def build(settings: Settings) -> App:
         settings.audit.include_content,
         caps,
         tuple(v.models) if v.models is not None else None,
+        (settings.audit.fingerprint_key or "").encode() or os.urandom(32),
     )
     node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
     admin = AdminBackends(fleet, discovery, settings.health, make_breaker, audit.admin if audit else None)

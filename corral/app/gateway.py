@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+ERROR_LOG_CHARS = 500
+
 Guard = Callable[[Request, RequestRecord, RouteSpec], Awaitable[Recorded | None] | Recorded | None]
 """A pipeline stage before the handler: raises a GatewayError to refuse, returns a `Recorded` answer to
 answer in the handler's place (a cache hit), or None to let the request through."""
@@ -222,7 +224,8 @@ class Gateway:
     def render_error(self, response: Response, record: RequestRecord, exc: GatewayError) -> None:
         """The one place an error body is written."""
         record.error_kind = exc.kind
-        record.error = exc.message
+        message = exc.message  # may echo client input (a model name): logs and audit keep its start
+        record.error = message if len(message) <= ERROR_LOG_CHARS else message[:ERROR_LOG_CHARS] + "..."
         record.status = exc.status
         if response.started:
             # Streams that break are ended by the proxy; anything else can only be cut off.

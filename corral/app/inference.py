@@ -3,11 +3,11 @@ their OpenAI counterparts. They read only what routing needs from the body and f
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import orjson
 
+from corral.adapters.audit import prompt_digest
 from corral.app.attempts import Forwarder
 from corral.app.context import ApiFamily, RequestRecord
 from corral.app.fleet import Fleet
@@ -85,7 +85,9 @@ class InferenceHandlers:
         include_content: bool = False,
         caps: Caps | None = None,
         allowed_models: tuple[str, ...] | None = None,
+        fingerprint_key: bytes | None = None,
     ) -> None:
+        self.fingerprint_key = fingerprint_key
         self.caps = caps or Caps()
         self.allowed_models = allowed_models
         self.audit_prompts = audit_prompts
@@ -115,7 +117,7 @@ class InferenceHandlers:
         check_model(record, model)
         if self.audit_prompts:
             prompt = prompt_text(doc)
-            record.prompt_digest = (hashlib.sha256(prompt.encode()).hexdigest(), len(prompt))
+            record.prompt_digest = prompt_digest(prompt, self.fingerprint_key)
             if self.include_content:
                 record.prompt_text = prompt
         default_stream = record.family is ApiFamily.OLLAMA and route_name in ("/api/generate", "/api/chat")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -187,6 +188,8 @@ def test_audit_lines_for_every_request_and_never_the_prompt(secured: Secured) ->
     entries = lines()
     ok = [e for e in entries if e.get("key_name") == "app" and e.get("status") == 200]
     assert ok and ok[-1]["prompt_sha256"] and ok[-1]["prompt_len"] == len(MARKER)
+    # A keyed fingerprint: the plain hash of a guessed prompt does not find it in the log.
+    assert ok[-1]["prompt_sha256"] != hashlib.sha256(MARKER.encode()).hexdigest()
     assert ok[-1]["key_prefix"] and secured.user not in secured.audit.read_text()
     assert MARKER not in secured.audit.read_text()
     assert MARKER not in secured.corral.output()

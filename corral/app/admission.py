@@ -125,7 +125,8 @@ class Admission:
                 return True
             return False
 
-        self.queue.serve(admit)
+        cap = node.settings.max_concurrency
+        self.queue.serve(admit, (lambda: node.in_flight >= cap) if cap is not None else None)
 
     def _offer_fleet(self, now: float) -> None:
         views = list(self.fleet.snapshot(now))

@@ -77,11 +77,16 @@ class FairQueue(Generic[T]):
                 yield from row
                 depth += 1
 
-    def serve(self, can_serve: Callable[[Entry[T]], bool]) -> list[Entry[T]]:
+    def serve(
+        self, can_serve: Callable[[Entry[T]], bool], exhausted: Callable[[], bool] | None = None
+    ) -> list[Entry[T]]:
         """Offer capacity in fair order; `can_serve` admits an entry (and takes the capacity) or not.
-        Admitted entries leave the queue, and a key that was served moves to the back of its class."""
+        Admitted entries leave the queue, and a key that was served moves to the back of its class.
+        `exhausted()`, checked after each admission, ends the round early (no capacity left to offer)."""
         served: list[Entry[T]] = []
-        for entry in list(self.fair_order()):
+        for entry in self.fair_order():
+            if exhausted is not None and served and exhausted():
+                break
             if can_serve(entry):
                 self.remove(entry)
                 served.append(entry)

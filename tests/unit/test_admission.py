@@ -60,3 +60,22 @@ def test_expiry_and_removal() -> None:
     queue.push("j", 0, 3.0, "d")
     with pytest.raises(QueueFullError):
         queue.push("j", 0, 3.0, "e")
+
+
+@given(st.lists(st.sampled_from("abcd"), min_size=1, max_size=60), st.integers(1, 5))
+def test_a_round_stops_when_capacity_is_exhausted_and_keeps_the_rest_in_order(keys: list[str], slots: int) -> None:
+    """A freed slot is offered until it is taken: never more admissions than capacity, the admitted
+    ones are the first in fair order, and everyone else keeps their place."""
+    q: FairQueue[int] = FairQueue(100, 60.0)
+    for i, key in enumerate(keys):
+        q.push(key, 0, float(i), i)
+    order = [e.payload for e in q.fair_order()]
+    taken: list[int] = []
+
+    def admit(entry: object) -> bool:
+        taken.append(entry.payload)  # type: ignore[attr-defined]
+        return True
+
+    q.serve(admit, lambda: len(taken) >= slots)
+    assert taken == order[:slots]
+    assert len(q) == len(keys) - len(taken)

@@ -20,13 +20,13 @@ from corral.domain.names import normalize
 from corral.net.response import Request, Response
 from corral.protocol.validation import Caps, Invalid, validate
 
-# Options that make Ollama load a separate runner (ollama-api.md §4.1): a change means a reload.
+# Options that make Ollama load a separate runner (docs/ollama-behaviour.md §2): a change means a reload.
 LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")
 
 # A model name is echoed into logs and audit records: a hostile 1 MB name must not be.
 MODEL_LOG_CHARS = 200
 
-# How each route reports a missing or unknown model, as Ollama does (ollama-api.md §3, §5.1).
+# How each route reports a missing or unknown model, as Ollama does (docs/ollama-behaviour.md §3).
 _MISSING = {
     "/api/generate": (404, "model '' not found"),
     "/api/chat": (400, "model is required"),

@@ -1,5 +1,5 @@
 """Model-aware routing: send a request where its model is already loaded, and load it elsewhere only
-when that is cheaper than waiting (fleet-model.md §9).
+when that is cheaper than waiting (docs/routing.md).
 
 Every suitable node gets an estimated time until the request could start there:
 
@@ -44,7 +44,7 @@ Key = tuple[str, str]  # (model, load-time options)
 
 @dataclass(frozen=True, slots=True)
 class Costs:
-    """The cost model's priors (fleet-model.md §2.3-2.5); the defaults suit GPU nodes on NVMe."""
+    """The cost model's priors (docs/ollama-behaviour.md §6); the defaults suit GPU nodes on NVMe."""
 
     load_fixed_s: float = 1.5  # spawn the runner, allocate KV cache and graph, warm up
     load_bytes_per_s: float = 2.5e9  # disk to GPU, page cache cold
@@ -214,7 +214,7 @@ class ModelAware:
         return int((node.model_sizes.get(model) or self.costs.default_size) * self.costs.resident_factor)
 
     def _victims(self, node: NodeView, held: list[LoadedModel], req: RouteRequest) -> tuple[LoadedModel, ...]:
-        """The runners Ollama will unload to fit the request's model, in order (fleet-model.md §1.4):
+        """The runners Ollama will unload to fit the request's model, in order (docs/ollama-behaviour.md §5):
         the model's own runner with other options first, then idle runners in digest (blob path) order,
         else the first in that order."""
         out = [m for m in held if m.model == req.model]

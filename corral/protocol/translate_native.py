@@ -1,6 +1,6 @@
 """OpenAI answers in Ollama's native shapes: the pieces every answer needs (timestamps, the done
 object's counts and durations, tool calls, line-safe JSON), whole stream:false answers, and error bodies
-(ollama-api.md §1.3, §1.5, §3.1, §3.2, §5).
+(docs/ollama-behaviour.md §3, §4).
 
 Pure: no I/O, no clock reads; every time is an argument in integer nanoseconds since the epoch.
 """

@@ -1,6 +1,6 @@
 """Native Ollama `/api/chat` and `/api/generate` requests as OpenAI requests, for OpenAI-type nodes.
 
-Pure: no I/O, no clock reads. The mapping is ollama-api.md §6.1/§6.2 read backwards. Native fields an
+Pure: no I/O, no clock reads. The mapping is docs/ollama-behaviour.md §4 read backwards. Native fields an
 OpenAI server has no use for are dropped: load-time options (num_ctx, num_gpu...), keep_alive, raw,
 template, context, logprobs, and the sampling options only Ollama knows (repeat_penalty, typical_p...).
 """

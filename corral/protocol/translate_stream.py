@@ -1,4 +1,4 @@
-"""An OpenAI SSE stream rebuilt as Ollama's native NDJSON stream (ollama-api.md §1.4, §3.1, §3.2, §5.3).
+"""An OpenAI SSE stream rebuilt as Ollama's native NDJSON stream (docs/ollama-behaviour.md §3, §4).
 
 Pure: no I/O, no clock reads; every time is an argument in integer nanoseconds since the epoch.
 """

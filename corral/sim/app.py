@@ -11,12 +11,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from corral.sim.engine import Engine
+from corral.sim.gojson import decode, first_value, plain
 from corral.sim.manage import ManageRoutes
 from corral.sim.native import NativeRoutes
 from corral.sim.openai import OpenAIRoutes
 from corral.sim.options import SimOptions
+from corral.sim.schemas import BY_PATH
 from corral.sim.stream import Drop
-from corral.sim.wire import JSON_UTF8, BadRequest, Conn, Receive, Scope, Send, go_json, parse_json
+from corral.sim.wire import JSON_UTF8, BadRequest, Conn, Receive, Scope, Send, go_json
 
 JsonHandler = Callable[[Conn, dict[str, Any]], Awaitable[None]]
 _TEXT = b"text/plain; charset=utf-8"
@@ -160,7 +162,12 @@ class SimApp:
     async def _dispatch(self, conn: Conn, path: str, method: str) -> None:
         if path in self.json_routes:
             body = await conn.read_body()
-            doc = {} if path.startswith("/_sim/") and not body.strip() else parse_json(body)
+            if path in BY_PATH:
+                doc = decode(body, BY_PATH[path])
+            else:
+                doc = plain(first_value(body)) if body.strip() else {}
+                if not isinstance(doc, dict):
+                    raise BadRequest(400, "expected a JSON object")
             handler = self.json_routes[path][1]
             if path in _INFERENCE or path in ("/api/pull", "/api/push", "/api/create"):
                 await self._until_disconnect(conn, handler(conn, doc), inference=path in _INFERENCE)

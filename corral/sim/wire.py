@@ -3,7 +3,6 @@ connection object that writes responses and knows whether one has started."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -53,36 +52,6 @@ def now_rfc3339() -> str:
 def local_time(unix: float) -> str:
     """A local time with its offset, as /api/tags, /api/show and /api/ps print them."""
     return datetime.fromtimestamp(min(unix, _FOREVER_UNIX)).astimezone().isoformat()
-
-
-def _go_decode_error(body: bytes, exc: json.JSONDecodeError) -> str:
-    """The message Go's decoder gives for the common cases of malformed JSON."""
-    if exc.pos >= len(exc.doc.rstrip()):
-        return "unexpected EOF"
-    char = exc.doc[exc.pos]
-    where = "looking for beginning of value" if exc.msg.startswith("Expecting value") else "after object key"
-    if exc.msg.startswith("Expecting ',' delimiter"):
-        where = "after object key:value pair"
-    elif exc.msg.startswith("Expecting property name"):
-        where = "looking for beginning of object key string"
-    elif exc.msg.startswith("Extra data"):
-        where = "after top-level value"
-    return f"invalid character {char!r} {where}"
-
-
-def parse_json(body: bytes, go_type: str = "api.Request") -> dict[str, Any]:
-    if not body.strip():
-        raise BadRequest(400, "missing request body")
-    try:
-        doc = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(400, _go_decode_error(body, exc)) from exc
-    except ValueError as exc:
-        raise BadRequest(400, str(exc)) from exc
-    if not isinstance(doc, dict):
-        kind = {list: "array", str: "string", bool: "bool", type(None): "null"}.get(type(doc), "number")
-        raise BadRequest(400, f"json: cannot unmarshal {kind} into Go value of type {go_type}")
-    return doc
 
 
 class Conn:

@@ -62,6 +62,7 @@ class GoType:
     elem: GoType | None = None
     fields: Mapping[str, GoType] = field(default_factory=dict)
     check: Callable[[Any], Any] | None = None  # custom: converts the value or raises BadRequest
+    pairs: bool = False  # custom: `check` gets objects as Pairs (to decode them with decode_value)
     alias: str = ""  # struct with its own UnmarshalJSON through this local alias type
     lower: tuple[str, ...] = ()  # string fields that UnmarshalJSON lower-cases
 
@@ -74,6 +75,10 @@ FLOAT32 = GoType("float", "float32")
 ANY = GoType("any", "interface {}")
 RAW = GoType("raw", "json.RawMessage")
 MAP = GoType("map", "map[string]interface {}")
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def ptr(t: GoType) -> GoType:
@@ -89,8 +94,12 @@ def struct(name: str, fields: Mapping[str, GoType], alias: str = "", lower: tupl
     return GoType("struct", name, fields=fields, alias=alias, lower=lower)
 
 
-def custom(name: str, check: Callable[[Any], Any]) -> GoType:
-    return GoType("custom", name, check=check)
+def custom(name: str, check: Callable[[Any], Any], pairs: bool = False) -> GoType:
+    return GoType("custom", name, check=check, pairs=pairs)
+
+
+# A json.RawMessage kept as parsed (objects as Pairs), for a custom decoder to decode further.
+RAW_PAIRS = GoType("custom", "json.RawMessage", check=_same, pairs=True)
 
 
 def fold(name: str) -> str:
@@ -149,7 +158,7 @@ def plain(value: Any) -> Any:
 
 
 def _kind(value: Any) -> str:
-    if isinstance(value, Pairs):
+    if isinstance(value, Pairs | dict):
         return "object"
     if isinstance(value, list):
         return "array"
@@ -201,7 +210,9 @@ class _Decoder:
         if t.kind == "custom":
             assert t.check is not None
             try:
-                return t.check(plain(v))
+                return t.check(v if t.pairs else plain(v))
+            except GoDecodeError as exc:
+                raise _Abort(exc.error) from None
             except BadRequest as exc:
                 raise _Abort(exc) from None
         ok = {
@@ -259,7 +270,11 @@ class _Decoder:
             saved = (len(self.path), self.struct)
             self.path.append(name)
             self.struct = struct_name
-            out[name] = self.value(v, t.fields[name], out.get(name))
+            value = self.value(v, t.fields[name], out.get(name))
+            if value is None:
+                out.pop(name, None)  # nil and absent read the same
+            else:
+                out[name] = value
             del self.path[saved[0] :]
             self.struct = saved[1]
         return out
@@ -314,3 +329,36 @@ def decode(body: bytes, t: GoType) -> dict[str, Any]:
     if decoder.saved is not None:
         raise BadRequest(400, str(decoder.saved))
     return out
+
+
+class GoDecodeError(BadRequest):
+    """A 400 from decode_value that keeps Go's error, so an enclosing decode can add its context."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(400, str(error))
+        self.error = error
+
+
+def decode_value(value: Any, t: GoType) -> Any:
+    """`value` (as parsed, objects as Pairs) decoded into `t` on its own, as a custom
+    UnmarshalJSON's inner json.Unmarshal does; raises GoDecodeError with Go's message."""
+    decoder = _Decoder()
+    if not isinstance(value, Pairs) and t.kind == "struct" and value is not None:
+        raise GoDecodeError(_TypeError(_kind(value), t.name))
+    try:
+        out = decoder.value(value, t, None)
+    except _Abort as abort:
+        raise GoDecodeError(abort.error) from None
+    if decoder.saved is not None:
+        raise GoDecodeError(decoder.saved)
+    return out
+
+
+def type_error(value: Any, type_name: str) -> GoDecodeError:
+    """Go's error for `value` decoded into a type it does not fit, outside any struct."""
+    return GoDecodeError(_TypeError(_kind(value), type_name))
+
+
+def kind_of(value: Any) -> str:
+    """The JSON kind Go names in its errors: string, number, bool, array, object."""
+    return _kind(value)

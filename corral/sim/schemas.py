@@ -7,6 +7,7 @@ needs is here: a field's JSON name, its Go type and how Go prints that type in e
 
 from __future__ import annotations
 
+from corral.sim.anthropic import MESSAGE_PARAM
 from corral.sim.gojson import (
     ANY,
     BOOL,
@@ -23,6 +24,7 @@ from corral.sim.gojson import (
     struct,
 )
 from corral.sim.params import check_keep_alive, parse_think
+from corral.sim.responses import INPUT
 
 STRINGS = slice_of(STRING)
 # api.Duration and api.ThinkValue have their own UnmarshalJSON (api/types.go), behind pointers.
@@ -217,8 +219,7 @@ OPENAI_EMBED = struct(
     "openai.EmbedRequest", {"input": ANY, "model": STRING, "dimensions": INT, "encoding_format": STRING}
 )
 
-# openai/responses.go. `input` has its own UnmarshalJSON (a string or an array of items); the
-# sim reads the items itself (responses.py), as FromResponsesRequest does.
+# openai/responses.go. `input` has its own UnmarshalJSON (a string or an array of typed items).
 _RESPONSES_TOOL = struct(
     "openai.ResponsesTool",
     {"type": STRING, "name": STRING, "description": ptr(STRING), "strict": ptr(BOOL), "parameters": MAP, "tools": ANY},
@@ -230,7 +231,7 @@ RESPONSES = struct(
         "background": BOOL,
         "conversation": RAW,
         "include": STRINGS,
-        "input": ANY,
+        "input": INPUT,
         "instructions": STRING,
         "max_output_tokens": ptr(INT),
         "reasoning": struct(
@@ -263,7 +264,7 @@ ANTHROPIC_MESSAGES = struct(
     {
         "model": STRING,
         "max_tokens": INT,
-        "messages": slice_of(struct("anthropic.MessageParam", {"role": STRING, "content": ANY}, alias="anthropic.raw")),
+        "messages": slice_of(MESSAGE_PARAM),
         "system": ANY,
         "stream": BOOL,
         "temperature": ptr(FLOAT64),

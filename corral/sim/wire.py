@@ -4,6 +4,7 @@ connection object that writes responses and knows whether one has started."""
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
@@ -37,9 +38,10 @@ class BadRequest(Exception):
         self.message = message
 
 
-def go_json(obj: object) -> bytes:
-    """JSON as Go's encoding/json writes it: compact, with <, >, &, U+2028 and U+2029 escaped."""
-    data = orjson.dumps(obj)
+def go_json(obj: object, sort_keys: bool = False) -> bytes:
+    """JSON as Go's encoding/json writes it: compact, with <, >, &, U+2028 and U+2029 escaped.
+    `sort_keys` for values Go holds as maps (json.Marshal writes map keys sorted)."""
+    data = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else None)
     return _GO_RE.sub(lambda m: _GO_ESCAPES[m.group(0)], data) if _GO_RE.search(data) else data
 
 
@@ -94,6 +96,14 @@ class Conn:
 
     async def error(self, status: int, message: str) -> None:
         await self.respond(status, go_json({"error": message}))
+
+    async def anthropic_error(self, status: int, message: str) -> None:
+        """anthropic.NewError (anthropic/anthropic.go): the type follows the status."""
+        kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error"}
+        kind |= {404: "not_found_error", 429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error"}
+        body = {"type": "error", "error": {"type": kind.get(status, "api_error"), "message": message}}
+        body["request_id"] = "req_" + secrets.token_hex(12)
+        await self.respond(status, go_json(body) + b"\n", b"application/json")
 
     async def openai_error(self, status: int, message: str) -> None:
         kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")

@@ -11,13 +11,13 @@ from typing import Any
 
 from corral.sim.anthropic_events import AnthropicFramer, message_body
 from corral.sim.engine import Engine
+from corral.sim.gobase64 import base64_error
 from corral.sim.gojson import (
     ANY,
     BOOL,
     RAW_PAIRS,
     STRING,
     Pairs,
-    base64_error,
     custom,
     decode_value,
     ptr,

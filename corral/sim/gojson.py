@@ -30,11 +30,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from corral.sim.gobase64 import base64_error
 from corral.sim.wire import BadRequest
 
 # Runes that Unicode simple case folding puts in the same orbit as an ASCII letter.
 _FOLD = {"\u017f": "S", "\u212a": "K"}
-_B64 = {c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
 _INT64 = range(-(2**63), 2**63)
 
 
@@ -112,38 +112,6 @@ def match_field(key: str, fields: Mapping[str, GoType]) -> str | None:
         return key
     folded = fold(key)
     return next((f for f in fields if fold(f) == folded), None)
-
-
-def base64_error(text: str) -> int | None:
-    """Where Go's base64.StdEncoding rejects `text` (the N of `illegal base64 data at input byte
-    N`), or None when it decodes. CR and LF are skipped anywhere; padding is required."""
-    data, si, n = text.encode("utf-8", "surrogatepass"), 0, len(text.encode("utf-8", "surrogatepass"))
-    while si < n:
-        j = 0
-        while j < 4:
-            if si == n:
-                return None if j == 0 else si - j
-            c = data[si]
-            si += 1
-            if c in _B64:
-                j += 1
-                continue
-            if c in (10, 13):
-                continue
-            if c != 61 or j < 2:  # not "=", or padding too early
-                return si - 1
-            if j == 2:  # "==" expected: the second one may follow newlines
-                while si < n and data[si] in (10, 13):
-                    si += 1
-                if si == n:
-                    return n
-                if data[si] != 61:
-                    return si - 1
-                si += 1
-            while si < n and data[si] in (10, 13):
-                si += 1
-            return si if si < n else None  # anything after the padding is garbage
-    return None
 
 
 def plain(value: Any) -> Any:

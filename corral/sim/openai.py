@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from corral.sim.engine import Engine
-from corral.sim.gojson import base64_error
+from corral.sim.gobase64 import base64_error
 from corral.sim.request import check_top_logprobs, prepare
 from corral.sim.stream import collect, merge, relay
 from corral.sim.wire import BadRequest, Conn, go_json

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from corral.sim.gojson import base64_error, decode
+from corral.sim.gobase64 import base64_error
+from corral.sim.gojson import decode
 from corral.sim.params import parse_keep_alive
 from corral.sim.schemas import CHAT, EMBED, GENERATE
 from corral.sim.wire import BadRequest

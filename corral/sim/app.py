@@ -10,19 +10,23 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from corral.sim.anthropic import AnthropicRoutes
 from corral.sim.engine import Engine
+from corral.sim.gojson import decode, first_value, plain
 from corral.sim.manage import ManageRoutes
 from corral.sim.native import NativeRoutes
 from corral.sim.openai import OpenAIRoutes
 from corral.sim.options import SimOptions
+from corral.sim.responses import ResponsesRoutes
+from corral.sim.schemas import BY_PATH
 from corral.sim.stream import Drop
-from corral.sim.wire import JSON_UTF8, BadRequest, Conn, Receive, Scope, Send, go_json, parse_json
+from corral.sim.wire import JSON_UTF8, BadRequest, Conn, Receive, Scope, Send, go_json
 
 JsonHandler = Callable[[Conn, dict[str, Any]], Awaitable[None]]
 _TEXT = b"text/plain; charset=utf-8"
 _INFERENCE = frozenset(
     {"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"}
-    | {"/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+    | {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages"}
 )
 
 
@@ -72,6 +76,8 @@ class SimApp:
         self.native = NativeRoutes(self.engine)
         self.manage = ManageRoutes(self.engine)
         self.openai = OpenAIRoutes(self.engine)
+        self.responses = ResponsesRoutes(self.engine)
+        self.anthropic = AnthropicRoutes(self.engine)
         self._fault_defaults = {k: getattr(options, k) for k in SimOptions.FAULTS}
         # Ollama checks Host only when it listens on a loopback address.
         self._host_check = options.host_check and (options.host == "localhost" or _is_loopback(options.host))
@@ -90,6 +96,8 @@ class SimApp:
             "/v1/chat/completions": ("POST", lambda c, d: self.openai.complete("chat", c, d)),
             "/v1/completions": ("POST", lambda c, d: self.openai.complete("generate", c, d)),
             "/v1/embeddings": ("POST", self.openai.embeddings),
+            "/v1/responses": ("POST", self.responses.create),
+            "/v1/messages": ("POST", self.anthropic.messages),
             "/_sim/faults": ("POST", self._faults),
             "/_sim/reset": ("POST", self._reset),
         }
@@ -146,6 +154,8 @@ class SimApp:
         except BadRequest as exc:
             if conn.started:  # cannot change the status any more: end the stream with the error
                 await conn.write(go_json({"error": exc.message}) + b"\n", more=False)
+            elif path == "/v1/messages":
+                await conn.anthropic_error(exc.status, exc.message)
             elif path.startswith("/v1/"):
                 await conn.openai_error(exc.status, exc.message)
             else:
@@ -160,7 +170,12 @@ class SimApp:
     async def _dispatch(self, conn: Conn, path: str, method: str) -> None:
         if path in self.json_routes:
             body = await conn.read_body()
-            doc = {} if path.startswith("/_sim/") and not body.strip() else parse_json(body)
+            if path in BY_PATH:
+                doc = decode(body, BY_PATH[path])
+            else:
+                doc = plain(first_value(body)) if body.strip() else {}
+                if not isinstance(doc, dict):
+                    raise BadRequest(400, "expected a JSON object")
             handler = self.json_routes[path][1]
             if path in _INFERENCE or path in ("/api/pull", "/api/push", "/api/create"):
                 await self._until_disconnect(conn, handler(conn, doc), inference=path in _INFERENCE)

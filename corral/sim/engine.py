@@ -62,19 +62,25 @@ class Engine:
             self.stats.rejected_busy += 1
             raise BadRequest(503, BUSY) from None
 
-    async def load_or_unload(self, inf: Inference) -> dict[str, Any]:
-        """An empty prompt (or messages: []): load the model, or with keep_alive 0 unload it."""
-        base: dict[str, Any] = {"model": inf.model, "created_at": now_rfc3339()}
-        if inf.kind == "chat":
+    @staticmethod
+    def _empty_answer(kind: str, model: str, reason: str) -> dict[str, Any]:
+        base: dict[str, Any] = {"model": model, "created_at": now_rfc3339()}
+        if kind == "chat":
             base["message"] = {"role": "assistant", "content": ""}
         else:
             base["response"] = ""
-        if inf.session_s == 0:
-            self.scheduler.unload_now(inf.info.name)
-            return {**base, "done": True, "done_reason": "unload"}
+        return {**base, "done": True, "done_reason": reason}
+
+    def unload(self, kind: str, model: str, info: ModelInfo) -> dict[str, Any]:
+        """keep_alive 0 with an empty prompt (or messages: []): expire the runner, loaded or not."""
+        self.scheduler.unload_now(info.name)
+        return self._empty_answer(kind, model, "unload")
+
+    async def load(self, inf: Inference) -> dict[str, Any]:
+        """An empty prompt (or messages: []): load the model and answer at once."""
         runner = await self._acquire(inf.info, inf.key, inf.session_s)
         self.scheduler.release(runner)
-        return {**base, "done": True, "done_reason": "load"}
+        return self._empty_answer(inf.kind, inf.model, "load")
 
     async def generate(self, inf: Inference) -> AsyncGenerator[dict[str, Any], None]:
         """Chunk objects for one generate or chat request, paced at tokens_per_second."""

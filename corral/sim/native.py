@@ -7,7 +7,7 @@ from typing import Any
 
 from corral.sim.catalog import stable_hash
 from corral.sim.engine import Engine
-from corral.sim.request import prepare
+from corral.sim.request import check_top_logprobs, prepare, unload_requested
 from corral.sim.stream import NdjsonFramer, collect, merge, relay
 from corral.sim.wire import BadRequest, Conn
 
@@ -23,16 +23,20 @@ class NativeRoutes:
         await self._infer("generate", conn, doc)
 
     async def chat(self, conn: Conn, doc: dict[str, Any]) -> None:
-        if not doc.get("model"):
-            raise BadRequest(400, "model is required")
         await self._infer("chat", conn, doc)
 
     async def _infer(self, kind: str, conn: Conn, doc: dict[str, Any]) -> None:
+        check_top_logprobs(doc)
+        if kind == "chat" and not str(doc.get("model") or "").strip():
+            raise BadRequest(400, "model is required")
         info = self.engine.find(doc.get("model"))
+        # Load and unload answer one object whatever `stream` says (routes.go answers them with c.JSON).
+        if unload_requested(kind, doc, self.options.keep_alive_default):
+            await conn.json(self.engine.unload(kind, str(doc.get("model")), info))
+            return
         inf = prepare(kind, doc, info, self.options.keep_alive_default)
         if inf.empty:
-            # One object whatever `stream` says (routes.go answers load/unload with c.JSON).
-            await conn.json(await self.engine.load_or_unload(inf))
+            await conn.json(await self.engine.load(inf))
             return
         chunks = self.engine.generate(inf)
         if doc.get("stream") is False:
@@ -42,23 +46,24 @@ class NativeRoutes:
             await relay(conn, chunks, _NDJSON, self.options, self.engine.stats)
 
     async def embed(self, conn: Conn, doc: dict[str, Any]) -> None:
-        if not doc.get("model"):
-            raise BadRequest(400, "model is required")
-        info = self.engine.find(doc["model"], pull_hint=True)
+        """EmbedHandler (server/routes.go): the model name first (empty: 404), then the input's
+        type; every string of a list is embedded, empty ones too. Only an empty string or no
+        input at all (or []) is a load request."""
+        if not str(doc.get("model") or "").strip():
+            raise BadRequest(404, f"model '{doc.get('model') or ''}' not found")
         raw = doc.get("input")
-        if raw is None or raw == "":
-            inputs: list[str] = []
-        elif isinstance(raw, str):
-            inputs = [raw]
+        if isinstance(raw, str):
+            inputs = [raw] if raw else []
         elif isinstance(raw, list) and all(isinstance(x, str) for x in raw):
-            inputs = [x for x in raw if x]
+            inputs = list(raw)
+        elif raw is None:
+            inputs = []
         else:
             raise BadRequest(400, "invalid input type")
-        dims = doc.get("dimensions")
-        if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int)):
-            raise BadRequest(400, "json: cannot unmarshal dimensions into Go struct field EmbedRequest.dimensions")
+        info = self.engine.find(doc["model"], pull_hint=True)
+        dims = int(doc.get("dimensions") or 0)
         started = time.monotonic_ns()
-        vectors, tokens = await self.engine.embed(doc, info, inputs, dims)
+        vectors, tokens = await self.engine.embed(doc, info, inputs, dims if dims > 0 else None)
         if not inputs:
             await conn.json({"model": doc["model"], "embeddings": []})
             return

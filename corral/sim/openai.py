@@ -13,12 +13,40 @@ import time
 from typing import Any
 
 from corral.sim.engine import Engine
-from corral.sim.request import prepare
+from corral.sim.gobase64 import base64_error
+from corral.sim.request import check_top_logprobs, prepare
 from corral.sim.stream import collect, merge, relay
 from corral.sim.wire import BadRequest, Conn, go_json
 
-_EFFORT = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high", "max": "max"}
-_EFFORT |= {"xhigh": "max", "ultra": "max"}
+# openai/openai.go thinkFromReasoningEffort; "" means not given.
+EFFORT: dict[str, bool | str] = {
+    "none": False,
+    "minimal": "low",
+    "low": "low",
+    "medium": "medium",
+    "high": "high",
+    "max": "max",
+}
+EFFORT |= {"xhigh": "max", "ultra": "max"}
+_EFFORT_HELP = '(must be "minimal", "low", "medium", "high", "xhigh", "ultra", "max", or "none")'
+_IMAGE_PREFIXES = ("data:;base64,", *(f"data:image/{t};base64," for t in ("jpeg", "jpg", "png", "webp")))
+
+
+def think_from_effort(effort: str) -> bool | str | None:
+    if not effort:
+        return None
+    if effort not in EFFORT:
+        raise BadRequest(400, f"invalid reasoning value: {json.dumps(effort, ensure_ascii=False)} {_EFFORT_HELP}")
+    return EFFORT[effort]
+
+
+def check_image_url(url: str) -> None:
+    """openai/openai.go decodeImageURL: a base64 data URL of a known image type."""
+    if url.startswith(("http://", "https://")):
+        raise BadRequest(400, "image URLs are not currently supported, please use base64 encoded data instead")
+    prefix = next((p for p in _IMAGE_PREFIXES if url.startswith(p)), None)
+    if prefix is None or base64_error(url[len(prefix) :]) is not None:
+        raise BadRequest(400, "invalid image input")
 
 
 def _json(obj: object) -> bytes:
@@ -153,11 +181,12 @@ class OpenAIRoutes:
         native["messages"] = [self._message(m) for m in messages if isinstance(m, dict)]
         if doc.get("tools"):
             native["tools"] = doc["tools"]
-        effort = doc.get("reasoning_effort") or (doc.get("reasoning") or {}).get("effort")
-        if effort is not None:
-            if effort not in _EFFORT:
-                raise BadRequest(400, f"invalid reasoning value: '{effort}' (must be one of {', '.join(_EFFORT)})")
-            native["think"] = _EFFORT[effort]
+        reasoning = doc.get("reasoning")
+        effort = reasoning.get("effort") if isinstance(reasoning, dict) else doc.get("reasoning_effort")
+        think = think_from_effort(effort or "")
+        if think is not None:
+            native["think"] = think
+        native["top_logprobs"] = doc.get("top_logprobs") or 0
         return native
 
     @staticmethod
@@ -170,10 +199,10 @@ class OpenAIRoutes:
                     continue
                 url = part.get("image_url")
                 url = url.get("url") if isinstance(url, dict) else url
-                if isinstance(url, str) and not url.startswith("data:"):
-                    raise BadRequest(
-                        400, "image URLs are not currently supported, please use base64 encoded data instead"
-                    )
+                if part.get("type") == "image_url":
+                    if not isinstance(url, str):
+                        raise BadRequest(400, "invalid message format")
+                    check_image_url(url)
                 if part.get("type") == "text":
                     texts.append(str(part.get("text", "")))
             content = "\n".join(texts)
@@ -187,7 +216,8 @@ class OpenAIRoutes:
 
     async def complete(self, kind: str, conn: Conn, doc: dict[str, Any]) -> None:
         native = self._native(kind, doc)
-        if kind == "chat" and not native.get("model"):
+        check_top_logprobs(native)
+        if kind == "chat" and not str(native.get("model") or "").strip():
             raise BadRequest(400, "model is required")
         info = self.engine.find(native.get("model"))
         inf = prepare(kind, native, info, self.engine.options.keep_alive_default)

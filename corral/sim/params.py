@@ -9,8 +9,8 @@ from corral.sim.catalog import DEFAULT_NUM_CTX
 from corral.sim.wire import BadRequest
 
 FOREVER = -1.0  # a negative session duration: never expire
-_DURATION = re.compile(r"^[-+]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h))+$")
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_NUMBER = re.compile(r"[0-9]*(\.[0-9]*)?")
+_UNIT_TEXT = re.compile(r"[^0-9.]*")
 _UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 # Runner ("load-time") options: any difference from the loaded runner's means a reload (sched.go needsReload).
@@ -23,23 +23,54 @@ LOAD_DEFAULTS: dict[str, Any] = {
     "num_thread": 0,
 }
 _INT_OPTIONS = {"num_keep", "seed", "num_predict", "top_k", "repeat_last_n", "num_ctx", "num_batch", "num_gpu"}
-_INT_OPTIONS |= {"main_gpu", "num_thread"}
+_INT_OPTIONS |= {"main_gpu", "num_thread", "draft_num_predict"}
 _FLOAT_OPTIONS = {"top_p", "min_p", "typical_p", "temperature", "repeat_penalty", "presence_penalty"}
 _FLOAT_OPTIONS |= {"frequency_penalty"}
-_BOOL_OPTIONS = {"use_mmap", "numa"}
+_BOOL_OPTIONS = {"use_mmap"}
 THINK_LEVELS = ("low", "medium", "high", "max")
 
 
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def go_duration(text: str) -> float:
-    """Go's time.ParseDuration, in seconds; raises BadRequest with Go's message."""
-    if text in ("0", "+0", "-0"):
+    """Go's time.ParseDuration, in seconds; raises BadRequest with its messages (time/format.go)."""
+    rest, negative = text, False
+    if rest[:1] in ("-", "+"):
+        negative, rest = rest[0] == "-", rest[1:]
+    if rest == "0":
         return 0.0
-    if not _DURATION.match(text):
-        unitless = re.fullmatch(r"[-+]?(\d+(\.\d*)?|\.\d+)", text) is not None
-        reason = "missing unit in duration" if unitless else "invalid duration"
-        raise BadRequest(400, f'time: {reason} "{text}"')
-    seconds = sum(float(n) * _UNIT[u] for n, u in _PART.findall(text))
-    return -seconds if text.startswith("-") else seconds
+    invalid = BadRequest(400, f"time: invalid duration {_quote(text)}")
+    if not rest:
+        raise invalid
+    seconds = 0.0
+    while rest:
+        number = _NUMBER.match(rest)
+        if number is None or number.group(0) in ("", "."):
+            raise invalid
+        rest = rest[number.end() :]
+        unit = _UNIT_TEXT.match(rest)
+        if unit is None or not unit.group(0):
+            raise BadRequest(400, f"time: missing unit in duration {_quote(text)}")
+        rest = rest[unit.end() :]
+        if unit.group(0) not in _UNIT:
+            raise BadRequest(400, f"time: unknown unit {_quote(unit.group(0))} in duration {_quote(text)}")
+        seconds += float(number.group(0) if number.group(0) != "." else 0) * _UNIT[unit.group(0)]
+    if seconds * 1e9 > 2**63:
+        raise invalid
+    return -seconds if negative else seconds
+
+
+def check_keep_alive(value: object) -> object:
+    """api.Duration's UnmarshalJSON: a number (seconds) or a Go duration string; any other JSON
+    type is `Unsupported type: '<Go type>'` (api/types.go)."""
+    if isinstance(value, str):
+        go_duration(value)
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        kind = {bool: "bool", dict: "map[string]interface {}", list: "[]interface {}"}[type(value)]
+        raise BadRequest(400, f"Unsupported type: '{kind}'")
+    return value
 
 
 def parse_keep_alive(value: object, default: str) -> float:
@@ -48,23 +79,17 @@ def parse_keep_alive(value: object, default: str) -> float:
         value = default
         if re.fullmatch(r"-?\d+", default):  # OLLAMA_KEEP_ALIVE also takes bare seconds
             value = int(default)
-    if isinstance(value, bool):
-        raise BadRequest(400, "Unsupported type")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        seconds = go_duration(value)
-    else:
-        raise BadRequest(400, "Unsupported type")
+    check_keep_alive(value)
+    seconds = go_duration(value) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
     return FOREVER if seconds < 0 else seconds
 
 
 def check_options(options: object) -> dict[str, Any]:
-    """The `options` object, type-checked as Ollama's FromMap does (wrong types are a 500 there)."""
-    if options is None:
-        return {}
+    """The `options` map as Options.FromMap reads it (api/types.go): keys match the json tags
+    exactly (others are ignored), numbers are accepted for integer options, `stop` must be an
+    array of strings. Its errors reach the client as 500 (handleScheduleError's default)."""
     if not isinstance(options, dict):
-        raise BadRequest(400, "json: cannot unmarshal options into Go struct field of type map[string]interface {}")
+        return {}
     for key, value in options.items():
         if value is None:
             continue
@@ -74,9 +99,10 @@ def check_options(options: object) -> dict[str, Any]:
             raise BadRequest(500, f'option "{key}" must be of type float32')
         if key in _BOOL_OPTIONS and not isinstance(value, bool):
             raise BadRequest(500, f'option "{key}" must be of type boolean')
-        stop_ok = isinstance(value, str) or (isinstance(value, list) and all(isinstance(s, str) for s in value))
-        if key == "stop" and not stop_ok:
+        if key == "stop" and not isinstance(value, list):  # a bare string is not converted
             raise BadRequest(500, 'option "stop" must be of type array')
+        if key == "stop" and not all(isinstance(s, str) for s in value):
+            raise BadRequest(500, 'option "stop" must be of an array of strings')
     return options
 
 
@@ -102,11 +128,12 @@ def needs_reload(loaded: tuple[tuple[str, Any], ...], wanted: tuple[tuple[str, A
 
 
 def parse_think(value: object) -> bool | str | None:
-    """None (not given), a bool, or a level; anything else is a 400 as in api.ThinkValue."""
+    """api.ThinkValue's UnmarshalJSON: a bool or one of the levels; its errors are 400s."""
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, str) and value in THINK_LEVELS:
         return value
+    levels = '"high", "medium", "low", "max", true, or false'
     if isinstance(value, str):
-        raise BadRequest(400, f'invalid think value: "{value}" (must be "high", "medium", "low", true, or false)')
-    raise BadRequest(400, "think must be a boolean or string")
+        raise BadRequest(400, f"invalid think value: {_quote(value)} (must be {levels})")
+    raise BadRequest(400, f"think must be a boolean or string ({levels})")

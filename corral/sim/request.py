@@ -38,15 +38,38 @@ def _format(value: Any) -> Any:
     raise BadRequest(400, f'invalid format: {value!r}; expected "json" or a valid JSON Schema object')
 
 
-def prepare(kind: str, doc: dict[str, Any], info: ModelInfo, keep_alive_default: str) -> Inference:
-    """Everything Ollama rejects before scheduling. `info` was already looked up by the model name."""
+def check_top_logprobs(doc: dict[str, Any]) -> None:
+    """The handlers' first check after decoding (server/routes.go)."""
+    if not 0 <= int(doc.get("top_logprobs") or 0) <= 20:
+        raise BadRequest(400, "top_logprobs must be between 0 and 20")
+
+
+def unload_requested(kind: str, doc: dict[str, Any], keep_alive_default: str) -> bool:
+    """An empty prompt (or no messages) with keep_alive 0: what `ollama stop` sends. GenerateHandler
+    and ChatHandler (server/routes.go) expire the runner and answer before any capability check,
+    so this works for an embedding model too."""
+    if doc.get("keep_alive") is None:
+        return False
+    empty = not doc.get("prompt") if kind == "generate" else not doc.get("messages")
+    return empty and parse_keep_alive(doc["keep_alive"], keep_alive_default) == 0
+
+
+def prepare(
+    kind: str, doc: dict[str, Any], info: ModelInfo, keep_alive_default: str, relax_thinking: bool = False
+) -> Inference:
+    """Everything Ollama rejects before scheduling, in its order (server/routes.go): raw mode,
+    thinking, then scheduleRunner's capability check, then the options (Options.FromMap, a 500).
+    `relax_thinking` is the Anthropic route's: `think` on a model without thinking is dropped."""
     session_s = parse_keep_alive(doc.get("keep_alive"), keep_alive_default)
-    options = check_options(doc.get("options"))
     model = str(doc.get("model"))
     think_value = parse_think(doc.get("think"))
+    if kind == "generate" and doc.get("raw") and (doc.get("template") or doc.get("system") or doc.get("context")):
+        raise BadRequest(400, "raw mode does not support template, system, or context")
+    if think_value not in (None, False) and not info.thinking:
+        if not relax_thinking:
+            raise BadRequest(400, f'"{model}" does not support thinking')
+        think_value = None
     if kind == "generate":
-        if doc.get("raw") and (doc.get("template") or doc.get("system") or doc.get("context")):
-            raise BadRequest(400, "raw mode does not support template, system, or context")
         if info.embedding:
             raise BadRequest(400, f'"{model}" does not support generate')
         if doc.get("suffix"):
@@ -56,26 +79,17 @@ def prepare(kind: str, doc: dict[str, Any], info: ModelInfo, keep_alive_default:
         text, last_user, empty = (system + "\n" + prompt if system else prompt), prompt, not prompt
         tools: list[Any] = []
     else:
-        messages = doc.get("messages")
-        if messages is not None and not isinstance(messages, list):
-            raise BadRequest(400, "json: cannot unmarshal messages into Go struct field ChatRequest.messages")
-        messages = [m for m in messages or [] if isinstance(m, dict)]
+        messages = [m for m in doc.get("messages") or [] if isinstance(m, dict)]
         if info.embedding:
             raise BadRequest(400, f'"{model}" does not support chat')
         tools = doc.get("tools") or []
-        if not isinstance(tools, list):
-            raise BadRequest(400, "json: cannot unmarshal tools into Go struct field ChatRequest.tools")
         if tools and not info.tools:
             raise BadRequest(400, f"{full_name(info.name)} does not support tools")
-        text = "\n".join(f"{str(m.get('role', '')).lower()}: {m.get('content') or ''}" for m in messages)
+        text = "\n".join(f"{m.get('role') or ''}: {m.get('content') or ''}" for m in messages)
         last = messages[-1] if messages else {}
-        last_user = str(last.get("content") or "") if str(last.get("role", "")).lower() == "user" else ""
-        empty = doc.get("messages") == [] or doc.get("messages") is None
-    if think_value not in (None, False) and not info.thinking:
-        raise BadRequest(400, f'"{model}" does not support thinking')
-    top = doc.get("top_logprobs")
-    if top is not None and (not isinstance(top, int) or not 0 <= top <= 20):
-        raise BadRequest(400, "top_logprobs must be between 0 and 20")
+        last_user = str(last.get("content") or "") if last.get("role") == "user" else ""
+        empty = not messages
+    options = check_options(doc.get("options"))
     return Inference(
         kind=kind,
         model=model,
@@ -92,5 +106,5 @@ def prepare(kind: str, doc: dict[str, Any], info: ModelInfo, keep_alive_default:
         fmt=_format(doc.get("format")),
         raw=bool(doc.get("raw")),
         logprobs=bool(doc.get("logprobs")),
-        top_logprobs=int(top or 0),
+        top_logprobs=int(doc.get("top_logprobs") or 0),
     )

@@ -3,8 +3,8 @@ connection object that writes responses and knows whether one has started."""
 
 from __future__ import annotations
 
-import json
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
@@ -38,9 +38,10 @@ class BadRequest(Exception):
         self.message = message
 
 
-def go_json(obj: object) -> bytes:
-    """JSON as Go's encoding/json writes it: compact, with <, >, &, U+2028 and U+2029 escaped."""
-    data = orjson.dumps(obj)
+def go_json(obj: object, sort_keys: bool = False) -> bytes:
+    """JSON as Go's encoding/json writes it: compact, with <, >, &, U+2028 and U+2029 escaped.
+    `sort_keys` for values Go holds as maps (json.Marshal writes map keys sorted)."""
+    data = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS if sort_keys else None)
     return _GO_RE.sub(lambda m: _GO_ESCAPES[m.group(0)], data) if _GO_RE.search(data) else data
 
 
@@ -53,36 +54,6 @@ def now_rfc3339() -> str:
 def local_time(unix: float) -> str:
     """A local time with its offset, as /api/tags, /api/show and /api/ps print them."""
     return datetime.fromtimestamp(min(unix, _FOREVER_UNIX)).astimezone().isoformat()
-
-
-def _go_decode_error(body: bytes, exc: json.JSONDecodeError) -> str:
-    """The message Go's decoder gives for the common cases of malformed JSON."""
-    if exc.pos >= len(exc.doc.rstrip()):
-        return "unexpected EOF"
-    char = exc.doc[exc.pos]
-    where = "looking for beginning of value" if exc.msg.startswith("Expecting value") else "after object key"
-    if exc.msg.startswith("Expecting ',' delimiter"):
-        where = "after object key:value pair"
-    elif exc.msg.startswith("Expecting property name"):
-        where = "looking for beginning of object key string"
-    elif exc.msg.startswith("Extra data"):
-        where = "after top-level value"
-    return f"invalid character {char!r} {where}"
-
-
-def parse_json(body: bytes, go_type: str = "api.Request") -> dict[str, Any]:
-    if not body.strip():
-        raise BadRequest(400, "missing request body")
-    try:
-        doc = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(400, _go_decode_error(body, exc)) from exc
-    except ValueError as exc:
-        raise BadRequest(400, str(exc)) from exc
-    if not isinstance(doc, dict):
-        kind = {list: "array", str: "string", bool: "bool", type(None): "null"}.get(type(doc), "number")
-        raise BadRequest(400, f"json: cannot unmarshal {kind} into Go value of type {go_type}")
-    return doc
 
 
 class Conn:
@@ -125,6 +96,14 @@ class Conn:
 
     async def error(self, status: int, message: str) -> None:
         await self.respond(status, go_json({"error": message}))
+
+    async def anthropic_error(self, status: int, message: str) -> None:
+        """anthropic.NewError (anthropic/anthropic.go): the type follows the status."""
+        kind = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error"}
+        kind |= {404: "not_found_error", 429: "rate_limit_error", 503: "overloaded_error", 529: "overloaded_error"}
+        body = {"type": "error", "error": {"type": kind.get(status, "api_error"), "message": message}}
+        body["request_id"] = "req_" + secrets.token_hex(12)
+        await self.respond(status, go_json(body) + b"\n", b"application/json")
 
     async def openai_error(self, status: int, message: str) -> None:
         kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")

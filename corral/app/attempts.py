@@ -19,7 +19,7 @@ from corral.app.admission import Admission
 from corral.app.context import ApiFamily, RequestRecord
 from corral.app.downstream import Downstream
 from corral.app.fleet import Fleet, Node
-from corral.app.headers import Outbound, openai_node_headers
+from corral.app.headers import DROP_RESPONSE, Outbound, openai_node_headers
 from corral.app.relay import end_broken_stream, framing, read_all, relay, relay_translated
 from corral.app.translation import Translation
 from corral.config import RoutingSettings, TimeoutSettings
@@ -150,8 +150,14 @@ class Forwarder:
             if model and upstream.status < 400:
                 self.strategy.first_token(node.name, model, route.options_key, head_at, timed=record.stream)
             refused = await self._refused(node, conn, upstream, route, translation)
-            if refused is not None:
+            if isinstance(refused, UpstreamStatus):
                 return refused
+            if refused is not None:  # read to look at it, and not for another node: passed on as it is
+                headers = [(k, v) for k, v in upstream.headers if k not in DROP_RESPONSE]
+                record.status = upstream.status
+                downstream.send(upstream.status, [*headers, *self._own_headers(record, node)], refused)
+                self._learn(node, record, route, upstream.status, cold, sent_at, head_at)
+                return None
             frames = framing(upstream)
             conn.watch(self.timeouts.idle_s, self.timeouts.total_s)
             own = self._own_headers(record, node)
@@ -187,10 +193,10 @@ class Forwarder:
         upstream: UpstreamResponse,
         route: RouteRequest,
         translation: Translation | None,
-    ) -> UpstreamStatus | None:
+    ) -> UpstreamStatus | bytes | None:
         """An answer another node should get a chance at: the node refused the work (502/503), or says
         it lacks a model our view said it had (its list was stale). Its body is kept, to be passed on
-        if no other node can serve."""
+        if no other node can serve. A 404 read for nothing of the kind comes back as its body."""
         status = upstream.status
         if not self.routing.retries:
             return None
@@ -202,14 +208,14 @@ class Forwarder:
             node.last_error = f"HTTP {status}"
         elif status == 404 and route.model:
             body = await read_all(conn, self.timeouts.idle_s)
-            if b"not found" not in body:
-                return _as_refusal(node, status, body, upstream, translation, retryable=False)
+            if b"model" not in body or b"not found" not in body:  # e.g. "404 page not found": no such route
+                return translation.error_body(status, body) if translation is not None else body
             node.forget_model(route.model)
             if self.on_stale is not None:
                 self.on_stale(node)
         else:
             return None
-        return _as_refusal(node, status, body, upstream, translation, retryable=True)
+        return _as_refusal(node, status, body, upstream, translation)
 
     async def _exchange(
         self, node: Node, out: Outbound, head_timeout_s: float
@@ -271,8 +277,8 @@ class Forwarder:
 
 
 def _as_refusal(
-    node: Node, status: int, body: bytes, upstream: UpstreamResponse, translation: Translation | None, retryable: bool
+    node: Node, status: int, body: bytes, upstream: UpstreamResponse, translation: Translation | None
 ) -> UpstreamStatus:
     if translation is not None:
         body = translation.error_body(status, body)
-    return UpstreamStatus(f"node {node.name} answered {status}", status, body, upstream.headers, retryable)
+    return UpstreamStatus(f"node {node.name} answered {status}", status, body, upstream.headers)

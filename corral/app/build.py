@@ -35,6 +35,7 @@ from corral.app.inference import InferenceHandlers
 from corral.app.limits_guard import LimitGuard
 from corral.app.logs import access_observer
 from corral.app.node_ops import NodeOps
+from corral.app.passthrough import Passthrough
 from corral.app.router import RouteHandler, Router
 from corral.app.routes import ROUTES, inference_paths
 from corral.app.views import FleetViews, send_json
@@ -158,6 +159,7 @@ async def build(settings: Settings) -> App:
         "v1_model": views.v1_model,
         "inference": inference,
         "node_ops": node_ops,
+        "passthrough": Passthrough(fleet, forwarder),
         "health": views.health,
         "ready": views.ready,
         "status": status,

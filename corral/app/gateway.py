@@ -247,6 +247,8 @@ class Gateway:
             return
         if record.family is ApiFamily.OPENAI:
             body = wire.openai_error(exc.message, exc.status, exc.kind.value, exc.param)
+        elif record.family is ApiFamily.ANTHROPIC:
+            body = wire.anthropic_error(exc.message, exc.status, record.request_id)
         else:
             body = wire.ollama_error(exc.message)
         response.send(exc.status, headers, body)

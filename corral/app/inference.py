@@ -18,6 +18,7 @@ from corral.domain.fleet import NodeKind, RouteRequest
 from corral.domain.keys import model_allowed
 from corral.domain.names import normalize
 from corral.net.response import Request, Response
+from corral.protocol.multipart import form_field
 from corral.protocol.validation import Caps, Invalid, validate
 
 # Options that make Ollama load a separate runner (docs/ollama-behaviour.md §2): a change means a reload.
@@ -31,7 +32,7 @@ _MISSING = {
     "/api/generate": (404, "model '' not found"),
     "/api/chat": (400, "model is required"),
     "/api/show": (400, "model is required"),
-    "/api/embed": (400, "model is required"),
+    "/api/embed": (404, "model '' not found"),
     "/api/embeddings": (400, "model is required"),
 }
 _UNKNOWN_QUOTED = frozenset({"/api/embed", "/api/embeddings"})
@@ -98,7 +99,12 @@ class InferenceHandlers:
 
     async def __call__(self, request: Request, response: Response, record: RequestRecord) -> None:
         route_name = record.route
-        doc = parse_body(request.body)
+        if route_name == "/v1/audio/transcriptions":
+            # A file upload: only the `model` form field is read, the rest is the client's bytes.
+            content_type = request.header(b"content-type") or b""
+            doc: dict[str, Any] = {"model": form_field(request.body, content_type, b"model")}
+        else:
+            doc = parse_body(request.body)
         model = doc.get("model")
         if model is None and route_name == "/api/show":
             model = doc.get("name")

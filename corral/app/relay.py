@@ -8,7 +8,7 @@ import asyncio
 import time
 from time import perf_counter
 
-from corral.app.context import RequestRecord
+from corral.app.context import ApiFamily, RequestRecord
 from corral.app.downstream import Downstream
 from corral.app.headers import DROP_RESPONSE
 from corral.app.translation import Translation
@@ -144,7 +144,13 @@ def end_broken_stream(downstream: Downstream, record: RequestRecord, exc: Upstre
     if not downstream.started or downstream.finished:
         return
     if frames == "sse":
-        downstream.write_nowait(wire.sse_error_event(message, UpstreamMidstream.kind.value))
+        if record.family is ApiFamily.ANTHROPIC:
+            event = wire.anthropic_error_event(message)
+        elif record.route == "/v1/responses":
+            event = wire.responses_error_event(message, UpstreamMidstream.kind.value)
+        else:
+            event = wire.sse_error_event(message, UpstreamMidstream.kind.value)
+        downstream.write_nowait(event)
         downstream.end()
     elif frames == "ndjson":
         downstream.write_nowait(wire.ndjson_error_line(message))

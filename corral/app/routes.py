@@ -90,6 +90,9 @@ ROUTES: tuple[RouteSpec, ...] = (
     infer("/v1/chat/completions"),
     infer("/v1/completions"),
     infer("/v1/embeddings"),
+    infer("/v1/responses"),
+    route("POST", "/v1/messages", "inference", tokens=True, model=True, family=ApiFamily.ANTHROPIC),
+    infer("/v1/audio/transcriptions"),  # multipart: the model is a form field
     # model management on the node named by X-Corral-Node
     route("POST", "/api/pull", "node_ops", access=Access.ADMIN),
     route("POST", "/api/push", "node_ops", access=Access.ADMIN),
@@ -98,6 +101,14 @@ ROUTES: tuple[RouteSpec, ...] = (
     route("DELETE", "/api/delete", "node_ops", access=Access.ADMIN),
     route("HEAD", "/api/blobs/{digest}", "node_ops", access=Access.ADMIN, body=Body.NONE),
     route("POST", "/api/blobs/{digest}", "node_ops", access=Access.ADMIN, body=Body.STREAM),
+    # no model: one healthy node answers (Ollama's account, cloud and experimental routes)
+    route("GET", "/api/status", "passthrough", body=Body.NONE),
+    route("GET", "/api/experimental/model-recommendations", "passthrough", body=Body.NONE),
+    route("POST", "/api/experimental/web_search", "passthrough"),
+    route("POST", "/api/experimental/web_fetch", "passthrough"),
+    route("POST", "/api/me", "passthrough", access=Access.ADMIN),
+    route("POST", "/api/signout", "passthrough", access=Access.ADMIN),
+    route("DELETE", "/api/user/keys/{encodedKey}", "passthrough", access=Access.ADMIN),
     # Corral's own
     probe("/health", "health"),
     probe("/ready", "ready"),

@@ -15,6 +15,7 @@ Headers = list[tuple[bytes, bytes]]
 class ApiFamily(StrEnum):
     OLLAMA = "ollama"  # native /api/* and the other non-/v1 routes: errors are {"error": "..."}
     OPENAI = "openai"  # /v1/*: errors are the OpenAI error object
+    ANTHROPIC = "anthropic"  # /v1/messages: errors are Anthropic's {"type": "error", "error": {...}}
 
 
 class AttemptTrace(Protocol):

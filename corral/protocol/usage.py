@@ -8,7 +8,11 @@ from corral.domain.record import ApiFamily, RequestRecord
 
 _TAIL = 4096
 _NATIVE_COUNTS = (re.compile(rb'"prompt_eval_count":(\d+)'), re.compile(rb'"eval_count":(\d+)'))
-_OPENAI_COUNTS = (re.compile(rb'"prompt_tokens":(\d+)'), re.compile(rb'"completion_tokens":(\d+)'))
+# /v1 chat and completions say prompt/completion tokens; /v1/responses and /v1/messages input/output.
+_OPENAI_COUNTS = (
+    re.compile(rb'"(?:prompt_tokens|input_tokens)":(\d+)'),
+    re.compile(rb'"(?:completion_tokens|output_tokens)":(\d+)'),
+)
 _LOAD_DURATION = re.compile(rb'"load_duration":(\d+)')
 
 
@@ -24,7 +28,7 @@ class UsageMeter:
         self.tail = tail[-_TAIL:]
 
     def settle(self, record: RequestRecord) -> None:
-        patterns = _OPENAI_COUNTS if self.family is ApiFamily.OPENAI else _NATIVE_COUNTS
+        patterns = _NATIVE_COUNTS if self.family is ApiFamily.OLLAMA else _OPENAI_COUNTS
         prompt = patterns[0].findall(self.tail)
         completion = patterns[1].findall(self.tail)
         if prompt:

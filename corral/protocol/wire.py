@@ -38,6 +38,40 @@ def openai_error(message: str, status: int, code: str | None = None, param: str 
     return _dumps({"error": {"message": message, "type": openai_error_type(status), "param": param, "code": code}})
 
 
+def anthropic_error_type(status: int) -> str:
+    """Anthropic's error type for a status (as Ollama's middleware/anthropic.go maps it)."""
+    return {
+        400: "invalid_request_error",
+        413: "request_too_large",
+        401: "authentication_error",
+        403: "permission_error",
+        404: "not_found_error",
+        429: "rate_limit_error",
+        503: "overloaded_error",
+        529: "overloaded_error",
+    }.get(status, "api_error")
+
+
+def anthropic_error(message: str, status: int, request_id: str = "") -> bytes:
+    """The Anthropic Messages API error body."""
+    body: dict[str, object] = {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
+    if request_id:
+        body["request_id"] = request_id
+    return _dumps(body)
+
+
+def anthropic_error_event(message: str) -> bytes:
+    """An `error` event that ends a /v1/messages stream; anthropic-python raises on it."""
+    return b"event: error\ndata: " + anthropic_error(message, 500) + b"\n\n"
+
+
+def responses_error_event(message: str, code: str | None = None) -> bytes:
+    """An `error` event that ends a /v1/responses stream; openai-python raises APIError on it."""
+    error = {"message": message, "type": "api_error", "param": None, "code": code}
+    event: dict[str, object] = {"type": "error", "code": code, "message": message, "param": None, "error": error}
+    return b"event: error\ndata: " + _dumps(event) + b"\n\n"
+
+
 def ndjson_error_line(message: str) -> bytes:
     """The last line of a native stream that failed after it started (no done:true follows)."""
     return ollama_error(message) + b"\n"

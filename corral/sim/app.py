@@ -106,6 +106,7 @@ class SimApp:
             "/api/version": ("GET", "HEAD"),
             "/api/tags": ("GET", "HEAD"),
             "/api/ps": ("GET",),
+            "/api/status": ("GET",),
             "/v1/models": ("GET",),
             "/_sim/stats": ("GET",),
         }
@@ -189,6 +190,9 @@ class SimApp:
             await conn.json(self.manage.tags())
         elif path == "/api/ps":
             await conn.json(self.manage.ps())
+        elif path == "/api/status":
+            # server/routes.go StatusHandler: whether cloud models are turned off, and by what.
+            await conn.json({"cloud": {"disabled": False, "source": "none"}})
         elif path == "/v1/models":
             await conn.respond(200, self.openai.models(), b"application/json")
         elif path.startswith("/v1/models/"):

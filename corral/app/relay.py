@@ -17,23 +17,28 @@ from corral.net.client import UpstreamConnection, UpstreamResponse
 from corral.net.response import Headers
 from corral.protocol import wire
 from corral.protocol.usage import UsageMeter
+from corral.protocol.wire import SseEnd
 
 
 class Relay:
-    """The node connection's sink: copies each piece to the downstream, feeds the usage meter."""
+    """The node connection's sink: copies each piece to the downstream, feeds the usage meter (and the
+    watch for an SSE stream's final event)."""
 
-    __slots__ = ("conn", "downstream", "first_at", "meter")
+    __slots__ = ("conn", "downstream", "end", "first_at", "meter")
 
-    def __init__(self, conn: UpstreamConnection, downstream: Downstream, meter: UsageMeter) -> None:
+    def __init__(self, conn: UpstreamConnection, downstream: Downstream, meter: UsageMeter, end: SseEnd | None) -> None:
         self.conn = conn
         self.downstream = downstream
         self.meter = meter
+        self.end = end
         self.first_at = 0.0
 
     def __call__(self, data: bytes) -> None:
         if not self.first_at:
             self.first_at = perf_counter()
         self.meter.feed(data)
+        if self.end is not None:
+            self.end.feed(data)
         if not self.downstream.write_nowait(data):
             self.conn.pause()
             self.downstream.on_writable(self.conn.resume)
@@ -65,7 +70,8 @@ async def relay(
     length = None if upstream.chunked else upstream.content_length
     downstream.start(upstream.status, headers, length, hold=True)
     record.status = upstream.status
-    sink = Relay(conn, downstream, meter)
+    end = SseEnd(_sse_kind(record)) if upstream.status == 200 and framing(upstream) == "sse" else None
+    sink = Relay(conn, downstream, meter, end)
     conn.attach(sink)
     downstream.flush()  # the head, if no body had arrived with it
     try:
@@ -74,6 +80,16 @@ async def relay(
         if sink.first_at:
             record.ttft = sink.first_at - record.started
         meter.settle(record)
+    if end is not None and not end.seen:
+        # The node ended the stream without its final event (Ollama does so when the runner fails
+        # mid-stream): end it with an error event the client's library raises on, not silently.
+        raise UpstreamMidstream("the node ended the stream before the answer was complete")
+
+
+def _sse_kind(record: RequestRecord) -> str:
+    if record.family is ApiFamily.ANTHROPIC:
+        return "anthropic"
+    return "responses" if record.route == "/v1/responses" else "chat"
 
 
 async def relay_translated(

@@ -84,3 +84,26 @@ def sse_error_event(message: str, code: str | None = None) -> bytes:
 
 def dumps(obj: object) -> bytes:
     return _dumps(obj)
+
+
+# The event each /v1 SSE format ends a complete answer with; a stream that ends without it was cut by
+# the node (Ollama ends a failed /v1 stream silently: an empty delta and no [DONE]).
+_SSE_END = {"chat": b"data: [DONE]", "responses": b"response.completed", "anthropic": b"message_stop"}
+
+
+class SseEnd:
+    """Watches relayed SSE bytes for the event that marks a complete answer; one `in` per chunk."""
+
+    __slots__ = ("_carry", "marker", "seen")
+
+    def __init__(self, kind: str) -> None:
+        self.marker = _SSE_END[kind]
+        self.seen = False
+        self._carry = b""
+
+    def feed(self, data: bytes) -> None:
+        if self.seen:
+            return
+        if self.marker in data or self.marker in self._carry + data[: len(self.marker)]:
+            self.seen = True
+        self._carry = data[-len(self.marker) :]

@@ -65,3 +65,25 @@ def test_mid_stream_failure_on_v1_raises_api_error(fleet: Fleet, faulty: Proc) -
         list(
             client.chat.completions.create(model="faulty:1b", messages=[{"role": "user", "content": "hi"}], stream=True)
         )
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_a_node_error_mid_stream_on_v1_is_raised_not_swallowed(fleet: Fleet, faulty: Proc, path: str) -> None:
+    """Ollama ends a /v1 stream whose runner failed with an empty delta and no [DONE]: the openai client
+    would take that for a normal end. Through Corral the stream ends with an error event it raises on."""
+    httpx.post(faulty.url + "/_sim/faults", json={"midstream_error_after": 2}, timeout=5)
+    with httpx.stream(
+        "POST",
+        fleet.url + path,
+        timeout=30,
+        json={"model": "faulty:1b", "messages": [{"role": "user", "content": "hi"}], "prompt": "hi", "stream": True},
+    ) as reply:
+        raw = reply.read()
+    assert b"[DONE]" not in raw and b'"error"' in raw.rstrip().splitlines()[-1]
+    client = openai.OpenAI(base_url=fleet.url + "/v1", api_key="x", max_retries=0, timeout=30)
+    with pytest.raises(openai.APIError):
+        if path == "/v1/completions":
+            list(client.completions.create(model="faulty:1b", prompt="hi", stream=True))
+        else:
+            messages = [{"role": "user", "content": "hi"}]
+            list(client.chat.completions.create(model="faulty:1b", messages=messages, stream=True))  # type: ignore[arg-type]

@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import uvloop
 
-from corral.app.build import App, run
+from corral.app.build import App
+from corral.app.serve import run
 from corral.config import Settings
 
 

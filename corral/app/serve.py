@@ -1,0 +1,72 @@
+"""Running the assembled gateway: listen, serve until SIGTERM/SIGINT, then shut down gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from collections.abc import Callable
+
+from corral.adapters.migrations import upgrade
+from corral.app.build import App, build
+from corral.config import Settings, is_loopback
+
+log = logging.getLogger(__name__)
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    tls = settings.server.tls
+    if tls.cert_file is None or tls.key_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    return context
+
+
+async def run(settings: Settings, on_ready: Callable[[App], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then stop accepting, finish in-flight work (up to the grace period)."""
+    app = await build(settings)
+    if app.store is not None:
+        await app.store.migrate()
+    if app.audit_engine is not None:
+        await upgrade(app.audit_engine)  # the audit_log table
+    elif settings.auth.enabled is False and not is_loopback(settings.server.host):
+        log.warning("auth.enabled is false on %s: anyone who can reach Corral can use every node", settings.server.host)
+    await app.discovery.initial(timeout_s=max(settings.health.timeout_s, 1.0) + 1.0)
+    for node in app.fleet:
+        app.discovery.start(node)
+    await app.server.start(settings.server.host, settings.server.port, ssl=_ssl_context(settings))
+    if app.metrics_server is not None and settings.metrics.listen:
+        host, _, port = settings.metrics.listen.rpartition(":")
+        await app.metrics_server.start(host, int(port))
+    log.info("corral listening on %s:%d with %d node(s)", settings.server.host, app.port, len(app.fleet))
+    if on_ready is not None:
+        on_ready(app)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: finishing in-flight requests (up to %ss)", settings.server.shutdown_grace_s)
+    app.views.shutting_down = True
+    app.server.stop_accepting()
+    if app.metrics_server is not None:
+        app.metrics_server.stop_accepting()
+    drained = await app.server.drain(settings.server.shutdown_grace_s)
+    if not drained:
+        log.warning("grace period over; closing %d connection(s)", len(app.server.connections))
+        app.server.close_all()
+    app.discovery.stop_all()
+    for node in app.fleet:
+        node.pool.close()
+    if app.limits is not None:
+        await app.limits.close()
+    if app.audit is not None:
+        await app.audit.close()  # every record of the finished requests reaches its sinks
+    if app.audit_engine is not None:
+        await app.audit_engine.dispose()
+    if app.store is not None:
+        await app.store.close()
+    if app.tracing is not None:
+        app.tracing.shutdown()  # flushes the spans still batched

@@ -8,11 +8,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from procs import free_port, start_corral
+import httpx
+import pytest
+import yaml
+
+from procs import Proc, free_port, start_corral, start_sim, wait_for
 from tests.deploy.tools import ROOT, run, tool
 
 DOCKERFILE = ROOT / "Dockerfile"
@@ -90,3 +95,47 @@ def test_the_health_check_command_asks_health_and_fails_when_corral_is_down() ->
     env = {**os.environ, "CORRAL_SERVER__PORT": str(free_port())}
     down = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
     assert down.returncode != 0
+
+
+def test_corral_runs_on_a_read_only_root_writing_only_its_state_folder() -> None:
+    """The image's run-time layout, without an engine: in a private mount namespace the root file
+    system is remounted read-only and only a tmpfs at /tmp is writable (as `--read-only --tmpfs /tmp`
+    with the state volume). Corral creates its SQLite key database and audit log in its working folder,
+    serves an authenticated request, and logs no write error (an audit path outside it would log one)."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a private mount namespace")
+    sim = start_sim("m:1b", extra=["--load-seconds", "0.05", "--tokens-per-second", "500"])
+    port = free_port()
+    config = yaml.safe_dump(
+        {"server": {"port": port}, "backends": [{"name": "n", "url": sim.url}], "auth": {"enabled": True}}
+    )
+    python = sys.executable
+    script = f"""set -e
+cfg='{config}'
+mount -o remount,bind,ro /
+mount -t tmpfs -o size=64m tmpfs /tmp
+if touch /usr/ro-probe 2>/dev/null; then echo "ROOT-WRITABLE"; exit 3; fi
+printf '%s' "$cfg" > /tmp/corral.yaml
+mkdir /tmp/state && cd /tmp/state
+echo "KEY=$({python} -m corral keys create --name deploy-test --config /tmp/corral.yaml | tail -1)"
+exec {python} -m corral serve --config /tmp/corral.yaml
+"""
+    env = {"CORRAL_LOGGING__FORMAT": "json", "PYTHONDONTWRITEBYTECODE": "1"}
+    corral = Proc(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], port, env)
+    try:
+        wait_for(
+            lambda: corral.proc.poll() is None and httpx.get(corral.url + "/health", timeout=1).status_code == 200,
+            30,
+            "corral on a read-only root",
+        )
+        (key,) = re.findall(r"^KEY=(\S+)$", corral.output(), re.M)
+        body = {"model": "m:1b", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+        assert httpx.post(corral.url + "/api/chat", json=body, timeout=30).status_code == 401
+        answer = httpx.post(corral.url + "/api/chat", json=body, headers={"authorization": f"Bearer {key}"}, timeout=30)
+        assert answer.status_code == 200 and answer.json()["done"] is True
+    finally:
+        corral.stop()
+        sim.stop()
+    output = corral.output()
+    assert corral.proc.returncode == 0, output[-3000:]
+    assert "Read-only file system" not in output and '"level": "error"' not in output, output[-3000:]

@@ -17,8 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,29 +66,51 @@ class Front:
 
 @dataclass
 class Fleet:
+    """A node and two replicas in front of it; an unready replica (its only node never answers, so
+    /ready is 503 while /health is 200); and a doomed replica whose node takes 1.5 s to its first byte."""
+
     sim: Proc
     a: Proc
     b: Proc
+    unready: Proc
+    slow_node: Proc
+    doomed: Proc
 
 
 def corral_for(node_url: str) -> Proc:
-    return start_corral(
-        {
-            "backends": [{"name": "n", "url": node_url, "parallel": 8}],
-            "health": {"interval_s": 0.3, "rise": 1, "fall": 1},
-        }
-    )
+    health = {"interval_s": 0.3, "rise": 1, "fall": 1}
+    config = {"backends": [{"name": "n", "url": node_url, "parallel": 8}], "health": health}
+    return start_corral(config, timeout=60)  # generous: six processes start at once on two shared cores
 
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
-    sim = start_sim("m:1b", extra=["--tokens-per-second", "25", "--load-seconds", "0.05", "--parallel", "8"])
-    replicas: list[Proc] = []
+    # Started together (each waits for its own readiness): on two cores this halves the set-up time.
+    node, slow = free_port(), free_port()
+    node_url, slow_url = f"http://127.0.0.1:{node}", f"http://127.0.0.1:{slow}"
+    starts: list[Callable[[], Proc]] = [
+        lambda: start_sim(
+            "m:1b",
+            port=node,
+            extra=["--tokens-per-second", "25", "--load-seconds", "0.05", "--parallel", "8"],
+            timeout=60,
+        ),
+        lambda: corral_for(node_url),
+        lambda: corral_for(node_url),
+        lambda: corral_for(f"http://127.0.0.1:{free_port()}"),
+        lambda: start_sim("m:1b", port=slow, extra=["--latency-ms", "1500", "--load-seconds", "0.05"], timeout=60),
+        lambda: corral_for(slow_url),
+    ]
+    with ThreadPoolExecutor(len(starts)) as pool:
+        futures = [pool.submit(start) for start in starts]
+        wait(futures)
+    procs = [f.result() for f in futures if f.exception() is None]
     try:
-        replicas += [corral_for(sim.url), corral_for(sim.url)]
-        yield Fleet(sim, *replicas)
+        for future in futures:
+            future.result()  # the first start that failed, raised here (the others are stopped below)
+        yield Fleet(*procs)
     finally:
-        for proc in [*replicas, sim]:
+        for proc in procs:
             proc.stop()
 
 
@@ -198,7 +220,7 @@ def test_haproxy_check_rejects_a_broken_copy(tmp_path: Path) -> None:
 
 def test_haproxy_sends_traffic_only_to_ready_replicas_streams_and_terminates_tls(fleet: Fleet, tmp_path: Path) -> None:
     # A replica whose only node is down answers 503 on /ready (and 200 on /health): it must get nothing.
-    unready = corral_for(f"http://127.0.0.1:{free_port()}")
+    unready = fleet.unready
     front = start_haproxy(tmp_path, [fleet.a.port, unready.port], fast_checks=True)
     try:
         wait_for(lambda: server_states(front) == {"corral-1": "UP", "corral-2": "DOWN"}, 10, "the unready replica DOWN")
@@ -217,15 +239,13 @@ def test_haproxy_sends_traffic_only_to_ready_replicas_streams_and_terminates_tls
         assert total - first > 0.3, (first, total)
     finally:
         front.stop()
-        unready.stop()
 
 
 def test_haproxy_resends_only_requests_that_never_reached_a_replica(fleet: Fleet, tmp_path: Path) -> None:
     # The doomed replica's node takes 1.5 s to its first byte: a generation is under way there, with
     # nothing sent back yet, when the replica dies. That is exactly the request a proxy must not
     # replay (with `retry-on empty-response` or `all-retryable-errors` HAProxy would).
-    slow_node = start_sim("m:1b", extra=["--latency-ms", "1500", "--load-seconds", "0.05"])
-    doomed = corral_for(slow_node.url)
+    doomed = fleet.doomed
     # The shipped check interval (2 s, fall 2): the dead replica stays "UP" for a while, so requests
     # really meet a refused connection and must be redispatched.
     front = start_haproxy(tmp_path, [doomed.port, fleet.b.port])
@@ -249,8 +269,6 @@ def test_haproxy_resends_only_requests_that_never_reached_a_replica(fleet: Fleet
         assert not served_by(fleet.b, "in-flight-at-death")
     finally:
         front.stop()
-        doomed.stop()
-        slow_node.stop()
 
 
 def nginx_copy(folder: Path, replicas: list[int]) -> Path:

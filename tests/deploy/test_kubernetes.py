@@ -103,7 +103,10 @@ def test_corral_deployment_probes_scaling_and_spread(overlay: str) -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert container["startupProbe"]["httpGet"]["path"] == "/health"
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
-    assert spec["terminationGracePeriodSeconds"] > 30, "longer than server.shutdown_grace_s"
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep" and spec["terminationGracePeriodSeconds"] > 30 + int(pre_stop[1]), (
+        "longer than the preStop pause plus server.shutdown_grace_s"
+    )
     anti = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
     assert anti["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
     assert not any(arg.startswith("--workers") for arg in container.get("args", [])), "one process per pod"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Corral needs into .venv (idempotent). With --system (as root), also the Debian packages
-# the tests and benchmarks start for real: nginx, wrk, redis, haproxy, prometheus, alertmanager, and Go
-# (golang-go: tests/sim/test_gojson.py compares the simulator's body decoding with encoding/json itself).
+# the tests and benchmarks start for real: nginx, wrk, redis, haproxy, prometheus, alertmanager; Go
+# (golang-go: the tests compare body decoding with encoding/json itself); and systemd for
+# `systemd-analyze verify` (it runs without systemd as PID 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -14,7 +15,7 @@ for arg in "$@"; do
 done
 if [[ "${system:-0}" == 1 ]]; then
   need=()
-  for pkg in nginx wrk redis-server haproxy prometheus prometheus-alertmanager golang-go; do
+  for pkg in nginx wrk redis-server haproxy prometheus prometheus-alertmanager golang-go systemd; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if ((${#need[@]})); then

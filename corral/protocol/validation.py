@@ -129,12 +129,13 @@ def _fidelity(route: str, doc: dict[str, Any]) -> None:
         top = doc.get("top_logprobs")
         if _is_number(top) and not 0 <= top <= 20:
             raise Invalid("top_logprobs", "must be between 0 and 20")
-    think = doc.get("think")
-    if isinstance(think, str) and think not in _THINK_LEVELS:
-        raise Invalid("think", "must be true, false, 'high', 'medium', 'low' or 'max'")
-    keep_alive = doc.get("keep_alive")
-    if isinstance(keep_alive, str) and not _DURATION.match(keep_alive):
-        raise Invalid("keep_alive", "must be a number of seconds or a duration such as '5m'")
+    if route in _OPTIONS_ROUTES:  # native routes: think and keep_alive are unknown to the /v1 structs
+        think = doc.get("think")
+        if isinstance(think, str) and think not in _THINK_LEVELS:
+            raise Invalid("think", "must be true, false, 'high', 'medium', 'low' or 'max'")
+        keep_alive = doc.get("keep_alive")
+        if isinstance(keep_alive, str) and not _DURATION.match(keep_alive):
+            raise Invalid("keep_alive", "must be a number of seconds or a duration such as '5m'")
     if route == "/v1/chat/completions":
         messages = doc.get("messages")
         if not messages or not isinstance(messages, list):
@@ -148,6 +149,9 @@ def _fidelity(route: str, doc: dict[str, Any]) -> None:
         if isinstance(effort, str) and effort not in _EFFORTS:
             raise Invalid(field, "must be one of " + ", ".join(sorted(_EFFORTS - {""})))
     elif route == "/v1/completions":
+        logprobs = doc.get("logprobs")  # becomes top_logprobs, which GenerateHandler bounds
+        if _is_number(logprobs) and logprobs > 20:
+            raise Invalid("logprobs", "must be between 0 and 20")
         stop = doc.get("stop")
         if isinstance(stop, list) and not all(isinstance(s, str) for s in stop):
             raise Invalid("stop", "invalid type for 'stop' field: an array of strings")

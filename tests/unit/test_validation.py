@@ -38,6 +38,7 @@ def check(route: str, body: dict[str, Any] | str, caps: Caps = NO_CAPS) -> None:
         ("/api/chat", {"model": "m", "messages": [{"content": "no role"}]}),
         ("/api/generate", {"model": "m", "prompt": "x", "keep_alive": "1h30m", "think": "high"}),
         ("/v1/chat/completions", {**CHAT, "n": 2}),
+        ("/v1/chat/completions", {**CHAT, "think": "very", "keep_alive": "soon"}),  # not fields on /v1
         ("/v1/chat/completions", {**CHAT, "max_tokens": 0}),
         ("/v1/chat/completions", {**CHAT, "temperature": 3, "top_p": 1.5, "max_tokens": -1}),
         (
@@ -78,6 +79,7 @@ def test_what_ollama_accepts_passes(route: str, body: dict[str, Any]) -> None:
         ),
         ("/v1/chat/completions", {**CHAT, "reasoning_effort": "extreme"}, "reasoning_effort"),
         ("/v1/completions", {"model": "m", "prompt": "x", "stop": ["a", 1]}, "stop"),
+        ("/v1/completions", {"model": "m", "prompt": "x", "logprobs": 21}, "logprobs"),
         ("/v1/embeddings", {"model": "m", "input": []}, "input"),
         ("/v1/embeddings", {"model": "m"}, "input"),
         ("/api/embed", {"model": "m", "input": [1, 2]}, "input"),

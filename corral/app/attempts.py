@@ -36,7 +36,6 @@ from corral.domain.fleet import LoadedModel, NodeKind, RouteRequest
 from corral.domain.routing import Strategy
 from corral.net.client import UpstreamConnection, UpstreamResponse, build_head
 from corral.net.response import Headers
-from corral.protocol.usage import UsageMeter
 
 RETRY_STATUSES = frozenset({502, 503})
 BeforeEnd = Callable[[int], Awaitable[None]]
@@ -119,7 +118,9 @@ class Forwarder:
         if record.family is ApiFamily.OLLAMA and doc is not None:
             translation = Translation(record.route, doc, time.time_ns())
             return translation.outbound(openai_node_headers(out.headers)), translation
-        return Outbound(out.method, out.target, openai_node_headers(out.headers), out.body), None
+        body = out.canonical if out.canonical is not None else out.body
+        headers = openai_node_headers(out.headers)
+        return Outbound(out.method, out.target, headers, body), None
 
     async def attempt(
         self,
@@ -164,7 +165,7 @@ class Forwarder:
             if translation is not None:
                 await relay_translated(conn, upstream, own, downstream, record, translation, self.timeouts.idle_s)
             else:
-                await relay(conn, upstream, own, downstream, record, UsageMeter(record.family))
+                await relay(conn, upstream, own, downstream, record)
                 if before_end is not None:
                     await before_end(upstream.status)
                 downstream.end()

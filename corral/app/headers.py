@@ -55,6 +55,7 @@ class Outbound:
     target: bytes  # path and query, as received (raw, not re-encoded)
     headers: Headers
     body: bytes
+    canonical: bytes | None = None  # the body as Ollama reads it, when it differs in spelling (OpenAI nodes)
 
 
 def connection_listed(headers: Headers) -> frozenset[bytes]:
@@ -82,7 +83,7 @@ def openai_node_headers(headers: Headers) -> Headers:
     return [(k, v) for k, v in headers if k != b"x-request-id" or is_uuid(v.decode("latin-1"))]
 
 
-def outbound(request: Request, request_id: str) -> Outbound:
+def outbound(request: Request, request_id: str, canonical: bytes | None = None) -> Outbound:
     """The client's request as it goes to a node: same method, raw target and body; filtered headers."""
     target = request.raw_path + (b"?" + request.query if request.query else b"")
-    return Outbound(request.method, target, forward_headers(request, request_id), request.body)
+    return Outbound(request.method, target, forward_headers(request, request_id), request.body, canonical)

@@ -19,7 +19,9 @@ from corral.domain.keys import model_allowed
 from corral.domain.names import normalize
 from corral.net.response import Request, Response
 from corral.protocol.multipart import form_field
-from corral.protocol.validation import Caps, Invalid, validate
+from corral.protocol.body import encode, read_body
+from corral.protocol.prompts import estimated_prompt_tokens, prompt_text
+from corral.protocol.validation import Caps, validate
 
 # Options that make Ollama load a separate runner (docs/ollama-behaviour.md §2): a change means a reload.
 LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")
@@ -42,38 +44,18 @@ OPENAI_NODE_ROUTES = frozenset(
 )
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
-    if not body or not body.strip():
-        raise InvalidRequest("missing request body")
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"invalid JSON in request body: {exc.args[0]}") from exc
-    if not isinstance(doc, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return doc
-
-
 def options_key(doc: dict[str, Any]) -> str:
     options = doc.get("options")
     if not isinstance(options, dict):
         return ""
-    parts = [f"{k}={options[k]}" for k in LOAD_OPTIONS if k in options]
+    parts = []
+    for k in LOAD_OPTIONS:
+        if k in options:
+            value = options[k]
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # 4096.0 is 4096 to Ollama (Options.FromMap): the same runner
+            parts.append(f"{k}={value}")
     return ",".join(parts)
-
-
-def prompt_text(doc: dict[str, Any]) -> str:
-    """The prompt as the audit log fingerprints it: prompt, messages' contents or embedding input."""
-    for key in ("prompt", "input"):
-        value = doc.get(key)
-        if isinstance(value, str):
-            return value
-        if isinstance(value, list):
-            return "\n".join(str(v) for v in value)
-    messages = doc.get("messages")
-    if isinstance(messages, list):
-        return "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
-    return ""
 
 
 class InferenceHandlers:
@@ -99,25 +81,28 @@ class InferenceHandlers:
 
     async def __call__(self, request: Request, response: Response, record: RequestRecord) -> None:
         route_name = record.route
+        canonical: bytes | None = None
         if route_name == "/v1/audio/transcriptions":
             # A file upload: only the `model` form field is read, the rest is the client's bytes.
             content_type = request.header(b"content-type") or b""
             doc: dict[str, Any] = {"model": form_field(request.body, content_type, b"model")}
         else:
-            doc = parse_body(request.body)
+            body = read_body(request.body, route_name)
+            doc = body.doc
+            if not body.exact:
+                # Keys in other cases or repeated: an OpenAI-type node (case-sensitive) gets the body as
+                # Ollama reads it, so every node acts on what was checked here.
+                canonical = encode(doc)
         model = doc.get("model")
-        if model is None and route_name == "/api/show":
-            model = doc.get("name")
+        if not model and route_name == "/api/show":
+            model = doc.get("name")  # the legacy field (api.ShowRequest)
         if not isinstance(model, str) or not model.strip():
             status, message = _MISSING.get(route_name, (400, "model is required"))
             if status == 404:
                 raise NoSuchModel(message)
             raise InvalidRequest(message, param="model")
         record.model = model if len(model) <= MODEL_LOG_CHARS else model[:MODEL_LOG_CHARS] + "..."
-        try:
-            validate(route_name, doc, self.caps)
-        except Invalid as exc:
-            raise InvalidRequest(f"{exc.field}: {exc.reason}", param=exc.field) from None
+        validate(route_name, doc, self.caps)
         if self.allowed_models is not None and not model_allowed(self.allowed_models, model):
             raise Forbidden(f"model '{model}' is not served by this gateway", param="model")
         check_model(record, model)
@@ -131,6 +116,7 @@ class InferenceHandlers:
         record.stream = stream is True
         affinity = request.header(self.affinity_header)
         user = doc.get("user")
+        record.est_prompt_tokens = estimated_prompt_tokens(doc)
         route = RouteRequest(
             model=normalize(model),
             options_key=options_key(doc),
@@ -138,7 +124,8 @@ class InferenceHandlers:
             exclude=self._unsuitable(route_name),
         )
         try:
-            await self.forwarder.forward(record, route, outbound(request, record.request_id), response, doc)
+            out = outbound(request, record.request_id, canonical)
+            await self.forwarder.forward(record, route, out, response, doc)
         except NoSuchModel as exc:
             if route_name in _UNKNOWN_QUOTED:
                 exc.message = f'model "{model}" not found, try pulling it first'

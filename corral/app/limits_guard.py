@@ -116,7 +116,12 @@ class LimitGuard:
             return
         reservation, slot = opened
         if reservation is not None:
-            used = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
+            prompt = record.prompt_tokens if record.prompt_tokens is not None else record.est_prompt_tokens
+            used = prompt + (record.completion_tokens or 0)
+            if record.tokens_counted or record.completion_tokens is None:
+                # No count from the node (a /v1 stream without include_usage, an abandoned stream, a
+                # failed request): what was relayed, and never less than the admission estimate.
+                used = max(used, self.estimate_tokens)
             self._spawn(self.store.charge_tokens(reservation, used))
         if slot is not None:
             self._spawn(self.store.release(slot))

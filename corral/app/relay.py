@@ -16,7 +16,7 @@ from corral.domain.errors import UpstreamError, UpstreamMidstream
 from corral.net.client import UpstreamConnection, UpstreamResponse
 from corral.net.response import Headers
 from corral.protocol import wire
-from corral.protocol.usage import UsageMeter
+from corral.protocol.usage import Framing, UsageMeter
 from corral.protocol.wire import SseEnd
 
 
@@ -62,7 +62,6 @@ async def relay(
     own: Headers,
     downstream: Downstream,
     record: RequestRecord,
-    meter: UsageMeter,
 ) -> None:
     """Relay the answer's bytes untouched; the downstream is left open (the caller ends it)."""
     headers = [(k, v) for k, v in upstream.headers if k not in DROP_RESPONSE]
@@ -70,6 +69,7 @@ async def relay(
     length = None if upstream.chunked else upstream.content_length
     downstream.start(upstream.status, headers, length, hold=True)
     record.status = upstream.status
+    meter = UsageMeter(Framing.of(upstream.header(b"content-type")))
     end = SseEnd(_sse_kind(record)) if upstream.status == 200 and framing(upstream) == "sse" else None
     sink = Relay(conn, downstream, meter, end)
     conn.attach(sink)
@@ -79,7 +79,11 @@ async def relay(
     finally:
         if sink.first_at:
             record.ttft = sink.first_at - record.started
-        meter.settle(record)
+        counts = meter.counts()
+        record.prompt_tokens = counts.prompt_tokens
+        record.completion_tokens = counts.completion_tokens
+        record.tokens_counted = counts.counted
+        record.load_s = counts.load_seconds
     if end is not None and not end.seen:
         # The node ended the stream without its final event (Ollama does so when the runner fails
         # mid-stream): end it with an error event the client's library raises on, not silently.

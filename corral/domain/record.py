@@ -43,6 +43,7 @@ class RequestRecord:
         "completion_tokens",
         "error",
         "error_kind",
+        "est_prompt_tokens",
         "family",
         "finished",
         "key_name",
@@ -64,6 +65,7 @@ class RequestRecord:
         "started",
         "status",
         "stream",
+        "tokens_counted",
         "ttft",
     )
 
@@ -93,6 +95,8 @@ class RequestRecord:
         self.queued_s = 0.0
         self.prompt_tokens: int | None = None
         self.completion_tokens: int | None = None
+        self.est_prompt_tokens = 0  # the prompt's estimated tokens, when the node gives no count
+        self.tokens_counted = False  # completion tokens counted from what was relayed (no node count)
         self.error_kind: ErrorKind | None = None
         self.error: str | None = None
 

@@ -1,39 +1,154 @@
-"""Token usage of an answer, read from the bytes relayed (interim: replaced by the streaming meter)."""
+"""Token accounting for an answer as it is relayed: the node's own counts when it gave them, else a
+count of what went to the client.
+
+The relay feeds every chunk to a `UsageMeter`; each feed costs one bytes.count over the chunk plus
+constant work (the last few KiB are kept as a list of chunks, never copied per chunk). At the end,
+`counts()` reads the node's numbers from the final chunk: native `prompt_eval_count`, `eval_count` and
+`load_duration` (api.Metrics in api/types.go), OpenAI `usage` (openai/openai.go), Anthropic and
+Responses `input_tokens`/`output_tokens`. A stream that ended before its final chunk (the client or
+the node left) has none, and Ollama's /v1 streams carry usage only with
+`stream_options.include_usage`: then completion tokens are counted from what was relayed.
+"""
 
 from __future__ import annotations
 
 import re
+from collections import deque
+from enum import Enum
+from typing import Any, Final, NamedTuple
 
-from corral.domain.record import ApiFamily, RequestRecord
+import orjson
 
-_TAIL = 4096
-_NATIVE_COUNTS = (re.compile(rb'"prompt_eval_count":(\d+)'), re.compile(rb'"eval_count":(\d+)'))
-# /v1 chat and completions say prompt/completion tokens; /v1/responses and /v1/messages input/output.
-_OPENAI_COUNTS = (
-    re.compile(rb'"(?:prompt_tokens|input_tokens)":(\d+)'),
-    re.compile(rb'"(?:completion_tokens|output_tokens)":(\d+)'),
-)
-_LOAD_DURATION = re.compile(rb'"load_duration":(\d+)')
+from corral.protocol.prompts import BYTES_PER_TOKEN
+
+TAIL: Final = 4096  # the final chunk's counts are in its last bytes (api.Metrics follows the content)
+WHOLE_LIMIT: Final = 1 << 20  # a non-streamed answer kept for a text-length estimate, up to this size
+_PROMPT: Final = re.compile(rb'"(?:prompt_eval_count|prompt_tokens|input_tokens)":\s*(\d+)')
+_COMPLETION: Final = re.compile(rb'"(?:eval_count|completion_tokens|output_tokens)":\s*(\d+)')
+_LOAD: Final = re.compile(rb'"load_duration":\s*(\d+)')
+# The last event of a finished stream: Ollama's NDJSON, OpenAI's SSE, Anthropic's, the Responses API's.
+_NDJSON_FINAL: Final = b'"done":true'
+_SSE_FINALS: Final = (b"[DONE]", b"message_stop", b"response.completed")
+# SSE events that carry no token: the finish chunk, the usage chunk, [DONE], an empty delta.
+_SSE_EMPTY: Final = (b"[DONE]", b'"delta":{}', b'"choices":[]', b'"content":""', b'"text":""')
+_TEXT_KEYS: Final = frozenset({"response", "content", "text", "thinking", "reasoning"})
+
+
+class Framing(Enum):
+    NDJSON = b"\n"  # Ollama's native stream: one chunk (one token) per line
+    SSE = b"\ndata:"  # OpenAI's and Anthropic's streams: one event per token (content cannot hold a raw \n)
+    JSON = b""  # a whole answer
+
+    @classmethod
+    def of(cls, content_type: bytes | None) -> Framing:
+        """The framing of an answer with this Content-Type."""
+        kind = (content_type or b"").split(b";", 1)[0].strip().lower()
+        if kind == b"application/x-ndjson":
+            return cls.NDJSON
+        if kind == b"text/event-stream":
+            return cls.SSE
+        return cls.JSON
+
+
+class Counts(NamedTuple):
+    prompt_tokens: int | None  # the node's count; None when it gave none
+    completion_tokens: int  # the node's count, or counted by Corral (`counted`)
+    load_seconds: float | None  # the node's load_duration
+    counted: bool
+
+    def charge(self, prompt_estimate: int, admitted: int = 0) -> int:
+        """Tokens to charge a limit: prompt (the node's, else the estimate) plus completion, and never
+        less than what admission reserved."""
+        prompt = self.prompt_tokens if self.prompt_tokens is not None else prompt_estimate
+        return max(prompt + self.completion_tokens, admitted)
+
+
+def _texts(value: Any, key: str = "") -> int:
+    """Characters of answer text in a parsed answer (native response/message, OpenAI choices...)."""
+    if isinstance(value, str):
+        return len(value) if key in _TEXT_KEYS else 0
+    if isinstance(value, dict):
+        return sum(_texts(v, k) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_texts(v, key) for v in value)
+    return 0
 
 
 class UsageMeter:
-    __slots__ = ("family", "tail")
+    """Fed every relayed chunk; `counts()` at the end."""
 
-    def __init__(self, family: ApiFamily) -> None:
-        self.family = family
-        self.tail = b""
+    __slots__ = ("_chunks", "_edge", "_empty_first", "_first_len", "_kept", "_marks", "_total", "framing")
+
+    def __init__(self, framing: Framing) -> None:
+        self.framing = framing
+        self._chunks: deque[bytes] = deque()
+        self._kept = 0  # bytes in _chunks
+        self._total = 0
+        self._marks = 0  # newlines (NDJSON) or "data:" (SSE) relayed
+        # The last bytes before this chunk, for a mark split across chunks; the stream's start counts as
+        # a line start.
+        self._edge = b"\n"
+        self._empty_first = 0
+        self._first_len = 0
 
     def feed(self, data: bytes) -> None:
-        tail = self.tail + data if len(data) < _TAIL else data
-        self.tail = tail[-_TAIL:]
+        if not data:
+            return
+        mark = self.framing.value
+        if mark:
+            self._marks += data.count(mark)
+            if len(mark) > 1:
+                self._marks += (self._edge + data[: len(mark) - 1]).count(mark)
+                edge = data if len(data) >= len(mark) - 1 else self._edge + data
+                self._edge = edge[1 - len(mark) :]
+        if not self._total and self.framing is Framing.SSE:
+            self._first_len = len(data)
+            self._empty_first = sum(data.count(e) for e in _SSE_EMPTY)
+        self._total += len(data)
+        self._chunks.append(data)
+        self._kept += len(data)
+        keep = WHOLE_LIMIT if self.framing is Framing.JSON else TAIL
+        while self._kept - len(self._chunks[0]) >= keep:
+            self._kept -= len(self._chunks.popleft())
 
-    def settle(self, record: RequestRecord) -> None:
-        patterns = _NATIVE_COUNTS if self.family is ApiFamily.OLLAMA else _OPENAI_COUNTS
-        prompt = patterns[0].findall(self.tail)
-        completion = patterns[1].findall(self.tail)
-        if prompt:
-            record.prompt_tokens = int(prompt[-1])
-        if completion:
-            record.completion_tokens = int(completion[-1])
-        load = _LOAD_DURATION.findall(self.tail)
-        record.load_s = int(load[-1]) / 1e9 if load else None
+    def _tail(self) -> bytes:
+        tail = b"".join(self._chunks)
+        return tail if self.framing is Framing.JSON else tail[-TAIL:]
+
+    def counts(self) -> Counts:
+        tail = self._tail()
+        load = _LOAD.findall(tail)
+        load_s = int(load[-1]) / 1e9 if load else None
+        if self._finished(tail):
+            prompt, completion = _PROMPT.findall(tail), _COMPLETION.findall(tail)
+            if completion:
+                return Counts(int(prompt[-1]) if prompt else None, int(completion[-1]), load_s, False)
+            node_prompt = int(prompt[-1]) if prompt else None
+        else:
+            node_prompt = None
+        return Counts(node_prompt, self._counted(tail), load_s, True)
+
+    def _finished(self, tail: bytes) -> bool:
+        if self.framing is Framing.NDJSON:
+            return _NDJSON_FINAL in tail
+        if self.framing is Framing.SSE:
+            return any(final in tail for final in _SSE_FINALS)
+        return True
+
+    def _counted(self, tail: bytes) -> int:
+        if self.framing is Framing.NDJSON:
+            lines = self._marks + (bool(tail) and not tail.endswith(b"\n"))  # a line cut short carried a token
+            return max(0, lines - (_NDJSON_FINAL in tail))
+        if self.framing is Framing.SSE:
+            empty = sum(tail.count(e) for e in _SSE_EMPTY)
+            if self._total - self._first_len >= len(tail):  # the first chunk is not in the tail
+                empty += self._empty_first
+            return max(0, self._marks - empty)
+        if not self._total:
+            return 0
+        if self._kept == self._total:
+            try:
+                return -(-_texts(orjson.loads(tail)) // BYTES_PER_TOKEN)
+            except (orjson.JSONDecodeError, RecursionError):
+                pass
+        return -(-self._total // BYTES_PER_TOKEN)

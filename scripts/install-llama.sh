@@ -4,7 +4,7 @@
 # Idempotent: skips what is already there. The first run compiles llama.cpp (about 6 minutes on 2 cores,
 # with GGML_NATIVE off so the wheel runs on any x86-64 CPU); pip caches the wheel, so later installs take
 # seconds. Start: $VENV/bin/python -m llama_cpp.server --model $MODEL --host 127.0.0.1 --port P \
-#   --n_ctx 512 --n_threads 1 --model_alias gemma3:270m
+#   --n_ctx 512 --n_threads 1 --model_alias gemma3:270m --interrupt_requests False
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${LLAMA_VENV:-.cache/llama-venv}

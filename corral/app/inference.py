@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from corral.adapters.audit import prompt_digest
 from corral.app.attempts import Forwarder
 from corral.app.context import ApiFamily, RequestRecord
@@ -18,8 +16,8 @@ from corral.domain.fleet import NodeKind, RouteRequest
 from corral.domain.keys import model_allowed
 from corral.domain.names import normalize
 from corral.net.response import Request, Response
-from corral.protocol.multipart import form_field
 from corral.protocol.body import encode, read_body
+from corral.protocol.multipart import form_field
 from corral.protocol.prompts import estimated_prompt_tokens, prompt_text
 from corral.protocol.validation import Caps, validate
 

@@ -33,7 +33,7 @@ def start_llamacpp(port: int | None = None, alias: str = MODEL_ALIAS, timeout_s:
     port = port or free_port()
     args = [str(LLAMA_PYTHON), "-m", "llama_cpp.server", "--model", str(LLAMA_MODEL)]
     args += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "512", "--n_threads", "1"]
-    args += ["--model_alias", alias]
+    args += ["--model_alias", alias, "--interrupt_requests", "False"]  # see test_llamacpp.py
     server = Proc(args, port)
     try:
 

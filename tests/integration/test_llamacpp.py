@@ -43,6 +43,10 @@ def llama() -> Iterator[tuple[Proc, Proc]]:
         "1",
         "--model_alias",
         "gemma3:270m",
+        # llama-cpp-python otherwise cancels a running generation whenever another request arrives,
+        # Corral's health checks and model polls included (docs/api.md, OpenAI-type nodes).
+        "--interrupt_requests",
+        "False",
     ]
     server = Proc(args, port)
     try:

@@ -184,9 +184,11 @@ def test_audit_lines_for_every_request_and_never_the_prompt(secured: Secured) ->
     def lines() -> list[dict[str, object]]:
         return [json.loads(line) for line in secured.audit.read_text().splitlines()] if secured.audit.exists() else []
 
-    wait_for(lambda: any(e.get("status") == 401 for e in lines()), 10, "audit lines to be written")
-    entries = lines()
-    ok = [e for e in entries if e.get("key_name") == "app" and e.get("status") == 200]
+    def chats() -> list[dict[str, object]]:
+        return [e for e in lines() if e.get("key_name") == "app" and e.get("route") == "/api/chat" and e["status"] == 200]
+
+    wait_for(lambda: chats() and any(e.get("status") == 401 for e in lines()), 10, "audit lines to be written")
+    ok = chats()
     assert ok and ok[-1]["prompt_sha256"] and ok[-1]["prompt_len"] == len(MARKER)
     # A keyed fingerprint: the plain hash of a guessed prompt does not find it in the log.
     assert ok[-1]["prompt_sha256"] != hashlib.sha256(MARKER.encode()).hexdigest()

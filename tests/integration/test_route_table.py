@@ -88,4 +88,5 @@ def test_every_route_has_a_handler_in_the_assembly(served: tuple[Proc, str, str]
     corral, admin, _ = served
     for spec, method in calls():
         reply = call(corral, spec, method, admin)
-        assert reply.text != "404 page not found", f"{method} {spec.path} is in the table but not served"
+        passed_on = "x-corral-node" in reply.headers  # a node's own 404 (the simulator lacks some routes)
+        assert passed_on or reply.text != "404 page not found", f"{method} {spec.path} is in the table, not served"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Corral needs into .venv (idempotent). With --system (as root), also the Debian packages
-# the tests and benchmarks start for real: nginx, wrk, redis, haproxy, prometheus, alertmanager.
+# the tests and benchmarks start for real: nginx, wrk, redis, haproxy, prometheus, alertmanager, and the
+# chromium the web console's tests drive (through the pinned playwright package, never `playwright install`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -13,7 +14,7 @@ for arg in "$@"; do
 done
 if [[ "${system:-0}" == 1 ]]; then
   need=()
-  for pkg in nginx wrk redis-server haproxy prometheus prometheus-alertmanager; do
+  for pkg in nginx wrk redis-server haproxy prometheus prometheus-alertmanager chromium chromium-driver; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if ((${#need[@]})); then

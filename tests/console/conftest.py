@@ -69,13 +69,13 @@ class ConsoleFleet:
 
     def restart_corral(self) -> None:
         self.corral.stop()
-        self.corral = start_corral(self.config)  # the same port, key database and audit file
+        self.corral = start_corral(self.config, timeout=40)  # the same port, key database and audit file
 
     def kill_sim(self, name: str) -> None:
         self.sims[name].stop(sig_kill=True)
 
     def start_sim_again(self, name: str) -> None:
-        self.sims[name] = start_sim(*self.models[name], port=self.sims[name].port, extra=FAST)
+        self.sims[name] = start_sim(*self.models[name], port=self.sims[name].port, extra=FAST, timeout=40)
 
     def stop(self) -> None:
         self.corral.stop()
@@ -91,7 +91,7 @@ def console_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleF
     fleet: ConsoleFleet | None = None
     try:
         with ThreadPoolExecutor(2) as pool:  # two processes starting at once: half the wait
-            starting = [pool.submit(start_sim, *models[name], extra=FAST) for name in ("node-a", "node-b")]
+            starting = [pool.submit(start_sim, *models[name], extra=FAST, timeout=40) for name in ("node-a", "node-b")]
             a, b = (future.result() for future in starting)
         procs += [a, b]
         # node-b gets other weights under a name node-a also lists (a model re-created by hand): drift.
@@ -107,7 +107,7 @@ def console_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleF
             "auth": {"enabled": True, "store_url": f"sqlite:///{tmp / 'keys.db'}", "cache_ttl_s": 0.5},
             "audit": {"path": str(tmp / "audit.log")},
         }
-        corral = start_corral(config)
+        corral = start_corral(config, timeout=40)
         procs.append(corral)
         path = corral.config_path  # type: ignore[attr-defined]
         admin = new_key(path, "ops-admin", "--role", "admin")  # the first admin key comes from the CLI

@@ -47,7 +47,7 @@ class Tab:
 
     def screenshot(self, name: str) -> None:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)  # as tall as the page
 
     def fetch(self, method: str, path: str, key: str | None) -> int:
         """A request made by the page itself (so with the browser's Origin on writes)."""
@@ -60,7 +60,7 @@ class Tab:
 
 @pytest.fixture
 def tab(browser: Any, console_fleet: ConsoleFleet) -> Iterator[Tab]:
-    context = browser.new_context(viewport={"width": 1280, "height": 760})
+    context = browser.new_context(viewport={"width": 1280, "height": 600})
     page = context.new_page()
     tab = Tab(page, console_fleet.url)
     context.on("request", lambda request: tab.requests.append(request.url))
@@ -258,13 +258,13 @@ def test_key_created_in_the_ui_works_then_rotated_and_revoked(tab: Tab, console_
 
 
 def test_read_only_on_the_loopback_no_keys_default(browser: Any, tmp_path: Any) -> None:
-    sim = start_sim("llama3.2:1b", extra=["--load-seconds", "0"])
+    sim = start_sim("llama3.2:1b", extra=["--load-seconds", "0"], timeout=40)
     config = {
         "backends": [{"name": "local", "url": sim.url}],
         "health": {"interval_s": 0.3, "rise": 1, "fall": 1},
         "audit": {"path": str(tmp_path / "a.log")},
     }
-    corral = start_corral(config)
+    corral = start_corral(config, timeout=40)
     context = browser.new_context(viewport={"width": 1280, "height": 560})
     try:
         page = context.new_page()

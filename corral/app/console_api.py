@@ -84,9 +84,14 @@ class Console:
 
     def observe(self, record: RequestRecord) -> None:
         route = record.route
+        inference = route in self.inference_routes
+        principal = record.principal
+        keyed = principal is not None and principal.source == "key" and route in self.limited_routes
+        if not (inference or keyed):
+            return  # probes, scrapes and the console's own polling leave no trace in the figures
         now = self.clock()
         error = record.error_kind is not None
-        if route in self.inference_routes:
+        if inference:
             self.ring.request(
                 now,
                 model=self._model(record),
@@ -95,8 +100,8 @@ class Console:
                 ttft=record.ttft if record.stream else None,
                 tokens=record.completion_tokens or 0,
             )
-        principal = record.principal
-        if principal is not None and principal.source == "key" and route in self.limited_routes:
+        if keyed:
+            assert principal is not None
             used = (record.prompt_tokens or 0) + (record.completion_tokens or 0)
             self.ring.key_use(now, principal.name, tokens=used, status=record.status, error=error)
 
@@ -140,7 +145,7 @@ class Console:
 
     async def session(self, request: Request, response: Response, record: RequestRecord) -> None:
         """Public: whether the page must ask for a key before it can show anything."""
-        self._send(response, record, {"keys": self.keys_on, "version": __version__})
+        self._send(response, record, {"keys": self.keys_on})
 
     def _auth(self, record: RequestRecord) -> dict[str, Any]:
         p = record.principal

@@ -100,6 +100,7 @@ class TrafficRing:
         # always held while the current second fills.
         self._size = window_s + 60
         self._slots: list[Second | None] = [None] * self._size
+        self._scope_names: dict[tuple[str | None, str | None], tuple[str, ...]] = {}  # built once per pair
 
     def _slot(self, now: float) -> Second:
         t = int(now)
@@ -129,15 +130,19 @@ class TrafficRing:
     ) -> None:
         """One finished inference request: counted under "all", its model and its node."""
         slot = self._slot(now)
-        scopes = ["all"]
-        if model is not None:
-            scopes.append(f"model:{model}")
-        if node is not None:
-            scopes.append(f"node:{node}")
-            if model is not None:
-                slot.routes[(model, node)] = slot.routes.get((model, node), 0) + 1
+        pair = (model, node)
+        scopes = self._scope_names.get(pair)
+        if scopes is None:
+            scopes = ("all", *(f"model:{model}",) * (model is not None), *(f"node:{node}",) * (node is not None))
+            if len(self._scope_names) < 4096:  # model and node names come from closed sets; a bound all the same
+                self._scope_names[pair] = scopes
+        if model is not None and node is not None:
+            slot.routes[(model, node)] = slot.routes.get((model, node), 0) + 1
+        tallies = slot.tallies
         for scope in scopes:
-            tally = slot.tally(scope)
+            tally = tallies.get(scope)
+            if tally is None:
+                tally = tallies[scope] = Tally()
             tally.requests += 1
             tally.errors += error
             tally.tokens += tokens
@@ -193,8 +198,10 @@ class TrafficRing:
                 acc.in_flight = max(acc.in_flight, tally.in_flight)
                 if tally.ttft is not None:
                     if acc.ttft is None:
-                        acc.ttft = [0] * (len(TTFT_BOUNDS) + 1)
-                    acc.ttft = [a + b for a, b in zip(acc.ttft, tally.ttft, strict=True)]
+                        acc.ttft = list(tally.ttft)
+                    else:
+                        for i, count in enumerate(tally.ttft):
+                            acc.ttft[i] += count
         return Series(
             t=[start + (i + 1) * step_s for i in range(count)],
             requests_s=[s.requests / step_s for s in steps],

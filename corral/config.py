@@ -201,6 +201,15 @@ class MetricsSettings(_Section):
     per_key: bool = Field(False, description="Label request metrics with the API key's name.")
 
 
+class ConsoleSettings(_Section):
+    enabled: bool = Field(True, description="Serve the web console at /ui (docs/console.md).")
+    listen: Literal["main", "metrics"] = Field(
+        "main",
+        description="Where the console is served: on the main listener, or on the metrics listener "
+        "(metrics.listen, e.g. an internal interface) together with the admin API it calls.",
+    )
+
+
 class TracingSettings(_Section):
     enabled: bool = Field(False, description="Export OpenTelemetry traces (OTLP over HTTP).")
     endpoint: str = Field("http://127.0.0.1:4318/v1/traces", description="The OTLP/HTTP traces endpoint.")
@@ -317,6 +326,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logs.")
     metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Prometheus metrics.")
     tracing: TracingSettings = Field(default_factory=TracingSettings, description="OpenTelemetry tracing.")
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings, description="The web console.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys.")
     audit: AuditSettings = Field(default_factory=AuditSettings, description="The audit log.")
     validation: ValidationSettings = Field(default_factory=ValidationSettings, description="Request checks.")
@@ -341,6 +351,12 @@ class Settings(BaseSettings):
             if backend.name in seen:
                 raise ValueError(f"backends[{index}].name: duplicate node name {backend.name!r}")
             seen.add(backend.name)
+        return self
+
+    @model_validator(mode="after")
+    def _console_listener(self) -> Settings:
+        if self.console.enabled and self.console.listen == "metrics" and not self.metrics.listen:
+            raise ValueError("console.listen: 'metrics' needs a metrics listener (set metrics.listen)")
         return self
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import socket
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,17 +25,20 @@ from corral.app.admission import Admission
 from corral.app.attempts import Forwarder
 from corral.app.audit_log import AuditLog
 from corral.app.auth import AdminKeys, AuthGuard
+from corral.app.console_api import Console
+from corral.app.console_assets import ConsoleAssets
 from corral.app.context import Observer, RequestRecord
 from corral.app.discovery import Discovery
+from corral.app.downstream import Recorded
 from corral.app.fleet import Fleet, Node
-from corral.app.gateway import ClientAddress, Gateway, HostCheck
+from corral.app.gateway import ClientAddress, Gateway, Guard, HostCheck
 from corral.app.inference import InferenceHandlers
 from corral.app.limits_guard import LimitGuard
 from corral.app.logs import access_observer
 from corral.app.node_ops import NodeOps
 from corral.app.passthrough import Passthrough
 from corral.app.router import RouteHandler, Router
-from corral.app.routes import ROUTES, inference_paths
+from corral.app.routes import CONSOLE_HANDLERS, ROUTES, RouteSpec, inference_paths, limited_paths
 from corral.app.views import FleetViews, send_json
 from corral.config import Settings, is_loopback
 from corral.domain.breaker import CircuitBreaker
@@ -67,6 +71,7 @@ class App:
     limits: LimitGuard | None = None
     audit_engine: AsyncEngine | None = None
     metrics_server: HttpServer | None = None
+    console: Console | None = None
 
     @property
     def port(self) -> int:
@@ -87,6 +92,53 @@ def _local_addresses() -> tuple[str, frozenset[str]]:
     except OSError:
         pass
     return hostname, frozenset(addresses)
+
+
+def _host_check(host: str, allowed_hosts: list[str]) -> HostCheck | None:
+    if not is_loopback(host):
+        return None
+    hostname, local_ips = _local_addresses()
+    return HostCheck(allowed_hosts, hostname, local_ips)
+
+
+def _but_metrics(guard: Guard) -> Guard:
+    """`guard`, except on /metrics, which the metrics listener serves with no key."""
+
+    def guarded(
+        request: Request, record: RequestRecord, spec: RouteSpec
+    ) -> Awaitable[Recorded | None] | Recorded | None:
+        return None if spec.path == "/metrics" else guard(request, record, spec)
+
+    return guarded
+
+
+def _console_side(main: Gateway, handlers: dict[str, RouteHandler], settings: Settings) -> Gateway:
+    """The metrics listener's gateway when it also serves the console (`console.listen: metrics`):
+    /metrics as before, the console, and the admin API the console calls, behind the main guards."""
+    assert settings.metrics.listen
+    side = {
+        name: handler
+        for name, handler in handlers.items()
+        if name == "metrics" or name in CONSOLE_HANDLERS or name.startswith(("backends_", "keys_"))
+    }
+    observers = list(main.observers)
+
+    def observe(record: RequestRecord) -> None:
+        if record.route != "/metrics":  # scrapes stay out of the access log and audit, as before
+            for o in observers:
+                o(record)
+
+    gateway = Gateway(
+        Router.from_table(ROUTES, side),
+        [observe],
+        main.cors,
+        main.client_ip,
+        main.tracing,
+        _host_check(settings.metrics.listen.rpartition(":")[0], settings.server.allowed_hosts),
+        main.keys_required,
+    )
+    gateway.guards = [_but_metrics(g) for g in main.guards]
+    return gateway
 
 
 async def build(settings: Settings) -> App:
@@ -189,17 +241,32 @@ async def build(settings: Settings) -> App:
         cache = KeyCache(store, settings.auth.cache_ttl_s)
         keys = AdminKeys(store, cache, audit.admin if audit is not None else lambda action, detail: None)
         handlers.update(keys_list=keys.list, keys_create=keys.create, keys_by_name=keys.by_name)
-    host_check = None
-    if is_loopback(settings.server.host):
-        hostname, local_ips = _local_addresses()
-        host_check = HostCheck(settings.server.allowed_hosts, hostname, local_ips)
+    console: Console | None = None
+    if settings.console.enabled:
+        waiting = lambda: admission.waiting  # noqa: E731
+        console = Console(
+            fleet, waiting, settings.queue.max_len, settings.auth_required, inference_paths(), limited_paths(), store
+        )
+        assets = ConsoleAssets()
+        handlers.update(
+            console_page=assets.page,
+            console_file=assets.file,
+            console_session=console.session,
+            console_overview=console.overview,
+            console_traffic=console.traffic,
+        )
+        if store is not None:
+            handlers["console_keys"] = console.keys
+        observers.append(console.observe)
+    console_elsewhere = console is not None and settings.console.listen == "metrics"
+    main_handlers = {k: v for k, v in handlers.items() if not (console_elsewhere and k in CONSOLE_HANDLERS)}
     gateway = Gateway(
-        Router.from_table(ROUTES, handlers),
+        Router.from_table(ROUTES, main_handlers),
         observers,
         CorsPolicy(tuple(settings.server.cors.allow_origins)),
         ClientAddress(settings.server.trusted_proxies),
         tracing,
-        host_check,
+        _host_check(settings.server.host, settings.server.allowed_hosts),
         settings.auth_required,
     )
     limits = ServerLimits(
@@ -237,6 +304,8 @@ async def build(settings: Settings) -> App:
         )
         gateway.guards.append(limit_guard)
         gateway.observers.insert(0, limit_guard.settle)
+    if console_elsewhere:
+        metrics_server = HttpServer(_console_side(gateway, handlers, settings), limits)
     return App(
         settings,
         fleet,
@@ -253,4 +322,5 @@ async def build(settings: Settings) -> App:
         limit_guard,
         audit_engine,
         metrics_server,
+        console,
     )

@@ -68,6 +68,13 @@ def admin(methods: str, path: str, handler: str, body: Body = Body.WHOLE) -> Rou
     return route(methods, path, handler, access=Access.ADMIN, body=body, family=ApiFamily.OLLAMA)
 
 
+def console(path: str, handler: str, access: Access = Access.PUBLIC) -> RouteSpec:
+    """The web console: its files need no key, its API the caller's. Never rate-limited, so that a
+    console left open does not spend the key's or the address's request budget on its polling."""
+    methods = "GET,HEAD" if access is Access.PUBLIC else "GET"
+    return route(methods, path, handler, access=access, limited=False, body=Body.NONE, family=ApiFamily.OLLAMA)
+
+
 def probe(path: str, handler: str) -> RouteSpec:
     fam = ApiFamily.OLLAMA
     return route("GET,HEAD", path, handler, access=Access.PUBLIC, limited=False, body=Body.NONE, family=fam)
@@ -120,9 +127,23 @@ ROUTES: tuple[RouteSpec, ...] = (
     admin("GET", "/admin/keys", "keys_list", Body.NONE),
     admin("POST", "/admin/keys", "keys_create"),
     admin("POST,DELETE", "/admin/keys/{name}", "keys_by_name"),
+    # the web console (docs/console.md); what it changes, it changes through the admin routes above
+    console("/ui", "console_page"),
+    console("/ui/{file}", "console_file"),
+    console("/ui/api/session", "console_session"),
+    console("/ui/api/overview", "console_overview", Access.USER),
+    console("/ui/api/traffic", "console_traffic", Access.USER),
+    console("/ui/api/keys", "console_keys", Access.ADMIN),
 )
+
+CONSOLE_HANDLERS = frozenset(r.handler for r in ROUTES if r.path.startswith("/ui"))
 
 
 def inference_paths(routes: tuple[RouteSpec, ...] = ROUTES) -> tuple[str, ...]:
     """The paths whose requests generate or embed (metrics preset their series)."""
     return tuple(dict.fromkeys(r.path for r in routes if r.inference))
+
+
+def limited_paths(routes: tuple[RouteSpec, ...] = ROUTES) -> frozenset[str]:
+    """The paths whose requests count against request-rate limits."""
+    return frozenset(r.path for r in routes if r.limited)

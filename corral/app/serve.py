@@ -41,6 +41,12 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
         host, _, port = settings.metrics.listen.rpartition(":")
         await app.metrics_server.start(host, int(port))
     log.info("corral listening on %s:%d with %d node(s)", settings.server.host, app.port, len(app.fleet))
+    if app.console is not None:
+        app.console.start()
+        where = f"{settings.server.host}:{app.port}"
+        if settings.console.listen == "metrics":
+            where = str(settings.metrics.listen)
+        log.info("web console at http://%s/ui", where)
     if on_ready is not None:
         on_ready(app)
     stop = asyncio.Event()
@@ -58,6 +64,8 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
         log.warning("grace period over; closing %d connection(s)", len(app.server.connections))
         app.server.close_all()
     app.discovery.stop_all()
+    if app.console is not None:
+        app.console.stop()
     for node in app.fleet:
         node.pool.close()
     if app.limits is not None:

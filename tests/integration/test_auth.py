@@ -185,7 +185,8 @@ def test_audit_lines_for_every_request_and_never_the_prompt(secured: Secured) ->
         return [json.loads(line) for line in secured.audit.read_text().splitlines()] if secured.audit.exists() else []
 
     def chats() -> list[dict[str, object]]:
-        return [e for e in lines() if e.get("key_name") == "app" and e.get("route") == "/api/chat" and e["status"] == 200]
+        app = [e for e in lines() if e.get("key_name") == "app"]
+        return [e for e in app if e.get("route") == "/api/chat" and e["status"] == 200]
 
     wait_for(lambda: chats() and any(e.get("status") == 401 for e in lines()), 10, "audit lines to be written")
     ok = chats()

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from corral.cli import demo as demo_cmd
+from corral.cli import loadtest as loadtest_cmd
 from corral.cli import status as status_cmd
 from corral.cli.keys import app as keys_app
 from corral.cli.options import ConfigOpt, err, load_or_exit
@@ -138,6 +139,9 @@ def top(
         top_cmd.run(url, interval, iterations)
     except KeyboardInterrupt:
         pass
+
+
+app.command(name="loadtest")(loadtest_cmd.loadtest)
 
 
 def main() -> None:

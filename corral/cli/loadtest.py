@@ -8,9 +8,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from corral.loadtest.run import Plan
@@ -81,9 +81,11 @@ def loadtest(
         return typer.BadParameter(str(exc).removeprefix(f"{flag} "), param_hint=flag)
 
     if concurrency is not None and rate is not None:
-        raise click.UsageError("give --concurrency (closed loop) or --rate (open loop), not both")
+        raise typer.BadParameter(
+            "give --concurrency (closed loop) or --rate (open loop), not both", param_hint="--rate"
+        )
     if duration is not None and requests is not None:
-        raise click.UsageError("give --duration or --requests, not both")
+        raise typer.BadParameter("give --duration or --requests, not both", param_hint="--requests")
     if not all(m.strip() for m in model):
         raise typer.BadParameter("a model name cannot be empty", param_hint="--model")
     if key is not None and (not key.isprintable() or not key.isascii()):
@@ -105,7 +107,7 @@ def loadtest(
             except ValueError as exc:
                 raise bad(flag, exc) from None
     if high is None and ttft_bound is not None:
-        raise click.UsageError("--ttft-bound applies to a ramp (--rate LOW:HIGH/s) only")
+        raise typer.BadParameter("applies to a ramp (--rate LOW:HIGH/s) only", param_hint="--ttft-bound")
     try:
         chosen = (
             read_prompts(prompts) if prompts is not None else [Prompt(({"role": "user", "content": DEFAULT_PROMPT},))]
@@ -121,7 +123,7 @@ def loadtest(
         try:
             require_matplotlib()
         except PlotUnavailable as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     from corral.loadtest.run import Plan
@@ -156,7 +158,7 @@ def run(plan: Plan, json_out: Path | None, plot: Path | None, err: Console) -> N
     try:
         check_reachable(plan.target)
     except ConnectionError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     report = execute(plan, Progress(err))
     Console().print(summary(report))
@@ -169,5 +171,5 @@ def run(plan: Plan, json_out: Path | None, plot: Path | None, err: Console) -> N
     if report.get("interrupted"):
         raise typer.Exit(130)
     if report["requests"]["total"] and not report["requests"]["ok"]:
-        err.print("[bold red]error:[/] every request failed", highlight=False)
+        err.print("[bold red]error:[/] every request failed", highlight=False, soft_wrap=True)
         raise typer.Exit(1)

@@ -70,23 +70,23 @@ class Progress:
         self.last = (now, rec.count)
         waiting = len(getattr(d, "pending", ()))
         figures = {
-            "elapsed": f"{now - self.started:,.1f} s",
+            "time": f"{now - self.started:,.1f}s",
             "done": f"{rec.count:,}",
             "errors": f"{rec.error_count:,}",
             "in flight": f"{d.in_flight + waiting:,}",
-            "req/s now": f"{rate:,.0f}",
+            "req/s": f"{rate:,.0f}",
             "p50 ms": ms(rec.live_latency, 50),
             "p99 ms": ms(rec.live_latency, 99),
         }
         if d.stream:
-            figures |= {"TTFT p50 ms": ms(rec.live_ttft, 50), "TTFT p99 ms": ms(rec.live_ttft, 99)}
+            figures |= {"TTFT p50": ms(rec.live_ttft, 50), "TTFT p99": ms(rec.live_ttft, 99)}
         return figures
 
     def _table(self) -> Table:
         figures = self._figures() if self.driver is not None else {}
         table = Table(title=f"corral loadtest {self.label}".strip(), title_justify="left")
         for name in figures:
-            table.add_column(name, justify="right")
+            table.add_column(name, justify="right", no_wrap=True)
         table.add_row(*figures.values())
         return table
 

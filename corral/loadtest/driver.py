@@ -24,6 +24,9 @@ from corral.loadtest.requests import Target
 from corral.loadtest.schedule import arrivals_until
 
 RETRY_CONNECT_S = 0.05  # a closed-loop slot whose connection was refused tries again after this
+# An idle connection older than this is not reused: servers drop idle keep-alive connections (uvicorn
+# after 5 s), and a request written into one that is being closed would be counted as the server's error.
+IDLE_REUSE_S = 2.0
 
 
 class Driver:
@@ -264,10 +267,16 @@ class OpenLoop(Driver):
 
     def _dispatch(self, scheduled: float) -> None:
         while self.idle:
-            conn = self.idle.pop()
-            if not conn.closed:
-                conn.send(self.request(), scheduled)
-                return
+            conn = self.idle.pop()  # the most recently used: the last to go stale
+            if conn.closed:
+                continue
+            if scheduled - conn.now > IDLE_REUSE_S:
+                for stale in [conn, *self.idle]:
+                    stale.close()
+                self.idle.clear()
+                break
+            conn.send(self.request(), scheduled)
+            return
         if len(self.conns) + self.connecting < self.max_connections:
             self.connect(self.request(), scheduled)
         else:

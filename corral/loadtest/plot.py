@@ -42,7 +42,7 @@ def write_png(report: dict[str, Any], path: Path) -> None:
 
     fig, ((lat, ttft), (thr, over)) = plt.subplots(2, 2, figsize=(12, 8), layout="constrained")
     s = report["settings"]
-    fig.suptitle(f"corral loadtest · {s['url']}{s['route']} · {s['mode']} · {'stream' if s['stream'] else 'no stream'}")
+    fig.suptitle(f"corral loadtest · {s['endpoint']} · {s['mode']} · {'stream' if s['stream'] else 'no stream'}")
     _histogram(lat, report["histograms"]["latency_s"], "latency (from the scheduled send time)")
     _histogram(ttft, report["histograms"]["ttft_s"], "time to first token")
 

@@ -32,6 +32,11 @@ class Target:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return host if self.port == default else f"{host}:{self.port}"
 
+    @property
+    def endpoint(self) -> str:
+        """The URL requests go to."""
+        return f"{'https' if self.tls else 'http'}://{self.host_header}{self.path}"
+
 
 def parse_target(url: str, api: str) -> Target:
     """`--url` is the server's base URL, as a client takes it (`http://host:11434`; for OpenAI also

@@ -44,7 +44,7 @@ class Plan:
         out: dict[str, Any] = {
             "url": self.url,
             "api": self.target.api,
-            "route": self.target.path,
+            "endpoint": self.target.endpoint,
             "models": list(self.models),
             "stream": self.stream,
             "mode": mode,

@@ -40,9 +40,7 @@ def summary(report: dict[str, Any]) -> RenderableType:
         if s["mode"] == "open"
         else f"ramp {s['ramp_per_s'][0]:g}..{s['ramp_per_s'][1]:g}/s"
     )
-    title = (
-        f"{s['url']}{s['route']} · {', '.join(s['models'])} · {'stream' if s['stream'] else 'no stream'} · {offered}"
-    )
+    title = f"{s['endpoint']} · {', '.join(s['models'])} · {'stream' if s['stream'] else 'no stream'} · {offered}"
     head = Table(title=title, title_justify="left")
     for name in ("requests", "ok", "errors", "duration", "req/s", "ok req/s", "out tok/s", "out tokens"):
         head.add_column(name, justify="right", no_wrap=True)

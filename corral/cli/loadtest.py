@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from corral.loadtest.run import Plan
 
 DEFAULT_TTFT_BOUND = "2s"
+RAMP_STEP_S = 10.0  # a ramp step's length unless --duration says otherwise
+MIN_RAMP_STEP_REQUESTS = 10  # a step expected to send fewer says nothing about its p99
 
 
 class Api(StrEnum):
@@ -106,6 +108,14 @@ def loadtest(
                 flags.parse_duration(text, flag)
             except ValueError as exc:
                 raise bad(flag, exc) from None
+    if high is not None and low is not None and requests is None:
+        step_s = flags.parse_duration(duration, "--duration") if duration is not None else RAMP_STEP_S
+        if low * step_s < MIN_RAMP_STEP_REQUESTS:
+            raise typer.BadParameter(
+                f"a ramp step of {step_s:g}s at {low:g}/s sends ~{low * step_s:.0f} requests, too few for a p99: "
+                f"give a --duration of at least {MIN_RAMP_STEP_REQUESTS / low:g}s or a higher low rate",
+                param_hint="--duration",
+            )
     if high is None and ttft_bound is not None:
         raise typer.BadParameter("applies to a ramp (--rate LOW:HIGH/s) only", param_hint="--ttft-bound")
     try:
@@ -129,7 +139,7 @@ def loadtest(
     from corral.loadtest.run import Plan
 
     if duration is None and requests is None:
-        duration = "10s" if high is not None else "60s"
+        duration = f"{RAMP_STEP_S:g}s" if high is not None else "60s"
     plan = Plan(
         target=target,
         url=url.rstrip("/"),

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-from corral.cli import demo as demo_cmd
 from corral.cli import loadtest as loadtest_cmd
 from corral.cli import status as status_cmd
 from corral.cli.keys import app as keys_app
@@ -114,6 +113,8 @@ def demo(
     config: ConfigOpt = None,
 ) -> None:
     """Start Corral in front of three simulated nodes (or the given config) and print how to use it."""
+    from corral.cli import demo as demo_cmd  # imports the whole gateway: not for every command
+
     demo_cmd.run(port, config)
 
 

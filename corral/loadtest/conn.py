@@ -44,8 +44,11 @@ class Conn(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.driver.conns.add(self)
         first, self.first = self.first, None
+        if self.driver.aborted:
+            self.close()  # connected after Ctrl-C: nothing to send
+            return
+        self.driver.conns.add(self)
         if first is not None:
             self.send(*first)
 

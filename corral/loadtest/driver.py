@@ -45,6 +45,7 @@ class Driver:
         self.in_flight = 0  # requests sent or connecting, not yet recorded
         self.connecting = 0
         self.stopped = False
+        self.aborted = False
         self.done: asyncio.Future[None] = self.loop.create_future()
         self._next = 0
         self._reader: Callable[[], StreamReader] = NdjsonReader if target.api == "ollama" else SseReader
@@ -128,8 +129,7 @@ class Driver:
             self.free(conn)
         else:
             conn.close()
-            if not keep_alive:
-                self.replace(conn)
+            self.replace(conn)
         self.check_done()
 
     def replace(self, conn: Conn) -> None:
@@ -160,7 +160,7 @@ class Driver:
 
     def abort(self) -> None:
         """End now: what is in flight is dropped unrecorded (Ctrl-C)."""
-        self.stopped = True
+        self.stopped = self.aborted = True
         for conn in list(self.conns):
             conn.busy = False
             conn.close()

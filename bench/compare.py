@@ -136,6 +136,9 @@ def run_path(
 ) -> dict[str, Any]:
     plain, streams = urls
     result: dict[str, Any] = {"non_stream": {}, "stream": {}}
+    # Warm up (first-request set-up, connection pools, lazy imports; LiteLLM's first answer takes seconds)
+    measure(plain, FIXED, 4, min(1.0, args.seconds), False, key)
+    measure(streams, STREAM, 4, min(1.0, args.seconds), True, key)
     cpu_before = proc_tree_usage(pids)[0]
     total = 0
     for c in args.concurrency:
@@ -178,6 +181,7 @@ def main() -> None:
         [sys.executable, "-m", "corral", *sim_args, "--load-seconds", "0", "--parallel", "64"], work / "sim.log"
     )
     results: dict[str, Any] = {}
+    load = os.getloadavg()[0]  # other work on the machine skews every figure: say how much there was
     try:
         wait_http(f"http://127.0.0.1:{ports['backend']}/api/version")
         wait_http(f"http://127.0.0.1:{ports['sim']}/")
@@ -204,7 +208,7 @@ def main() -> None:
         stop(nginx)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    text = table(results, args.concurrency, args.seconds)
+    text = table(results, args.concurrency, args.seconds, load)
     args.out.with_suffix(".md").write_text(text)
     print("\n" + text)
     chart(results, args.concurrency, args.out.with_suffix(".png"))

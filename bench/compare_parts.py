@@ -65,12 +65,13 @@ def _ratio(value: float, base: float | None) -> str:
     return f"{value / base:.2f}x" if base else "–"
 
 
-def table(results: dict[str, Any], concurrency: list[int], seconds: float) -> str:
+def table(results: dict[str, Any], concurrency: list[int], seconds: float, load: float | None = None) -> str:
     direct = results.get("direct")
     nginx = results.get("nginx")
     low, high = str(min(concurrency)), str(max(concurrency))
+    busy = f" Machine load average at the start: {load:.1f}." if load is not None else ""
     lines = [
-        f"Non-streaming `/v1/chat/completions` (node: nginx fixed body), {seconds:g} s a point, closed loop.",
+        f"Non-streaming `/v1/chat/completions` (node: nginx fixed body), {seconds:g} s a point, closed loop.{busy}",
         "",
         f"| path | p50 c={low} | p99 c={low} | added p50 | added p99 | "
         + " | ".join(f"req/s c={c}" for c in concurrency)
@@ -126,8 +127,8 @@ def chart(results: dict[str, Any], concurrency: list[int], path: Path) -> None:
     left.bar(names, [results[n]["non_stream"][high]["rps"] for n in names], color="#4878d0")
     left.set_title(f"requests/s at concurrency {high} (non-streaming)")
     left.set_yscale("log")
-    right.bar(names, [results[n]["non_stream"][low]["p50_ms"] for n in names], color="#ee854a", label="p50")
     right.bar(names, [results[n]["non_stream"][low]["p99_ms"] for n in names], color="#ee854a", alpha=0.35, label="p99")
+    right.bar(names, [results[n]["non_stream"][low]["p50_ms"] for n in names], color="#ee854a", label="p50")
     right.set_title(f"latency at concurrency {low} (ms, log)")
     right.set_yscale("log")
     right.legend()

@@ -56,6 +56,7 @@ def write_png(report: dict[str, Any], path: Path) -> None:
     tokens = thr.twinx()
     tokens.plot(seconds, [r["output_tokens"] for r in rows], label="output tokens/s", color="#6acc64", alpha=0.7)
     tokens.set_ylabel("tokens/s")
+    tokens.set_ylim(bottom=0)
     handles = thr.get_legend_handles_labels()[0] + tokens.get_legend_handles_labels()[0]
     thr.legend(handles=handles, loc="upper left", fontsize="small")
 

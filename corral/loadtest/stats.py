@@ -31,7 +31,8 @@ def distribution(values: Iterable[float]) -> dict[str, Any]:
     out: dict[str, Any] = {"count": len(ordered)}
     if not ordered:
         return out | {"mean": None, "min": None} | {f"p{q:g}": None for q in QUANTILES} | {"max": None}
-    out["mean"] = math.fsum(ordered) / len(ordered)
+    # clamped: the rounded mean of equal samples can land one ulp outside them
+    out["mean"] = min(max(math.fsum(ordered) / len(ordered), ordered[0]), ordered[-1])
     out["min"] = ordered[0]
     for q in QUANTILES:
         out[f"p{q:g}"] = percentile(ordered, q)

@@ -63,3 +63,28 @@ def test_live_routing_benchmarks_start(module: str) -> None:
     # Their shortest real runs take 30-60 s (three policies, each with a fresh fleet and 1.5 s model
     # loads): too long for the suite, so only their start (imports and flags) is checked here.
     assert "usage:" in bench(module, "--help").stdout
+
+
+def test_admission_cost_imports() -> None:
+    # It takes no flags and runs for ~45 s: only that it still imports what it measures is checked.
+    subprocess.run([sys.executable, "-c", "import bench.admission_cost"], cwd=ROOT, check=True, timeout=60)
+
+
+# Each script under bench/ and how the tests above cover it; a new one fails here until it is added.
+COVERED = {
+    "admission_cost": "import",
+    "compare": "run",
+    "decision_time": "run",
+    "policy_sim": "run",
+    "proxy_overhead": "run",
+    "routing": "--help",
+    "routing_live": "--help",
+}
+HELPERS = {"__init__", "common", "compare_parts"}
+
+
+def test_every_benchmark_script_is_smoke_tested() -> None:
+    scripts = {p.stem for p in (ROOT / "bench").glob("*.py")} | {
+        p.parent.name for p in (ROOT / "bench").glob("*/__main__.py")
+    }
+    assert scripts - HELPERS == set(COVERED)

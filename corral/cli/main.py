@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from corral.cli import demo as demo_cmd
+from corral.cli import loadtest as loadtest_cmd
 from corral.cli import status as status_cmd
 from corral.cli.keys import app as keys_app
 from corral.cli.options import ConfigOpt, err, load_or_exit
@@ -113,6 +113,8 @@ def demo(
     config: ConfigOpt = None,
 ) -> None:
     """Start Corral in front of three simulated nodes (or the given config) and print how to use it."""
+    from corral.cli import demo as demo_cmd  # imports the whole gateway: not for every command
+
     demo_cmd.run(port, config)
 
 
@@ -138,6 +140,9 @@ def top(
         top_cmd.run(url, interval, iterations)
     except KeyboardInterrupt:
         pass
+
+
+app.command(name="loadtest")(loadtest_cmd.loadtest)
 
 
 def main() -> None:

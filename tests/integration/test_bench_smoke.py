@@ -1,0 +1,90 @@
+"""Each benchmark script runs end to end for a moment, so that none of them rots unnoticed. These are
+not measurements: the runs are too short for their figures to mean anything."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None, reason="needs nginx: scripts/install.sh --system")
+
+
+def test_decision_time() -> None:
+    out = bench("bench.decision_time").stdout
+    assert "| 64 | model-aware |" in out
+
+
+def test_policy_sim_quick(tmp_path: Path) -> None:
+    bench("bench.policy_sim", "--quick", "--out", str(tmp_path))
+    assert json.loads((tmp_path / "policy_sim.json").read_text())
+    assert (tmp_path / "policy_sim.png").stat().st_size > 0
+
+
+@needs_nginx
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk: scripts/install.sh --system")
+def test_proxy_overhead_one_second_a_point(tmp_path: Path) -> None:
+    out = tmp_path / "proxy.json"
+    bench("bench.proxy_overhead", "--seconds", "1", "--out", str(out))
+    results = json.loads(out.read_text())
+    assert set(results["non_stream"]) == {"direct", "nginx", "corral", "corral, all features"}
+    assert all(r["rps_c64"] > 0 for r in results["non_stream"].values())
+
+
+@needs_nginx
+def test_compare_half_a_second_a_point(tmp_path: Path) -> None:
+    out = tmp_path / "compare"
+    paths = "direct,corral-all"  # the proxy with the most to set up (a key, limits); the others are simpler
+    bench("bench.compare", "--seconds", "0.5", "--concurrency", "1,4", "--only", paths, "--out", str(out))
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert list(results) == paths.split(",")
+    for name, r in results.items():
+        assert r["non_stream"]["4"]["errors"] == 0 and r["non_stream"]["4"]["rps"] > 0, name
+        assert r["stream"]["16"]["errors"] == 0 and r["stream"]["16"]["chunks_per_s"] > 0, name
+    assert results["corral-all"]["cpu_s_per_1k"] > 0 and results["corral-all"]["peak_rss_mb"] > 10
+    assert "| corral-all |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.parametrize("module", ["bench.routing", "bench.routing_live"])
+def test_live_routing_benchmarks_start(module: str) -> None:
+    # Their shortest real runs take 30-60 s (three policies, each with a fresh fleet and 1.5 s model
+    # loads): too long for the suite, so only their start (imports and flags) is checked here.
+    assert "usage:" in bench(module, "--help").stdout
+
+
+def test_admission_cost_imports() -> None:
+    # It takes no flags and runs for ~45 s: only that it still imports what it measures is checked.
+    subprocess.run([sys.executable, "-c", "import bench.admission_cost"], cwd=ROOT, check=True, timeout=60)
+
+
+# Each script under bench/ and how the tests above cover it; a new one fails here until it is added.
+COVERED = {
+    "admission_cost": "import",
+    "compare": "run",
+    "decision_time": "run",
+    "policy_sim": "run",
+    "proxy_overhead": "run",
+    "routing": "--help",
+    "routing_live": "--help",
+}
+HELPERS = {"__init__", "common", "compare_parts"}
+
+
+def test_every_benchmark_script_is_smoke_tested() -> None:
+    scripts = {p.stem for p in (ROOT / "bench").glob("*.py")} | {
+        p.parent.name for p in (ROOT / "bench").glob("*/__main__.py")
+    }
+    assert scripts - HELPERS == set(COVERED)

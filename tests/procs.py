@@ -137,3 +137,15 @@ class Fleet:
     @property
     def url(self) -> str:
         return self.corral.url
+
+
+def new_key(config: Path, *args: str) -> str:
+    """`corral keys create ARGS --config CONFIG`; the new key's plaintext."""
+    result = subprocess.run(
+        [sys.executable, "-m", "corral", "keys", "create", *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]

@@ -17,7 +17,7 @@ import openai
 import pytest
 import yaml
 
-from procs import Proc, sim_stats, start_corral, start_sim, wait_for
+from procs import Proc, new_key, sim_stats, start_corral, start_sim, wait_for
 
 MARKER = "secret-marker-9d4e1b7a"
 
@@ -39,12 +39,6 @@ def keys(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=60,
     )
-
-
-def new_key(config: Path, *args: str) -> str:
-    result = keys(config, "create", *args)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
 
 
 def corral_config(tmp: Path, sim: Proc) -> dict[str, object]:

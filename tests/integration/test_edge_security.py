@@ -5,15 +5,13 @@ named like API keys, hostile model names in logs, and a node whose model list we
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import jwt
 
-from procs import start_corral, start_sim, wait_for
+from procs import new_key, start_corral, start_sim, wait_for
 
 FAST = ["--tokens-per-second", "2000", "--load-seconds", "0"]
 GEN = {"model": "m:1b", "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
@@ -86,14 +84,7 @@ def test_a_jwt_subject_named_like_a_key_has_its_own_limits(tmp_path: Path) -> No
         }
     )
     try:
-        config = str(corral.config_path)  # type: ignore[attr-defined]
-        made = subprocess.run(
-            [sys.executable, "-m", "corral", "keys", "create", "--name", "alice", "--rpm", "1", "--config", config],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        key = made.stdout.strip().splitlines()[-1]
+        key = new_key(corral.config_path, "--name", "alice", "--rpm", "1")  # type: ignore[attr-defined]
         token = jwt.encode({"sub": "alice", "rpm": 1, "exp": int(time.time()) + 300}, SECRET)
 
         def gen(credential: str) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,21 +12,14 @@ import openai
 import pytest
 import yaml
 
-from procs import Proc, start_corral, start_sim, wait_for
+from procs import Proc, new_key, start_corral, start_sim, wait_for
 from tests.contract.servers import ServerUnavailable, start_redis
 
 
 def make_key(tmp: Path, *args: str) -> str:
     config = tmp / "keys.yaml"
     config.write_text(yaml.safe_dump({"auth": {"enabled": True, "store_url": f"sqlite:///{tmp / 'keys.db'}"}}))
-    result = subprocess.run(
-        [sys.executable, "-m", "corral", "keys", "create", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
+    return new_key(config, *args)
 
 
 def config(tmp: Path, sim: Proc, **limits: Any) -> dict[str, Any]:

@@ -3,29 +3,15 @@ what the guards of a running Corral actually do, so a route added to the table c
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from corral.app.routes import ROUTES, Access, RouteSpec
-from procs import Proc, start_corral, start_sim
+from procs import Proc, new_key, start_corral, start_sim
 
 BODY = b'{"model": "m:1b", "prompt": "x", "stream": false, "options": {"num_predict": 1}}'
-
-
-def new_key(config: Path, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "corral", "keys", "create", *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")

@@ -129,7 +129,7 @@ def console_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleF
             proc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # playwright's sync API holds an event loop: gone before other modules run
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.skip("Debian's chromium is not installed (scripts/install.sh --system installs it)")

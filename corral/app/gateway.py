@@ -129,10 +129,6 @@ class Gateway:
         if path.startswith("/v1/"):
             record.family = ApiFamily.OPENAI
         try:
-            if self.host_check is not None and not self.host_check(request):
-                record.route = "unmatched"
-                self._plain(response, record, 403, b"")
-                return
             origin = request.header(b"origin")
             if origin is not None and self.cors is not None and self._cors(request, response, record, origin):
                 return
@@ -147,6 +143,10 @@ class Gateway:
             spec = route.spec(request.method)
             record.route = spec.path
             record.family = spec.family
+            if self.host_check is not None and spec.access is not Access.PUBLIC and not self.host_check(request):
+                # Probes (/health, /ready) answer any Host: load balancers and orchestrators name it freely.
+                self._plain(response, record, 403, b"")
+                return
             if self.tracing is not None:
                 record.span = self.tracing.start_request(request.method, spec.path, request.headers)
             if spec.access is Access.ADMIN and origin is not None and not self.keys_required:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from corral.app.context import ApiFamily, Observer, RequestRecord, request_id
 from corral.domain.cors import ALLOW_HEADERS, ALLOW_METHODS, MAX_AGE, CorsPolicy
-from corral.domain.errors import BodyTooLarge, ErrorKind, GatewayError, InvalidRequest, MethodNotAllowed
+from corral.domain.errors import ErrorKind, GatewayError, MethodNotAllowed
 from corral.net.response import Request, Response
 from corral.protocol import wire
 
@@ -107,8 +107,10 @@ class Gateway:
         cors: CorsPolicy | None = None,
         client_ip: ClientAddress | None = None,
         tracing: Tracing | None = None,
+        max_body_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.router = router
+        self.max_body_bytes = max_body_bytes
         self.tracing = tracing
         self.client_ip = client_ip or ClientAddress(())
         self.cors = cors
@@ -131,9 +133,6 @@ class Gateway:
             origin = request.header(b"origin")
             if origin is not None and self.cors is not None and self._cors(request, response, record, origin):
                 return
-            if request.rejection is not None:
-                status, message = request.rejection
-                raise BodyTooLarge(message) if status == 413 else InvalidRequest(message)
             route = self.router.match(path)
             if route is None:
                 record.route = "unmatched"
@@ -156,6 +155,8 @@ class Gateway:
                     record.status = 204
                     return
                 raise MethodNotAllowed("405 method not allowed")
+            if route.name != "/api/blobs/{digest}":  # streams its body to the node (node_ops)
+                await request.read_body(self.max_body_bytes)  # 413 from Content-Length before reading
             await handler(request, response, record)
             if not record.status:
                 record.status = response.status

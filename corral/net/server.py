@@ -226,7 +226,7 @@ class HttpServerProtocol(asyncio.Protocol):
                 expect = value.strip().lower() == b"100-continue"
             elif name == b"connection":
                 tokens = tokens | {t.strip().lower() for t in value.split(b",") if t.strip()}
-        # Go's net/http (server.go readRequest): HTTP/1.1 needs exactly one Host header.
+        # Go's net/http (request.go, readRequest): HTTP/1.1 needs exactly one Host header.
         if version == "1.1" and hosts != 1:
             raise _Refusal(400, "missing required Host header" if hosts == 0 else "too many Host headers")
         keep_alive = parser.should_keep_alive()

@@ -58,7 +58,9 @@ class ConnectionTable(Generic[C]):
         self.max_total = max_total
         self.max_per_client = max_per_client
         self.open: set[C] = set()
-        self._idle: dict[C, None] = {}  # insertion order = idle since
+        # The connections serving no request, in the order they became idle; each connection adds and
+        # removes itself (on the hot path, without a method call).
+        self.idle_since: dict[C, None] = {}
         self._per_client: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -68,33 +70,25 @@ class ConnectionTable(Generic[C]):
         """Take `conn` in (idle) if the caps allow, closing older idle connections to make room."""
         ip = conn.peer_ip
         if self._per_client.get(ip, 0) >= self.max_per_client:
-            victim = next((c for c in self._idle if c.peer_ip == ip), None)
+            victim = next((c for c in self.idle_since if c.peer_ip == ip), None)
             if victim is None:
                 return False
             self._evict(victim)
         if len(self.open) >= self.max_total:
-            victim = next(iter(self._idle), None)
+            victim = next(iter(self.idle_since), None)
             if victim is None:
                 return False
             self._evict(victim)
         self.open.add(conn)
-        self._idle[conn] = None
+        self.idle_since[conn] = None
         self._per_client[ip] = self._per_client.get(ip, 0) + 1
         return True
-
-    def busy(self, conn: C) -> None:
-        self._idle.pop(conn, None)
-
-    def idle(self, conn: C) -> None:
-        if conn in self.open:
-            self._idle.pop(conn, None)
-            self._idle[conn] = None
 
     def remove(self, conn: C) -> None:
         if conn not in self.open:
             return
         self.open.discard(conn)
-        self._idle.pop(conn, None)
+        self.idle_since.pop(conn, None)
         ip = conn.peer_ip
         left = self._per_client.get(ip, 1) - 1
         if left:

@@ -68,7 +68,6 @@ class Request:
         client: tuple[str, int],
         keep_alive: bool = True,
         http_version: str = "1.1",
-        *,
         flow: BodyFlow | None = None,
         content_length: int | None = None,
         chunked: bool = False,

@@ -36,6 +36,8 @@ _LINGER_S = 2.0  # after answering a request whose body was not read, drain the 
 # Fixed texts: the parser's own messages name its internals.
 _MALFORMED = "malformed HTTP request"
 _TOO_LARGE = "request header fields too large"
+# Headers that decide the request's framing, noted as they are parsed (Host and Content-Length inline).
+_FRAMING = frozenset({b"transfer-encoding", b"expect", b"connection"})
 
 
 class _Refusal(Exception):
@@ -59,7 +61,10 @@ class HttpServerProtocol(asyncio.Protocol):
         self._handler = handler
         self._finished = finished
         self._limits = limits
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_header_count = limits.max_header_count
         self._table = table
+        self._idle_since = table.idle_since  # this connection is in it while no request is being served
         self.body_timeout_s = limits.body_timeout_s
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
@@ -70,6 +75,11 @@ class HttpServerProtocol(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
         self._header_count = 0
+        self._hosts = 0
+        self._length: int | None = None
+        self._chunked = False
+        self._expect = False
+        self._tokens = NO_TOKENS
         self._in_head = True  # between one message's end and the next one's headers
         self._head_bytes = 0
         self._head_since: float | None = None  # when timing of the head being read began
@@ -139,7 +149,7 @@ class HttpServerProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             self._refuse(self._refusal or _Refusal(400, _MALFORMED))
             return
-        if self._in_head and self._head_bytes > self._limits.max_header_bytes:
+        if self._in_head and self._head_bytes > self._max_header_bytes:
             self._refuse(_Refusal(431, _TOO_LARGE))
 
     def pause_writing(self) -> None:
@@ -157,14 +167,18 @@ class HttpServerProtocol(asyncio.Protocol):
         self._headers = []
         self._header_bytes = 0
         self._header_count = 0
+        self._hosts = 0
+        self._length = None
+        self._chunked = self._expect = False
+        self._tokens = NO_TOKENS
         self._head_began = True
         if self._head_since is None:
-            self._head_since = self._loop.time()
+            self._head_since = self._last_active  # when this data arrived
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._header_bytes += len(url)
-        if self._header_bytes > self._limits.max_header_bytes:
+        if self._header_bytes > self._max_header_bytes:
             self._refusal = _Refusal(431, _TOO_LARGE)
             raise self._refusal
 
@@ -173,10 +187,25 @@ class HttpServerProtocol(asyncio.Protocol):
             return  # a chunked body's trailer: never merged into the request's headers
         self._header_count += 1
         self._header_bytes += len(name) + len(value)
-        if self._header_count > self._limits.max_header_count or self._header_bytes > self._limits.max_header_bytes:
+        if self._header_count > self._max_header_count or self._header_bytes > self._max_header_bytes:
             self._refusal = _Refusal(431, _TOO_LARGE)
             raise self._refusal
-        self._headers.append((name.lower(), value))
+        name = name.lower()
+        self._headers.append((name, value))
+        if name == b"host":
+            self._hosts += 1
+        elif name == b"content-length":
+            self._length = int(value)  # llhttp has checked it is one decimal number
+        elif name in _FRAMING:
+            self._framing(name, value)
+
+    def _framing(self, name: bytes, value: bytes) -> None:
+        if name == b"transfer-encoding":
+            self._chunked = True  # llhttp refuses a request whose last coding is not chunked
+        elif name == b"expect":
+            self._expect = value.strip().lower() == b"100-continue"
+        else:
+            self._tokens = self._tokens | {t.strip().lower() for t in value.split(b",") if t.strip()}
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -211,29 +240,14 @@ class HttpServerProtocol(asyncio.Protocol):
         parser = self._parser
         method = parser.get_method().decode("ascii", "replace")
         version = parser.get_http_version()
-        hosts = 0
-        content_length: int | None = None
-        chunked = expect = False
-        tokens = NO_TOKENS
-        for name, value in self._headers:
-            if name == b"host":
-                hosts += 1
-            elif name == b"content-length":
-                content_length = int(value)  # llhttp has checked it is one decimal number
-            elif name == b"transfer-encoding":
-                chunked = True  # llhttp refuses a request whose last coding is not chunked
-            elif name == b"expect":
-                expect = value.strip().lower() == b"100-continue"
-            elif name == b"connection":
-                tokens = tokens | {t.strip().lower() for t in value.split(b",") if t.strip()}
         # Go's net/http (request.go, readRequest): HTTP/1.1 needs exactly one Host header.
-        if version == "1.1" and hosts != 1:
-            raise _Refusal(400, "missing required Host header" if hosts == 0 else "too many Host headers")
+        if self._hosts != 1 and version == "1.1":
+            raise _Refusal(400, "missing required Host header" if self._hosts == 0 else "too many Host headers")
         keep_alive = parser.should_keep_alive()
         if parser.should_upgrade():
             if method == "CONNECT":
                 raise _Refusal(400, "the CONNECT method is not supported")
-            if content_length or chunked:
+            if self._length or self._chunked:
                 raise _Refusal(400, "protocol upgrade is not supported")
             # Go ignores an Upgrade it does not handle (curl --http2 sends h2c) and answers in HTTP/1.1;
             # the parser stops after this head, so the connection closes after the answer.
@@ -256,11 +270,11 @@ class HttpServerProtocol(asyncio.Protocol):
             self._client,
             keep_alive,
             version,
-            flow=self,
-            content_length=content_length,
-            chunked=chunked,
-            expects_continue=expect and version != "1.0",
-            connection_tokens=tokens,
+            self,
+            self._length,
+            self._chunked,
+            self._expect and version != "1.0",
+            self._tokens,
         )
 
     # reading control (the request's body calls these)
@@ -299,7 +313,7 @@ class HttpServerProtocol(asyncio.Protocol):
         if self.closing:
             response.keep_alive = False
         self._response = response
-        self._table.busy(self)
+        self._idle_since.pop(self, None)
         self._task = self._loop.create_task(self._run(request, response))
 
     async def _run(self, request: Request, response: Response) -> None:
@@ -337,8 +351,9 @@ class HttpServerProtocol(asyncio.Protocol):
             self._resume()
         else:
             self._last_active = self._loop.time()
-            self._table.idle(self)
-            self._resume()
+            self._idle_since[self] = None
+            if self._paused:
+                self._resume()
 
     def _refuse(self, refusal: _Refusal) -> None:
         """Stop parsing; answer the refusal now, or after the response in progress."""

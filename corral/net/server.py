@@ -6,8 +6,9 @@ request refused before its body is wanted costs no body bytes. A `Response` send
 streams chunks with real backpressure. A dropped client connection cancels the handler task, which is
 how a disconnect reaches the node at once.
 
-The edge's limits live here: the head's size, header count and arrival time; one request read ahead
-of the one being served; the connection caps (limits.py).
+The edge's limits: the head's size and line count (request_reader.py) and its arrival time, one request
+read ahead of the one being served at most, a body buffered at most BODY_HIGH_WATER ahead of its
+reader, and the connection caps (limits.py).
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-import httptools
-
 from corral.net.limits import ConnectionTable, ServerLimits
-from corral.net.request import BODY_HIGH_WATER, NO_TOKENS, Request
+from corral.net.request import BODY_HIGH_WATER, Request
+from corral.net.request_reader import Refusal, RequestReader
 from corral.net.response import Response, status_line
 from corral.protocol import wire
 
@@ -33,19 +33,6 @@ Handler = Callable[[Request, Response], Awaitable[None]]
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LINGER_S = 2.0  # after answering a request whose body was not read, drain the socket this long at most
-# Fixed texts: the parser's own messages name its internals.
-_MALFORMED = "malformed HTTP request"
-_TOO_LARGE = "request header fields too large"
-# Headers that decide the request's framing, noted as they are parsed (Host and Content-Length inline).
-_FRAMING = frozenset({b"transfer-encoding", b"expect", b"connection"})
-
-
-class _Refusal(Exception):
-    """Raised inside a parser callback to stop parsing; the connection answers `status` and closes."""
-
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
 
 
 class HttpServerProtocol(asyncio.Protocol):
@@ -61,32 +48,15 @@ class HttpServerProtocol(asyncio.Protocol):
         self._handler = handler
         self._finished = finished
         self._limits = limits
-        self._max_header_bytes = limits.max_header_bytes
-        self._max_header_count = limits.max_header_count
         self._table = table
         self._idle_since = table.idle_since  # this connection is in it while no request is being served
         self.body_timeout_s = limits.body_timeout_s
         self._loop = asyncio.get_running_loop()
-        self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._client: tuple[str, int] = ("", 0)
         self.peer_ip = ""
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._header_bytes = 0
-        self._header_count = 0
-        self._hosts = 0
-        self._length: int | None = None
-        self._chunked = False
-        self._expect = False
-        self._tokens = NO_TOKENS
-        self._in_head = True  # between one message's end and the next one's headers
-        self._head_bytes = 0
-        self._head_since: float | None = None  # when timing of the head being read began
-        self._head_began = False
-        self._refusal: _Refusal | None = None
-        self._after: _Refusal | None = None  # to answer once the response in progress is done
-        self._receiving: Request | None = None  # the request whose body the parser is reading
+        self._reader: RequestReader | None = None
+        self._after: Refusal | None = None  # to answer once the response in progress is done
         self._pending: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
         self._response: Response | None = None
@@ -94,7 +64,6 @@ class HttpServerProtocol(asyncio.Protocol):
         self._can_write.set()
         self._paused = False
         self._stopped = False  # nothing more is parsed on this connection
-        self._upgrade_ignored = False
         self._timer: asyncio.TimerHandle | None = None
         self._last_active = self._loop.time()
         self.closed = False
@@ -114,7 +83,7 @@ class HttpServerProtocol(asyncio.Protocol):
             self._stopped = True
             self._transport.close()
             return
-        self._head_since = self._loop.time()  # a new connection must send its first head in time
+        self._reader = RequestReader(self, self._limits, self._client, self._last_active)
         self._arm(self._limits.header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -133,24 +102,15 @@ class HttpServerProtocol(asyncio.Protocol):
             self._task.cancel()
 
     def data_received(self, data: bytes) -> None:
-        if self._stopped:
+        reader = self._reader
+        if self._stopped or reader is None:
             return  # lingering, or after a refusal: discarded
-        self._last_active = self._loop.time()
-        if self._in_head:
-            self._head_bytes += len(data)
+        self._last_active = now = self._loop.time()
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            if self._upgrade_ignored:
-                self._stopped = True  # served as a plain request; the connection closes after it
-            else:
-                self._refuse(self._refusal or _Refusal(400, _MALFORMED))
-            return
-        except httptools.HttpParserError:
-            self._refuse(self._refusal or _Refusal(400, _MALFORMED))
-            return
-        if self._in_head and self._head_bytes > self._max_header_bytes:
-            self._refuse(_Refusal(431, _TOO_LARGE))
+            if not reader.feed(data, now):
+                self._stopped = True  # an Upgrade served as a plain request; closed after it
+        except Refusal as refusal:
+            self._refuse(refusal)
 
     def pause_writing(self) -> None:
         self._can_write.clear()
@@ -160,122 +120,14 @@ class HttpServerProtocol(asyncio.Protocol):
         if self._response is not None:
             self._response.writable()
 
-    # httptools callbacks
+    # the reader's calls
 
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-        self._header_bytes = 0
-        self._header_count = 0
-        self._hosts = 0
-        self._length = None
-        self._chunked = self._expect = False
-        self._tokens = NO_TOKENS
-        self._head_began = True
-        if self._head_since is None:
-            self._head_since = self._last_active  # when this data arrived
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        self._header_bytes += len(url)
-        if self._header_bytes > self._max_header_bytes:
-            self._refusal = _Refusal(431, _TOO_LARGE)
-            raise self._refusal
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
-            return  # a chunked body's trailer: never merged into the request's headers
-        self._header_count += 1
-        self._header_bytes += len(name) + len(value)
-        if self._header_count > self._max_header_count or self._header_bytes > self._max_header_bytes:
-            self._refusal = _Refusal(431, _TOO_LARGE)
-            raise self._refusal
-        name = name.lower()
-        self._headers.append((name, value))
-        if name == b"host":
-            self._hosts += 1
-        elif name == b"content-length":
-            self._length = int(value)  # llhttp has checked it is one decimal number
-        elif name in _FRAMING:
-            self._framing(name, value)
-
-    def _framing(self, name: bytes, value: bytes) -> None:
-        if name == b"transfer-encoding":
-            self._chunked = True  # llhttp refuses a request whose last coding is not chunked
-        elif name == b"expect":
-            self._expect = value.strip().lower() == b"100-continue"
-        else:
-            self._tokens = self._tokens | {t.strip().lower() for t in value.split(b",") if t.strip()}
-
-    def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._head_since = None
-        self._head_began = False
-        try:
-            request = self._request()
-        except _Refusal as refusal:
-            self._refusal = refusal
-            raise
-        self._receiving = request
+    def request_ready(self, request: Request) -> None:
         if self._task is None:
             self._start(request)
         else:
             self._pending.append(request)
-            self._pause()  # read no further ahead than this one request
-
-    def on_body(self, body: bytes) -> None:
-        request = self._receiving
-        if request is not None and request.feed(body):
-            self._pause()
-
-    def on_message_complete(self) -> None:
-        request, self._receiving = self._receiving, None
-        if request is not None:
-            request.finish()
-        self._in_head = True
-        self._head_bytes = 0
-
-    def _request(self) -> Request:
-        """The request for the head just parsed, or a _Refusal."""
-        parser = self._parser
-        method = parser.get_method().decode("ascii", "replace")
-        version = parser.get_http_version()
-        # Go's net/http (request.go, readRequest): HTTP/1.1 needs exactly one Host header.
-        if self._hosts != 1 and version == "1.1":
-            raise _Refusal(400, "missing required Host header" if self._hosts == 0 else "too many Host headers")
-        keep_alive = parser.should_keep_alive()
-        if parser.should_upgrade():
-            if method == "CONNECT":
-                raise _Refusal(400, "the CONNECT method is not supported")
-            if self._length or self._chunked:
-                raise _Refusal(400, "protocol upgrade is not supported")
-            # Go ignores an Upgrade it does not handle (curl --http2 sends h2c) and answers in HTTP/1.1;
-            # the parser stops after this head, so the connection closes after the answer.
-            self._upgrade_ignored = True
-            keep_alive = False
-        if self._url == b"*":
-            raw_path, query = b"*", b""
-        else:
-            try:
-                parsed = httptools.parse_url(self._url)
-            except httptools.HttpParserInvalidURLError:
-                raise _Refusal(400, _MALFORMED) from None
-            raw_path, query = parsed.path or b"/", parsed.query or b""
-        return Request(
-            method,
-            raw_path,
-            query,
-            self._headers,
-            b"",
-            self._client,
-            keep_alive,
-            version,
-            self,
-            self._length,
-            self._chunked,
-            self._expect and version != "1.0",
-            self._tokens,
-        )
+            self.pause()  # read no further ahead than this one request
 
     # reading control (the request's body calls these)
 
@@ -288,7 +140,7 @@ class HttpServerProtocol(asyncio.Protocol):
     def body_drained(self) -> None:
         self._resume()
 
-    def _pause(self) -> None:
+    def pause(self) -> None:
         transport = self._transport
         if not self._paused and transport is not None and not transport.is_closing():
             self._paused = True
@@ -297,7 +149,7 @@ class HttpServerProtocol(asyncio.Protocol):
     def _resume(self) -> None:
         if not self._paused or self._pending or self.closed:
             return
-        receiving = self._receiving
+        receiving = self._reader.receiving if self._reader is not None else None
         if receiving is not None and receiving.buffered > BODY_HIGH_WATER:
             return
         transport = self._transport
@@ -355,17 +207,16 @@ class HttpServerProtocol(asyncio.Protocol):
             if self._paused:
                 self._resume()
 
-    def _refuse(self, refusal: _Refusal) -> None:
+    def _refuse(self, refusal: Refusal) -> None:
         """Stop parsing; answer the refusal now, or after the response in progress."""
         self._stopped = True
-        self._head_since = None
         if self._task is None:
             self._answer(refusal)
         else:
             self._after = refusal
-            self._pause()
+            self.pause()
 
-    def _answer(self, refusal: _Refusal) -> None:
+    def _answer(self, refusal: Refusal) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
             return
@@ -405,15 +256,16 @@ class HttpServerProtocol(asyncio.Protocol):
     def _tick(self) -> None:
         self._timer = None
         transport = self._transport
-        if self.closed or transport is None or self._stopped:
+        reader = self._reader
+        if self.closed or transport is None or reader is None or self._stopped:
             return
         now = self._loop.time()
         limits = self._limits
-        if self._head_since is not None:
-            left = self._head_since + limits.header_timeout_s - now
+        if reader.head_since is not None:
+            left = reader.head_since + limits.header_timeout_s - now
             if left <= 0:
-                if self._head_began:
-                    self._refuse(_Refusal(408, "the request head did not arrive in time"))
+                if reader.head_began:
+                    self._refuse(Refusal(408, "the request head did not arrive in time"))
                 else:
                     transport.close()  # a connection that never sent a byte
                 return

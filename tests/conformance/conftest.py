@@ -104,9 +104,9 @@ def keyed(sims: Sims, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keye
     corral = serve(_backends(sims), {"max_body_bytes": MIB}, auth=auth)
     try:
         config: Path = corral.config_path  # type: ignore[attr-defined]
+        command = [sys.executable, "-m", "corral", "keys", "create", "--name", "edge", "--role", "admin"]
         created = subprocess.run(
-            [sys.executable, "-m", "corral", "keys", "create", "--name", "edge", "--role", "admin"]
-            + ["--config", str(config)],
+            [*command, "--config", str(config)],
             capture_output=True,
             text=True,
             timeout=60,

@@ -1,10 +1,12 @@
-"""Proxy-path benchmark: direct to a node vs through Corral vs through nginx `proxy_pass`.
+"""Proxy-path benchmark: direct to a node vs through Corral vs through nginx `proxy_pass`, and Corral's
+gateway behind uvicorn instead of its own HTTP server (bench/asgi_edge.py: make or buy).
 
     .venv/bin/python -m bench.proxy_overhead [--seconds 10] [--out bench/results/proxy.json]
 
 Non-streaming: the node is nginx returning a fixed Ollama-shaped body (far faster than any Python
 server, so the proxy is what gets measured); wrk drives it at concurrency 1 (added latency p50/p99)
-and 64 (requests/s). Streams: the node is `corral sim` streaming NDJSON tokens; wrk reads each stream
+and 64 (requests/s), for Corral with its own server and with uvicorn's, each with and without keys,
+limits and audit. Streams: the node is `corral sim` streaming NDJSON tokens; wrk reads each stream
 to its end, so relayed chunks/s = streams/s x chunks per stream. Needs Debian's nginx and wrk
 (scripts/install.sh --system).
 """
@@ -100,6 +102,38 @@ def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, flo
     return result
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(url: str, script: Path, seconds: int, pid: int | None = None) -> dict[str, float]:
+    """c=1 latency and c=64 throughput; with `pid`, also that process's CPU time per request at c=64,
+    which holds steady when other work shares the machine (wall-clock figures do not)."""
+    c1 = wrk(url, script, 1, seconds)
+    before = cpu_seconds(pid) if pid else 0.0
+    c64 = wrk(url, script, 64, seconds)
+    result = {
+        "p50_us": c1.get("p50_us", 0),
+        "p99_us": c1.get("p99_us", 0),
+        "rps_c1": c1["rps"],
+        "rps_c64": c64["rps"],
+        "errors": c1["errors"] + c64["errors"],
+    }
+    if pid:
+        result["cpu_us_per_req_c64"] = (cpu_seconds(pid) - before) / max(1.0, c64["rps"] * seconds) * 1e6
+    return result
+
+
+def start_gateway(edge: str, config: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Corral on its own server (`corral serve`) or on uvicorn (`bench.asgi_edge`), once it answers."""
+    module = ["corral", "serve"] if edge == "own" else ["bench.asgi_edge"]
+    proc = subprocess.Popen([sys.executable, "-m", *module, "--config", str(config)], env=env)
+    wait_http(f"http://127.0.0.1:{port}/health")
+    return proc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
@@ -176,16 +210,15 @@ def main() -> None:
         targets = {"direct": ports["backend"], "nginx": ports["nginx"], "corral": ports["corral"]}
         for name, port in targets.items():
             url = f"http://127.0.0.1:{port}/api/generate"
-            c1 = wrk(url, plain, 1, args.seconds)
-            c64 = wrk(url, plain, 64, args.seconds)
-            results["non_stream"][name] = {
-                "p50_us": c1.get("p50_us", 0),
-                "p99_us": c1.get("p99_us", 0),
-                "rps_c1": c1["rps"],
-                "rps_c64": c64["rps"],
-                "errors": c1["errors"] + c64["errors"],
-            }
+            results["non_stream"][name] = measure(url, plain, args.seconds, corral.pid if name == "corral" else None)
             print(name, results["non_stream"][name], flush=True)
+        corral.terminate()
+        corral.wait(10)
+        url = f"http://127.0.0.1:{ports['corral']}/api/generate"
+        corral = start_gateway("uvicorn", config, ports["corral"], env)
+        procs.append(corral)
+        results["non_stream"]["corral on uvicorn"] = measure(url, plain, args.seconds, corral.pid)
+        print("corral on uvicorn", results["non_stream"]["corral on uvicorn"], flush=True)
         # The same with every per-request feature on: API key auth, rate and token limits, audit, metrics.
         corral.terminate()
         corral.wait(10)
@@ -215,26 +248,17 @@ def main() -> None:
             check=True,
         )
         key = created.stdout.strip().splitlines()[-1]
-        corral = subprocess.Popen([sys.executable, "-m", "corral", "serve", "--config", str(secure)], env=env)
-        procs.append(corral)
-        wait_http(f"http://127.0.0.1:{ports['corral']}/health")
         keyed = lua(
             work, "keyed", '{"model":"bench:1b","prompt":"hi","stream":false}', {"Authorization": f"Bearer {key}"}
         )
-        url = f"http://127.0.0.1:{ports['corral']}/api/generate"
-        c1 = wrk(url, keyed, 1, args.seconds)
-        c64 = wrk(url, keyed, 64, args.seconds)
-        results["non_stream"]["corral, all features"] = {
-            "p50_us": c1.get("p50_us", 0),
-            "p99_us": c1.get("p99_us", 0),
-            "rps_c1": c1["rps"],
-            "rps_c64": c64["rps"],
-            "errors": c1["errors"] + c64["errors"],
-        }
-        print("corral, all features", results["non_stream"]["corral, all features"], flush=True)
+        for edge, name in (("own", "corral, all features"), ("uvicorn", "corral on uvicorn, all features")):
+            corral = start_gateway(edge, secure, ports["corral"], env)
+            procs.append(corral)
+            results["non_stream"][name] = measure(url, keyed, args.seconds, corral.pid)
+            print(name, results["non_stream"][name], flush=True)
+            corral.terminate()
+            corral.wait(10)
         # Streams: restart Corral in front of the simulator.
-        corral.terminate()
-        corral.wait(10)
         corral = subprocess.Popen([sys.executable, "-m", "corral", "serve", "--config", str(sim_config)], env=env)
         procs.append(corral)
         wait_http(f"http://127.0.0.1:{ports['corral']}/ready")
@@ -273,14 +297,15 @@ def report(results: dict[str, dict[str, dict[str, float]]]) -> None:
     ns = results["non_stream"]
     direct = ns["direct"]
     print("\nNon-streaming (node: nginx fixed body)")
-    print("| path | p50 | p99 | added p50 | added p99 | req/s c=1 | req/s c=64 | vs nginx proxy |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| path | p50 | p99 | added p50 | added p99 | req/s c=1 | req/s c=64 | vs nginx proxy | CPU/req c=64 |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, r in ns.items():
         print(
             f"| {name} | {r['p50_us'] / 1000:.3f} ms | {r['p99_us'] / 1000:.3f} ms | "
             f"{(r['p50_us'] - direct['p50_us']) / 1000:+.3f} ms | "
             f"{(r['p99_us'] - direct['p99_us']) / 1000:+.3f} ms | "
-            f"{r['rps_c1']:,.0f} | {r['rps_c64']:,.0f} | {r['rps_c64'] / ns['nginx']['rps_c64']:.2f}x |"
+            f"{r['rps_c1']:,.0f} | {r['rps_c64']:,.0f} | {r['rps_c64'] / ns['nginx']['rps_c64']:.2f}x | "
+            + (f"{r['cpu_us_per_req_c64']:.0f} µs |" if "cpu_us_per_req_c64" in r else "— |")
         )
     st = results["stream"]
     print("\nStreams of 64 tokens (node: corral sim)")

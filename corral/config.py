@@ -62,9 +62,39 @@ class CorsSettings(_Section):
 class ServerSettings(_Section):
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond).")
-    max_header_bytes: int = Field(64 * 1024, ge=1024, description="Largest request head accepted.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest JSON request body accepted (413 beyond; decided from Content-Length before "
+        "reading, a chunked body is cut at the limit). Blob uploads (/api/blobs) are streamed to the node "
+        "and not capped.",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request head accepted (request line and headers; 431 beyond)."
+    )
+    max_header_count: int = Field(100, ge=8, description="Most header lines in a request head (431 beyond).")
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="The whole request head must arrive within this, counted from the connection's start or "
+        "the head's first byte (408 and the connection closed beyond; closed silently if nothing came).",
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Longest wait for the next piece of a request body once it is read (408 beyond)."
+    )
     keepalive_timeout_s: float = Field(75.0, gt=0, description="Idle client connections are closed after this.")
+    max_connections: int = Field(
+        4096,
+        ge=1,
+        description="Most open client connections. At the cap the oldest idle connection is closed to make room; "
+        "if none is idle the new connection is closed at once.",
+    )
+    max_connections_per_client: int = Field(
+        256,
+        ge=1,
+        description="Most open connections from one client address (the peer's, not X-Forwarded-For: raise it "
+        "when a load balancer connects for many clients). At the cap as for max_connections.",
+    )
     shutdown_grace_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish.")
     trusted_proxies: list[str] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed for the client IP."

@@ -268,11 +268,17 @@ async def build(settings: Settings) -> App:
         tracing,
         _host_check(settings.server.host, settings.server.allowed_hosts),
         settings.auth_required,
+        settings.server.max_body_bytes,
     )
+    srv = settings.server
     limits = ServerLimits(
-        max_body_bytes=settings.server.max_body_bytes,
-        max_header_bytes=settings.server.max_header_bytes,
-        keepalive_timeout_s=settings.server.keepalive_timeout_s,
+        max_header_bytes=srv.max_header_bytes,
+        max_header_count=srv.max_header_count,
+        keepalive_timeout_s=srv.keepalive_timeout_s,
+        header_timeout_s=srv.header_timeout_s,
+        body_timeout_s=srv.body_timeout_s,
+        max_connections=srv.max_connections,
+        max_connections_per_client=srv.max_connections_per_client,
     )
     server = HttpServer(gateway, limits)
     if store is not None:

@@ -17,17 +17,9 @@ from typing import TYPE_CHECKING
 from corral.app.context import ApiFamily, Observer, RequestRecord, request_id
 from corral.app.downstream import Recorded
 from corral.app.router import Router
-from corral.app.routes import Access, RouteSpec
+from corral.app.routes import Access, Body, RouteSpec
 from corral.domain.cors import ALLOW_HEADERS, ALLOW_METHODS, MAX_AGE, CorsPolicy
-from corral.domain.errors import (
-    BodyTooLarge,
-    ErrorKind,
-    Forbidden,
-    GatewayError,
-    InvalidRequest,
-    MethodNotAllowed,
-    UpstreamStatus,
-)
+from corral.domain.errors import ErrorKind, Forbidden, GatewayError, MethodNotAllowed, UpstreamStatus
 from corral.domain.hosts import host_allowed
 from corral.net.response import Request, Response
 from corral.protocol import wire
@@ -106,8 +98,10 @@ class Gateway:
         tracing: Tracing | None = None,
         host_check: HostCheck | None = None,
         keys_required: bool = False,
+        max_body_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         self.router = router
+        self.max_body_bytes = max_body_bytes
         self.tracing = tracing
         self.client_ip = client_ip or ClientAddress(())
         self.cors = cors
@@ -132,9 +126,6 @@ class Gateway:
             origin = request.header(b"origin")
             if origin is not None and self.cors is not None and self._cors(request, response, record, origin):
                 return
-            if request.rejection is not None:
-                status, message = request.rejection
-                raise BodyTooLarge(message) if status == 413 else InvalidRequest(message)
             route = self.router.match(path)
             if route is None:
                 record.route = "unmatched"
@@ -169,6 +160,8 @@ class Gateway:
                     record.status = 204
                     return
                 raise MethodNotAllowed("405 method not allowed")
+            if spec.body is Body.WHOLE:  # STREAM routes send their body on to a node piece by piece
+                await request.read_body(self.max_body_bytes)  # 413 from Content-Length before reading
             await handler(request, response, record)
             if not record.status:
                 record.status = response.status

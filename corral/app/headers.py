@@ -58,18 +58,10 @@ class Outbound:
     canonical: bytes | None = None  # the body as Ollama reads it, when it differs in spelling (OpenAI nodes)
 
 
-def connection_listed(headers: Headers) -> frozenset[bytes]:
-    """Header names the client lists in `Connection:`: hop-by-hop by declaration (RFC 9110 §7.6.1),
-    so never forwarded (a client could otherwise strip a header a proxy in between adds)."""
-    listed: set[bytes] = set()
-    for name, value in headers:
-        if name == b"connection":
-            listed.update(t.strip().lower() for t in value.split(b",") if t.strip())
-    return frozenset(listed)
-
-
 def forward_headers(request: Request, request_id: str) -> Headers:
-    listed = connection_listed(request.headers)
+    # Headers the client lists in `Connection:` are hop-by-hop by declaration (RFC 9110 §7.6.1): a client
+    # could otherwise strip a header that a proxy in between adds.
+    listed = request.connection_tokens
     if listed:
         out = [(k, v) for k, v in request.headers if k not in DROP_REQUEST and k not in listed]
     else:

@@ -1,7 +1,10 @@
 """Calls that change a node's models (pull, push, create, copy, delete, blobs): never forwarded blindly,
-only to the one node named in the X-Corral-Node header."""
+only to the one node named in the X-Corral-Node header. A blob's body (model weights, any size) is
+streamed to the node as it arrives, never held whole."""
 
 from __future__ import annotations
+
+import asyncio
 
 import orjson
 
@@ -11,8 +14,9 @@ from corral.app.context import RequestRecord
 from corral.app.discovery import Discovery
 from corral.app.fleet import Fleet, Node
 from corral.app.headers import forward_headers, outbound
-from corral.domain.errors import InvalidRequest, NodeRequired, NoSuchNode
+from corral.domain.errors import InvalidRequest, NodeRequired, NoSuchNode, UpstreamTimeout
 from corral.domain.fleet import NodeKind
+from corral.net.client import build_head
 from corral.net.response import Request, Response
 
 # Answers small enough to wait for: the fleet view is refreshed before the client hears back.
@@ -59,6 +63,9 @@ class NodeOps:
         target = request.raw_path + (b"?" + request.query if request.query else b"")
         headers = forward_headers(request, record.request_id)
         route = record.route
+        if route == "/api/blobs/{digest}" and request.method == "POST":
+            await self._upload(node, request, response, record, target, headers)
+            return
         if route in _BUFFERED or (route in _CHANGES_MODELS and _not_streamed(request.body)):
             status, body = await call(
                 node.pool,
@@ -90,3 +97,41 @@ class NodeOps:
                 await self.discovery.refresh(node)
 
         await self.forwarder.forward_to(node, record, out, response, before_end=refresh)
+
+    async def _upload(
+        self,
+        node: Node,
+        request: Request,
+        response: Response,
+        record: RequestRecord,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
+        """POST /api/blobs/{digest}: the body goes to the node piece by piece as the client sends it."""
+        length = request.content_length
+        chunked = request.chunked
+        if chunked:
+            headers = [*headers, (b"transfer-encoding", b"chunked")]
+        elif length is None:
+            length = 0
+        pool = node.pool
+        head = build_head("POST", node.settings.base_path.encode() + target, pool.host_header, headers, length)
+        conn = await pool.acquire(self.forwarder.timeouts.connect_s, fresh=True)
+        parts: list[bytes] = []
+        try:
+            await conn.send_streaming(head, request.body_chunks(), chunked, self.timeout_s)
+            upstream = await conn.response()
+            conn.attach(parts.append)  # the node's answer to a blob is empty or a short error
+            async with asyncio.timeout(self.timeout_s):
+                await conn.finished()
+        except TimeoutError as exc:
+            conn.close()
+            raise UpstreamTimeout(f"node {node.name} did not finish answering the blob upload") from exc
+        except BaseException:
+            conn.close()
+            raise
+        conn.release()
+        record.status = upstream.status
+        out = [(k, v) for k, v in upstream.headers if k == b"content-type"]
+        out += [(b"x-request-id", record.request_id.encode()), (b"x-corral-node", node.name.encode())]
+        response.send(upstream.status, out, b"".join(parts))

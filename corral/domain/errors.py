@@ -21,6 +21,7 @@ class ErrorKind(StrEnum):
     FORBIDDEN = "forbidden"
     INVALID_REQUEST = "invalid_request"
     BODY_TOO_LARGE = "body_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
     UPSTREAM_CONNECT = "upstream_connect"
@@ -57,6 +58,12 @@ class NodeRequired(GatewayError):
 
 class BodyTooLarge(GatewayError):
     kind, status = ErrorKind.BODY_TOO_LARGE, 413
+
+
+class RequestTimeout(GatewayError):
+    """The client stopped sending its request body."""
+
+    kind, status = ErrorKind.REQUEST_TIMEOUT, 408
 
 
 class Unauthenticated(GatewayError):

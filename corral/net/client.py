@@ -3,13 +3,15 @@
 One `ConnectionPool` per node keeps idle keep-alive connections. A response's body is delivered to a
 synchronous sink as the bytes arrive (the proxy writes them straight to the client socket), so a
 relayed stream is never buffered. The caller applies backpressure with `pause()`/`resume()`.
+A request body can also be streamed to the node (`send_streaming`) at constant memory: the next piece
+is pulled only once the node's socket has taken the previous one.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import httptools
@@ -68,6 +70,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._idle_s = 0.0
         self._deadline = 0.0
+        self._writable: asyncio.Future[None] | None = None  # pending while the node's socket is full
+        self._body_unsent = False  # a streamed body was cut short: the connection cannot be reused
 
     # asyncio.Protocol
 
@@ -76,6 +80,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.resume_writing()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -96,6 +101,15 @@ class UpstreamConnection(asyncio.Protocol):
             else:
                 err = UpstreamProtocol(f"node {self._pool.name} closed the connection mid-response")
                 _fail_quietly(self._done, err)
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self._loop.time()
@@ -179,22 +193,54 @@ class UpstreamConnection(asyncio.Protocol):
 
     # exchange
 
+    def _begin(self) -> None:
+        self._headers = []
+        self._sink = None
+        self._early = []
+        self._body_unsent = False
+        self._response = self._loop.create_future()
+        self._done = self._loop.create_future()
+
     def send(self, head: bytes, body: bytes, first_byte_s: float | None = None) -> None:
         """Write the request. With `first_byte_s`, the response head must arrive within it."""
         assert self._transport is not None
         if first_byte_s is not None:
             self._timer = self._loop.call_later(first_byte_s, self._no_response, first_byte_s)
-        self._headers = []
-        self._sink = None
-        self._early = []
-        self._response = self._loop.create_future()
-        self._done = self._loop.create_future()
+        self._begin()
         if body and len(body) < 65536:
             self._transport.write(head + body)
         else:
             self._transport.write(head)
             if body:
                 self._transport.write(body)
+
+    async def send_streaming(
+        self, head: bytes, chunks: AsyncIterator[bytes], chunked: bool, first_byte_s: float | None = None
+    ) -> None:
+        """Write the request head, then the body as `chunks` yields it, framed as chunked encoding when
+        `chunked` (the head must say so, or carry the Content-Length). Each piece waits for the node's
+        socket to drain first, so memory stays flat whatever the size. The node may answer before the
+        body is all sent (an error): sending stops there, and the connection is not reused.
+        `first_byte_s` counts from the body's end."""
+        transport = self._transport
+        assert transport is not None
+        self._begin()
+        response = self._response
+        assert response is not None
+        transport.write(head)
+        async for piece in chunks:
+            if response.done() or self.closed:
+                self._body_unsent = True
+                return
+            if not piece:
+                continue
+            transport.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            if self._writable is not None:
+                await self._writable
+        if chunked and not self.closed:
+            transport.write(b"0\r\n\r\n")
+        if first_byte_s is not None and not response.done() and not self.closed:
+            self._timer = self._loop.call_later(first_byte_s, self._no_response, first_byte_s)
 
     async def response(self) -> UpstreamResponse:
         assert self._response is not None
@@ -210,10 +256,6 @@ class UpstreamConnection(asyncio.Protocol):
     async def finished(self) -> None:
         assert self._done is not None
         await self._done
-
-    @property
-    def done(self) -> bool:
-        return self._done is not None and self._done.done()
 
     def pause(self) -> None:
         if self._transport is not None and not self.closed and not self.paused:
@@ -232,7 +274,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._timer = None
         done = self._done
         clean = done is not None and done.done() and not done.cancelled() and done.exception() is None
-        if clean and self._keep_alive and not self.closed:
+        if clean and self._keep_alive and not self.closed and not self._body_unsent:
             self._sink = None
             self._pool.give_back(self)
             return
@@ -259,8 +301,11 @@ class ConnectionPool:
         self._idle: deque[UpstreamConnection] = deque()
         self.host_header = host.encode() if port in (80, 443) else f"{host}:{port}".encode()
 
-    async def acquire(self, connect_timeout_s: float) -> UpstreamConnection:
-        while self._idle:
+    async def acquire(self, connect_timeout_s: float, fresh: bool = False) -> UpstreamConnection:
+        """A connection to the node: an idle one, or with `fresh` (or none idle) a new one. A request
+        that cannot be sent twice (a streamed body) takes a fresh one: an idle connection may be one
+        the node has just closed."""
+        while self._idle and not fresh:
             conn = self._idle.pop()
             if not conn.closed:
                 conn.reused = True

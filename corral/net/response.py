@@ -1,11 +1,11 @@
-"""The request and response objects the lean server hands to the application."""
+"""The response object the lean server hands to the application (the request is in request.py)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
-from urllib.parse import unquote
+
+from corral.net.request import Headers, Request
 
 _REASONS = {
     100: b"Continue",
@@ -31,77 +31,29 @@ _REASONS = {
     504: b"Gateway Timeout",
 }
 
-Headers = list[tuple[bytes, bytes]]
+__all__ = ["Headers", "Request", "Response", "status_line"]
 
 
 def status_line(status: int) -> bytes:
     return b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b"Unknown"))
 
 
-class Request:
-    """One parsed request. Header names are lower-case bytes; the body is complete."""
-
-    __slots__ = (
-        "body",
-        "client",
-        "ctx",
-        "headers",
-        "http_version",
-        "keep_alive",
-        "method",
-        "query",
-        "raw_path",
-        "rejection",
-    )
-
-    def __init__(
-        self,
-        method: str,
-        raw_path: bytes,
-        query: bytes,
-        headers: Headers,
-        body: bytes,
-        client: tuple[str, int],
-        keep_alive: bool = True,
-        http_version: str = "1.1",
-    ) -> None:
-        self.method = method
-        self.raw_path = raw_path
-        self.query = query
-        self.headers = headers
-        self.body = body
-        self.client = client
-        self.keep_alive = keep_alive
-        self.http_version = http_version
-        self.rejection: tuple[int, str] | None = None
-        self.ctx: dict[str, Any] = {}
-
-    @property
-    def path(self) -> str:
-        """The percent-decoded path (for routing; the raw path is what would be forwarded)."""
-        return unquote(self.raw_path.decode("latin-1"))
-
-    def header(self, name: bytes) -> bytes | None:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return None
-
-
 class Response:
     """Writes one response: `send` for a whole body, or `start` + `write`* + `end` for a stream.
 
     A stream with no content length is sent with chunked transfer encoding; each `write` becomes one
-    chunk on the wire at once (no buffering). `write` waits while the client's socket is full.
+    chunk on the wire at once (no buffering). `write` waits while the client's socket is full. An
+    HTTP/1.0 client cannot read chunked encoding: its stream is delimited by closing the connection.
     """
 
     __slots__ = (
         "_can_write",
         "_head_only",
+        "_http10",
         "_on_writable",
         "_pending_head",
+        "_request",
         "_transport",
-        "bytes_sent",
         "chunked",
         "client_gone",
         "content_type_sse",
@@ -116,17 +68,18 @@ class Response:
         self._transport = transport
         self._can_write = can_write
         self._head_only = request.method == "HEAD"
+        self._http10 = request.http_version == "1.0"
+        self._request = request
         self.chunked = False
         self.content_type_sse = False
         self._on_writable: Callable[[], None] | None = None
         self._pending_head: bytes | None = None
         self.extra_headers: Headers = []
-        self.keep_alive = True
+        self.keep_alive = request.keep_alive  # a client that asked to close hears `connection: close`
         self.started = False
         self.finished = False
         self.client_gone = False
         self.status = 0
-        self.bytes_sent = 0
 
     def _head(self, status: int, headers: Headers, extra: bytes) -> bytes:
         parts = [status_line(status)]
@@ -134,6 +87,9 @@ class Response:
             parts.append(name + b": " + value + b"\r\n")
         for name, value in self.extra_headers:
             parts.append(name + b": " + value + b"\r\n")
+        if not self._request.body_complete:
+            # Answered before the body was read: where the next request would start is unknown.
+            self.keep_alive = False
         if not self.keep_alive:
             parts.append(b"connection: close\r\n")
         parts.append(extra)
@@ -155,7 +111,6 @@ class Response:
             self._transport.write(head + body if len(body) < 65536 else head)
             if len(body) >= 65536:
                 self._transport.write(body)
-        self.bytes_sent += len(body)
         self.finished = True
 
     def send_simple(self, status: int, body: bytes, content_type: bytes = b"application/json; charset=utf-8") -> None:
@@ -171,6 +126,9 @@ class Response:
                 self.content_type_sse = True
         if content_length is None:
             if self._head_only or status == 204 or status == 304:
+                extra = b""
+            elif self._http10:
+                self.keep_alive = False  # the body ends where the connection does
                 extra = b""
             else:
                 self.chunked = True
@@ -192,7 +150,6 @@ class Response:
             if self._head_only:
                 self.flush()
             return True
-        self.bytes_sent += len(data)
         if self._transport.is_closing():
             self.client_gone = True
             return True
@@ -208,9 +165,6 @@ class Response:
     async def write(self, data: bytes) -> None:
         if not self.write_nowait(data):
             await self._can_write.wait()
-
-    async def wait_writable(self) -> None:
-        await self._can_write.wait()
 
     def on_writable(self, callback: Callable[[], None]) -> None:
         """Call `callback` once when the client socket drains (the server's resume_writing)."""

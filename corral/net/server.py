@@ -1,82 +1,70 @@
 """A lean HTTP/1.1 server on asyncio protocols and httptools.
 
-Why not an ASGI server: the proxy path's budget (≤0.3 ms added, ≥0.3× nginx's requests/s) leaves no
-room for a generic framework; see docs/architecture.md. This server parses with httptools, hands the
-application a `Request` with the whole (size-capped) body and a `Response` that either sends a complete
-body or streams chunks with real backpressure. A dropped client connection cancels the handler task,
-which is how a disconnect reaches the node at once.
+Why not an ASGI server: see "The HTTP server: own or uvicorn, measured" in docs/architecture.md. The
+handler starts when a request's head is complete and reads the body on demand (request.py), so a
+request refused before its body is wanted costs no body bytes. A `Response` sends a complete body or
+streams chunks with real backpressure. A dropped client connection cancels the handler task, which is
+how a disconnect reaches the node at once.
+
+The edge's limits: the head's size and line count (request_reader.py) and its arrival time, one request
+read ahead of the one being served at most, a body buffered at most BODY_HIGH_WATER ahead of its
+reader, and the connection caps (limits.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-import httptools
+from corral.net.limits import ConnectionTable, ServerLimits
+from corral.net.request import BODY_HIGH_WATER, Request
+from corral.net.request_reader import Refusal, RequestReader
+from corral.net.response import Response, status_line
+from corral.protocol import wire
 
-from corral.net.response import Request, Response
+__all__ = ["Handler", "HttpServer", "HttpServerProtocol", "ServerLimits"]
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Request, Response], Awaitable[None]]
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class ServerLimits:
-    __slots__ = ("header_timeout_s", "keepalive_timeout_s", "max_body_bytes", "max_header_bytes")
-
-    def __init__(
-        self,
-        max_body_bytes: int = 16 * 1024 * 1024,
-        max_header_bytes: int = 64 * 1024,
-        keepalive_timeout_s: float = 75.0,
-        header_timeout_s: float = 30.0,
-    ) -> None:
-        self.max_body_bytes = max_body_bytes
-        self.max_header_bytes = max_header_bytes
-        self.keepalive_timeout_s = keepalive_timeout_s
-        self.header_timeout_s = header_timeout_s
-
-
-class _Rejection(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        self.status = status
-        self.message = message
+_LINGER_S = 2.0  # after answering a request whose body was not read, drain the socket this long at most
 
 
 class HttpServerProtocol(asyncio.Protocol):
-    """One client connection. Requests on it are served one after another (pipelined ones wait)."""
+    """One client connection. Requests on it are served one after another; at most one waits parsed."""
 
     def __init__(
         self,
         handler: Handler,
         limits: ServerLimits,
-        connections: set[HttpServerProtocol],
+        table: ConnectionTable[HttpServerProtocol],
         finished: asyncio.Event | None = None,
     ) -> None:
         self._handler = handler
         self._finished = finished
         self._limits = limits
-        self._connections = connections
+        self._table = table
+        self._idle_since = table.idle_since  # this connection is in it while no request is being served
+        self.body_timeout_s = limits.body_timeout_s
         self._loop = asyncio.get_running_loop()
-        self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._client: tuple[str, int] = ("", 0)
-        self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._header_bytes = 0
-        self._body: list[bytes] = []
-        self._body_len = 0
-        self._rejection: _Rejection | None = None
-        self._pending: list[Request] = []
+        self.peer_ip = ""
+        self._reader: RequestReader | None = None
+        self._after: Refusal | None = None  # to answer once the response in progress is done
+        self._pending: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._current: Response | None = None
+        self._response: Response | None = None
         self._can_write = asyncio.Event()
         self._can_write.set()
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._paused = False
+        self._stopped = False  # nothing more is parsed on this connection
+        self._timer: asyncio.TimerHandle | None = None
         self._last_active = self._loop.time()
         self.closed = False
         self.closing = False
@@ -89,111 +77,85 @@ class HttpServerProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self._client = (str(peer[0]), int(peer[1]))
+            self.peer_ip = self._client[0]
         self.tls = transport.get_extra_info("sslcontext") is not None
-        self._connections.add(self)
-        self._arm_idle(self._limits.header_timeout_s)
+        if not self._table.admit(self):
+            self._stopped = True
+            self._transport.close()
+            return
+        self._reader = RequestReader(self, self._limits, self._client, self._last_active)
+        self._arm(self._limits.header_timeout_s)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._connections.discard(self)
+        self._table.remove(self)
         if self._finished is not None:
             self._finished.set()
         self._can_write.set()
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-        if self._current is not None:
-            self._current.client_gone = True
-            self._current.writable()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._response is not None:
+            self._response.client_gone = True
+            self._response.writable()
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
     def data_received(self, data: bytes) -> None:
-        self._last_active = self._loop.time()
+        reader = self._reader
+        if self._stopped or reader is None:
+            return  # lingering, or after a refusal: discarded
+        self._last_active = now = self._loop.time()
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._reject_now(400, "protocol upgrade is not supported")
-        except httptools.HttpParserError as exc:
-            self._reject_now(400, f"malformed HTTP request: {exc}")
+            if not reader.feed(data, now):
+                self._stopped = True  # an Upgrade served as a plain request; closed after it
+        except Refusal as refusal:
+            self._refuse(refusal)
 
     def pause_writing(self) -> None:
         self._can_write.clear()
 
     def resume_writing(self) -> None:
         self._can_write.set()
-        if self._current is not None:
-            self._current.writable()
+        if self._response is not None:
+            self._response.writable()
 
-    # httptools callbacks
+    # the reader's calls
 
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-        self._header_bytes = 0
-        self._body = []
-        self._body_len = 0
-        self._rejection = None
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        self._header_bytes += len(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_bytes += len(name) + len(value)
-        if self._header_bytes > self._limits.max_header_bytes:
-            raise httptools.HttpParserError("request headers too large")
-        self._headers.append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        if self._parser.should_upgrade():
-            return
-        for name, value in self._headers:
-            if name == b"expect" and value.lower() == b"100-continue":
-                if self._transport is not None and not self._transport.is_closing():
-                    self._transport.write(_CONTINUE)
-            elif name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    declared = 0
-                if declared > self._limits.max_body_bytes:
-                    self._rejection = _Rejection(
-                        413, f"request body is {declared} bytes; the limit is {self._limits.max_body_bytes}"
-                    )
-
-    def on_body(self, body: bytes) -> None:
-        if self._rejection is not None:
-            return
-        self._body_len += len(body)
-        if self._body_len > self._limits.max_body_bytes:
-            self._rejection = _Rejection(413, f"request body exceeds the limit of {self._limits.max_body_bytes} bytes")
-            self._body = []
-            return
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        parsed = httptools.parse_url(self._url)
-        raw_path = parsed.path or b"/"
-        request = Request(
-            method=self._parser.get_method().decode("ascii", "replace"),
-            raw_path=raw_path,
-            query=parsed.query or b"",
-            headers=self._headers,
-            body=b"".join(self._body) if len(self._body) != 1 else self._body[0],
-            client=self._client,
-            keep_alive=self._parser.should_keep_alive(),
-            http_version=self._parser.get_http_version(),
-        )
-        if self._rejection is not None:
-            request.rejection = (self._rejection.status, self._rejection.message)
-            request.keep_alive = False
-        self._body = []
+    def request_ready(self, request: Request) -> None:
         if self._task is None:
             self._start(request)
         else:
             self._pending.append(request)
-            if self._transport is not None and len(self._pending) > 16:
-                self._transport.pause_reading()
+            self.pause()  # read no further ahead than this one request
+
+    # reading control (the request's body calls these)
+
+    def send_continue(self) -> None:
+        transport = self._transport
+        response = self._response
+        if transport is not None and not transport.is_closing() and response is not None and not response.started:
+            transport.write(_CONTINUE)
+
+    def body_drained(self) -> None:
+        self._resume()
+
+    def pause(self) -> None:
+        transport = self._transport
+        if not self._paused and transport is not None and not transport.is_closing():
+            self._paused = True
+            transport.pause_reading()
+
+    def _resume(self) -> None:
+        if not self._paused or self._pending or self.closed:
+            return
+        receiving = self._reader.receiving if self._reader is not None else None
+        if receiving is not None and receiving.buffered > BODY_HIGH_WATER:
+            return
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            self._paused = False
+            transport.resume_reading()
 
     # serving
 
@@ -202,7 +164,8 @@ class HttpServerProtocol(asyncio.Protocol):
         response = Response(self._transport, self._can_write, request)
         if self.closing:
             response.keep_alive = False
-        self._current = response
+        self._response = response
+        self._idle_since.pop(self, None)
         self._task = self._loop.create_task(self._run(request, response))
 
     async def _run(self, request: Request, response: Response) -> None:
@@ -221,55 +184,108 @@ class HttpServerProtocol(asyncio.Protocol):
 
     def _finish(self, request: Request, response: Response) -> None:
         self._task = None
-        self._current = None
+        self._response = None
         if self._finished is not None:
             self._finished.set()
         transport = self._transport
         if transport is None or self.closed or transport.is_closing():
             return
         if not response.finished:
-            # The handler returned without completing the response; the connection can't be reused.
+            transport.close()  # the handler returned without completing the response
+        elif not request.body_complete:
+            self._linger()  # where the next request starts is unknown
+        elif self._after is not None:
+            self._answer(self._after)
+        elif not (request.keep_alive and response.keep_alive) or self.closing:
             transport.close()
-            return
-        if not (request.keep_alive and response.keep_alive) or self.closing:
-            transport.close()
-            return
-        if self._pending:
-            nxt = self._pending.pop(0)
-            transport.resume_reading()
-            self._start(nxt)
+        elif self._pending:
+            self._start(self._pending.popleft())
+            self._resume()
         else:
             self._last_active = self._loop.time()
+            self._idle_since[self] = None
+            if self._paused:
+                self._resume()
 
-    def _arm_idle(self, seconds: float) -> None:
-        if seconds > 0:
-            self._idle_timer = self._loop.call_later(seconds, self._idle_expired)
-
-    def _idle_expired(self) -> None:
-        # One timer per connection, re-armed lazily: a busy keep-alive connection costs no timer churn.
-        self._idle_timer = None
-        if self.closed or self._transport is None:
-            return
-        limit = self._limits.keepalive_timeout_s
-        if self._task is not None:
-            self._arm_idle(limit)
-            return
-        quiet = self._loop.time() - self._last_active
-        if quiet >= limit:
-            self._transport.close()
-        else:
-            self._arm_idle(limit - quiet)
-
-    def _reject_now(self, status: int, message: str) -> None:
-        if self._transport is None or self._transport.is_closing():
-            return
+    def _refuse(self, refusal: Refusal) -> None:
+        """Stop parsing; answer the refusal now, or after the response in progress."""
+        self._stopped = True
         if self._task is None:
-            body = ('{"error":"' + message.replace('"', "'") + '"}').encode()
-            self._transport.write(
-                b"HTTP/1.1 %d Bad Request\r\ncontent-type: application/json; charset=utf-8\r\n"
-                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (status, len(body), body)
-            )
-        self._transport.close()
+            self._answer(refusal)
+        else:
+            self._after = refusal
+            self.pause()
+
+    def _answer(self, refusal: Refusal) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        body = wire.ollama_error(refusal.message)
+        transport.write(
+            status_line(refusal.status)
+            + b"content-type: application/json; charset=utf-8\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % len(body)
+            + body
+        )
+        self._linger()
+
+    def _linger(self) -> None:
+        """Close after the answer, reading and discarding what the client still sends for a moment:
+        closing a socket with unread input resets it, and the client could lose the answer."""
+        self._stopped = True
+        self._pending.clear()
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self.tls or not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()  # the client reads the answer, then end of stream, and closes its side
+        self._paused = False
+        transport.resume_reading()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(_LINGER_S, transport.abort)
+
+    # timers: one per connection, re-armed lazily and never further out than header_timeout_s, so a
+    # head that begins on an idle connection is always checked in time
+
+    def _arm(self, seconds: float) -> None:
+        self._timer = self._loop.call_later(seconds, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        transport = self._transport
+        reader = self._reader
+        if self.closed or transport is None or reader is None or self._stopped:
+            return
+        now = self._loop.time()
+        limits = self._limits
+        if reader.head_since is not None:
+            left = reader.head_since + limits.header_timeout_s - now
+            if left <= 0:
+                if reader.head_began:
+                    self._refuse(Refusal(408, "the request head did not arrive in time"))
+                else:
+                    transport.close()  # a connection that never sent a byte
+                return
+        elif self._task is None and not self._pending:
+            left = self._last_active + limits.keepalive_timeout_s - now
+            if left <= 0:
+                transport.close()
+                return
+            left = min(left, limits.header_timeout_s)
+        else:
+            left = limits.header_timeout_s
+        self._arm(left)
+
+    # the server's view
+
+    def evict(self) -> None:
+        """Closed to make room for a new connection (it was idle)."""
+        self._stopped = True
+        if self._transport is not None:
+            self._transport.close()
 
     @property
     def busy(self) -> bool:
@@ -279,8 +295,8 @@ class HttpServerProtocol(asyncio.Protocol):
         """From now on every response closes the connection after it; idle ones stay open until drained,
         so a load balancer that reuses its connection still reads `/ready` answering 503."""
         self.closing = True
-        if self._current is not None:
-            self._current.keep_alive = False
+        if self._response is not None:
+            self._response.keep_alive = False
 
 
 class HttpServer:
@@ -289,14 +305,17 @@ class HttpServer:
     def __init__(self, handler: Handler, limits: ServerLimits | None = None) -> None:
         self._handler = handler
         self._limits = limits or ServerLimits()
-        self.connections: set[HttpServerProtocol] = set()
+        self.table: ConnectionTable[HttpServerProtocol] = ConnectionTable(
+            self._limits.max_connections, self._limits.max_connections_per_client
+        )
+        self.connections = self.table.open
         self._server: asyncio.Server | None = None
         self.idle = asyncio.Event()  # set whenever a request finishes (drain waits on it)
 
     async def start(self, host: str, port: int, ssl: Any = None, backlog: int = 2048) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: HttpServerProtocol(self._handler, self._limits, self.connections, self.idle),
+            lambda: HttpServerProtocol(self._handler, self._limits, self.table, self.idle),
             host=host,
             port=port,
             ssl=ssl,

@@ -1,0 +1,126 @@
+"""Gateways side by side, taking turns: two source trees of Corral (before and after a change), or
+Corral's own server against uvicorn (bench/asgi_edge.py). On a machine shared with other work, single
+runs swing by ±20%; interleaved rounds and each gateway's CPU time per request do not.
+
+    .venv/bin/python -m bench.gateway_ab --variant before=/path/to/old/tree --variant after=. [--rounds 6]
+    .venv/bin/python -m bench.gateway_ab --variant own=. --variant uvicorn=.:uvicorn
+
+Each variant runs twice, without and with API keys and limits ("all features"), in front of nginx
+returning a fixed body. Prints per-round figures and the medians. Needs nginx and wrk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.common import free_port, wait_http
+from bench.proxy_overhead import cpu_seconds, lua, nginx_conf, wrk
+
+PROMPT = '{"model":"bench:1b","prompt":"hi","stream":false}'
+
+
+def start(name: str, tree: Path, edge: str, work: Path, backend: int, keyed: bool) -> tuple[Any, int, Path]:
+    port = free_port()
+    mode = "keyed" if keyed else "plain"
+    config: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": port},
+        "logging": {"access": False, "level": "warning"},
+        "audit": {"path": str(work / f"audit-{name}-{mode}.log")},
+        "backends": [{"name": "nginx", "url": f"http://127.0.0.1:{backend}", "models": ["bench:1b"]}],
+    }
+    env = {**os.environ, "PYTHONPATH": str(tree), "CORRAL_LOGGING__FORMAT": "json"}
+    headers = {}
+    if keyed:
+        config["auth"] = {"enabled": True, "store_url": f"sqlite:///{work / f'keys-{name}.db'}"}
+        config["limits"] = {"per_ip_rpm": 10**9, "global_rpm": 10**9}
+    path = work / f"{name}-{mode}.json"
+    path.write_text(json.dumps(config))
+    if keyed:
+        limits = ["--rpm", str(10**9), "--tpm", str(10**9)]
+        created = subprocess.run(
+            [sys.executable, "-m", "corral", "keys", "create", "--name", "bench", *limits, "--config", str(path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=tree,
+            env=env,
+        )
+        headers = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
+    module = ["bench.asgi_edge"] if edge == "uvicorn" else ["corral", "serve"]
+    proc = subprocess.Popen([sys.executable, "-m", *module, "--config", str(path)], cwd=tree, env=env)
+    wait_http(f"http://127.0.0.1:{port}/health")
+    return proc, port, lua(work, f"{name}-{mode}", PROMPT, headers)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", action="append", required=True, help="NAME=TREE or NAME=TREE:uvicorn")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=int, default=4)
+    args = parser.parse_args()
+    variants: dict[str, tuple[Path, str]] = {}
+    for spec in args.variant:
+        name, _, rest = spec.partition("=")
+        tree, _, edge = rest.partition(":")
+        variants[name] = (Path(tree).resolve(), edge or "own")
+    work = Path(tempfile.mkdtemp(prefix="corral-ab-"))
+    ports = {k: free_port() for k in ("backend", "nginx", "sim", "nginx_sim")}
+    conf = nginx_conf(work, ports["backend"], ports["nginx"], ports["sim"], ports["nginx_sim"])
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(subprocess.Popen(["nginx", "-e", f"{work}/error.log", "-p", str(work), "-c", str(conf)]))
+        wait_http(f"http://127.0.0.1:{ports['backend']}/api/version")
+        gateways = {}
+        for name, (tree, edge) in variants.items():
+            for keyed in (False, True):
+                proc, port, script = start(name, tree, edge, work, ports["backend"], keyed)
+                procs.append(proc)
+                gateways[(name, keyed)] = (proc.pid, port, script)
+        figures: dict[tuple[str, bool], dict[str, list[float]]] = {
+            key: {"p50_us": [], "rps_c64": [], "cpu_us": []} for key in gateways
+        }
+        names = list(variants)
+        for rnd in range(args.rounds):
+            order = names[rnd % len(names) :] + names[: rnd % len(names)]
+            for keyed in (False, True):
+                for name in order:
+                    pid, port, script = gateways[(name, keyed)]
+                    url = f"http://127.0.0.1:{port}/api/generate"
+                    c1 = wrk(url, script, 1, args.seconds)
+                    before = cpu_seconds(pid)
+                    c64 = wrk(url, script, 64, args.seconds)
+                    cpu_us = (cpu_seconds(pid) - before) / max(1.0, c64["rps"] * args.seconds) * 1e6
+                    row = figures[(name, keyed)]
+                    row["p50_us"].append(c1.get("p50_us", 0.0))
+                    row["rps_c64"].append(c64["rps"])
+                    row["cpu_us"].append(cpu_us)
+                    label = f"{name}{', all features' if keyed else ''}"
+                    print(f"round {rnd} {label}: p50 {c1.get('p50_us', 0):.0f} µs, {c64['rps']:,.0f} req/s, "
+                          f"{cpu_us:.0f} µs CPU/req", flush=True)  # fmt: skip
+        print("\n| gateway | p50 at c=1 | req/s at c=64 | CPU per request at c=64 |\n|---|---|---|---|")
+        for (name, keyed), row in figures.items():
+            med = {k: statistics.median(v) for k, v in row.items()}
+            print(
+                f"| {name}{', all features' if keyed else ''} | {med['p50_us'] / 1000:.3f} ms | "
+                f"{med['rps_c64']:,.0f} | {med['cpu_us']:.0f} µs |"
+            )
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()

@@ -70,7 +70,6 @@ class AsgiResponse(Response):
         self.status = status
         self._emit({"type": "http.response.start", "status": status, "headers": self._headers(headers, len(body))})
         self._emit({"type": "http.response.body", "body": body})
-        self.bytes_sent += len(body)
         self.finished = True
 
     def start(self, status: int, headers: Headers, content_length: int | None = None, hold: bool = False) -> None:
@@ -135,7 +134,6 @@ class AsgiResponse(Response):
         if not data:
             return True
         self.flush()
-        self.bytes_sent += len(data)
         self._emit({"type": "http.response.body", "body": data, "more_body": True})
         return self._can_write.is_set()
 

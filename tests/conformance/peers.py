@@ -38,13 +38,13 @@ class H11Client:
         self.conn = h11.Connection(h11.CLIENT)
 
     def request(
-        self, method: str, target: str, headers: Headers | None = None, body: bytes = b"", host: bytes = b"corral"
+        self, method: str, target: str, headers: Headers | None = None, body: bytes = b"", host: bytes = b"localhost"
     ) -> Reply:
         self.send(method, target, headers, body, host)
         return self.receive()
 
     def send(
-        self, method: str, target: str, headers: Headers | None = None, body: bytes = b"", host: bytes = b"corral"
+        self, method: str, target: str, headers: Headers | None = None, body: bytes = b"", host: bytes = b"localhost"
     ) -> None:
         if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
             self.conn.start_next_cycle()

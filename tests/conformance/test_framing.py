@@ -58,10 +58,10 @@ def test_connect_gets_a_generic_message(edge: Proc) -> None:
 @pytest.mark.parametrize(
     "request_bytes",
     [
-        b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
-        b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
+        b"GET /\x01 HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nBad Header: y\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: abc\r\n\r\n",
+        b"GET / HTTP/9.9\r\nHost: localhost\r\n\r\n",
     ],
     ids=["control-char-in-path", "space-in-name", "non-numeric-length", "bad-version"],
 )
@@ -73,7 +73,7 @@ def test_malformed_requests_get_400_without_parser_internals(edge: Proc, request
 
 def test_an_unhandled_upgrade_is_ignored_as_go_does(edge: Proc) -> None:
     # `curl --http2` on plain http asks for h2c; Ollama's Go server answers in HTTP/1.1.
-    reply = raw(edge.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+    reply = raw(edge.port, b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"  # noqa: E501
                 b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n")  # fmt: skip
     status, _, body = parse_head(reply)
     assert status == 200 and body == b"Ollama is running"
@@ -90,7 +90,7 @@ def test_an_unhandled_upgrade_is_ignored_as_go_does(edge: Proc) -> None:
     ids=["cl-then-te", "te-then-cl", "two-lengths", "chunked-not-last"],
 )
 def test_ambiguous_framing_is_400(edge: Proc, framing: bytes) -> None:
-    request = b"POST /api/generate HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"
+    request = b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\n" + framing + b"\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"  # noqa: E501
     reply = raw(edge.port, request)
     assert reply.startswith(b"HTTP/1.1 400")
     assert reply.count(b"HTTP/1.1 ") == 1  # nothing after the refusal is read as a request
@@ -107,7 +107,7 @@ def test_pipelined_requests_are_answered_in_order(edge: Proc) -> None:
     wire = b""
     for method, target, body in requests:
         framer = h11.Connection(h11.CLIENT)
-        headers = [(b"host", b"corral"), (b"content-length", b"%d" % len(body))] if body else [(b"host", b"corral")]
+        headers = [(b"host", b"localhost"), (b"content-length", b"%d" % len(body))] if body else [(b"host", b"localhost")]  # noqa: E501
         wire += framer.send(h11.Request(method=method, target=target, headers=headers)) or b""
         wire += (framer.send(h11.Data(data=body)) or b"") if body else b""
         wire += framer.send(h11.EndOfMessage()) or b""
@@ -118,7 +118,7 @@ def test_pipelined_requests_are_answered_in_order(edge: Proc) -> None:
         for method, target, _ in requests:
             if client.conn.our_state is h11.DONE:
                 client.conn.start_next_cycle()
-            client.conn.send(h11.Request(method=method, target=target, headers=[(b"host", b"corral")]))
+            client.conn.send(h11.Request(method=method, target=target, headers=[(b"host", b"localhost")]))
             client.conn.send(h11.EndOfMessage())  # the bytes went out above; this keeps h11's state in step
             answers.append(client.receive())
     finally:
@@ -157,7 +157,7 @@ def test_credentials_never_reach_the_node(faked: Faked) -> None:
 def test_trailers_are_not_request_headers(faked: Faked) -> None:
     body = b'{"model":"fake:1b","prompt":"hi","stream":false}'
     request = (
-        b"POST /api/generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: X-Trailed\r\n\r\n"
+        b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nTrailer: X-Trailed\r\n\r\n"
         b"%x\r\n%s\r\n0\r\nX-Trailed: from-the-trailer\r\n\r\n" % (len(body), body)
     )
     with socket.create_connection(("127.0.0.1", faked.corral.port), timeout=5) as sock:

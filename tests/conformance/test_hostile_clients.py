@@ -14,7 +14,7 @@ import orjson
 from procs import Proc
 from tests.conformance.peers import H11Client, closed_by_peer, memory_kib, parse_head, raw, read_until_closed
 
-HEAD = b"GET /api/version HTTP/1.1\r\nHost: x\r\n"
+HEAD = b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n"
 
 
 def connect(port: int, source: str = "127.0.0.1") -> socket.socket:
@@ -76,7 +76,7 @@ def test_a_head_dripped_byte_by_byte_is_cut_at_the_header_timeout(edge: Proc) ->
     # The edge fixture's server.header_timeout_s is 1 s: the whole head, however steadily it drips.
     with connect(edge.port) as sock:
         started = time.monotonic()
-        sock.sendall(b"GET /api/version HTTP/1.1\r\nHost: x\r\n")
+        sock.sendall(b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n")
         reply = b""
         while not reply and time.monotonic() - started < 5:
             sock.sendall(b"X")
@@ -94,7 +94,7 @@ def test_many_dripping_connections_are_all_closed_in_time(edge: Proc) -> None:
     with sockets() as opened:
         for _ in range(50):
             sock = connect(edge.port)
-            sock.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\n")
+            sock.sendall(b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\n")
             opened.append(sock)
         started = time.monotonic()
         open_ones = set(opened)
@@ -164,7 +164,7 @@ def test_a_new_connection_is_refused_when_every_one_is_busy(capped: Proc) -> Non
         opened.extend(busy)
         for sock in busy:
             sock.sendall(
-                b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(stream), stream)
+                b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s" % (len(stream), stream)  # noqa: E501
             )
             sock.settimeout(5)
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")  # streaming: about 1.5 s to go

@@ -23,7 +23,7 @@ GENERATE = b'{"model":"edge:1b","prompt":"hi","stream":false,"options":{"num_pre
 
 
 def post_head(path: bytes, length: int, *extra: bytes) -> bytes:
-    return b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s\r\n" % (path, length, b"".join(extra))
+    return b"POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n%s\r\n" % (path, length, b"".join(extra))
 
 
 def test_a_declared_length_over_the_cap_is_413_before_any_byte_is_read(edge: Proc) -> None:
@@ -39,7 +39,7 @@ def test_a_chunked_body_is_cut_at_the_cap(edge: Proc) -> None:
     sent = 0
     reply = b""
     with socket.create_connection(("127.0.0.1", edge.port), timeout=5) as sock:
-        sock.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
         while sent < 8 * MIB and not reply:
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
@@ -77,7 +77,7 @@ def test_100_continue_comes_only_after_auth_and_size_pass(keyed: Keyed) -> None:
 def test_a_chunked_trailer_does_not_authenticate(keyed: Keyed) -> None:
     port = keyed.corral.port
     body = b"%x\r\n%s\r\n" % (len(GENERATE), GENERATE)
-    head = b"POST /api/generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    head = b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
     key = b"Authorization: Bearer %s\r\n" % keyed.key.encode()
     trailed = raw(port, head + b"\r\n" + body + b"0\r\n" + key + b"\r\n", until_close=False)
     assert trailed.startswith(b"HTTP/1.1 401")
@@ -112,7 +112,7 @@ def test_pipelined_bodies_behind_a_slow_stream_are_not_buffered(edge: Proc) -> N
                 if stop.is_set():
                     return
                 sock.sendall(
-                    b"GET /api/version HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(filler), filler)
+                    b"GET /api/version HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s" % (len(filler), filler)  # noqa: E501
                 )
                 sent[0] += len(filler)
 

@@ -40,7 +40,8 @@ def test_proxy_overhead_one_second_a_point(tmp_path: Path) -> None:
     out = tmp_path / "proxy.json"
     bench("bench.proxy_overhead", "--seconds", "1", "--out", str(out))
     results = json.loads(out.read_text())
-    assert set(results["non_stream"]) == {"direct", "nginx", "corral", "corral, all features"}
+    own = {"direct", "nginx", "corral", "corral, all features"}
+    assert set(results["non_stream"]) == own | {"corral on uvicorn", "corral on uvicorn, all features"}
     assert all(r["rps_c64"] > 0 for r in results["non_stream"].values())
 
 
@@ -58,8 +59,8 @@ def test_compare_half_a_second_a_point(tmp_path: Path) -> None:
     assert "| corral-all |" in out.with_suffix(".md").read_text()
 
 
-@pytest.mark.parametrize("module", ["bench.routing", "bench.routing_live"])
-def test_live_routing_benchmarks_start(module: str) -> None:
+@pytest.mark.parametrize("module", ["bench.routing", "bench.routing_live", "bench.gateway_ab"])
+def test_long_benchmarks_start(module: str) -> None:
     # Their shortest real runs take 30-60 s (three policies, each with a fresh fleet and 1.5 s model
     # loads): too long for the suite, so only their start (imports and flags) is checked here.
     assert "usage:" in bench(module, "--help").stdout
@@ -75,6 +76,8 @@ def test_long_microbenchmarks_import(module: str) -> None:
 COVERED = {
     "admission_cost": "import",
     "body_read": "import",
+    "gateway_ab": "--help",
+    "server_path": "run",
     "compare": "run",
     "decision_time": "run",
     "policy_sim": "run",
@@ -82,7 +85,7 @@ COVERED = {
     "routing": "--help",
     "routing_live": "--help",
 }
-HELPERS = {"__init__", "common", "compare_parts"}
+HELPERS = {"__init__", "common", "compare_parts", "asgi_edge"}
 
 
 def test_every_benchmark_script_is_smoke_tested() -> None:
@@ -90,3 +93,7 @@ def test_every_benchmark_script_is_smoke_tested() -> None:
         p.parent.name for p in (ROOT / "bench").glob("*/__main__.py")
     }
     assert scripts - HELPERS == set(COVERED)
+
+
+def test_server_path_a_few_requests() -> None:
+    assert "µs" in bench("bench.server_path", "--requests", "200", "--trials", "1").stdout

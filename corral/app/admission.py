@@ -41,9 +41,9 @@ class Admission:
     def waiting(self) -> int:
         return len(self.queue)
 
-    def _take(self, views: list[NodeView], route: RouteRequest, now: float) -> Node | NoRoute:
-        """A node for `route` among `views`, its slot taken (node.begin), or why not. `views` is
-        updated in place for the node that took the request."""
+    def _take(self, views: list[NodeView], route: RouteRequest, now: float, update: bool = False) -> Node | NoRoute:
+        """A node for `route` among `views`, its slot taken (node.begin), or why not. With `update`,
+        `views` is updated in place for the node that took the request (a dispatch round goes on)."""
         while True:
             decision = self.strategy.pick(views, route, now)
             if isinstance(decision, NoRoute):
@@ -51,9 +51,10 @@ class Admission:
             node = self.fleet.get(decision.node)
             if node is not None and node.breaker.admit(now):
                 node.begin(route.model)
-                for i, view in enumerate(views):
-                    if view.name == node.name:
-                        views[i] = node.view(now)
+                if update:
+                    for i, view in enumerate(views):
+                        if view.name == node.name:
+                            views[i] = node.view(now)
                 return node
             # The breaker refused its half-open trial to this request: try the others.
             route = RouteRequest(
@@ -119,7 +120,7 @@ class Admission:
                 return True  # the client left; drop the entry
             if isinstance(candidates(views, route), NoRoute):
                 return False  # this node cannot take it: keep its place
-            found = self._take(views, route, now)
+            found = self._take(views, route, now, update=True)
             if isinstance(found, Node):
                 future.set_result(found)
                 return True
@@ -135,7 +136,7 @@ class Admission:
             route, future = entry.payload
             if future.done():
                 return True
-            found = self._take(views, route, now)
+            found = self._take(views, route, now, update=True)
             if isinstance(found, Node):
                 future.set_result(found)
                 return True

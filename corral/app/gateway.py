@@ -77,15 +77,22 @@ class HostCheck:
         self.extra = tuple(extra)
         self.hostname = hostname
         self.local_ips = frozenset(local_ips)
+        self._seen: dict[bytes | None, bool] = {}  # a client names the same Host on every request
 
     def __call__(self, request: Request) -> bool:
         host = request.header(b"host")
-        return host_allowed(
-            host.decode("latin-1") if host is not None else None,
-            extra=self.extra,
-            hostname=self.hostname,
-            local_ips=self.local_ips,
-        )
+        allowed = self._seen.get(host)
+        if allowed is None:
+            allowed = host_allowed(
+                host.decode("latin-1") if host is not None else None,
+                extra=self.extra,
+                hostname=self.hostname,
+                local_ips=self.local_ips,
+            )
+            if len(self._seen) >= 1024:  # bounded: hostile clients may send a new name each time
+                self._seen.clear()
+            self._seen[host] = allowed
+        return allowed
 
 
 class Gateway:

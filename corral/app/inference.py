@@ -18,7 +18,7 @@ from corral.domain.names import normalize
 from corral.net.response import Request, Response
 from corral.protocol.body import encode, read_body
 from corral.protocol.multipart import form_field
-from corral.protocol.prompts import estimated_prompt_tokens, prompt_text
+from corral.protocol.prompts import BYTES_PER_TOKEN, prompt_text
 from corral.protocol.validation import Caps, validate
 
 # Options that make Ollama load a separate runner (docs/ollama-behaviour.md §2): a change means a reload.
@@ -104,8 +104,8 @@ class InferenceHandlers:
         if self.allowed_models is not None and not model_allowed(self.allowed_models, model):
             raise Forbidden(f"model '{model}' is not served by this gateway", param="model")
         check_model(record, model)
+        prompt = prompt_text(doc)  # once: the audit fingerprint and the token estimate both read it
         if self.audit_prompts:
-            prompt = prompt_text(doc)
             record.prompt_digest = prompt_digest(prompt, self.fingerprint_key)
             if self.include_content:
                 record.prompt_text = prompt
@@ -114,7 +114,7 @@ class InferenceHandlers:
         record.stream = stream is True
         affinity = request.header(self.affinity_header)
         user = doc.get("user")
-        record.est_prompt_tokens = estimated_prompt_tokens(doc)
+        record.est_prompt_tokens = max(1, len(prompt) // BYTES_PER_TOKEN)
         route = RouteRequest(
             model=normalize(model),
             options_key=options_key(doc),

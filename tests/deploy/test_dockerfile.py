@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -110,15 +111,18 @@ def test_corral_runs_on_a_read_only_root_writing_only_its_state_folder() -> None
         {"server": {"port": port}, "backends": [{"name": "n", "url": sim.url}], "auth": {"enabled": True}}
     )
     python = sys.executable
+    # The writable tmpfs goes on a folder of its own, not over /tmp: the checkout (and its .venv) may live
+    # under /tmp, and must stay visible.
+    writable = tempfile.mkdtemp(prefix="corral-ro-")
     script = f"""set -e
 cfg='{config}'
 mount -o remount,bind,ro /
-mount -t tmpfs -o size=64m tmpfs /tmp
+mount -t tmpfs -o size=64m tmpfs {writable}
 if touch /usr/ro-probe 2>/dev/null; then echo "ROOT-WRITABLE"; exit 3; fi
-printf '%s' "$cfg" > /tmp/corral.yaml
-mkdir /tmp/state && cd /tmp/state
-echo "KEY=$({python} -m corral keys create --name deploy-test --config /tmp/corral.yaml | tail -1)"
-exec {python} -m corral serve --config /tmp/corral.yaml
+printf '%s' "$cfg" > {writable}/corral.yaml
+mkdir {writable}/state && cd {writable}/state
+echo "KEY=$({python} -m corral keys create --name deploy-test --config {writable}/corral.yaml | tail -1)"
+exec {python} -m corral serve --config {writable}/corral.yaml
 """
     env = {"CORRAL_LOGGING__FORMAT": "json", "PYTHONDONTWRITEBYTECODE": "1"}
     corral = Proc(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], port, env)

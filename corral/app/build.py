@@ -6,8 +6,6 @@ import asyncio
 import logging
 import os
 import re
-import socket
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -29,18 +27,18 @@ from corral.app.console_api import Console
 from corral.app.console_assets import ConsoleAssets
 from corral.app.context import Observer, RequestRecord
 from corral.app.discovery import Discovery
-from corral.app.downstream import Recorded
 from corral.app.fleet import Fleet, Node
-from corral.app.gateway import ClientAddress, Gateway, Guard, HostCheck
+from corral.app.gateway import ClientAddress, Gateway
 from corral.app.inference import InferenceHandlers
 from corral.app.limits_guard import LimitGuard
+from corral.app.listeners import console_side, host_check
 from corral.app.logs import access_observer
 from corral.app.node_ops import NodeOps
 from corral.app.passthrough import Passthrough
 from corral.app.router import RouteHandler, Router
-from corral.app.routes import CONSOLE_HANDLERS, ROUTES, RouteSpec, inference_paths, limited_paths
+from corral.app.routes import CONSOLE_HANDLERS, ROUTES, inference_paths, limited_paths
 from corral.app.views import FleetViews, send_json
-from corral.config import Settings, is_loopback
+from corral.config import Settings
 from corral.domain.breaker import CircuitBreaker
 from corral.domain.cors import CorsPolicy
 from corral.domain.routing import make_strategy
@@ -80,65 +78,6 @@ class App:
 
 def make_breaker() -> CircuitBreaker:
     return CircuitBreaker(failure_threshold=5, failure_rate=0.5, window=20, min_requests=10, cooldown_s=10.0)
-
-
-def _local_addresses() -> tuple[str, frozenset[str]]:
-    """This machine's hostname and its own addresses (Ollama's isLocalIP), for the Host check."""
-    hostname = socket.gethostname()
-    addresses: set[str] = set()
-    try:
-        for info in socket.getaddrinfo(hostname, None):
-            addresses.add(str(info[4][0]))
-    except OSError:
-        pass
-    return hostname, frozenset(addresses)
-
-
-def _host_check(host: str, allowed_hosts: list[str]) -> HostCheck | None:
-    if not is_loopback(host):
-        return None
-    hostname, local_ips = _local_addresses()
-    return HostCheck(allowed_hosts, hostname, local_ips)
-
-
-def _but_metrics(guard: Guard) -> Guard:
-    """`guard`, except on /metrics, which the metrics listener serves with no key."""
-
-    def guarded(
-        request: Request, record: RequestRecord, spec: RouteSpec
-    ) -> Awaitable[Recorded | None] | Recorded | None:
-        return None if spec.path == "/metrics" else guard(request, record, spec)
-
-    return guarded
-
-
-def _console_side(main: Gateway, handlers: dict[str, RouteHandler], settings: Settings) -> Gateway:
-    """The metrics listener's gateway when it also serves the console (`console.listen: metrics`):
-    /metrics as before, the console, and the admin API the console calls, behind the main guards."""
-    assert settings.metrics.listen
-    side = {
-        name: handler
-        for name, handler in handlers.items()
-        if name == "metrics" or name in CONSOLE_HANDLERS or name.startswith(("backends_", "keys_"))
-    }
-    observers = list(main.observers)
-
-    def observe(record: RequestRecord) -> None:
-        if record.route != "/metrics":  # scrapes stay out of the access log and audit, as before
-            for o in observers:
-                o(record)
-
-    gateway = Gateway(
-        Router.from_table(ROUTES, side),
-        [observe],
-        main.cors,
-        main.client_ip,
-        main.tracing,
-        _host_check(settings.metrics.listen.rpartition(":")[0], settings.server.allowed_hosts),
-        main.keys_required,
-    )
-    gateway.guards = [_but_metrics(g) for g in main.guards]
-    return gateway
 
 
 async def build(settings: Settings) -> App:
@@ -266,7 +205,7 @@ async def build(settings: Settings) -> App:
         CorsPolicy(tuple(settings.server.cors.allow_origins)),
         ClientAddress(settings.server.trusted_proxies),
         tracing,
-        _host_check(settings.server.host, settings.server.allowed_hosts),
+        host_check(settings.server.host, settings.server.allowed_hosts),
         settings.auth_required,
         settings.server.max_body_bytes,
     )
@@ -311,7 +250,7 @@ async def build(settings: Settings) -> App:
         gateway.guards.append(limit_guard)
         gateway.observers.insert(0, limit_guard.settle)
     if console_elsewhere:
-        metrics_server = HttpServer(_console_side(gateway, handlers, settings), limits)
+        metrics_server = HttpServer(console_side(gateway, handlers, settings), limits)
     return App(
         settings,
         fleet,

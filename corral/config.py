@@ -336,6 +336,56 @@ class AuditSettings(_Section):
     database: bool = Field(False, description="Also write records to the audit_log table of auth.store_url.")
 
 
+class ModelPolicy(_Section):
+    """Settings for one model, under `models.<name>` (the name as clients and nodes spell it)."""
+
+    nodes: dict[str, str] | None = Field(
+        None, description="Label selector: only nodes whose `labels` match all of these serve the model."
+    )
+    fallbacks: list[str] = Field(
+        default_factory=list, description="Models tried in order when no node can serve this one."
+    )
+    fallback_after_s: float | None = Field(
+        None, gt=0, description="Also fall back when the estimated wait for this model exceeds this."
+    )
+    num_ctx: str | None = Field(
+        None,
+        description="`normalize` (one num_ctx for every request, so one runner serves them) or `cap N`.",
+    )
+
+
+class ModelsSettings(_Section):
+    """Fleet-wide model management; any other key is a model name holding its `ModelPolicy`."""
+
+    default_targets: Literal["all", "placement", "reject"] = Field(
+        "all",
+        description="Where model-changing calls without X-Corral-Node act: every healthy node, "
+        "the nodes the placement file names, or refuse (400).",
+    )
+    placement_file: Path | None = Field(None, description="The placement file (models.yaml) for `placement`.")
+    aliases: dict[str, str] = Field(default_factory=dict, description="Names clients use mapped to fleet models.")
+    per_model: dict[str, ModelPolicy] = Field(
+        default_factory=dict, description="Per-model policies; written as `models.<name>: {...}` in YAML."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_keys(cls, data: Any) -> Any:
+        # `models: {llama3.2: {num_ctx: normalize}}`: keys that are not settings name models.
+        if not isinstance(data, dict):
+            return data
+        known = set(cls.model_fields)
+        out = {k: v for k, v in data.items() if k in known}
+        per_model = dict(out.get("per_model") or {})
+        per_model.update({k: v for k, v in data.items() if k not in known})
+        if per_model:
+            out["per_model"] = per_model
+        return out
+
+    def policy(self, model: str) -> ModelPolicy | None:
+        return self.per_model.get(model)
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -361,6 +411,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings, description="The audit log.")
     validation: ValidationSettings = Field(default_factory=ValidationSettings, description="Request checks.")
     limits: LimitsSettings = Field(default_factory=LimitsSettings, description="Rate, token and concurrency limits.")
+    models: ModelsSettings = Field(default_factory=ModelsSettings, description="Model management and policies.")
 
     @classmethod
     def settings_customise_sources(
@@ -427,7 +478,7 @@ def _key(loc: tuple[int | str, ...]) -> str:
             out += f"[{part}]"
         else:
             out += ("." if out else "") + str(part)
-    return out or "(top level)"
+    return out.replace("models.per_model.", "models.") or "(top level)"
 
 
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:

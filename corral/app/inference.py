@@ -11,7 +11,7 @@ from corral.app.context import ApiFamily, RequestRecord
 from corral.app.fleet import Fleet
 from corral.app.headers import outbound
 from corral.app.scopes import check_model
-from corral.domain.errors import Forbidden, InvalidRequest, NoSuchModel
+from corral.domain.errors import Forbidden, InvalidRequest, NoSuchModel, NoSuchNode
 from corral.domain.fleet import NodeKind, RouteRequest
 from corral.domain.keys import model_allowed
 from corral.domain.names import normalize
@@ -119,7 +119,7 @@ class InferenceHandlers:
             model=normalize(model),
             options_key=options_key(doc),
             affinity=affinity.decode("latin-1") if affinity else (user if isinstance(user, str) else None),
-            exclude=self._unsuitable(route_name),
+            exclude=self._unsuitable(route_name) | self._not_named(request),
         )
         try:
             out = outbound(request, record.request_id, canonical)
@@ -130,6 +130,17 @@ class InferenceHandlers:
             else:
                 exc.message = f"model '{model}' not found"
             raise
+
+    def _not_named(self, request: Request) -> frozenset[str]:
+        """With X-Corral-Node the request goes to that node or to none (`corral backup` reads each node's
+        Modelfiles this way); no retry elsewhere, since every other node is excluded."""
+        raw = request.header(b"x-corral-node")
+        if not raw:
+            return frozenset()
+        name = raw.decode("latin-1").strip()
+        if self.fleet.get(name) is None:
+            raise NoSuchNode(f"no node named '{name}' (X-Corral-Node); nodes: {', '.join(self.fleet.names())}")
+        return frozenset(n.name for n in self.fleet if n.name != name)
 
     def _unsuitable(self, route_name: str) -> frozenset[str]:
         if route_name in OPENAI_NODE_ROUTES:

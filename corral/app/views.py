@@ -151,6 +151,7 @@ class FleetViews:
                     "priority": node.settings.priority,
                     "max_concurrency": node.settings.max_concurrency,
                     "models": sorted(node.tags),
+                    "digests": {name: entry.get("digest") for name, entry in sorted(node.tags.items())},
                     "loaded": [
                         {
                             "model": m.model,

@@ -121,16 +121,38 @@ async def snapshot(url: str, folder: Path) -> tuple[str, dict[str, int], str | N
     return TABLES_DIR, counts, revision
 
 
+def _sqlite_rows(path: Path) -> dict[str, Rows]:
+    # Raw values, as JSON lines hold them (dates as text), so both forms go through the same conversion
+    # against the target's column types; only JSON columns are decoded here, by their declared type.
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        out: dict[str, Rows] = {}
+        for name in names:
+            if name in _SKIP or name.startswith("sqlite_"):
+                continue
+            info = conn.execute(f'PRAGMA table_info("{name}")').fetchall()
+            columns = [c[1] for c in info]
+            json_columns = {c[1] for c in info if str(c[2]).upper() == "JSON"}
+            keys = [c[1] for c in sorted(info, key=lambda c: c[5]) if c[5]] or columns
+            order = ", ".join(f'"{k}"' for k in keys)
+            rows = []
+            for values in conn.execute(f'SELECT * FROM "{name}" ORDER BY {order}'):
+                row = dict(zip(columns, values, strict=True))
+                for column in json_columns & row.keys():
+                    if isinstance(row[column], str):
+                        row[column] = json.loads(row[column])
+                rows.append(row)
+            out[name] = rows
+        return out
+    finally:
+        conn.close()
+
+
 def read_snapshot(folder: Path, written: str) -> dict[str, Rows]:
-    """The rows of a backup's database copy, as Python values (JSON lines hold dates as text: they are
-    converted against the target's column types by `restore`)."""
+    """The rows of a backup's database copy (dates as text: `restore` converts them by the target's types)."""
     if written == SNAPSHOT_FILE:
-        engine = sa.create_engine(f"sqlite:///file:{folder / SNAPSHOT_FILE}?mode=ro&uri=true")
-        try:
-            with engine.connect() as conn:
-                return {t.name: [dict(r._mapping) for r in conn.execute(_ordered(t))] for t in _user_tables(conn)}
-        finally:
-            engine.dispose()
+        return _sqlite_rows(folder / SNAPSHOT_FILE)
     out: dict[str, Rows] = {}
     for path in sorted((folder / written).glob("*.jsonl")):
         with path.open(encoding="utf-8") as lines:
@@ -149,6 +171,8 @@ def _coerce(table: sa.Table, row: dict[str, Any]) -> dict[str, Any]:
             value = datetime.fromisoformat(value)
         if isinstance(kind, sa.DateTime) and isinstance(value, datetime) and kind.timezone and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)  # SQLite keeps no zone; the project writes UTC
+        if isinstance(kind, sa.Boolean) and isinstance(value, int):
+            value = bool(value)  # SQLite keeps 0 and 1
         if isinstance(kind, sa.LargeBinary) and isinstance(value, str):
             value = base64.b64decode(value)
         out[name] = value

@@ -113,6 +113,6 @@ def test_a_copy_restores_into_the_other_kind_of_database(direction: str, postgre
 
 def test_a_missing_sqlite_file_is_named_not_created(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'nowhere.db'}"
-    with pytest.raises(db_snapshot.SnapshotError, match="nowhere.db does not exist"):
+    with pytest.raises(db_snapshot.SnapshotError, match=r"nowhere\.db does not exist"):
         run(db_snapshot.snapshot(url, tmp_path))
     assert not (tmp_path / "nowhere.db").exists()

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from corral.domain import num_ctx as ctx_policy
 from corral.domain.cors import OLLAMA_DEFAULTS
 
 
@@ -350,8 +351,19 @@ class ModelPolicy(_Section):
     )
     num_ctx: str | None = Field(
         None,
-        description="`normalize` (one num_ctx for every request, so one runner serves them) or `cap N`.",
+        description="Rewrite options.num_ctx so that one runner serves every request of the model (changes "
+        "what clients asked for; docs/routing.md): `normalize` (drop it: the node's default context, which /v1 "
+        "requests get too), `normalize N` (always N) or `cap N` (at most N).",
     )
+
+    @field_validator("num_ctx")
+    @classmethod
+    def _num_ctx(cls, value: str | None) -> str | None:
+        return None if value is None else str(ctx_policy.parse(value))
+
+    @property
+    def num_ctx_policy(self) -> ctx_policy.NumCtxPolicy | None:
+        return None if self.num_ctx is None else ctx_policy.parse(self.num_ctx)
 
 
 class ModelsSettings(_Section):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from bench.policy_sim.fleet import GIB, MODELS, ModelSpec, Node, NodeParams, Request
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, RouteRequest
+from corral.domain.num_ctx import effective, parse
 from corral.domain.routing import LeastConnections, Strategy, make_strategy
 
 DT = 0.05
@@ -33,6 +34,7 @@ class Scenario:
     kill_node_at: float | None = None  # share of duration
     burst: tuple[float, float] | None = None  # (start, end) shares: the coldest model takes 60% of traffic
     alt_ctx_share: float = 0.0  # share of clients sending num_ctx 8192
+    num_ctx_policy: str | None = None  # models.<name>.num_ctx for every model (corral.domain.num_ctx)
 
 
 @dataclass
@@ -91,6 +93,8 @@ def workload(s: Scenario, rng: random.Random) -> list[Request]:
         else:
             model = rng.choices(names, weights)[0]
         ctx = 8192 if rng.random() < s.alt_ctx_share else 4096
+        if s.num_ctx_policy is not None:  # the gateway's rewrite, before routing (4096: not set)
+            ctx = effective(parse(s.num_ctx_policy), None if ctx == 4096 else ctx) or 4096
         prompt = min(2048, int(rng.lognormvariate(math.log(400), 1.0)) + 1)
         output = min(2048, int(rng.lognormvariate(math.log(180), 0.9)) + 1)
         out.append(Request(rid, model, ctx, prompt, output, t))
@@ -286,5 +290,9 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "hot-burst-50": lambda: Scenario("hot-burst-50", 0.5, burst=(0.5, 0.5 + 300 / 1800)),  # 5 min
     "parallel-1-50": lambda: Scenario("parallel-1-50", 0.5, params=NodeParams(parallel=1)),
     "num-ctx-skew-50": lambda: Scenario("num-ctx-skew-50", 0.5, alt_ctx_share=0.3),
+    "num-ctx-normalize-50": lambda: Scenario(
+        "num-ctx-normalize-50", 0.5, alt_ctx_share=0.3, num_ctx_policy="normalize"
+    ),
+    "num-ctx-cap-50": lambda: Scenario("num-ctx-cap-50", 0.5, alt_ctx_share=0.3, num_ctx_policy="cap 4096"),
 }
 POLICIES = ("round-robin", "least-connections", "power-of-two", "model-aware", "oracle")

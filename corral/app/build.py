@@ -131,6 +131,7 @@ async def build(settings: Settings) -> App:
         caps,
         tuple(v.models) if v.models is not None else None,
         (settings.audit.fingerprint_key or "").encode() or os.urandom(32),
+        {name: p.num_ctx_policy for name, p in settings.models.per_model.items() if p.num_ctx_policy is not None},
     )
     node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
     admin = AdminBackends(fleet, discovery, settings.health, make_breaker, audit.admin if audit else None)

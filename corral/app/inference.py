@@ -3,6 +3,7 @@ their OpenAI counterparts. They read only what routing needs from the body and f
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from corral.adapters.audit import prompt_digest
@@ -15,6 +16,7 @@ from corral.domain.errors import Forbidden, InvalidRequest, NoSuchModel, NoSuchN
 from corral.domain.fleet import NodeKind, RouteRequest
 from corral.domain.keys import model_allowed
 from corral.domain.names import normalize
+from corral.domain.num_ctx import NumCtxPolicy, rewrite
 from corral.net.response import Request, Response
 from corral.protocol.body import encode, read_body
 from corral.protocol.multipart import form_field
@@ -35,6 +37,8 @@ _MISSING = {
     "/api/embed": (404, "model '' not found"),
     "/api/embeddings": (400, "model is required"),
 }
+# Native routes whose `options` reach the runner; Ollama's /v1 routes carry no num_ctx (openai/openai.go).
+_OPTIONS_ROUTES = frozenset({"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"})
 _UNKNOWN_QUOTED = frozenset({"/api/embed", "/api/embeddings"})
 # Routes an OpenAI-type node can serve: its own /v1 routes, and native chat/generate by translation.
 OPENAI_NODE_ROUTES = frozenset(
@@ -67,7 +71,10 @@ class InferenceHandlers:
         caps: Caps | None = None,
         allowed_models: tuple[str, ...] | None = None,
         fingerprint_key: bytes | None = None,
+        num_ctx: dict[str, NumCtxPolicy] | None = None,
     ) -> None:
+        # models.<name>.num_ctx, by normalised name; only native routes carry options (docs/routing.md)
+        self.num_ctx = {normalize(name): policy for name, policy in (num_ctx or {}).items()}
         self.fingerprint_key = fingerprint_key
         self.caps = caps or Caps()
         self.allowed_models = allowed_models
@@ -80,6 +87,7 @@ class InferenceHandlers:
     async def __call__(self, request: Request, response: Response, record: RequestRecord) -> None:
         route_name = record.route
         canonical: bytes | None = None
+        rewritten: bytes | None = None
         if route_name == "/v1/audio/transcriptions":
             # A file upload: only the `model` form field is read, the rest is the client's bytes.
             content_type = request.header(b"content-type") or b""
@@ -104,6 +112,13 @@ class InferenceHandlers:
         if self.allowed_models is not None and not model_allowed(self.allowed_models, model):
             raise Forbidden(f"model '{model}' is not served by this gateway", param="model")
         check_model(record, model)
+        if self.num_ctx and route_name in _OPTIONS_ROUTES:
+            policy = self.num_ctx.get(normalize(model))
+            options = rewrite(policy, doc.get("options")) if policy is not None else None
+            if options is not None:
+                # What the client asked for is changed here: every node gets the re-encoded body.
+                doc = {**doc, "options": options}
+                rewritten = encode(doc)
         prompt = prompt_text(doc)  # once: the audit fingerprint and the token estimate both read it
         if self.audit_prompts:
             record.prompt_digest = prompt_digest(prompt, self.fingerprint_key)
@@ -123,6 +138,8 @@ class InferenceHandlers:
         )
         try:
             out = outbound(request, record.request_id, canonical)
+            if rewritten is not None:
+                out = replace(out, body=rewritten, canonical=rewritten)
             await self.forwarder.forward(record, route, out, response, doc)
         except NoSuchModel as exc:
             if route_name in _UNKNOWN_QUOTED:

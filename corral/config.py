@@ -398,6 +398,31 @@ class ModelsSettings(_Section):
         return self.per_model.get(model)
 
 
+class ResidencySettings(_Section):
+    enabled: bool = Field(
+        False,
+        description="Load a replica of a model that turns hot before requests queue for it, and pin hot models "
+        "with keep_alive (docs/routing.md, Residency). Needs the model-aware strategy's estimates.",
+    )
+    interval_s: float = Field(1.0, gt=0, description="Seconds between residency decisions.")
+    hot: float = Field(
+        1.0,
+        gt=0,
+        description="A model is hot when its arrival rate exceeds this share of what its loaded replicas serve, "
+        "or its requests in flight exceed their slots.",
+    )
+    cool: float = Field(0.3, gt=0, description="A hot model cools below this share (and is unpinned after cool_s).")
+    window_s: float = Field(10.0, gt=0, description="Arrival rates are averaged over about this long.")
+    cool_s: float = Field(60.0, ge=0, description="Seconds a model stays below `cool` before it is unpinned.")
+    keep_alive: str = Field("5m", description="The keep_alive an unpinned replica goes back to (Ollama's default).")
+
+    @model_validator(mode="after")
+    def _cool_below_hot(self) -> ResidencySettings:
+        if self.cool >= self.hot:
+            raise ValueError("residency.cool: must be below residency.hot")
+        return self
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -424,6 +449,9 @@ class Settings(BaseSettings):
     validation: ValidationSettings = Field(default_factory=ValidationSettings, description="Request checks.")
     limits: LimitsSettings = Field(default_factory=LimitsSettings, description="Rate, token and concurrency limits.")
     models: ModelsSettings = Field(default_factory=ModelsSettings, description="Model management and policies.")
+    residency: ResidencySettings = Field(
+        default_factory=ResidencySettings, description="Preloading and pinning hot models."
+    )
 
     @classmethod
     def settings_customise_sources(

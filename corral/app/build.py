@@ -35,6 +35,7 @@ from corral.app.listeners import console_side, host_check
 from corral.app.logs import access_observer
 from corral.app.node_ops import NodeOps
 from corral.app.passthrough import Passthrough
+from corral.app.residency_task import ResidencyTask
 from corral.app.router import RouteHandler, Router
 from corral.app.routes import CONSOLE_HANDLERS, ROUTES, inference_paths, limited_paths
 from corral.app.views import FleetViews, send_json
@@ -70,6 +71,7 @@ class App:
     audit_engine: AsyncEngine | None = None
     metrics_server: HttpServer | None = None
     console: Console | None = None
+    residency: ResidencyTask | None = None
 
     @property
     def port(self) -> int:
@@ -111,6 +113,9 @@ async def build(settings: Settings) -> App:
         fleet, admission, strategy, settings.routing, settings.timeouts, settings.server.expose_node_header, stale
     )
     views = FleetViews(fleet, loop.time())
+    residency = None
+    if settings.residency.enabled:
+        residency = ResidencyTask(fleet, strategy, settings.residency, settings.timeouts.total_s)
     audit: AuditLog | None = None
     audit_engine: AsyncEngine | None = None
     if settings.audit.enabled:
@@ -132,12 +137,15 @@ async def build(settings: Settings) -> App:
         tuple(v.models) if v.models is not None else None,
         (settings.audit.fingerprint_key or "").encode() or os.urandom(32),
         {name: p.num_ctx_policy for name, p in settings.models.per_model.items() if p.num_ctx_policy is not None},
+        residency.observe if residency is not None else None,
     )
     node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
     admin = AdminBackends(fleet, discovery, settings.health, make_breaker, audit.admin if audit else None)
 
     async def status(request: Request, response: Response, record: RequestRecord) -> None:
-        send_json(response, record, views.status(loop.time(), admission.waiting))
+        body = views.status(loop.time(), admission.waiting)
+        body["residency"] = residency.status() if residency is not None else {"enabled": False}
+        send_json(response, record, body)
 
     handlers: dict[str, RouteHandler] = {
         "root": views.root,
@@ -269,4 +277,5 @@ async def build(settings: Settings) -> App:
         audit_engine,
         metrics_server,
         console,
+        residency,
     )

@@ -3,6 +3,7 @@ their OpenAI counterparts. They read only what routing needs from the body and f
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -72,7 +73,9 @@ class InferenceHandlers:
         allowed_models: tuple[str, ...] | None = None,
         fingerprint_key: bytes | None = None,
         num_ctx: dict[str, NumCtxPolicy] | None = None,
+        observe: Callable[[str], None] | None = None,
     ) -> None:
+        self.observe = observe  # every routed request's model, for the residency controller
         # models.<name>.num_ctx, by normalised name; only native routes carry options (docs/routing.md)
         self.num_ctx = {normalize(name): policy for name, policy in (num_ctx or {}).items()}
         self.fingerprint_key = fingerprint_key
@@ -136,6 +139,8 @@ class InferenceHandlers:
             affinity=affinity.decode("latin-1") if affinity else (user if isinstance(user, str) else None),
             exclude=self._unsuitable(route_name) | self._not_named(request),
         )
+        if self.observe is not None:
+            self.observe(route.model)
         try:
             out = outbound(request, record.request_id, canonical)
             if rewritten is not None:

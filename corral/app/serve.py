@@ -36,6 +36,8 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
     await app.discovery.initial(timeout_s=max(settings.health.timeout_s, 1.0) + 1.0)
     for node in app.fleet:
         app.discovery.start(node)
+    if app.residency is not None:
+        app.residency.start()
     await app.server.start(settings.server.host, settings.server.port, ssl=_ssl_context(settings))
     if app.metrics_server is not None and settings.metrics.listen:
         host, _, port = settings.metrics.listen.rpartition(":")
@@ -64,6 +66,8 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
         log.warning("grace period over; closing %d connection(s)", len(app.server.connections))
         app.server.close_all()
     app.discovery.stop_all()
+    if app.residency is not None:
+        app.residency.stop()
     if app.console is not None:
         app.console.stop()
     for node in app.fleet:

@@ -65,3 +65,12 @@ def test_a_wrong_type_is_still_refused_not_dropped(gateway: tuple[Proc, Proc]) -
     body = {"model": "llama3.2:1b", "prompt": "hi", "stream": False, "options": {"num_ctx": "big"}}
     reply = httpx.post(corral.url + "/api/generate", json=body, timeout=30)
     assert reply.status_code == 400 and "num_ctx" in reply.json()["error"]
+
+
+def test_x_corral_node_holds_a_model_request_to_that_node(gateway: tuple[Proc, Proc]) -> None:
+    corral, _ = gateway
+    body = {"model": "llama3.2:1b", "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
+    held = httpx.post(corral.url + "/api/generate", json=body, headers={"x-corral-node": "a"}, timeout=30)
+    assert held.status_code == 200
+    nowhere = httpx.post(corral.url + "/api/generate", json=body, headers={"x-corral-node": "zz"}, timeout=30)
+    assert nowhere.status_code == 404 and "no node named 'zz'" in nowhere.json()["error"]

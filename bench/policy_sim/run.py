@@ -327,7 +327,6 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "num-ctx-normalize-50": lambda: Scenario(
         "num-ctx-normalize-50", 0.5, alt_ctx_share=0.3, num_ctx_policy="normalize"
     ),
-    "num-ctx-cap-50": lambda: Scenario("num-ctx-cap-50", 0.5, alt_ctx_share=0.3, num_ctx_policy="cap 4096"),
 }
 RESIDENCY = "model-aware+residency"  # model-aware routing with the residency controller (residency.enabled)
 RESIDENCY_INTERVAL_S = 1.0

@@ -363,6 +363,12 @@ class ModelsSettings(_Section):
         "the nodes the placement file names, or refuse (400).",
     )
     placement_file: Path | None = Field(None, description="The placement file (models.yaml) for `placement`.")
+    fanout_idle_s: float = Field(
+        900.0,
+        gt=0,
+        description="Fleet-wide pull, create or blob upload: the longest a node may stay silent before it "
+        "counts as failed (verifying a large layer is silent). There is no limit on the whole operation.",
+    )
     aliases: dict[str, str] = Field(default_factory=dict, description="Names clients use mapped to fleet models.")
     per_model: dict[str, ModelPolicy] = Field(
         default_factory=dict, description="Per-model policies; written as `models.<name>: {...}` in YAML."

@@ -27,6 +27,7 @@ from corral.app.console_api import Console
 from corral.app.console_assets import ConsoleAssets
 from corral.app.context import Observer, RequestRecord
 from corral.app.discovery import Discovery
+from corral.app.fanout import fleet_operations
 from corral.app.fleet import Fleet, Node
 from corral.app.gateway import ClientAddress, Gateway
 from corral.app.inference import InferenceHandlers
@@ -133,6 +134,7 @@ async def build(settings: Settings) -> App:
         (settings.audit.fingerprint_key or "").encode() or os.urandom(32),
     )
     node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
+    node_ops.fanout, inference.fleet_load = fleet_operations(fleet, discovery, settings, audit.admin if audit else None)
     admin = AdminBackends(fleet, discovery, settings.health, make_breaker, audit.admin if audit else None)
 
     async def status(request: Request, response: Response, record: RequestRecord) -> None:

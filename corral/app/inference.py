@@ -3,7 +3,7 @@ their OpenAI counterparts. They read only what routing needs from the body and f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.adapters.audit import prompt_digest
 from corral.app.attempts import Forwarder
@@ -20,6 +20,9 @@ from corral.protocol.body import encode, read_body
 from corral.protocol.multipart import form_field
 from corral.protocol.prompts import BYTES_PER_TOKEN, prompt_text
 from corral.protocol.validation import Caps, validate
+
+if TYPE_CHECKING:
+    from corral.app.fanout_load import LoadFanout
 
 # Options that make Ollama load a separate runner (docs/ollama-behaviour.md §2): a change means a reload.
 LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")
@@ -76,6 +79,7 @@ class InferenceHandlers:
         self.fleet = fleet
         self.forwarder = forwarder
         self.affinity_header = affinity_header.lower().encode()
+        self.fleet_load: LoadFanout | None = None  # loads and unloads on several nodes (app/fanout_load.py)
 
     async def __call__(self, request: Request, response: Response, record: RequestRecord) -> None:
         route_name = record.route
@@ -104,6 +108,13 @@ class InferenceHandlers:
         if self.allowed_models is not None and not model_allowed(self.allowed_models, model):
             raise Forbidden(f"model '{model}' is not served by this gateway", param="model")
         check_model(record, model)
+        fleet_load = self.fleet_load
+        if (
+            fleet_load is not None
+            and fleet_load.wants(request, route_name, doc)
+            and await fleet_load(request, response, record, doc, model)
+        ):
+            return
         prompt = prompt_text(doc)  # once: the audit fingerprint and the token estimate both read it
         if self.audit_prompts:
             record.prompt_digest = prompt_digest(prompt, self.fingerprint_key)

@@ -55,8 +55,11 @@ class FleetViews:
         lowest = min(versions, key=_version_tuple) if versions else "0.0.0"
         send_json(response, record, {"version": lowest})
 
-    def union_tags(self, record: RequestRecord | None = None) -> list[dict[str, Any]]:
+    def union_tags(self, record: RequestRecord | None = None, holders: bool = False) -> list[dict[str, Any]]:
+        """Each model once. With `holders`, each entry also names the nodes that have it in an extra
+        field, `corral_nodes` (clients read only the fields they know: ollama-python's models ignore it)."""
         seen: dict[str, dict[str, Any]] = {}
+        where: dict[str, list[str]] = {}
         for node in self._serving():
             view_pinned = {normalize(m) for m in node.settings.models} if node.settings.models else None
             for name, entry in node.tags.items():
@@ -65,10 +68,13 @@ class FleetViews:
                 if record is not None and not visible(record, name):
                     continue
                 seen.setdefault(name, entry)
+                where.setdefault(name, []).append(node.name)
+        if holders:
+            seen = {name: {**entry, "corral_nodes": where[name]} for name, entry in seen.items()}
         return sorted(seen.values(), key=lambda e: parse_time(e.get("modified_at")), reverse=True)
 
     async def tags(self, request: Request, response: Response, record: RequestRecord) -> None:
-        send_json(response, record, {"models": self.union_tags(record)})
+        send_json(response, record, {"models": self.union_tags(record, holders=True)})
 
     async def ps(self, request: Request, response: Response, record: RequestRecord) -> None:
         nodes = [n for n in self._serving() if n.kind is NodeKind.OLLAMA]
@@ -81,16 +87,15 @@ class FleetViews:
             models = data.get("models") if isinstance(data, dict) else None
             return [m for m in models or [] if isinstance(m, dict)]
 
-        merged: dict[str, dict[str, Any]] = {}
-        for entries in await asyncio.gather(*(one(n) for n in nodes)):
+        # One entry per (model, node): a model loaded on three nodes is listed three times, each naming
+        # its node in an extra field, `corral_node`, that clients ignore (`ollama ps` shows them all).
+        models: list[dict[str, Any]] = []
+        for node, entries in zip(nodes, await asyncio.gather(*(one(n) for n in nodes)), strict=True):
             for entry in entries:
                 key = normalize(str(entry.get("model") or entry.get("name") or ""))
-                if not visible(record, key):
-                    continue
-                # One entry per model; where it is loaded on several nodes, the latest expiry wins.
-                if key not in merged or parse_time(entry.get("expires_at")) > parse_time(merged[key].get("expires_at")):
-                    merged[key] = entry
-        models = sorted(merged.values(), key=lambda e: parse_time(e.get("expires_at")), reverse=True)
+                if visible(record, key):
+                    models.append({**entry, "corral_node": node.name})
+        models.sort(key=lambda e: parse_time(e.get("expires_at")), reverse=True)
         send_json(response, record, {"models": models})
 
     @staticmethod

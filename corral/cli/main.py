@@ -79,6 +79,9 @@ def sim(
     host_check: Annotated[bool, typer.Option(help="Refuse non-local Host headers, as Ollama on loopback.")] = False,
     ollama_version: Annotated[str, typer.Option(help="Version /api/version reports.")] = "0.12.6",
     seed: Annotated[int, typer.Option(help="Seed for generated text.")] = 0,
+    fail_pull: Annotated[
+        list[str] | None, typer.Option("--fail-pull", help="Fault: pulls of this model fail partway (repeatable).")
+    ] = None,
 ) -> None:
     """Run one simulated Ollama node (for tests, demos and benchmarks)."""
     from corral.sim import SimOptions
@@ -103,6 +106,7 @@ def sim(
             host_check=host_check,
             version=ollama_version,
             seed=seed,
+            fail_pull=list(fail_pull or []),
         )
     )
 

@@ -31,6 +31,7 @@ def parse(argv: list[str] | None = None) -> SimOptions:
     p.add_argument("--midstream-error-after", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--host-check", action="store_true", help="403 for non-local Host headers, as Ollama on loopback")
+    p.add_argument("--fail-pull", action="append", default=[], help="pulls of this model fail partway (repeatable)")
     a = p.parse_args(argv)
     return SimOptions(
         host=a.host,
@@ -50,6 +51,7 @@ def parse(argv: list[str] | None = None) -> SimOptions:
         midstream_error_after=a.midstream_error_after,
         seed=a.seed,
         host_check=a.host_check,
+        fail_pull=a.fail_pull,
     )
 
 

@@ -32,6 +32,9 @@ class SimOptions:
     hang: bool = False  # accept, never answer
     drop_after: int | None = None  # drop the connection after N streamed chunks
     midstream_error_after: int | None = None  # emit an {"error"} line after N chunks and end
+    # Pulls of these models fail partway, with an {"error"} line after some progress (as a registry
+    # that drops the download would): a fleet-wide pull with one failing node, for tests.
+    fail_pull: list[str] = field(default_factory=list)
 
     FAULTS: ClassVar[tuple[str, ...]] = (
         "error_rate",

@@ -37,7 +37,7 @@ def _up(corral: Proc, count: int) -> None:
         nodes = httpx.get(corral.url + "/internal/status", timeout=2).json()["nodes"]
         return len(nodes) == count and all(n["state"] == "up" and n["models"] for n in nodes)
 
-    wait_for(ready, 20, "every node up with its models discovered")
+    wait_for(ready, 60, "every node up with its models discovered")
 
 
 class Fleet3:
@@ -265,3 +265,23 @@ def test_a_64_mib_blob_streams_to_two_nodes_at_constant_memory() -> None:
     finally:
         for proc in (corral, *sims):
             proc.stop()
+
+
+def test_a_pull_outlasts_the_gateway_timeouts(fleet3: Fleet3) -> None:
+    # A pull may take an hour: the per-request timeouts (here far shorter than the ~1.5 s simulated
+    # pull) do not cut it, streamed or not; only a node's silence (models.fanout_idle_s) would.
+    sims = tuple(fleet3.sims.values())[:2]
+    config = _config(*sims)
+    config["timeouts"] = {"total_s": 0.5, "answer_s": 0.5, "idle_s": 0.5, "first_byte_s": 0.5}
+    short = start_corral(config)
+    try:
+        _up(short, 2)
+        whole = httpx.post(short.url + "/api/pull", json={"model": "granite:2b", "stream": False}, timeout=60)
+        assert whole.status_code == 200 and whole.json() == {"status": "success"}
+        streamed = httpx.post(short.url + "/api/pull", json={"model": "granite:3b"}, timeout=60)
+        assert streamed.status_code == 200 and json.loads(streamed.text.splitlines()[-1]) == {"status": "success"}
+        for model in ("granite:2b", "granite:3b"):
+            assert all(model in fleet3.on_node(n) for n in ("node-a", "node-b"))
+            httpx.request("DELETE", short.url + "/api/delete", json={"model": model}, timeout=30)
+    finally:
+        short.stop()

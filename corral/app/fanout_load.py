@@ -14,7 +14,6 @@ With X-Corral-Node, or `default_targets: reject`, neither applies and the reques
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 from corral.adapters.node_api import call
@@ -24,52 +23,9 @@ from corral.app.fanout_targets import Audit, Targets
 from corral.app.fleet import Node
 from corral.app.headers import forward_headers
 from corral.domain.errors import UpstreamError
+from corral.domain.keep_alive import LOAD_ROUTES, empty_request, unload_requested
 from corral.domain.names import normalize
 from corral.net.response import Request, Response
-
-_ROUTES = frozenset({"/api/generate", "/api/chat"})
-_PART = re.compile(r"([0-9]*\.?[0-9]*)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def duration_seconds(text: str) -> float | None:
-    """A Go duration string (time.ParseDuration: "5m", "1h30m", "-1s", "0") in seconds; None if invalid."""
-    text = text.strip()
-    sign = -1.0 if text.startswith("-") else 1.0
-    text = text.lstrip("+-")
-    if text == "0":
-        return 0.0
-    total, pos = 0.0, 0
-    while pos < len(text):
-        match = _PART.match(text, pos)
-        if match is None or match.group(1) in ("", "."):
-            return None
-        total += float(match.group(1)) * _UNIT[match.group(2)]
-        pos = match.end()
-    return sign * total if pos else None
-
-
-def zero_keep_alive(value: object, route: str) -> bool:
-    """Whether `keep_alive` means "unload now" (api.Duration in api/types.go: a number is seconds, a
-    string a Go duration). GenerateHandler compares the duration with 0; ChatHandler truncates it to
-    whole seconds first, so 0.5 unloads through chat but not through generate."""
-    if isinstance(value, bool) or value is None:
-        return False
-    if isinstance(value, int | float):
-        seconds: float | None = float(value)
-    elif isinstance(value, str):
-        seconds = duration_seconds(value)
-    else:
-        return False
-    if seconds is None:
-        return False
-    return int(seconds) == 0 if route == "/api/chat" else seconds == 0
-
-
-def empty_request(doc: dict[str, Any], route: str) -> bool:
-    if route == "/api/chat":
-        return not doc.get("messages")
-    return not doc.get("prompt")
 
 
 class LoadFanout:
@@ -80,11 +36,11 @@ class LoadFanout:
 
     def wants(self, request: Request, route: str, doc: dict[str, Any]) -> bool:
         """Cheap: whether this request is a fleet load or unload (checked on every generate and chat)."""
-        if route not in _ROUTES or not empty_request(doc, route) or request.header(b"x-corral-node"):
+        if route not in LOAD_ROUTES or not empty_request(doc, route) or request.header(b"x-corral-node"):
             return False
         if self.targets.policy == "reject":
             return False
-        if "keep_alive" in doc and zero_keep_alive(doc["keep_alive"], route):
+        if unload_requested(doc, route):
             return True
         fanout = request.header(b"x-corral-fanout")
         return fanout is not None and fanout.strip().lower() == b"all"
@@ -94,7 +50,7 @@ class LoadFanout:
     ) -> bool:
         """Serve the load or unload on its nodes; False when routing should serve it as usual."""
         route = record.route
-        if "keep_alive" in doc and zero_keep_alive(doc["keep_alive"], route):
+        if unload_requested(doc, route):
             action, nodes = "unload", await self.targets.loaded(model)
         else:
             key = normalize(model)

@@ -153,6 +153,12 @@ def test_ollama_client_manages_the_fleet(fleet3: Fleet3) -> None:
     with pytest.raises(ollama.ResponseError) as missing:
         client.delete("phi3:mini")
     assert missing.value.status_code == 404 and missing.value.error == "model 'phi3:mini' not found"
+    # A pull that fails on one node: the client raises with the node named, as an in-stream error.
+    with pytest.raises(ollama.ResponseError) as partial:
+        for _ in client.pull("mistral:7b", stream=True):
+            pass
+    assert partial.value.status_code == -1 and "failed on node node-c" in partial.value.error
+    client.delete("mistral:7b")
 
 
 def test_delete_acts_only_where_the_model_is(fleet3: Fleet3) -> None:

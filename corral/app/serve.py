@@ -38,6 +38,19 @@ async def run(
     app = await build(settings)
     source = source or ConfigSource()
     app.config.reloader = lambda trigger: load_and_reload(app, source, trigger)
+    loop = asyncio.get_running_loop()
+    background: set[asyncio.Task[object]] = set()
+    hup = {"ready": False, "pending": False}
+
+    def hangup() -> None:
+        if not hup["ready"]:  # during start-up: applied once serving (SIGHUP's default would kill us)
+            hup["pending"] = True
+            return
+        task: asyncio.Task[object] = loop.create_task(load_and_reload(app, source, "signal"))
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     if app.store is not None:
         await app.store.migrate()
     if app.audit_engine is not None:
@@ -62,17 +75,11 @@ async def run(
     if on_ready is not None:
         on_ready(app)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    background: set[asyncio.Task[object]] = set()
-
-    def hangup() -> None:
-        task: asyncio.Task[object] = loop.create_task(load_and_reload(app, source, "signal"))
-        background.add(task)
-        task.add_done_callback(background.discard)
-
-    loop.add_signal_handler(signal.SIGHUP, hangup)
+    hup["ready"] = True
+    if hup["pending"]:
+        hangup()
     if watch_file and source.path is not None:
         background.add(loop.create_task(watch(app, source)))
     await stop.wait()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -209,6 +211,10 @@ def test_admin_reload_answers_the_diff_and_reports_restart_only_changes(three: t
         assert refused.status_code == 422
         assert refused.json()["problems"][0]["key"] == "queue.max_len"
         assert status(corral)["config"]["last_reload"]["result"] == "error"
+        shown = subprocess.run(
+            [sys.executable, "-m", "corral", "status", "--url", corral.url], capture_output=True, text=True, timeout=60
+        ).stdout
+        assert "last reload error" in shown and "queue.max_len" in shown
         metrics = httpx.get(corral.url + "/metrics", timeout=5).text
         assert 'corral_config_reloads_total{result="ok"} 2.0' in metrics
         assert 'corral_config_reloads_total{result="error"} 1.0' in metrics

@@ -131,7 +131,7 @@ class BackendSettings(_Section):
     name: str = Field(
         ...,
         min_length=1,
-        max_length=64,
+        max_length=255,  # discovered nodes are named after DNS names (up to 253 characters)
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\[\]-]*$",
         description="Unique node name (used in metrics, logs and X-Corral-Node). Discovered nodes are named "
         "`dns:HOST:PORT` or `file:HOST:PORT`.",

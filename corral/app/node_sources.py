@@ -108,6 +108,8 @@ class DnsSource:
                 wait = max(self.settings.min_interval_s, min(wait, 5.0))
             except ValidationError as exc:
                 log.error("nodes from %s are invalid: %s", self.service.name, exc)
+            except Exception:  # the source must outlive any surprise: its nodes stay as they are
+                log.exception("discovery from %s failed", self.service.name)
             await asyncio.sleep(wait)
 
 

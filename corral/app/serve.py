@@ -60,7 +60,7 @@ async def run(
     await app.discovery.initial(timeout_s=max(settings.health.timeout_s, 1.0) + 1.0)
     for node in app.fleet:
         app.discovery.start(node)
-    await app.sources.configure(settings.discovery)
+    await app.sources.configure(app.settings.discovery)
     await app.server.start(settings.server.host, settings.server.port, ssl=_ssl_context(settings))
     if app.metrics_server is not None and settings.metrics.listen:
         host, _, port = settings.metrics.listen.rpartition(":")

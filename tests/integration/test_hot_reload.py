@@ -196,7 +196,7 @@ def test_admin_reload_answers_the_diff_and_reports_restart_only_changes(three: t
         assert "routing.retries" in result["changed"]
         assert result["restart_required"] == ["server.port"]
         assert httpx.get(corral.url + "/health", timeout=5).status_code == 200  # still on the old port
-        assert "server.port" in corral.output()
+        assert "need a restart and keep their running values: server.port" in corral.output()
 
         # The same node name at a new address: replaced by a checked node, never edited in place.
         doc["backends"] = [{"name": "a", "url": b.url}, {"name": "c", "url": c.url}]

@@ -128,7 +128,7 @@ def test_dns_address_records_become_nodes_and_drain_when_removed(dnsmasq: Dnsmas
 
         # A slow stream on the first node, then its record goes: it drains, the stream ends whole.
         answers: list[httpx.Response] = []
-        slow = threading.Thread(target=lambda: answers.append(generate(corral, tokens=40)))
+        slow = threading.Thread(target=lambda: answers.append(generate(corral, tokens=100)))  # 5 s
         before = served(two)
         slow.start()
         wait_for(lambda: served(two) > before, 10, "the slow request on the first node")

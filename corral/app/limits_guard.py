@@ -22,7 +22,6 @@ from corral.net.response import Request
 
 log = logging.getLogger(__name__)
 
-
 class LimitGuard:
     def __init__(
         self,

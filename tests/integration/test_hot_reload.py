@@ -220,3 +220,26 @@ def test_admin_reload_answers_the_diff_and_reports_restart_only_changes(three: t
         assert 'corral_config_reloads_total{result="error"} 1.0' in metrics
     finally:
         corral.stop()
+
+
+def test_a_new_limit_applies_to_the_next_requests(three: tuple[Proc, Proc, Proc]) -> None:
+    a, b, _c = three
+    corral = start_corral(config_of(a, b))
+    try:
+
+        def tags() -> int:
+            return httpx.get(corral.url + "/api/tags", timeout=10).status_code
+
+        assert [tags() for _ in range(8)] == [200] * 8
+        rewrite(corral, config_of(a, b, limits={"global_rpm": 2}))
+        corral.proc.send_signal(signal.SIGHUP)  # /internal/status now counts against the limit: watch /metrics
+        wait_for(
+            lambda: 'corral_config_reloads_total{result="ok"} 1.0' in httpx.get(corral.url + "/metrics").text,
+            15,
+            "the reload",
+        )
+        after = [tags() for _ in range(8)]
+        # Two a minute; a window's edge may let one or two more through, never eight.
+        assert after.count(429) >= 3 and set(after) == {200, 429}, after
+    finally:
+        corral.stop()

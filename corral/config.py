@@ -131,9 +131,10 @@ class BackendSettings(_Section):
     name: str = Field(
         ...,
         min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-        description="Unique node name (used in metrics, logs and X-Corral-Node).",
+        max_length=255,  # discovered nodes are named after DNS names (up to 253 characters)
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\[\]-]*$",
+        description="Unique node name (used in metrics, logs and X-Corral-Node). Discovered nodes are named "
+        "`dns:HOST:PORT` or `file:HOST:PORT`.",
     )
     url: str = Field(..., description="Base URL of the node, e.g. http://10.0.0.5:11434.")
     type: Literal["ollama", "openai"] = Field("ollama", description="API the node speaks.")
@@ -392,6 +393,81 @@ class ModelsSettings(_Section):
         return self.per_model.get(model)
 
 
+class DiscoveredNode(_Section):
+    """What every node a discovery source finds gets (the source's defaults)."""
+
+    type: Literal["ollama", "openai"] = Field("ollama", description="API the discovered nodes speak.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels given to the discovered nodes.")
+    priority: int = Field(0, description="Priority of the discovered nodes.")
+    weight: float = Field(1.0, gt=0, description="Weight of the discovered nodes.")
+    max_concurrency: int | None = Field(None, ge=1, description="Most requests Corral sends each one at once.")
+    parallel: int = Field(1, ge=1, description="Slots per loaded model (OLLAMA_NUM_PARALLEL).")
+    max_loaded: int = Field(3, ge=1, description="Models each keeps loaded (OLLAMA_MAX_LOADED_MODELS).")
+    vram_gb: float | None = Field(None, gt=0, description="GPU memory (GiB) each gives models.")
+    models: list[str] | None = Field(None, description="If set, the only models they may serve.")
+
+    def backend(self, name: str, url: str, **overrides: Any) -> BackendSettings:
+        """A node's settings: these defaults, then what the source knows of this node."""
+        keys = set(DiscoveredNode.model_fields) & set(BackendSettings.model_fields)  # labels: with node groups
+        fields = {key: getattr(self, key) for key in keys}
+        fields.update(overrides)
+        return BackendSettings(name=name, url=url, **fields)
+
+
+class DnsService(DiscoveredNode):
+    name: str = Field(..., min_length=1, description="The DNS name: a headless service (A/AAAA) or an SRV name.")
+    record: Literal["A", "AAAA", "A+AAAA", "SRV"] = Field(
+        "A", description="Records to read: addresses (with `port`) or SRV (targets and ports from the records)."
+    )
+    port: int | None = Field(None, ge=1, le=65535, description="The nodes' port (A/AAAA; SRV records carry theirs).")
+    scheme: Literal["http", "https"] = Field("http", description="How Corral talks to the discovered nodes.")
+
+    @model_validator(mode="after")
+    def _port(self) -> DnsService:
+        if self.record != "SRV" and self.port is None:
+            raise ValueError(f"a port is needed: {self.record} records of {self.name!r} carry none")
+        return self
+
+
+class DnsDiscovery(_Section):
+    nameserver: str | None = Field(
+        None, description="The resolver to ask (an IP address); unset: the system's (/etc/resolv.conf)."
+    )
+    port: int = Field(53, ge=1, le=65535, description="The resolver's port.")
+    interval_s: float = Field(
+        30.0, gt=0, description="Seconds between resolutions; sooner when the answer's TTL runs out first."
+    )
+    min_interval_s: float = Field(1.0, gt=0, description="Never resolve more often than this (TTL 0 answers).")
+    timeout_s: float = Field(2.0, gt=0, description="A resolution slower than this fails (the nodes are kept).")
+    services: list[DnsService] = Field(default_factory=list, description="The names to resolve into nodes.")
+
+    @field_validator("nameserver")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not an IP address") from exc
+        return value
+
+
+class NodeFile(DiscoveredNode):
+    path: Path = Field(
+        ...,
+        description="A JSON or YAML list of nodes: URLs, or mappings with `url` (and `name`, "
+        "or any `backends[]` key overriding these defaults).",
+    )
+    interval_s: float = Field(1.0, gt=0, description="Seconds between checks of the file for changes.")
+
+
+class DiscoverySettings(_Section):
+    """Nodes found at run time, besides the static `backends` list (docs/routing.md, Node discovery)."""
+
+    dns: DnsDiscovery = Field(default_factory=DnsDiscovery, description="Nodes from DNS records.")
+    files: list[NodeFile] = Field(default_factory=list, description="Nodes from watched files.")
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -418,6 +494,9 @@ class Settings(BaseSettings):
     validation: ValidationSettings = Field(default_factory=ValidationSettings, description="Request checks.")
     limits: LimitsSettings = Field(default_factory=LimitsSettings, description="Rate, token and concurrency limits.")
     models: ModelsSettings = Field(default_factory=ModelsSettings, description="Model management and policies.")
+    discovery: DiscoverySettings = Field(
+        default_factory=DiscoverySettings, description="Nodes found at run time (DNS, watched files)."
+    )
 
     @classmethod
     def settings_customise_sources(

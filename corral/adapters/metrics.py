@@ -185,6 +185,11 @@ class Metrics:
         self.limit_store_errors = Counter(
             "corral_limit_store_errors", "Limit checks that could not reach the limit store.", registry=registry
         )
+        self._reloads = Counter(
+            "corral_config_reloads", "Configuration reloads, by result (ok, error).", ["result"], registry=registry
+        )
+        for result in ("ok", "error"):
+            self._reloads.labels(result)
         self.health_checks = Histogram(
             "corral_health_check_duration_seconds",
             "Health check latency.",
@@ -192,6 +197,9 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+
+    def config_reloads(self, result: str) -> None:
+        self._reloads.labels(result).inc()
 
     def preset(self, routes: Iterable[str]) -> None:
         """Export zero for label values from closed sets, so alerts and dashboards see the series
@@ -251,4 +259,3 @@ class Metrics:
 
     def health_check(self, node: str, ok: bool, seconds: float) -> None:
         self.health_checks.labels(node, "ok" if ok else "fail").observe(seconds)
-

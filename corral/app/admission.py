@@ -37,6 +37,13 @@ class Admission:
         self.loop = asyncio.get_running_loop()
         fleet.subscribe(self.capacity_changed)
 
+    def retune(self, strategy: Strategy, queue_max: int, queue_wait_s: float) -> None:
+        """New settings on a hot reload: for the requests that arrive from now on."""
+        self.strategy = strategy
+        self.queue_wait_s = queue_wait_s
+        self.queue.max_len = queue_max
+        self.queue.max_wait_s = queue_wait_s
+
     @property
     def waiting(self) -> int:
         return len(self.queue)

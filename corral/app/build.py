@@ -23,6 +23,7 @@ from corral.app.admission import Admission
 from corral.app.attempts import Forwarder
 from corral.app.audit_log import AuditLog
 from corral.app.auth import AdminKeys, AuthGuard
+from corral.app.config_state import ConfigState, Pipeline
 from corral.app.console_api import Console
 from corral.app.console_assets import ConsoleAssets
 from corral.app.context import Observer, RequestRecord
@@ -35,6 +36,8 @@ from corral.app.limits_guard import LimitGuard
 from corral.app.listeners import console_side, host_check
 from corral.app.logs import access_observer
 from corral.app.node_ops import NodeOps
+from corral.app.node_sources import NodeSources
+from corral.app.node_sync import STATIC, NodeSync
 from corral.app.passthrough import Passthrough
 from corral.app.router import RouteHandler, Router
 from corral.app.routes import CONSOLE_HANDLERS, ROUTES, inference_paths, limited_paths
@@ -63,6 +66,10 @@ class App:
     views: FleetViews
     gateway: Gateway
     server: HttpServer
+    pipeline: Pipeline  # the server's handler: the current generation of `gateway` (hot reload)
+    nodes: NodeSync  # the static and discovered nodes (docs/routing.md)
+    sources: NodeSources
+    config: ConfigState
     metrics: Metrics | None = None
     tracing: Tracing | None = None
     store: SqlKeyStore | None = None
@@ -81,24 +88,36 @@ def make_breaker() -> CircuitBreaker:
     return CircuitBreaker(failure_threshold=5, failure_rate=0.5, window=20, min_requests=10, cooldown_s=10.0)
 
 
-async def build(settings: Settings) -> App:
+async def build(settings: Settings, shared: App | None = None) -> App:
+    """Wire a gateway; with `shared` (a hot reload), a new pipeline generation on `shared`'s long-lived parts."""
     loop = asyncio.get_running_loop()
-    fleet = Fleet()
-    for backend in settings.backends:
-        fleet.add(backend, settings.health_for(backend), make_breaker())
-    metrics_server: HttpServer | None = None
-    metrics: Metrics | None = None
-    if settings.metrics.enabled:
+    fleet = shared.fleet if shared else Fleet()
+    metrics_server: HttpServer | None = shared.metrics_server if shared else None
+    metrics: Metrics | None = shared.metrics if shared else None
+    if settings.metrics.enabled and not shared:
         metrics = Metrics(CollectorRegistry(auto_describe=True), per_key=settings.metrics.per_key)
-    discovery = Discovery(fleet, settings.routing.discovery_interval_s, metrics.health_check if metrics else None)
+    discovery = (
+        shared.discovery
+        if shared
+        else Discovery(fleet, settings.routing.discovery_interval_s, metrics.health_check if metrics else None)
+    )
+    nodes = (
+        shared.nodes if shared else NodeSync(fleet, discovery, make_breaker, settings.health, settings.timeouts.total_s)
+    )
+    if not shared:
+        nodes.seed(STATIC, settings.backends)
     strategy = make_strategy(settings.routing.strategy)
-    tracing = None
-    if settings.tracing.enabled:
+    if shared and shared.settings.routing.strategy == settings.routing.strategy:
+        strategy = shared.admission.strategy  # what the strategy has learnt lives on
+    tracing = shared.tracing if shared else None
+    if settings.tracing.enabled and not shared:
         from corral.adapters.tracing import Tracing
 
         t = settings.tracing
         tracing = Tracing(t.endpoint, t.service_name, t.sample_ratio, t.export_delay_ms)
-    admission = Admission(fleet, strategy, settings.queue.max_len, settings.queue.max_wait_s)
+    q = settings.queue
+    admission = shared.admission if shared else Admission(fleet, strategy, q.max_len, q.max_wait_s)
+    admission.retune(strategy, q.max_len, q.max_wait_s)  # a reload's queue settings, for new arrivals
 
     refreshing: set[asyncio.Task[None]] = set()
 
@@ -111,10 +130,10 @@ async def build(settings: Settings) -> App:
     forwarder = Forwarder(
         fleet, admission, strategy, settings.routing, settings.timeouts, settings.server.expose_node_header, stale
     )
-    views = FleetViews(fleet, loop.time())
-    audit: AuditLog | None = None
-    audit_engine: AsyncEngine | None = None
-    if settings.audit.enabled:
+    views = shared.views if shared else FleetViews(fleet, loop.time())
+    audit: AuditLog | None = shared.audit if shared else None
+    audit_engine: AsyncEngine | None = shared.audit_engine if shared else None
+    if settings.audit.enabled and not shared:
         a = settings.audit
         sinks: list[BufferedSink] = [FileAuditSink(a.path, max_bytes=a.max_bytes, backups=a.backups)]
         if a.database:
@@ -136,9 +155,10 @@ async def build(settings: Settings) -> App:
     node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
     node_ops.fanout, inference.fleet_load = fleet_operations(fleet, discovery, settings, audit.admin if audit else None)
     admin = AdminBackends(fleet, discovery, settings.health, make_breaker, audit.admin if audit else None)
+    config = shared.config if shared else ConfigState(settings, metrics.config_reloads if metrics else None)
 
     async def status(request: Request, response: Response, record: RequestRecord) -> None:
-        send_json(response, record, views.status(loop.time(), admission.waiting))
+        send_json(response, record, {**views.status(loop.time(), admission.waiting), "config": config.status()})
 
     handlers: dict[str, RouteHandler] = {
         "root": views.root,
@@ -156,12 +176,14 @@ async def build(settings: Settings) -> App:
         "backends_list": admin.list,
         "backends_add": admin.add,
         "backends_by_name": admin.by_name,
+        "reload": config.admin_reload,
     }
     observers: list[Observer] = [access_observer] if settings.logging.access else []
-    if metrics is not None:
+    if metrics is not None and not shared:
         metrics.known_models = fleet.known_models
         metrics.preset(inference_paths())
         metrics.watch_fleet(lambda: list(fleet), lambda: admission.waiting)
+    if metrics is not None:
         observers.append(metrics.observe)
         exposition = metrics.registry
 
@@ -170,22 +192,22 @@ async def build(settings: Settings) -> App:
             response.send(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(exposition))
 
         handlers["metrics"] = scrape
-        if settings.metrics.listen:
+        if settings.metrics.listen and not shared:
             # A separate listener for Prometheus (e.g. on an internal interface): /metrics only, no key.
             metrics_router = Router.from_table((r for r in ROUTES if r.path == "/metrics"), {"metrics": scrape})
             metrics_server = HttpServer(Gateway(metrics_router, []))
     if audit is not None:
         observers.append(audit.observe)
-    store: SqlKeyStore | None = None
+    store: SqlKeyStore | None = shared.store if shared else None
     if settings.auth_required:
-        store = SqlKeyStore(settings.auth.store_url)
+        store = store or SqlKeyStore(settings.auth.store_url)
         cache = KeyCache(store, settings.auth.cache_ttl_s)
         keys = AdminKeys(store, cache, audit.admin if audit is not None else lambda action, detail: None)
         handlers.update(keys_list=keys.list, keys_create=keys.create, keys_by_name=keys.by_name)
-    console: Console | None = None
+    console: Console | None = shared.console if shared else None
     if settings.console.enabled:
         waiting = lambda: admission.waiting  # noqa: E731
-        console = Console(
+        console = console or Console(
             fleet, waiting, settings.queue.max_len, settings.auth_required, inference_paths(), limited_paths(), store
         )
         assets = ConsoleAssets()
@@ -221,7 +243,8 @@ async def build(settings: Settings) -> App:
         max_connections=srv.max_connections,
         max_connections_per_client=srv.max_connections_per_client,
     )
-    server = HttpServer(gateway, limits)
+    pipeline = shared.pipeline if shared else Pipeline(gateway)
+    server = shared.server if shared else HttpServer(pipeline, limits)
     if store is not None:
         jwt = None
         if settings.auth.jwt is not None:
@@ -239,8 +262,9 @@ async def build(settings: Settings) -> App:
     limit_guard: LimitGuard | None = None
     lim = settings.limits
     if store is not None or lim.per_ip_rpm or lim.global_rpm or lim.global_tpm:
+        kept = shared.limits.store if shared and shared.limits else None  # the counters live on
         limit_guard = LimitGuard(
-            LimitStore(lim.redis_url or "memory://", on_store_error=lim.on_store_error),
+            kept or LimitStore(lim.redis_url or "memory://", on_store_error=lim.on_store_error),
             lim.per_ip_rpm,
             lim.global_rpm,
             lim.global_tpm,
@@ -251,7 +275,7 @@ async def build(settings: Settings) -> App:
         )
         gateway.guards.append(limit_guard)
         gateway.observers.insert(0, limit_guard.settle)
-    if console_elsewhere:
+    if console_elsewhere and not shared:
         metrics_server = HttpServer(console_side(gateway, handlers, settings), limits)
     return App(
         settings,
@@ -262,6 +286,10 @@ async def build(settings: Settings) -> App:
         views,
         gateway,
         server,
+        pipeline,
+        nodes,
+        shared.sources if shared else NodeSources(nodes),
+        config,
         metrics,
         tracing,
         store,

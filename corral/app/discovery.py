@@ -167,6 +167,7 @@ class Discovery:
             log.warning("some nodes did not answer the first health check within %ss", timeout_s)
 
     def start(self, node: Node) -> None:
+        self.stop(node.name)  # one loop per name: a node replaced on a reload takes over its name
         self._tasks[node.name] = asyncio.get_running_loop().create_task(self._loop(node))
 
     def stop(self, name: str) -> None:

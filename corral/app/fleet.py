@@ -148,6 +148,13 @@ class Fleet:
         return list(self._nodes)
 
     def add(self, settings: BackendSettings, health: HealthSettings, breaker: CircuitBreaker) -> Node:
+        node = self.new_node(settings, health, breaker)
+        self.adopt(node)
+        return node
+
+    @staticmethod
+    def new_node(settings: BackendSettings, health: HealthSettings, breaker: CircuitBreaker) -> Node:
+        """A node outside the fleet (it takes no traffic until `adopt`ed): checked first on reloads."""
         pool = ConnectionPool(settings.name, settings.host, settings.port, ssl=settings.tls)
         node = Node(
             settings=settings,
@@ -157,10 +164,22 @@ class Fleet:
             breaker=breaker,
         )
         node.idle.set()
-        node.on_change = self.capacity_changed
-        self._nodes[settings.name] = node
-        self.capacity_changed()
         return node
+
+    def adopt(self, node: Node) -> None:
+        """Put `node` in the fleet, in the place of any node of the same name (which keeps serving the
+        requests it already has)."""
+        node.on_change = self.capacity_changed
+        self._nodes[node.name] = node
+        self.capacity_changed()
+
+    def update(self, node: Node, settings: BackendSettings, health: HealthSettings) -> None:
+        """Change a node's settings in place (same address and API): routing sees them at once."""
+        node.settings = settings
+        node.health_settings = health
+        node.health.rise, node.health.fall = health.rise, health.fall
+        node._static = None
+        self.capacity_changed()
 
     def remove(self, name: str) -> Node | None:
         node = self._nodes.pop(name, None)

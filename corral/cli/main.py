@@ -26,8 +26,11 @@ def serve(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="Override server.host.")] = None,
     port: Annotated[int | None, typer.Option(help="Override server.port.")] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Reload the configuration when the file changes (as SIGHUP does).")
+    ] = False,
 ) -> None:
-    """Serve the gateway until SIGTERM or Ctrl-C."""
+    """Serve the gateway until SIGTERM or Ctrl-C. SIGHUP reloads the configuration."""
     server: dict[str, object] = {}
     if host is not None:
         server["host"] = host
@@ -36,11 +39,12 @@ def serve(
     settings = load_or_exit(config, **({"server": server} if server else {}))
     if not settings.backends:
         err.print("[yellow]warning:[/] no backends configured; every model request will get 404")
+    from corral.app.config_state import ConfigSource
     from corral.app.logs import configure
     from corral.cli.runner import run_gateway
 
     configure(settings.logging.level, settings.logging.format)
-    run_gateway(settings)
+    run_gateway(settings, source=ConfigSource(config, {"server": server} if server else {}), watch=watch)
 
 
 @config_app.command("check")

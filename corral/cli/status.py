@@ -9,6 +9,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console()
@@ -34,6 +35,13 @@ def show(url: str, as_json: bool) -> None:
         f"Corral {data.get('version')} at {url}: {ready}, up {data.get('uptime_s')}s, "
         f"queue {data.get('queue', {}).get('waiting', 0)}"
     )
+    config = data.get("config")
+    if isinstance(config, dict):
+        last = config.get("last_reload") or {}
+        reload = f", last reload {last.get('result')} at {last.get('at')}" if last else ""
+        console.print(f"config {config.get('hash')} loaded at {config.get('loaded_at')}{reload}", highlight=False)
+        if last.get("error"):
+            console.print(f"[red]{escape(str(last['error']))}[/]", highlight=False)
     table = Table(show_lines=False)
     for column in (
         "node",

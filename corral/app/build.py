@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from corral.adapters.audit import BufferedSink, FileAuditSink, SqlAuditSink
+from corral.adapters.cache_store import open_store
 from corral.adapters.jwt_auth import ClaimMap, JwtVerifier
 from corral.adapters.keystore import KeyCache, SqlKeyStore
 from corral.adapters.limits import LimitStore
@@ -23,10 +24,12 @@ from corral.app.admission import Admission
 from corral.app.attempts import Forwarder
 from corral.app.audit_log import AuditLog
 from corral.app.auth import AdminKeys, AuthGuard
+from corral.app.cache import CacheContext
 from corral.app.console_api import Console
 from corral.app.console_assets import ConsoleAssets
 from corral.app.context import Observer, RequestRecord
 from corral.app.discovery import Discovery
+from corral.app.embed_cache import EmbedCache
 from corral.app.fleet import Fleet, Node
 from corral.app.gateway import ClientAddress, Gateway
 from corral.app.inference import InferenceHandlers
@@ -35,6 +38,7 @@ from corral.app.listeners import console_side, host_check
 from corral.app.logs import access_observer
 from corral.app.node_ops import NodeOps
 from corral.app.passthrough import Passthrough
+from corral.app.response_cache import ResponseCache
 from corral.app.router import RouteHandler, Router
 from corral.app.routes import CONSOLE_HANDLERS, ROUTES, inference_paths, limited_paths
 from corral.app.views import FleetViews, send_json
@@ -70,6 +74,7 @@ class App:
     audit_engine: AsyncEngine | None = None
     metrics_server: HttpServer | None = None
     console: Console | None = None
+    cache: CacheContext | None = None
 
     @property
     def port(self) -> int:
@@ -122,6 +127,13 @@ async def build(settings: Settings) -> App:
         audit = AuditLog(sinks, a.include_content)
     v = settings.validation
     caps = Caps(v.max_predict, v.max_ctx, tuple(re.compile(p) for p in v.deny_patterns))
+    caches: CacheContext | None = None
+    if settings.cache.enabled:
+        c = settings.cache
+        cache_store = open_store(c.backend, c.redis_url, c.max_bytes, c.max_entry_bytes, c.ttl_s)
+        caches = CacheContext(cache_store, c, fleet, metrics.cache_counted if metrics is not None else None)
+        if metrics is not None:
+            metrics.watch_cache(cache_store.size)
     inference = InferenceHandlers(
         fleet,
         forwarder,
@@ -131,6 +143,8 @@ async def build(settings: Settings) -> App:
         caps,
         tuple(v.models) if v.models is not None else None,
         (settings.audit.fingerprint_key or "").encode() or os.urandom(32),
+        ResponseCache(caches) if caches is not None and settings.cache.responses.enabled else None,
+        EmbedCache(caches) if caches is not None and settings.cache.embeddings.enabled else None,
     )
     node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
     admin = AdminBackends(fleet, discovery, settings.health, make_breaker, audit.admin if audit else None)
@@ -268,4 +282,5 @@ async def build(settings: Settings) -> App:
         audit_engine,
         metrics_server,
         console,
+        caches,
     )

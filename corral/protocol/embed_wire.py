@@ -11,6 +11,7 @@ inputs it computed, or, when every input was cached, into the shape Ollama's Go 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -37,6 +38,28 @@ def _value(text: str, i: int) -> tuple[Any, int]:
         raise Malformed(f"invalid JSON at {i}: {exc}") from None
 
 
+# Fast paths for what embedding answers are made of, so a vector is scanned once by a regex instead of
+# decoded into floats: a list of numbers, a list of such lists, a string (base64).
+_NUMS: Final = re.compile(r"\[[-+0-9.eE,\s]*\]")
+_LISTS: Final = re.compile(r"\[\s*(?:\[[-+0-9.eE,\s]*\]\s*(?:,\s*\[[-+0-9.eE,\s]*\]\s*)*)?\]")
+_STRING: Final = re.compile(r'"[A-Za-z0-9+/=]*"')
+_SKIPPED: Final = object()  # a value passed over by a fast path: its span is known, its value unread
+
+
+def _span(text: str, i: int) -> tuple[Any, int]:
+    """A value's end (and the value, unless a fast path passed over it)."""
+    first = text[i : i + 1]
+    if first == "[":
+        m = _NUMS.match(text, i) or _LISTS.match(text, i)
+        if m is not None:
+            return _SKIPPED, m.end()
+    elif first == '"':
+        m = _STRING.match(text, i)
+        if m is not None:
+            return _SKIPPED, m.end()
+    return _value(text, i)
+
+
 def _members(text: str, i: int) -> Iterator[tuple[str, int, int, Any]]:
     """An object's members from `text[i]` ('{'): (key, value start, value end, value)."""
     i = _ws(text, i)
@@ -51,7 +74,7 @@ def _members(text: str, i: int) -> Iterator[tuple[str, int, int, Any]]:
         if text[i : i + 1] != ":" or not isinstance(key, str):
             raise Malformed("expected a member")
         start = _ws(text, i + 1)
-        value, end = _value(text, start)
+        value, end = _span(text, start)
         yield key, start, end, value
         i = _ws(text, end)
         if text[i : i + 1] == ",":
@@ -71,7 +94,7 @@ def _elements(text: str, i: int) -> list[tuple[int, int]]:
     if text[i : i + 1] == "]":
         return spans
     while True:
-        _, end = _value(text, i)
+        _, end = _span(text, i)
         spans.append((i, end))
         i = _ws(text, end)
         if text[i : i + 1] == ",":
@@ -109,18 +132,18 @@ def split(kind: str, body: bytes) -> Split:
     except UnicodeDecodeError:
         raise Malformed("the answer is not UTF-8") from None
     if kind == "embeddings":
-        begin, end, value = _member(text, "embedding")
-        if not isinstance(value, list):
+        begin, end, _ = _member(text, "embedding")
+        if text[begin] != "[":
             raise Malformed("embedding is not a list")
         return Split(kind, text, (begin, end), (text[begin:end].encode(),))
     if kind == "embed":
-        begin, end, value = _member(text, "embeddings")
-        if not isinstance(value, list):
+        begin, end, _ = _member(text, "embeddings")
+        if text[begin] != "[":
             raise Malformed("embeddings is not a list")
         items = tuple(text[a:b].encode() for a, b in _elements(text, begin))
         return Split(kind, text, (begin, end), items)
-    begin, end, value = _member(text, "data")
-    if not isinstance(value, list):
+    begin, end, _ = _member(text, "data")
+    if text[begin] != "[":
         raise Malformed("data is not a list")
     items_list: list[bytes] = []
     template: tuple[str, str, str] | None = None

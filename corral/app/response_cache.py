@@ -53,6 +53,7 @@ class ResponseCache:
         """Answer from the cache if the entry is there (and the client did not ask for a fresh one)."""
         if not control.read:
             self.ctx.count(KIND, "bypass")
+            record.cache = "bypass"
             return False
         (data,) = await self.ctx.store.get_many([key])
         if data is None:
@@ -76,7 +77,7 @@ class ResponseCache:
         return True
 
     def recorder(self, response: Response, record: RequestRecord) -> Tee:
-        record.cache = "miss"
+        record.cache = record.cache or "miss"  # "bypass" when the client asked for a fresh answer
         response.extra_headers = [*response.extra_headers, MISS]
         return Tee(response, self.ctx.store.max_entry_bytes)
 

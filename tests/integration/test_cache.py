@@ -278,3 +278,37 @@ def test_two_replicas_share_hits_through_redis(sim: Proc) -> None:
             )
     finally:
         redis_cm.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize("charge_hits", [True, False])
+def test_hits_are_audited_and_charged_to_token_limits_by_policy(tmp_path: Path, sim: Proc, charge_hits: bool) -> None:
+    store = f"sqlite:///{tmp_path / 'keys.db'}"
+    keys_config = tmp_path / "keys.yaml"
+    keys_config.write_text(yaml.safe_dump({"auth": {"enabled": True, "store_url": store}}))
+    key = new_key(keys_config, "--name", "t", "--tpm", "40")
+    config = {
+        **cache_config(sim, charge_hits=charge_hits),
+        "auth": {"enabled": True, "store_url": store},
+        "limits": {"estimate_tokens": 5},
+        "audit": {"path": str(tmp_path / "audit.log")},
+    }
+    corral = start_corral(config)
+    body = {"model": CHAT, "prompt": "x", "stream": False, "options": {"temperature": 0, "num_predict": 12}}
+    with running(corral), client(corral, authorization=f"Bearer {key}") as http:
+        ready(http, CHAT)
+        replies = [http.post("/api/generate", json=body) for _ in range(6)]
+    statuses = [r.status_code for r in replies]
+    # Each answer is 13 tokens (1 prompt + 12): three fit in 40 a minute when hits are charged.
+    if charge_hits:
+        assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
+    else:
+        assert statuses == [200] * 6
+    assert [r.headers.get("x-corral-cache") for r in replies[:3]] == ["miss", "hit", "hit"]
+
+    def audited() -> list[dict[str, Any]]:
+        lines = (tmp_path / "audit.log").read_text().splitlines()
+        return [r for r in map(json.loads, lines) if r.get("route") == "/api/generate"]
+
+    records = wait_for(lambda: len(audited()) == 6 and audited(), 10, "the audit records")
+    assert [r["status"] for r in records] == statuses
+    assert records[1]["node"] is None and records[1]["key_name"] == "t"  # a hit, audited like any request

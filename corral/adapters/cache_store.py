@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 # What an entry costs besides its key and value: the OrderedDict node, the tuple, the two objects' heads.
 ENTRY_OVERHEAD = 160
 _WARN_EVERY_S = 30.0
+# After a failure, Redis is left alone this long: a server that is down (or a network that drops
+# packets, each try waiting out the timeout) must not add its timeout to every request.
+RETRY_AFTER_S = 2.0
 
 
 class CacheStore(Protocol):
@@ -112,11 +115,13 @@ class RedisCacheStore:
         opts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
         self._redis = aioredis.Redis.from_url(url, **opts)
         self._warned_at = -_WARN_EVERY_S
+        self._down_until = 0.0
         self.errors = 0
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
         now = time.monotonic()
+        self._down_until = now + RETRY_AFTER_S
         if now - self._warned_at >= _WARN_EVERY_S:
             self._warned_at = now
             log.warning("cache store unavailable (%s: %s); answering without the cache", type(exc).__name__, exc)
@@ -124,6 +129,8 @@ class RedisCacheStore:
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         if not keys:
             return []
+        if self._down_until and time.monotonic() < self._down_until:
+            return [None] * len(keys)
         try:
             values = cast(list[bytes | None], await self._redis.mget([self.namespace + k for k in keys]))
         except (RedisError, OSError) as exc:
@@ -133,7 +140,7 @@ class RedisCacheStore:
 
     async def put_many(self, items: Sequence[tuple[str, bytes]]) -> int:
         kept = [(k, v) for k, v in items if len(v) <= self.max_entry_bytes]
-        if not kept:
+        if not kept or (self._down_until and time.monotonic() < self._down_until):
             return 0
         try:
             async with self._redis.pipeline(transaction=False) as pipe:

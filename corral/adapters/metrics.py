@@ -271,7 +271,6 @@ class Metrics:
         self.health_checks.labels(node, "ok" if ok else "fail").observe(seconds)
 
 
-
 class _CacheCollector(Collector):
     def __init__(self, size: Callable[[], int | None]) -> None:
         self.size = size

@@ -96,3 +96,16 @@ def test_redis_down_is_a_miss_and_a_skipped_store() -> None:
             await store.close()
 
     assert run(scenario()) == (0, [None])
+
+
+def test_redis_down_is_not_asked_again_at_once() -> None:
+    async def scenario() -> int:
+        store = RedisCacheStore("redis://127.0.0.1:1/0", 100, 60, timeout_s=0.2)
+        try:
+            for _ in range(5):
+                await store.get_many(["k"])
+            return store.errors
+        finally:
+            await store.close()
+
+    assert run(scenario()) == 1  # one failed try, then misses without a round trip

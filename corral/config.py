@@ -466,6 +466,108 @@ class DiscoverySettings(_Section):
 
     dns: DnsDiscovery = Field(default_factory=DnsDiscovery, description="Nodes from DNS records.")
     files: list[NodeFile] = Field(default_factory=list, description="Nodes from watched files.")
+RESPONSE_CACHE_ROUTES = (
+    "/api/generate",
+    "/api/chat",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/messages",
+)
+
+
+DeterministicRule = Literal["temperature_zero", "seed"]
+DETERMINISTIC_RULES: tuple[DeterministicRule, ...] = ("temperature_zero", "seed")
+
+
+class CacheResponsesSettings(_Section):
+    """The response cache: whole answers of deterministic requests (docs/cache.md)."""
+
+    enabled: bool = Field(False, description="Cache answers of deterministic generate/chat requests.")
+    routes: list[str] = Field(
+        default_factory=lambda: ["/api/generate", "/api/chat", "/v1/chat/completions", "/v1/completions"],
+        description="Routes whose answers may be cached (any of " + ", ".join(RESPONSE_CACHE_ROUTES) + ").",
+    )
+    models: list[str] | None = Field(None, description="Models (globs) whose answers may be cached; unset: all.")
+    deterministic: list[DeterministicRule] = Field(
+        default_factory=lambda: list(DETERMINISTIC_RULES),
+        description="What makes a request deterministic: `temperature_zero` (temperature 0) and/or `seed` "
+        "(a fixed seed, not -1); a request is cached when it meets any of them.",
+    )
+
+    @field_validator("routes")
+    @classmethod
+    def _known_routes(cls, value: list[str]) -> list[str]:
+        for index, path in enumerate(value):
+            if path not in RESPONSE_CACHE_ROUTES:
+                raise ValueError(
+                    f"entry {index}, {path!r}, cannot be cached; known: {', '.join(RESPONSE_CACHE_ROUTES)}"
+                )
+        return value
+
+
+class CacheEmbeddingsSettings(_Section):
+    """The embeddings cache: one vector per input string (docs/cache.md)."""
+
+    enabled: bool = Field(
+        False, description="Cache embeddings per input on /api/embed, /api/embeddings and /v1/embeddings."
+    )
+    models: list[str] | None = Field(None, description="Models (globs) whose embeddings may be cached; unset: all.")
+
+
+class CacheSettings(_Section):
+    """Response and embeddings caches (docs/cache.md). Both are off unless enabled."""
+
+    backend: Literal["memory", "redis"] = Field(
+        "memory", description="`memory`: per replica, LRU within max_bytes; `redis`: shared by replicas."
+    )
+    redis_url: str | None = Field(None, description="Redis for `backend: redis` (redis://host:port/db).")
+    ttl_s: float = Field(3600.0, gt=0, description="How long an entry is kept.")
+    max_bytes: int = Field(
+        256 * 2**20,
+        ge=1024,
+        description="Memory backend: the most bytes all entries take (least recently used go first). "
+        "With Redis, cap the server instead (maxmemory, allkeys-lru).",
+    )
+    max_entry_bytes: int = Field(
+        4 * 2**20, ge=64, description="Answers larger than this are not stored (the client still gets them)."
+    )
+    scope: Literal["key", "global"] = Field(
+        "key",
+        description="`key`: an entry serves only the API key (or JWT subject) that filled it, so no key learns "
+        "what another asked; `global`: one cache for all callers.",
+    )
+    charge_hits: bool = Field(
+        True,
+        description="Charge a hit's tokens to token limits as if a node had answered; false: hits cost no "
+        "tokens (request-rate limits apply either way).",
+    )
+    responses: CacheResponsesSettings = Field(default_factory=CacheResponsesSettings, description="The response cache.")
+    embeddings: CacheEmbeddingsSettings = Field(
+        default_factory=CacheEmbeddingsSettings, description="The embeddings cache."
+    )
+
+    @model_validator(mode="after")
+    def _combinations(self) -> CacheSettings:
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("cache.redis_url: `backend: redis` needs a Redis URL")
+        if self.backend == "memory" and self.redis_url:
+            raise ValueError("cache.redis_url: only used with `backend: redis` (set cache.backend: redis)")
+        if self.backend == "redis" and "max_bytes" in self.model_fields_set:
+            raise ValueError("cache.max_bytes: applies to the memory backend; cap Redis with its maxmemory")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("cache.redis_url: must start with redis://, rediss:// or unix://")
+        if self.backend == "memory" and self.max_entry_bytes > self.max_bytes:
+            raise ValueError("cache.max_entry_bytes: larger than cache.max_bytes, so such an entry could never be kept")
+        if self.responses.enabled and not self.responses.deterministic:
+            raise ValueError("cache.responses.deterministic: empty, so no request could be cached")
+        if self.responses.enabled and not self.responses.routes:
+            raise ValueError("cache.responses.routes: empty, so no request could be cached")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.responses.enabled or self.embeddings.enabled
 
 
 class Settings(BaseSettings):
@@ -497,6 +599,7 @@ class Settings(BaseSettings):
     discovery: DiscoverySettings = Field(
         default_factory=DiscoverySettings, description="Nodes found at run time (DNS, watched files)."
     )
+    cache: CacheSettings = Field(default_factory=CacheSettings, description="Response and embeddings caches.")
 
     @classmethod
     def settings_customise_sources(

@@ -25,6 +25,7 @@ ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 
 SPEED_BUCKETS = (1, 2.5, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
 QUEUE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 LOAD_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+CACHE_RESULTS = {"responses": ("hit", "miss", "bypass"), "embeddings": ("hit", "miss", "partial", "bypass")}
 REJECTION_REASONS = (
     "unauthenticated",
     "forbidden",
@@ -190,6 +191,14 @@ class Metrics:
         )
         for result in ("ok", "error"):
             self._reloads.labels(result)
+        self._cache_size: Callable[[], int | None] | None = None
+        self.cache_requests = Counter(
+            "corral_cache_requests",
+            "Requests that consulted a cache, by kind (responses, embeddings) and result "
+            "(hit, miss, partial: some inputs cached, bypass: the client asked for a fresh answer).",
+            ["kind", "result"],
+            registry=registry,
+        )
         self.health_checks = Histogram(
             "corral_health_check_duration_seconds",
             "Health check latency.",
@@ -204,6 +213,9 @@ class Metrics:
     def preset(self, routes: Iterable[str]) -> None:
         """Export zero for label values from closed sets, so alerts and dashboards see the series
         before the first event (an absent series reads as "no data", not 0)."""
+        for kind, results in CACHE_RESULTS.items():
+            for result in results:
+                self.cache_requests.labels(kind, result)
         for route in routes:
             self.retries.labels(route)
         for reason in REJECTION_REASONS:
@@ -254,8 +266,27 @@ class Metrics:
             self.model_loads.labels(node, model).inc()
             self.model_load_duration.labels(node, model).observe(record.load_s)
 
+    def cache_counted(self, kind: str, result: str) -> None:
+        self._child(self.cache_requests, kind, result).inc()
+
+    def watch_cache(self, size: Callable[[], int | None]) -> None:
+        """`corral_cache_bytes`: what the in-memory cache holds, read at scrape time."""
+        if self._cache_size is None:
+            self.registry.register(_CacheCollector(lambda: self._cache_size() if self._cache_size else None))
+        self._cache_size = size  # a reload may hand over a new store; one collector reads the latest
+
     def rejected(self, reason: str) -> None:
         self.rejections.labels(reason).inc()
 
     def health_check(self, node: str, ok: bool, seconds: float) -> None:
         self.health_checks.labels(node, "ok" if ok else "fail").observe(seconds)
+
+
+class _CacheCollector(Collector):
+    def __init__(self, size: Callable[[], int | None]) -> None:
+        self.size = size
+
+    def collect(self) -> Iterator[Metric]:
+        held = self.size()
+        if held is not None:
+            yield GaugeMetricFamily("corral_cache_bytes", "Bytes held by the in-memory cache.", value=held)

@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from corral.adapters.audit import BufferedSink, FileAuditSink, SqlAuditSink
+from corral.adapters.cache_store import open_store
 from corral.adapters.jwt_auth import ClaimMap, JwtVerifier
 from corral.adapters.keystore import KeyCache, SqlKeyStore
 from corral.adapters.limits import LimitStore
@@ -23,11 +24,13 @@ from corral.app.admission import Admission
 from corral.app.attempts import Forwarder
 from corral.app.audit_log import AuditLog
 from corral.app.auth import AdminKeys, AuthGuard
+from corral.app.cache import CacheContext
 from corral.app.config_state import ConfigState, Pipeline
 from corral.app.console_api import Console
 from corral.app.console_assets import ConsoleAssets
 from corral.app.context import Observer, RequestRecord
 from corral.app.discovery import Discovery
+from corral.app.embed_cache import EmbedCache
 from corral.app.fanout import fleet_operations
 from corral.app.fleet import Fleet, Node
 from corral.app.gateway import ClientAddress, Gateway
@@ -39,10 +42,11 @@ from corral.app.node_ops import NodeOps
 from corral.app.node_sources import NodeSources
 from corral.app.node_sync import STATIC, NodeSync
 from corral.app.passthrough import Passthrough
+from corral.app.response_cache import ResponseCache
 from corral.app.router import RouteHandler, Router
 from corral.app.routes import CONSOLE_HANDLERS, ROUTES, inference_paths, limited_paths
 from corral.app.views import FleetViews, send_json
-from corral.config import Settings
+from corral.config import CacheSettings, Settings
 from corral.domain.breaker import CircuitBreaker
 from corral.domain.cors import CorsPolicy
 from corral.domain.routing import make_strategy
@@ -78,6 +82,7 @@ class App:
     audit_engine: AsyncEngine | None = None
     metrics_server: HttpServer | None = None
     console: Console | None = None
+    cache: CacheContext | None = None
 
     @property
     def port(self) -> int:
@@ -86,6 +91,16 @@ class App:
 
 def make_breaker() -> CircuitBreaker:
     return CircuitBreaker(failure_threshold=5, failure_rate=0.5, window=20, min_requests=10, cooldown_s=10.0)
+
+
+def _same_store(a: CacheSettings, b: CacheSettings) -> bool:
+    return (a.backend, a.redis_url, a.max_bytes, a.max_entry_bytes, a.ttl_s) == (
+        b.backend,
+        b.redis_url,
+        b.max_bytes,
+        b.max_entry_bytes,
+        b.ttl_s,
+    )
 
 
 async def build(settings: Settings, shared: App | None = None) -> App:
@@ -142,6 +157,17 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         audit = AuditLog(sinks, a.include_content)
     v = settings.validation
     caps = Caps(v.max_predict, v.max_ctx, tuple(re.compile(p) for p in v.deny_patterns))
+    caches: CacheContext | None = None
+    if settings.cache.enabled:
+        c = settings.cache
+        old = shared.cache if shared else None
+        if old is not None and _same_store(old.settings, c):
+            cache_store = old.store  # a reload keeps what is cached
+        else:
+            cache_store = open_store(c.backend, c.redis_url, c.max_bytes, c.max_entry_bytes, c.ttl_s)
+        caches = CacheContext(cache_store, c, fleet, metrics.cache_counted if metrics is not None else None)
+        if metrics is not None:
+            metrics.watch_cache(cache_store.size)
     inference = InferenceHandlers(
         fleet,
         forwarder,
@@ -151,6 +177,8 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         caps,
         tuple(v.models) if v.models is not None else None,
         (settings.audit.fingerprint_key or "").encode() or os.urandom(32),
+        ResponseCache(caches) if caches is not None and settings.cache.responses.enabled else None,
+        EmbedCache(caches) if caches is not None and settings.cache.embeddings.enabled else None,
     )
     node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
     node_ops.fanout, inference.fleet_load = fleet_operations(fleet, discovery, settings, audit.admin if audit else None)
@@ -298,4 +326,5 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         audit_engine,
         metrics_server,
         console,
+        caches,
     )

@@ -7,9 +7,13 @@ from typing import TYPE_CHECKING, Any
 
 from corral.adapters.audit import prompt_digest
 from corral.app.attempts import Forwarder
+from corral.app.cache import CacheControl
 from corral.app.context import ApiFamily, RequestRecord
+from corral.app.downstream import Downstream
+from corral.app.embed_cache import EmbedCache
 from corral.app.fleet import Fleet
-from corral.app.headers import outbound
+from corral.app.headers import Outbound, outbound
+from corral.app.response_cache import ResponseCache
 from corral.app.scopes import check_model
 from corral.domain.errors import Forbidden, InvalidRequest, NoSuchModel
 from corral.domain.fleet import NodeKind, RouteRequest
@@ -39,6 +43,7 @@ _MISSING = {
     "/api/embeddings": (400, "model is required"),
 }
 _UNKNOWN_QUOTED = frozenset({"/api/embed", "/api/embeddings"})
+EMBED_ROUTES = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings"})
 # Routes an OpenAI-type node can serve: its own /v1 routes, and native chat/generate by translation.
 OPENAI_NODE_ROUTES = frozenset(
     {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/chat", "/api/generate"}
@@ -70,7 +75,11 @@ class InferenceHandlers:
         caps: Caps | None = None,
         allowed_models: tuple[str, ...] | None = None,
         fingerprint_key: bytes | None = None,
+        responses: ResponseCache | None = None,
+        embeddings: EmbedCache | None = None,
     ) -> None:
+        self.responses = responses
+        self.embeddings = embeddings
         self.fingerprint_key = fingerprint_key
         self.caps = caps or Caps()
         self.allowed_models = allowed_models
@@ -134,13 +143,48 @@ class InferenceHandlers:
         )
         try:
             out = outbound(request, record.request_id, canonical)
-            await self.forwarder.forward(record, route, out, response, doc)
+            if (self.responses is None and self.embeddings is None) or not await self._cached(
+                request, response, record, route, out, doc
+            ):
+                await self.forwarder.forward(record, route, out, response, doc)
         except NoSuchModel as exc:
             if route_name in _UNKNOWN_QUOTED:
                 exc.message = f'model "{model}" not found, try pulling it first'
             else:
                 exc.message = f"model '{model}' not found"
             raise
+
+    async def _cached(
+        self,
+        request: Request,
+        response: Response,
+        record: RequestRecord,
+        route: RouteRequest,
+        out: Outbound,
+        doc: dict[str, Any],
+    ) -> bool:
+        """Answer through a cache (docs/cache.md); False when no cache applies to this request."""
+        control = CacheControl(request)
+        name = record.route
+        if name in EMBED_ROUTES:
+            if self.embeddings is None:
+                return False
+
+            async def forward(sent: Outbound, into: Downstream) -> None:
+                await self.forwarder.forward(record, route, sent, into, doc)
+
+            return await self.embeddings.serve(name, route.model, doc, out, control, response, record, forward)
+        if self.responses is None:
+            return False
+        key = self.responses.key(record, name, route.model, doc)
+        if key is None:
+            return False
+        if await self.responses.answer(key, control, response, record):
+            return True
+        tee = self.responses.recorder(response, record)
+        await self.forwarder.forward(record, route, out, tee, doc)
+        self.responses.keep(key, control, tee, record)
+        return True
 
     def _unsuitable(self, route_name: str) -> frozenset[str]:
         if route_name in OPENAI_NODE_ROUTES:

@@ -80,6 +80,10 @@ async def reload(app: App, new_settings: Settings, trigger: str = "api") -> Relo
         app.gateway = fresh.gateway
         app.forwarder = fresh.forwarder
         app.limits = fresh.limits
+        replaced = app.cache.store if app.cache is not None else None
+        app.cache = fresh.cache
+        if replaced is not None and (fresh.cache is None or fresh.cache.store is not replaced):
+            await replaced.close()  # requests still on the old generation then miss, never fail
         result = ReloadResult(
             "ok",
             trigger,

@@ -103,6 +103,8 @@ async def run(
         node.pool.close()
     if app.limits is not None:
         await app.limits.close()
+    if app.cache is not None:
+        await app.cache.store.close()
     if app.audit is not None:
         await app.audit.close()  # every record of the finished requests reaches its sinks
     if app.audit_engine is not None:

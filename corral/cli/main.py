@@ -68,6 +68,9 @@ def sim(
     model: Annotated[list[str], typer.Option("--model", "-m", help="A model the node has (repeatable).")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     tokens_per_second: Annotated[float, typer.Option(help="Generation speed.")] = 50.0,
+    embed_tokens_per_second: Annotated[
+        float | None, typer.Option(help="Embedding speed in prompt tokens/s (default: 20× generation speed).")
+    ] = None,
     load_seconds: Annotated[float, typer.Option(help="Time to load a model.")] = 0.5,
     max_loaded: Annotated[int, typer.Option(help="OLLAMA_MAX_LOADED_MODELS.")] = 3,
     parallel: Annotated[int, typer.Option(help="OLLAMA_NUM_PARALLEL: slots per loaded model.")] = 1,
@@ -97,6 +100,7 @@ def sim(
             port=port,
             models=list(model),
             tokens_per_second=tokens_per_second,
+            embed_tokens_per_second=embed_tokens_per_second,
             load_seconds=load_seconds,
             max_loaded=max_loaded,
             parallel=parallel,

@@ -39,6 +39,7 @@ class RequestRecord:
 
     __slots__ = (
         "attempts",
+        "cache",
         "client_ip",
         "completion_tokens",
         "error",
@@ -83,6 +84,7 @@ class RequestRecord:
         self.node: str | None = None
         self.stream = False
         self.attempts = 0
+        self.cache: str | None = None  # hit, miss, partial or bypass when a cache was consulted
         self.ttft: float | None = None
         self.span: RequestTrace | None = None  # the request's trace span, when tracing is on
         self.key_name: str | None = None  # the API key's name, once authenticated

@@ -18,6 +18,7 @@ def parse(argv: list[str] | None = None) -> SimOptions:
         help="a model the node has (repeatable); flags after '=': embed, think, nothink, tools, notools, vision",
     )
     p.add_argument("--tokens-per-second", type=float, default=50.0)
+    p.add_argument("--embed-tokens-per-second", type=float, default=None)
     p.add_argument("--load-seconds", type=float, default=0.5)
     p.add_argument("--max-loaded", type=int, default=3, help="OLLAMA_MAX_LOADED_MODELS")
     p.add_argument("--parallel", type=int, default=1, help="OLLAMA_NUM_PARALLEL")
@@ -38,6 +39,7 @@ def parse(argv: list[str] | None = None) -> SimOptions:
         port=a.port,
         models=a.model or ["llama3.2:1b"],
         tokens_per_second=a.tokens_per_second,
+        embed_tokens_per_second=a.embed_tokens_per_second,
         load_seconds=a.load_seconds,
         max_loaded=a.max_loaded,
         parallel=a.parallel,

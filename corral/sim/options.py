@@ -15,6 +15,9 @@ class SimOptions:
     port: int = 11434
     models: list[str] = field(default_factory=lambda: ["llama3.2:1b"])
     tokens_per_second: float = 50.0
+    # Prompt tokens an embedding model encodes per second (one runner, one batch at a time); unset: 20×
+    # tokens_per_second. A small encoder on a GPU does thousands.
+    embed_tokens_per_second: float | None = None
     load_seconds: float = 0.5
     max_loaded: int = 3  # OLLAMA_MAX_LOADED_MODELS
     parallel: int = 1  # OLLAMA_NUM_PARALLEL

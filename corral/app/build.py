@@ -33,6 +33,7 @@ from corral.app.inference import InferenceHandlers
 from corral.app.limits_guard import LimitGuard
 from corral.app.listeners import console_side, host_check
 from corral.app.logs import access_observer
+from corral.app.model_admin import AdminModels, assemble_models_admin
 from corral.app.node_ops import NodeOps
 from corral.app.passthrough import Passthrough
 from corral.app.router import RouteHandler, Router
@@ -70,6 +71,7 @@ class App:
     audit_engine: AsyncEngine | None = None
     metrics_server: HttpServer | None = None
     console: Console | None = None
+    models_admin: AdminModels | None = None
 
     @property
     def port(self) -> int:
@@ -134,6 +136,7 @@ async def build(settings: Settings) -> App:
     )
     node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
     admin = AdminBackends(fleet, discovery, settings.health, make_breaker, audit.admin if audit else None)
+    models_admin = assemble_models_admin(settings, fleet, discovery, audit.admin if audit else None)
 
     async def status(request: Request, response: Response, record: RequestRecord) -> None:
         send_json(response, record, views.status(loop.time(), admission.waiting))
@@ -154,6 +157,10 @@ async def build(settings: Settings) -> App:
         "backends_list": admin.list,
         "backends_add": admin.add,
         "backends_by_name": admin.by_name,
+        "models_inventory": models_admin.inventory,
+        "models_action": models_admin.action,
+        "rollouts_list": models_admin.rollout_list,
+        "rollouts_start": models_admin.rollout_start,
     }
     observers: list[Observer] = [access_observer] if settings.logging.access else []
     if metrics is not None:
@@ -268,4 +275,5 @@ async def build(settings: Settings) -> App:
         audit_engine,
         metrics_server,
         console,
+        models_admin,
     )

@@ -11,6 +11,7 @@ import typer
 from corral.cli import loadtest as loadtest_cmd
 from corral.cli import status as status_cmd
 from corral.cli.keys import app as keys_app
+from corral.cli.model_commands import models_app, nodes_app
 from corral.cli.options import ConfigOpt, err, load_or_exit
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Corral: one endpoint for a fleet of Ollama nodes.")
@@ -19,6 +20,8 @@ app.add_typer(config_app, name="config")
 
 
 app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
+app.add_typer(nodes_app, name="nodes")
 
 
 @app.command()

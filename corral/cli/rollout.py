@@ -22,6 +22,25 @@ def _state(client: AdminClient, model: str) -> dict[str, Any] | None:
     return None
 
 
+def _position(state: dict[str, Any]) -> int:
+    """The last step begun: the current one while running, else the last one done or the failed one."""
+    nodes: list[str] = state["nodes"]
+    done = len(state["done_nodes"]) * len(STEPS)
+    if state["step"] is not None:
+        return done + [s.value for s in STEPS].index(state["step"])
+    if state["status"] == "done":
+        return len(nodes) * len(STEPS) - 1
+    return done - 1 if state["status"] != "failed" else done + _failed_step(state)
+
+
+def _failed_step(state: dict[str, Any]) -> int:
+    error = str(state.get("error") or "")
+    for index, step in enumerate(STEPS):
+        if error.startswith(f"{step.value} on "):
+            return index
+    return 0
+
+
 @app.command()
 def rollout(
     name: Annotated[str, typer.Argument(help="The model (tag) to re-pull across the fleet.")],
@@ -43,14 +62,14 @@ def rollout(
     try:
         state = client.call("POST", "/admin/rollouts", doc)
         console.print(f"rollout of {model} on {', '.join(state['nodes'])}{' (resumed)' if resume else ''}")
-        shown = None
+        shown = _position(state) - 1  # the last step printed, counted over the whole rollout
         while True:
             state = _state(client, model) or state
-            where = (state["node"], state["step"])
-            if where != shown and state["step"] is not None:
-                index = STEPS.index(next(s for s in STEPS if s.value == state["step"])) + 1
-                console.print(f"  {state['node']}: {state['step']} ({index}/{len(STEPS)})")
-                shown = where
+            reached = _position(state)
+            for position in range(shown + 1, reached + 1):
+                node, step = state["nodes"][position // len(STEPS)], STEPS[position % len(STEPS)]
+                console.print(f"  {node}: {step.value} ({position % len(STEPS) + 1}/{len(STEPS)})")
+            shown = max(shown, reached)
             if not state["running"]:
                 break
             time.sleep(poll)

@@ -125,9 +125,12 @@ def demo(
 def status(
     url: Annotated[str, typer.Option(help="Corral's base URL.", envvar="CORRAL_URL")] = "http://127.0.0.1:8080",
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
+    key: Annotated[
+        str | None, typer.Option("--key", help="An API key, when Corral requires keys.", envvar="CORRAL_ADMIN_KEY")
+    ] = None,
 ) -> None:
     """Show the fleet: nodes, state, load and models."""
-    status_cmd.show(url, as_json)
+    status_cmd.show(url, as_json, key)
 
 
 @app.command()

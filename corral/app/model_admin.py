@@ -175,7 +175,7 @@ def assemble_models_admin(
 ) -> AdminModels:
     """The admin model routes, rolling updates (state in auth.store_url) and preloading on node up."""
     admin_audit = audit or (lambda action, detail: None)
-    calls = ModelCalls(discovery, settings.timeouts.total_s)
+    calls = ModelCalls(discovery, settings.timeouts.total_s, settings.timeouts.answer_s)
     store = SqlRolloutStore(settings.auth.store_url)
     rollouts = Rollouts(fleet, calls, store, admin_audit, settings.timeouts.total_s)
     m = settings.models

@@ -43,7 +43,7 @@ def keep_alive_value(keep_alive: str | None) -> object:
 
 
 class ModelCalls:
-    def __init__(self, discovery: Discovery, timeout_s: float, check_timeout_s: float = 120.0) -> None:
+    def __init__(self, discovery: Discovery, timeout_s: float, check_timeout_s: float) -> None:
         self.discovery = discovery
         self.timeout_s = timeout_s  # pulls: as long as a model management call may take
         self.check_timeout_s = check_timeout_s  # loads and checks

@@ -17,6 +17,7 @@ from corral.domain.fleet import NodeKind
 from corral.domain.rollout import RolloutState, Status, Step, advance, fail, resume, start
 
 log = logging.getLogger(__name__)
+_DRAINED_STEPS = frozenset({Step.WAIT, Step.PULL, Step.WARM, Step.CHECK})
 
 
 def state_json(state: RolloutState, running: bool) -> dict[str, object]:
@@ -79,6 +80,14 @@ class Rollouts:
         return state
 
     async def _run(self, state: RolloutState) -> None:
+        current = state.current
+        if current is not None and current[1] in _DRAINED_STEPS:
+            # Resuming mid-node: the drain may have been lost (drain state lives in memory, and Corral may
+            # have restarted since), and these steps must not run on a node that serves.
+            node = self.fleet.get(current[0])
+            if node is not None and not node.draining:
+                node.draining = True
+                self.fleet.capacity_changed()
         while (current := state.current) is not None:
             name, step = current
             node = self.fleet.get(name)

@@ -13,6 +13,7 @@ from corral.cli import status as status_cmd
 from corral.cli.keys import app as keys_app
 from corral.cli.model_commands import models_app, nodes_app
 from corral.cli.options import ConfigOpt, err, load_or_exit
+from corral.config import ConfigError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Corral: one endpoint for a fleet of Ollama nodes.")
 config_app = typer.Typer(no_args_is_help=True, help="Check and document the configuration.")
@@ -43,13 +44,25 @@ def serve(
     from corral.cli.runner import run_gateway
 
     configure(settings.logging.level, settings.logging.format)
-    run_gateway(settings)
+    try:
+        run_gateway(settings)
+    except ConfigError as exc:  # found while assembling, e.g. a bad models.placement_file
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 @config_app.command("check")
 def config_check(file: Annotated[Path, typer.Argument(help="The YAML file to check.")]) -> None:
     """Validate a configuration file (and CORRAL_* variables) without starting anything."""
     settings = load_or_exit(file)
+    if settings.models.placement_file is not None:
+        from corral.app.preload import load_placement
+
+        try:
+            load_placement(settings.models.placement_file)
+        except ConfigError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
     typer.echo(f"{file}: OK ({len(settings.backends)} backend(s), strategy {settings.routing.strategy})")
 
 

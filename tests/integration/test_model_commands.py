@@ -42,16 +42,23 @@ def node_state(corral: Proc, name: str) -> dict[str, Any]:
 
 
 class Fleet3:
-    def __init__(self, corral: Proc, sims: dict[str, Proc]) -> None:
+    def __init__(self, corral: Proc, sims: dict[str, Proc], config: dict[str, Any]) -> None:
         self.corral = corral
         self.sims = sims
+        self.config = config
+
+    def restart_corral(self) -> None:
+        """A new Corral process on the same configuration and database (state in memory is gone)."""
+        self.corral.stop()
+        self.corral = start_corral(self.config)
+        wait_for(lambda: all(inventory(self.corral)[n] for n in self.sims), 15, "models discovered again")
 
 
 @pytest.fixture
 def fleet3() -> Iterator[Fleet3]:
     """Three nodes with llama3.2:1b (a also qwen2.5:0.5b, b also qwen2.5:0.5b), a Corral of its own."""
     sims: dict[str, Proc] = {}
-    corral = None
+    fleet: Fleet3 | None = None
     try:
         sims["a"] = start_sim("llama3.2:1b", "qwen2.5:0.5b", extra=FAST)
         sims["b"] = start_sim("llama3.2:1b", "qwen2.5:0.5b", extra=FAST)
@@ -65,9 +72,10 @@ def fleet3() -> Iterator[Fleet3]:
         }
         corral = start_corral(config)
         wait_for(lambda: all(inventory(corral)[n] for n in sims), 15, "models discovered on every node")
-        yield Fleet3(corral, sims)
+        fleet = Fleet3(corral, sims, config)
+        yield fleet
     finally:
-        for proc in [corral, *sims.values()]:
+        for proc in [fleet.corral if fleet else None, *sims.values()]:
             if proc is not None:
                 proc.stop()
 
@@ -246,6 +254,10 @@ def test_rollout_aborts_on_a_failed_check_and_resumes(fleet3: Fleet3) -> None:
     rollouts = httpx.get(url + "/admin/rollouts", timeout=5).json()["rollouts"]
     assert rollouts[0]["status"] == "failed" and rollouts[0]["node"] == "b" and rollouts[0]["step"] is None
 
+    # Corral restarts meanwhile: the drain (in memory) is gone, the rollout's state (in the database) is not
+    fleet3.restart_corral()
+    url = fleet3.corral.url
+    assert node_state(fleet3.corral, "b")["state"] == "up"
     httpx.post(fleet3.sims["b"].url + "/_sim/reset", json={}, timeout=5)
     resumed = corral_cli(url, "models", "rollout", "llama3.2:1b", "--resume")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
@@ -309,3 +321,35 @@ def test_preload_warms_a_node_when_it_comes_up_and_after_a_restart(tmp_path: Pat
     finally:
         corral.stop()
         sim.stop()
+
+
+def test_admin_model_calls_name_the_bad_field(fleet3: Fleet3) -> None:
+    url = fleet3.corral.url
+    cases = [
+        ("/admin/models/warm", {"node": "a"}, 400, "model is required"),
+        ("/admin/models/warm", {"model": "llama3.2:1b"}, 400, "node is required"),
+        ("/admin/models/warm", {"model": "llama3.2:1b", "node": "zzz"}, 404, "no node named 'zzz'"),
+        ("/admin/models/warm", {"model": "llama3.2:1b", "node": "a", "keep_alive": "soon"}, 400, "keep_alive"),
+        ("/admin/models/explode", {"model": "llama3.2:1b", "node": "a"}, 404, "warm, unload, check"),
+        ("/admin/models/warm", {"model": "nope:1b", "node": "a"}, 502, "node a"),
+        ("/admin/rollouts", {"model": "llama3.2:1b", "nodes": "a"}, 400, "nodes"),
+        ("/admin/rollouts", {"model": "llama3.2:1b", "nodes": ["zzz"]}, 404, "zzz"),
+        ("/admin/rollouts", {"model": "llama3.2:1b", "resume": True}, 400, "no stopped rollout"),
+    ]
+    for path, body, status, text in cases:
+        reply = httpx.post(url + path, json=body, timeout=30)
+        assert reply.status_code == status, (path, body, reply.text)
+        assert text in reply.json()["error"], (path, body, reply.text)
+    bad_json = httpx.post(url + "/admin/models/warm", content=b"{", timeout=5)
+    assert bad_json.status_code == 400 and "invalid JSON" in bad_json.json()["error"]
+
+
+def test_config_check_and_serve_refuse_a_bad_placement_file(tmp_path: Path) -> None:
+    placement = tmp_path / "models.yaml"
+    placement.write_text("models:\n  llama3.2:1b: {nodes: a}\n")
+    config = tmp_path / "corral.yaml"
+    config.write_text(yaml.safe_dump({"models": {"placement_file": str(placement)}}))
+    for args in (["config", "check", str(config)], ["serve", "--config", str(config), "--port", "1"]):
+        result = corral_cli("http://127.0.0.1:1", *args, timeout=60)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "models.placement_file" in result.stderr and "models.llama3.2:1b.nodes" in result.stderr

@@ -66,7 +66,11 @@ class Rollouts:
                 raise InvalidRequest(f"no stopped rollout of {model} to resume", param="resume")
             state = resume(stored)
         else:
-            names = nodes if nodes else [n.name for n in self.fleet if n.kind is NodeKind.OLLAMA and n.health.up]
+            names = (
+                list(dict.fromkeys(nodes))
+                if nodes
+                else [n.name for n in self.fleet if n.kind is NodeKind.OLLAMA and n.health.up]
+            )
             for name in names:
                 node = self.fleet.get(name)
                 if node is None:

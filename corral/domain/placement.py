@@ -44,6 +44,10 @@ def valid_keep_alive(value: object) -> str | None:
     return None
 
 
+def _is_zero(keep_alive: str) -> bool:
+    return re.fullmatch(r"-?0*(\.0*)?(ns|us|µs|ms|s|m|h)?", keep_alive) is not None and "-" not in keep_alive
+
+
 @dataclass(frozen=True, slots=True)
 class ModelPlacement:
     model: str  # normalised name
@@ -108,6 +112,9 @@ def _model(name: str, spec: Any, where: str) -> ModelPlacement:
         keep_alive = valid_keep_alive(spec["keep_alive"])
         if keep_alive is None:
             raise PlacementError(f"{where}.keep_alive: {spec['keep_alive']!r} is not a duration such as 24h or -1")
+        if _is_zero(keep_alive):
+            # keep_alive 0 unloads at once (Ollama's `ollama stop`): a model can never be warm with it.
+            raise PlacementError(f"{where}.keep_alive: 0 unloads the model at once; leave keep_alive out instead")
     return ModelPlacement(name, frozenset(nodes), labels, keep_alive)
 
 

@@ -68,6 +68,8 @@ def test_unknown_nodes_are_reported() -> None:
         ({"models": {"m": {}}}, "models.m"),
         ({"models": {"m": {"nodes": ["a"], "keep_alive": "forever"}}}, "models.m.keep_alive"),
         ({"models": {"m": {"nodes": ["a"], "keepalive": "1h"}}}, "models.m.keepalive"),
+        ({"models": {"m": {"nodes": ["a"], "keep_alive": "0s"}}}, "models.m.keep_alive"),
+        ({"models": {"m": {"nodes": ["a"], "keep_alive": 0}}}, "models.m.keep_alive"),
         ({"models": {"m": {"labels": {"gpu": 1}}}}, "models.m.labels"),
         ({"models": {}, "extra": 1}, "extra"),
         ({"models": {"m": {"nodes": ["a"]}, "m:latest": {"nodes": ["b"]}}}, "models.m:latest"),
@@ -80,7 +82,7 @@ def test_errors_name_the_field(doc: object, field: str) -> None:
 
 
 def test_keep_alive_forms_ollama_accepts() -> None:
-    for value in ("24h", "-1", "1h30m", "0", "300", -1, 3600):
+    for value in ("24h", "-1", "1h30m", "300", "10s", -1, 3600):
         doc = {"models": {"m": {"nodes": ["a"], "keep_alive": value}}}
         assert parse_placement(doc).models[0].keep_alive == str(value)
 

@@ -23,7 +23,6 @@ console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
 
-
 def _run(config: Path | None, action: Callable[[SqlKeyStore], Awaitable[T]]) -> T:
     settings = load_or_exit(config)
 

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from corral.domain.cors import OLLAMA_DEFAULTS
+from corral.domain.placement import valid_keep_alive
 
 
 class ConfigError(Exception):
@@ -150,6 +151,11 @@ class BackendSettings(_Section):
         "evicts by memory as well as by count.",
     )
     models: list[str] | None = Field(None, description="If set, the only models this node may serve.")
+    preload: list[str] = Field(
+        default_factory=list,
+        description="Models warmed on this node whenever it comes up (at start and after a restart), "
+        "with models.preload_keep_alive.",
+    )
     health: HealthSettings | None = Field(None, description="Per-node health-check override.")
 
     @field_validator("url")
@@ -371,9 +377,24 @@ class ModelsSettings(_Section):
         "counts as failed (verifying a large layer is silent). There is no limit on the whole operation.",
     )
     aliases: dict[str, str] = Field(default_factory=dict, description="Names clients use mapped to fleet models.")
+    preload_keep_alive: str | None = Field(
+        None,
+        description="keep_alive for backends[].preload warms (e.g. 24h, -1); unset: the node's default. "
+        "Models of the placement file with a keep_alive are warmed with theirs.",
+    )
     per_model: dict[str, ModelPolicy] = Field(
         default_factory=dict, description="Per-model policies; written as `models.<name>: {...}` in YAML."
     )
+
+    @field_validator("preload_keep_alive", mode="before")
+    @classmethod
+    def _keep_alive(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        checked = valid_keep_alive(value)
+        if checked is None:
+            raise ValueError(f"{value!r} is not a duration such as 24h or -1 (Ollama's keep_alive)")
+        return checked
 
     @model_validator(mode="before")
     @classmethod
@@ -466,6 +487,8 @@ class DiscoverySettings(_Section):
 
     dns: DnsDiscovery = Field(default_factory=DnsDiscovery, description="Nodes from DNS records.")
     files: list[NodeFile] = Field(default_factory=list, description="Nodes from watched files.")
+
+
 RESPONSE_CACHE_ROUTES = (
     "/api/generate",
     "/api/chat",

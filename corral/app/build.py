@@ -38,6 +38,7 @@ from corral.app.inference import InferenceHandlers
 from corral.app.limits_guard import LimitGuard
 from corral.app.listeners import console_side, host_check
 from corral.app.logs import access_observer
+from corral.app.model_admin import AdminModels, assemble_models_admin
 from corral.app.node_ops import NodeOps
 from corral.app.node_sources import NodeSources
 from corral.app.node_sync import STATIC, NodeSync
@@ -83,6 +84,7 @@ class App:
     metrics_server: HttpServer | None = None
     console: Console | None = None
     cache: CacheContext | None = None
+    models_admin: AdminModels | None = None
 
     @property
     def port(self) -> int:
@@ -184,6 +186,11 @@ async def build(settings: Settings, shared: App | None = None) -> App:
     node_ops.fanout, inference.fleet_load = fleet_operations(fleet, discovery, settings, audit.admin if audit else None)
     admin = AdminBackends(fleet, discovery, settings.health, make_breaker, audit.admin if audit else None)
     config = shared.config if shared else ConfigState(settings, metrics.config_reloads if metrics else None)
+    models_admin = (  # rollouts in progress and the node-up preloader live on across reloads
+        shared.models_admin
+        if shared and shared.models_admin
+        else assemble_models_admin(settings, fleet, discovery, audit.admin if audit else None)
+    )
 
     async def status(request: Request, response: Response, record: RequestRecord) -> None:
         send_json(response, record, {**views.status(loop.time(), admission.waiting), "config": config.status()})
@@ -205,6 +212,10 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         "backends_add": admin.add,
         "backends_by_name": admin.by_name,
         "reload": config.admin_reload,
+        "models_inventory": models_admin.inventory,
+        "models_action": models_admin.action,
+        "rollouts_list": models_admin.rollout_list,
+        "rollouts_start": models_admin.rollout_start,
     }
     observers: list[Observer] = [access_observer] if settings.logging.access else []
     if metrics is not None and not shared:
@@ -327,4 +338,5 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         metrics_server,
         console,
         caches,
+        models_admin,
     )

@@ -95,6 +95,8 @@ class Discovery:
         self.on_check = on_check
         self.discovery_interval_s = discovery_interval_s
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Called when a node comes up (first answer, or again after it was down), after its models are read.
+        self.on_up: list[Callable[[Node], None]] = []
         self._last_discovery: dict[str, float] = {}
 
     async def check(self, node: Node, *, discover: bool) -> bool:
@@ -127,6 +129,9 @@ class Discovery:
         if changed:
             log.warning("node %s is now %s", node.name, "up" if node.health.up else "down")
             self.fleet.capacity_changed()
+        if ok and node.health.up and (first or changed):
+            for listener in self.on_up:
+                listener(node)
         if ok and discover:
             self._last_discovery[node.name] = loop.time()
         return ok

@@ -111,5 +111,7 @@ async def run(
         await app.audit_engine.dispose()
     if app.store is not None:
         await app.store.close()
+    if app.models_admin is not None:
+        await app.models_admin.rollouts.store.close()
     if app.tracing is not None:
         app.tracing.shutdown()  # flushes the spans still batched

@@ -11,7 +11,9 @@ import typer
 from corral.cli import loadtest as loadtest_cmd
 from corral.cli import status as status_cmd
 from corral.cli.keys import app as keys_app
+from corral.cli.model_commands import models_app, nodes_app
 from corral.cli.options import ConfigOpt, err, load_or_exit
+from corral.config import ConfigError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Corral: one endpoint for a fleet of Ollama nodes.")
 config_app = typer.Typer(no_args_is_help=True, help="Check and document the configuration.")
@@ -19,6 +21,8 @@ app.add_typer(config_app, name="config")
 
 
 app.add_typer(keys_app, name="keys")
+app.add_typer(models_app, name="models")
+app.add_typer(nodes_app, name="nodes")
 
 
 @app.command()
@@ -44,13 +48,25 @@ def serve(
     from corral.cli.runner import run_gateway
 
     configure(settings.logging.level, settings.logging.format)
-    run_gateway(settings, source=ConfigSource(config, {"server": server} if server else {}), watch=watch)
+    try:
+        run_gateway(settings, source=ConfigSource(config, {"server": server} if server else {}), watch=watch)
+    except ConfigError as exc:  # found while assembling, e.g. a bad models.placement_file
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 @config_app.command("check")
 def config_check(file: Annotated[Path, typer.Argument(help="The YAML file to check.")]) -> None:
     """Validate a configuration file (and CORRAL_* variables) without starting anything."""
     settings = load_or_exit(file)
+    if settings.models.placement_file is not None:
+        from corral.app.preload import load_placement
+
+        try:
+            load_placement(settings.models.placement_file)
+        except ConfigError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
     typer.echo(f"{file}: OK ({len(settings.backends)} backend(s), strategy {settings.routing.strategy})")
 
 
@@ -134,9 +150,12 @@ def demo(
 def status(
     url: Annotated[str, typer.Option(help="Corral's base URL.", envvar="CORRAL_URL")] = "http://127.0.0.1:8080",
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
+    key: Annotated[
+        str | None, typer.Option("--key", help="An API key, when Corral requires keys.", envvar="CORRAL_ADMIN_KEY")
+    ] = None,
 ) -> None:
     """Show the fleet: nodes, state, load and models."""
-    status_cmd.show(url, as_json)
+    status_cmd.show(url, as_json, key)
 
 
 @app.command()

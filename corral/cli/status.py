@@ -15,9 +15,11 @@ from rich.table import Table
 console = Console()
 
 
-def fetch(url: str) -> dict[str, Any]:
+def fetch(url: str, key: str | None = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(url.rstrip("/") + "/internal/status", headers=headers)
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/internal/status", timeout=5) as reply:
+        with urllib.request.urlopen(request, timeout=5) as reply:
             data: dict[str, Any] = json.loads(reply.read())
             return data
     except (urllib.error.URLError, OSError, ValueError) as exc:
@@ -25,8 +27,8 @@ def fetch(url: str) -> dict[str, Any]:
         raise typer.Exit(1) from None
 
 
-def show(url: str, as_json: bool) -> None:
-    data = fetch(url)
+def show(url: str, as_json: bool, key: str | None = None) -> None:
+    data = fetch(url, key)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return

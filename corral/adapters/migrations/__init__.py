@@ -68,6 +68,20 @@ audit_log = sa.Table(
 )
 
 
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("model", sa.String(256), primary_key=True),
+    sa.Column("nodes", sa.JSON, nullable=False),
+    sa.Column("keep_alive", sa.String(32)),
+    sa.Column("node_index", sa.Integer, nullable=False),
+    sa.Column("step_index", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("updated_at", _ts, nullable=False),
+)
+
+
 def async_url(url: str) -> str:
     """`sqlite:///p` and `postgresql://...` as the async drivers want them; explicit drivers are kept."""
     scheme, sep, rest = url.partition("://")

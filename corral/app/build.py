@@ -33,6 +33,7 @@ from corral.app.inference import InferenceHandlers
 from corral.app.limits_guard import LimitGuard
 from corral.app.listeners import console_side, host_check
 from corral.app.logs import access_observer
+from corral.app.naming import ModelTargets
 from corral.app.node_ops import NodeOps
 from corral.app.passthrough import Passthrough
 from corral.app.router import RouteHandler, Router
@@ -82,7 +83,7 @@ def make_breaker() -> CircuitBreaker:
 
 async def build(settings: Settings) -> App:
     loop = asyncio.get_running_loop()
-    fleet = Fleet()
+    fleet = Fleet(settings.models.catalog())
     for backend in settings.backends:
         fleet.add(backend, settings.health_for(backend), make_breaker())
     metrics_server: HttpServer | None = None
@@ -131,6 +132,7 @@ async def build(settings: Settings) -> App:
         caps,
         tuple(v.models) if v.models is not None else None,
         (settings.audit.fingerprint_key or "").encode() or os.urandom(32),
+        ModelTargets(fleet.catalog, settings.models.per_model),
     )
     node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
     admin = AdminBackends(fleet, discovery, settings.health, make_breaker, audit.admin if audit else None)
@@ -229,7 +231,7 @@ async def build(settings: Settings) -> App:
                 jwks_url=j.jwks_url,
                 issuer=j.issuer,
                 audience=j.audience,
-                claims=ClaimMap(role=j.role_claim, models=j.models_claim),
+                claims=ClaimMap(role=j.role_claim, models=j.models_claim, nodes=j.nodes_claim),
             )
         gateway.guards.append(
             AuthGuard(cache, settings.auth.metrics == "open", metrics.rejected if metrics is not None else None, jwt)

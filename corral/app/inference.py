@@ -10,11 +10,11 @@ from corral.app.attempts import Forwarder
 from corral.app.context import ApiFamily, RequestRecord
 from corral.app.fleet import Fleet
 from corral.app.headers import outbound
+from corral.app.naming import ModelTargets
 from corral.app.scopes import check_model
 from corral.domain.errors import Forbidden, InvalidRequest, NoSuchModel
 from corral.domain.fleet import NodeKind, RouteRequest
 from corral.domain.keys import model_allowed
-from corral.domain.names import normalize
 from corral.net.response import Request, Response
 from corral.protocol.body import encode, read_body
 from corral.protocol.multipart import form_field
@@ -67,7 +67,9 @@ class InferenceHandlers:
         caps: Caps | None = None,
         allowed_models: tuple[str, ...] | None = None,
         fingerprint_key: bytes | None = None,
+        targets: ModelTargets | None = None,
     ) -> None:
+        self.targets = targets or ModelTargets(fleet.catalog, {})
         self.fingerprint_key = fingerprint_key
         self.caps = caps or Caps()
         self.allowed_models = allowed_models
@@ -101,9 +103,11 @@ class InferenceHandlers:
             raise InvalidRequest(message, param="model")
         record.model = model if len(model) <= MODEL_LOG_CHARS else model[:MODEL_LOG_CHARS] + "..."
         validate(route_name, doc, self.caps)
-        if self.allowed_models is not None and not model_allowed(self.allowed_models, model):
+        # Allow-lists apply to the model the name resolves to (an alias grants nothing by itself).
+        key = self.targets.resolve(model)
+        if not self._gateway_allows(key):
             raise Forbidden(f"model '{model}' is not served by this gateway", param="model")
-        check_model(record, model)
+        check_model(record, key)
         prompt = prompt_text(doc)  # once: the audit fingerprint and the token estimate both read it
         if self.audit_prompts:
             record.prompt_digest = prompt_digest(prompt, self.fingerprint_key)
@@ -115,21 +119,31 @@ class InferenceHandlers:
         affinity = request.header(self.affinity_header)
         user = doc.get("user")
         record.est_prompt_tokens = max(1, len(prompt) // BYTES_PER_TOKEN)
-        route = RouteRequest(
-            model=normalize(model),
-            options_key=options_key(doc),
-            affinity=affinity.decode("latin-1") if affinity else (user if isinstance(user, str) else None),
-            exclude=self._unsuitable(route_name),
+        principal = record.principal
+        route, fallbacks = self.targets.chain(
+            RouteRequest(
+                model=key,
+                options_key=options_key(doc),
+                affinity=affinity.decode("latin-1") if affinity else (user if isinstance(user, str) else None),
+                exclude=self._unsuitable(route_name),
+                key_nodes=principal.nodes if principal is not None else None,
+            ),
+            lambda name: self._gateway_allows(name) and (principal is None or principal.allows_model(name)),
         )
+        # A multipart body cannot be rewritten: such a request goes to the node under its own name.
+        requested = None if route_name == "/v1/audio/transcriptions" else model
         try:
             out = outbound(request, record.request_id, canonical)
-            await self.forwarder.forward(record, route, out, response, doc)
+            await self.forwarder.forward(record, route, out, response, doc, fallbacks, requested)
         except NoSuchModel as exc:
             if route_name in _UNKNOWN_QUOTED:
                 exc.message = f'model "{model}" not found, try pulling it first'
             else:
                 exc.message = f"model '{model}' not found"
             raise
+
+    def _gateway_allows(self, model: str) -> bool:
+        return self.allowed_models is None or model_allowed(self.allowed_models, model)
 
     def _unsuitable(self, route_name: str) -> frozenset[str]:
         if route_name in OPENAI_NODE_ROUTES:

@@ -12,7 +12,7 @@ from corral.adapters.node_api import get_json
 from corral.app.context import RequestRecord
 from corral.app.discovery import parse_time
 from corral.app.fleet import Fleet, Node
-from corral.app.scopes import visible
+from corral.app.scopes import reachable, visible
 from corral.domain.errors import NoSuchModel, UpstreamError
 from corral.domain.fleet import NodeKind
 from corral.domain.names import normalize
@@ -33,6 +33,11 @@ def _version_tuple(version: str) -> tuple[int, ...]:
         return tuple(int(p) for p in core.split("."))
     except ValueError:
         return (0,)
+
+
+def _renamed(entry: dict[str, Any], name: str) -> dict[str, Any]:
+    """A listing entry under another name (a catalog name, an alias), the rest as the node gave it."""
+    return {**entry, "name": name, "model": name}
 
 
 class FleetViews:
@@ -56,22 +61,31 @@ class FleetViews:
         send_json(response, record, {"version": lowest})
 
     def union_tags(self, record: RequestRecord | None = None) -> list[dict[str, Any]]:
+        """Every model the fleet (or, with `record`, the request's key) can reach: one entry per catalog
+        name, whatever each node calls it, and one per alias of a listed model."""
+        catalog = self.fleet.catalog
         seen: dict[str, dict[str, Any]] = {}
         for node in self._serving():
+            if record is not None and not reachable(record, node.settings.labels):
+                continue
             view_pinned = {normalize(m) for m in node.settings.models} if node.settings.models else None
             for name, entry in node.tags.items():
                 if view_pinned is not None and name not in view_pinned:
                     continue
-                if record is not None and not visible(record, name):
+                key = catalog.key_of(name)
+                if key in seen or (record is not None and not visible(record, key)):
                     continue
-                seen.setdefault(name, entry)
+                seen[key] = entry if key == name else _renamed(entry, catalog.display(key))
+        for alias, key in catalog.aliases_of(seen):
+            seen.setdefault(alias, _renamed(seen[key], catalog.display(alias)))
         return sorted(seen.values(), key=lambda e: parse_time(e.get("modified_at")), reverse=True)
 
     async def tags(self, request: Request, response: Response, record: RequestRecord) -> None:
         send_json(response, record, {"models": self.union_tags(record)})
 
     async def ps(self, request: Request, response: Response, record: RequestRecord) -> None:
-        nodes = [n for n in self._serving() if n.kind is NodeKind.OLLAMA]
+        nodes = [n for n in self._serving() if n.kind is NodeKind.OLLAMA and reachable(record, n.settings.labels)]
+        key_of = self.fleet.catalog.key_of
 
         async def one(node: Node) -> list[dict[str, Any]]:
             try:
@@ -85,7 +99,7 @@ class FleetViews:
         for entries in await asyncio.gather(*(one(n) for n in nodes)):
             for entry in entries:
                 key = normalize(str(entry.get("model") or entry.get("name") or ""))
-                if not visible(record, key):
+                if not visible(record, key_of(key)):
                     continue
                 # One entry per model; where it is loaded on several nodes, the latest expiry wins.
                 if key not in merged or parse_time(entry.get("expires_at")) > parse_time(merged[key].get("expires_at")):
@@ -150,6 +164,7 @@ class FleetViews:
                     "version": node.version,
                     "priority": node.settings.priority,
                     "max_concurrency": node.settings.max_concurrency,
+                    "labels": dict(node.settings.labels),
                     "models": sorted(node.tags),
                     "loaded": [
                         {

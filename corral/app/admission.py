@@ -24,12 +24,16 @@ from corral.domain.routing import Strategy
 Waiting = Entry[tuple[RouteRequest, "asyncio.Future[Node]"]]
 
 
+class OutsideKeyGroup(NoSuchModel):
+    """Nodes have the model, but none in the key's node group: a 404 that says so."""
+
+
 def no_route_error(reason: NoRouteReason, model: str, route: RouteRequest | None = None) -> GatewayError:
     if reason is NoRouteReason.NO_SUCH_MODEL:
         return NoSuchModel(f"model '{model}' not found")
     if reason is NoRouteReason.OUTSIDE_KEY_GROUP:
         group = format_selector(route.key_nodes if route else None)
-        return NoSuchModel(f"model '{model}' not found on the nodes this key may use ({group})")
+        return OutsideKeyGroup(f"model '{model}' not found on the nodes this key may use ({group})")
     if reason is NoRouteReason.OUTSIDE_MODEL_GROUP:
         group = format_selector(route.nodes if route else None)
         return NoHealthyNode(f"no node in the model's node group ({group}) has model '{model}'", retry_after=5)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from corral.adapters.audit import prompt_digest
+from corral.app.admission import OutsideKeyGroup
 from corral.app.attempts import Forwarder
 from corral.app.context import ApiFamily, RequestRecord
 from corral.app.fleet import Fleet
@@ -135,6 +136,8 @@ class InferenceHandlers:
         try:
             out = outbound(request, record.request_id, canonical)
             await self.forwarder.forward(record, route, out, response, doc, fallbacks, requested)
+        except OutsideKeyGroup:
+            raise  # its message names the key's node group
         except NoSuchModel as exc:
             if route_name in _UNKNOWN_QUOTED:
                 exc.message = f'model "{model}" not found, try pulling it first'

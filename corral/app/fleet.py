@@ -155,6 +155,14 @@ class Fleet:
         self._listeners: list[Callable[[Node | None], None]] = []
         self._known: frozenset[str] | None = None
 
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Swap the name catalog (a configuration reload): every node's view is recomputed."""
+        self.catalog = catalog
+        for node in self._nodes.values():
+            node.catalog = catalog
+            node._static = None
+        self.capacity_changed()
+
     def subscribe(self, listener: Callable[[Node | None], None]) -> None:
         """Call `listener(node)` on every capacity_changed event."""
         self._listeners.append(listener)

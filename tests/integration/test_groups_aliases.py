@@ -36,6 +36,7 @@ class Groups:
     config: Path
     admin: str
     searcher: str  # limited to team=search
+    narrow: str  # may use the model named gpt-4o-mini only
 
     def get(self, path: str, key: str) -> httpx.Response:
         return httpx.get(self.corral.url + path, headers=bearer(key), timeout=30)
@@ -55,7 +56,7 @@ def config_for(tmp: Path, search: Proc, ads: Proc, oa: Proc, ol: Proc, prim: Pro
             {"name": "ads", "url": ads.url, "labels": {"team": "ads", "pool": "mixed"}},
             {"name": "oa", "url": oa.url, "type": "openai", "labels": {"team": "ads"}},
             {"name": "ol", "url": ol.url, "labels": {"team": "ads"}},
-            {"name": "prim", "url": prim.url, "labels": {"team": "ads"}},
+            {"name": "prim", "url": prim.url, "labels": {"team": "ads"}, "max_concurrency": 1},
         ],
         "health": {"interval_s": 0.3, "timeout_s": 2, "rise": 1, "fall": 1},
         "routing": {"discovery_interval_s": 1, "retries": 1, "strategy": "round-robin"},
@@ -63,7 +64,7 @@ def config_for(tmp: Path, search: Proc, ads: Proc, oa: Proc, ol: Proc, prim: Pro
         "models": {
             "aliases": {"gpt-4o-mini": "llama3.2:3b"},
             "llama3.2:3b": {"names": [OA_NAME]},
-            "big:7b": {"fallbacks": ["small:1b"]},
+            "big:7b": {"fallbacks": ["small:1b"], "fallback_after_s": 0.3},
         },
     }
 
@@ -87,9 +88,10 @@ def groups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Groups]:
         config.write_text(yaml.safe_dump(config_for(tmp, search, ads, oa, ol, prim)))
         admin = new_key(config, "--name", "ops", "--role", "admin")
         searcher = new_key(config, "--name", "search-app", "--nodes", "team=search")
+        narrow = new_key(config, "--name", "narrow", "--models", "gpt-4o-mini")
         corral = start_corral(config_for(tmp, search, ads, oa, ol, prim))
         procs.append(corral)
-        g = Groups(corral, search, ads, oa, ol, prim, config, admin, searcher)
+        g = Groups(corral, search, ads, oa, ol, prim, config, admin, searcher, narrow)
 
         def all_up() -> bool:
             nodes = g.get("/internal/status", admin).json()["nodes"]
@@ -172,6 +174,30 @@ def test_an_alias_through_the_openai_client_and_in_listings(groups: Groups) -> N
     assert parts[-1].done and {p.model for p in parts} == {"gpt-4o-mini"}
 
 
+def test_allow_lists_apply_to_the_model_an_alias_resolves_to(groups: Groups) -> None:
+    g = groups
+    denied = g.post("/api/chat", g.narrow, {"model": "gpt-4o-mini", "messages": [], "stream": False})
+    assert denied.status_code == 403 and "llama3.2:3b" in denied.json()["error"]
+    assert g.get("/api/tags", g.narrow).json()["models"] == []
+
+
+def test_a_full_primary_falls_back_after_fallback_after_s(groups: Groups) -> None:
+    g = groups
+    wait_for(lambda: g.get("/internal/status", g.admin).json()["nodes"][4]["state"] == "up", 15, "prim up")
+    httpx.post(g.prim.url + "/_sim/faults", json={"tokens_per_second": 5}, timeout=5).raise_for_status()
+    long = {"model": "big:7b", "prompt": "x", "stream": True, "options": {"num_predict": 1000}}
+    with httpx.stream("POST", g.corral.url + "/api/generate", headers=bearer(g.admin), json=long, timeout=60) as held:
+        assert held.status_code == 200 and held.headers["x-corral-model"] == "big:7b"
+        lines = held.iter_lines()  # kept: a dropped iterator closes the stream
+        next(lines)  # the only slot of the primary's node (max_concurrency: 1) is taken
+        short = {"model": "big:7b", "prompt": "x", "stream": False, "options": {"num_predict": 2}}
+        reply = g.post("/api/generate", g.admin, short)
+        assert reply.status_code == 200 and reply.headers["x-corral-model"] == "small:1b"
+        assert reply.json()["model"] == "big:7b"
+        assert not held.is_closed  # served while the primary was still busy, not after it
+    reset(g.prim)
+
+
 def test_an_openai_type_node_and_an_ollama_node_pool_under_one_catalog_name(groups: Groups) -> None:
     g = groups
     reset(g.oa, g.ol)
@@ -238,6 +264,6 @@ def test_labels_in_status_metrics_and_the_key_listing(groups: Groups) -> None:
     )
     assert listing.returncode == 0 and "team=search" in listing.stdout
     keys = g.get("/admin/keys", g.admin).json()["keys"]
-    assert {k["name"]: k["nodes"] for k in keys} == {"ops": None, "search-app": {"team": "search"}}
+    assert {k["name"]: k["nodes"] for k in keys} == {"ops": None, "search-app": {"team": "search"}, "narrow": None}
     bad = g.post("/admin/keys", g.admin, {"name": "x", "nodes": "team"})
     assert bad.status_code == 400 and "nodes" in bad.json()["error"]

@@ -19,7 +19,7 @@ import openai
 import pytest
 import yaml
 
-from procs import Proc, new_key, sim_stats, start_corral, start_sim, wait_for
+from procs import Proc, new_key, running, sim_stats, start_corral, start_sim, wait_for
 
 FAST = ["--tokens-per-second", "2000", "--load-seconds", "0.05"]
 OA_NAME = "meta-llama/Llama-3.2-3B-Instruct"
@@ -267,3 +267,18 @@ def test_labels_in_status_metrics_and_the_key_listing(groups: Groups) -> None:
     assert {k["name"]: k["nodes"] for k in keys} == {"ops": None, "search-app": {"team": "search"}, "narrow": None}
     bad = g.post("/admin/keys", g.admin, {"name": "x", "nodes": "team"})
     assert bad.status_code == 400 and "nodes" in bad.json()["error"]
+
+
+def test_corral_status_shows_each_nodes_labels(groups: Groups) -> None:
+    # `corral status` reads /internal/status without a key: a keyless Corral over the same node.
+    config = {"backends": [{"name": "search", "url": groups.search.url, "labels": {"team": "search"}}]}
+    with running(start_corral(config)) as (corral,):
+        wait_for(lambda: httpx.get(corral.url + "/ready", timeout=2).status_code == 200, 15, "ready")
+        shown = subprocess.run(
+            [sys.executable, "-m", "corral", "status", "--url", corral.url],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "250"},
+        )
+    assert shown.returncode == 0 and "team=search" in shown.stdout, shown.stdout + shown.stderr

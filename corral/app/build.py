@@ -112,6 +112,8 @@ async def build(settings: Settings) -> App:
         fleet, admission, strategy, settings.routing, settings.timeouts, settings.server.expose_node_header, stale
     )
     views = FleetViews(fleet, loop.time())
+    targets = ModelTargets(fleet.catalog, settings.models.per_model)
+    views.model_groups = targets.node_groups()
     audit: AuditLog | None = None
     audit_engine: AsyncEngine | None = None
     if settings.audit.enabled:
@@ -132,7 +134,7 @@ async def build(settings: Settings) -> App:
         caps,
         tuple(v.models) if v.models is not None else None,
         (settings.audit.fingerprint_key or "").encode() or os.urandom(32),
-        ModelTargets(fleet.catalog, settings.models.per_model),
+        targets,
     )
     node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
     admin = AdminBackends(fleet, discovery, settings.health, make_breaker, audit.admin if audit else None)

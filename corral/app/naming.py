@@ -67,6 +67,10 @@ class ModelTargets:
         self.catalog = catalog
         self.policies = {catalog.resolve(normalize(name)): p for name, p in policies.items()}
 
+    def node_groups(self) -> dict[str, Mapping[str, str]]:
+        """Each model's node group (`models.<name>.nodes`) by catalog key."""
+        return {key: p.nodes for key, p in self.policies.items() if p.nodes}
+
     def resolve(self, name: str) -> str:
         """The catalog key (normalised) a client's model name stands for."""
         return self.catalog.resolve(normalize(name))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from corral.app.fleet import Fleet, Node
 from corral.app.scopes import reachable, visible
 from corral.domain.errors import NoSuchModel, UpstreamError
 from corral.domain.fleet import NodeKind
+from corral.domain.groups import matches
 from corral.domain.names import normalize
 from corral.net.response import Request, Response
 from corral.protocol import wire
@@ -46,6 +48,8 @@ class FleetViews:
         self.started_at = started_at
         self.ps_timeout_s = ps_timeout_s
         self.shutting_down = False
+        # models.<name>.nodes by catalog key: a node outside a model's group does not list it.
+        self.model_groups: Mapping[str, Mapping[str, str]] = {}
 
     def _serving(self) -> list[Node]:
         return [n for n in self.fleet if n.health.up]
@@ -74,6 +78,8 @@ class FleetViews:
                     continue
                 key = catalog.key_of(name)
                 if key in seen or (record is not None and not visible(record, key)):
+                    continue
+                if not matches(node.settings.labels, self.model_groups.get(key)):
                     continue
                 seen[key] = entry if key == name else _renamed(entry, catalog.display(key))
         for alias, key in catalog.aliases_of(seen):

@@ -28,8 +28,8 @@ OA_NAME = "meta-llama/Llama-3.2-3B-Instruct"
 @dataclass
 class Groups:
     corral: Proc
-    search: Proc  # team=search: llama3.2:1b
-    ads: Proc  # team=ads: llama3.2:1b, qwen2.5:7b, small:1b
+    search: Proc  # team=search: llama3.2:1b, nomic-embed-text
+    ads: Proc  # team=ads, pool=mixed: llama3.2:1b, qwen2.5:7b, small:1b, nomic-embed-text
     oa: Proc  # OpenAI-type, team=ads: the OpenAI node's name for the 3B model
     ol: Proc  # Ollama, team=ads: llama3.2:3b
     prim: Proc  # team=ads: big:7b (falls back to small:1b)
@@ -65,6 +65,7 @@ def config_for(tmp: Path, search: Proc, ads: Proc, oa: Proc, ol: Proc, prim: Pro
             "aliases": {"gpt-4o-mini": "llama3.2:3b"},
             "llama3.2:3b": {"names": [OA_NAME]},
             "big:7b": {"fallbacks": ["small:1b"], "fallback_after_s": 0.3},
+            "nomic-embed-text": {"nodes": {"pool": "mixed"}},
         },
     }
 
@@ -74,9 +75,9 @@ def groups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Groups]:
     tmp = tmp_path_factory.mktemp("groups")
     procs: list[Proc] = []
     try:
-        search = start_sim("llama3.2:1b", extra=FAST)
+        search = start_sim("llama3.2:1b", "nomic-embed-text", extra=FAST)
         procs.append(search)
-        ads = start_sim("llama3.2:1b", "qwen2.5:7b", "small:1b", extra=[*FAST, "--parallel", "4"])
+        ads = start_sim("llama3.2:1b", "qwen2.5:7b", "small:1b", "nomic-embed-text", extra=[*FAST, "--parallel", "4"])
         procs.append(ads)
         oa = start_sim(OA_NAME, extra=FAST)
         procs.append(oa)
@@ -137,11 +138,24 @@ def test_a_key_limited_to_a_group_never_reaches_another_groups_nodes(groups: Gro
     assert g.post("/api/chat", g.admin, {"model": "qwen2.5:7b", "messages": [], "stream": False}).status_code == 200
 
 
+def test_a_models_node_group_keeps_it_on_those_nodes(groups: Groups) -> None:
+    g = groups
+    reset(g.search, g.ads)
+    for _ in range(4):
+        reply = g.post("/api/embed", g.admin, {"model": "nomic-embed-text", "input": "x"})
+        assert reply.status_code == 200 and reply.headers["x-corral-node"] == "ads"
+    assert sim_stats(g.search)["requests"].get("/api/embed", 0) == 0
+    assert sim_stats(g.ads)["requests"]["/api/embed"] == 4
+    # The search key's group has the model, but not the model's group: not found there, saying which.
+    refused = g.post("/api/embed", g.searcher, {"model": "nomic-embed-text", "input": "x"})
+    assert refused.status_code == 404 and "team=search" in refused.json()["error"]
+
+
 def test_listings_show_only_what_the_key_can_reach(groups: Groups) -> None:
     g = groups
     tags = {m["name"] for m in g.get("/api/tags", g.searcher).json()["models"]}
-    assert tags == {"llama3.2:1b"}
-    assert [m["id"] for m in g.get("/v1/models", g.searcher).json()["data"]] == ["llama3.2:1b"]
+    assert tags == {"llama3.2:1b"}  # nomic-embed-text is on its node, but outside the model's group
+    assert {m["id"] for m in g.get("/v1/models", g.searcher).json()["data"]} == tags
     assert g.get("/v1/models/qwen2.5:7b", g.searcher).status_code == 404
     g.post("/api/generate", g.searcher, {"model": "llama3.2:1b", "prompt": "x", "stream": False})
     ps = {m["name"] for m in g.get("/api/ps", g.searcher).json()["models"]}

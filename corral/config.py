@@ -19,7 +19,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from corral.domain.catalog import Catalog
 from corral.domain.cors import OLLAMA_DEFAULTS
+from corral.domain.groups import label_error
 from corral.domain.placement import valid_keep_alive
 
 
@@ -128,6 +130,14 @@ class HealthSettings(_Section):
     fall: int = Field(2, ge=1, description="Consecutive failed checks to mark an up node down.")
 
 
+def _checked_labels(value: dict[str, str] | None) -> dict[str, str]:
+    for key, label in (value or {}).items():
+        problem = label_error(key, label)
+        if problem is not None:
+            raise ValueError(problem)
+    return value or {}
+
+
 class BackendSettings(_Section):
     name: str = Field(
         ...,
@@ -157,6 +167,15 @@ class BackendSettings(_Section):
         "with models.preload_keep_alive.",
     )
     health: HealthSettings | None = Field(None, description="Per-node health-check override.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node-group labels (`pool: embeddings`, `team: search`) that model and key selectors match.",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return _checked_labels(value)
 
     @field_validator("url")
     @classmethod
@@ -262,6 +281,9 @@ class JwtSettings(_Section):
     audience: str | None = Field(None, description="Required `aud`, if set.")
     role_claim: str = Field("role", description="Claim holding the role ('admin' for admin; dotted paths work).")
     models_claim: str = Field("models", description="Claim holding the allowed models (list or space-separated).")
+    nodes_claim: str = Field(
+        "nodes", description="Claim holding a node-group selector (an object, or `team=search,pool=gpu`)."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> JwtSettings:
@@ -359,6 +381,16 @@ class ModelPolicy(_Section):
         None,
         description="`normalize` (one num_ctx for every request, so one runner serves them) or `cap N`.",
     )
+    names: list[str] = Field(
+        default_factory=list,
+        description="Other names nodes know this model by (an OpenAI-type node's "
+        "`meta-llama/Llama-3.2-3B-Instruct`): they pool under this one catalog name.",
+    )
+
+    @field_validator("nodes")
+    @classmethod
+    def _selector(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else _checked_labels(value)
 
 
 class ModelsSettings(_Section):
@@ -410,8 +442,23 @@ class ModelsSettings(_Section):
             out["per_model"] = per_model
         return out
 
+    @model_validator(mode="after")
+    def _one_catalog(self) -> ModelsSettings:
+        try:
+            self.catalog()
+        except ValueError as exc:
+            raise ValueError(f"models.aliases: {exc}") from None
+        for model, policy in self.per_model.items():
+            if model in policy.fallbacks:
+                raise ValueError(f"models.{model}.fallbacks: a model cannot fall back to itself")
+        return self
+
     def policy(self, model: str) -> ModelPolicy | None:
         return self.per_model.get(model)
+
+    def catalog(self) -> Catalog:
+        """Aliases and catalog entries as one lookup (corral.domain.catalog)."""
+        return Catalog.build(self.aliases, {k: p.names for k, p in self.per_model.items() if p.names})
 
 
 class DiscoveredNode(_Section):

@@ -9,7 +9,7 @@ knows (anything else is `other`), status classes and ErrorKind values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
@@ -52,6 +52,8 @@ class NodeState(Protocol):
     @property
     def draining(self) -> bool: ...
     def loaded_models(self) -> Iterable[tuple[str, int, int]]: ...  # (model, size, size_vram)
+    @property
+    def labels(self) -> Mapping[str, str]: ...  # backends[].labels
 
 
 def status_class(status: int) -> str:
@@ -84,8 +86,15 @@ class _FleetCollector(Collector):
             "VRAM held by a loaded model (/api/ps size_vram).",
             labels=["node", "model"],
         )
+        nodes = list(self._nodes())
+        # Label names come from the configuration (validated there), never from clients.
+        keys = sorted({key for node in nodes for key in node.labels})
+        info = GaugeMetricFamily(
+            "corral_node_info", "1 per node, with its node-group labels (backends[].labels).", labels=["node", *keys]
+        )
         total_in_flight = 0
-        for node in self._nodes():
+        for node in nodes:
+            info.add_metric([node.name, *(node.labels.get(k, "") for k in keys)], 1.0)
             up.add_metric([node.name], 1.0 if node.up else 0.0)
             draining.add_metric([node.name], 1.0 if node.draining else 0.0)
             for state in ("closed", "open", "half_open"):
@@ -95,7 +104,7 @@ class _FleetCollector(Collector):
             for model, _size, size_vram in node.loaded_models():
                 loaded.add_metric([node.name, model], 1.0)
                 vram.add_metric([node.name, model], float(size_vram))
-        yield from (up, draining, breaker, in_flight, loaded, vram)
+        yield from (info, up, draining, breaker, in_flight, loaded, vram)
         yield GaugeMetricFamily("corral_in_flight_requests", "Requests in flight to any node.", value=total_in_flight)
         yield GaugeMetricFamily(
             "corral_queue_length", "Requests waiting in the admission queue.", value=self._queue_len()
@@ -199,6 +208,12 @@ class Metrics:
             ["kind", "result"],
             registry=registry,
         )
+        self.fallbacks = Counter(
+            "corral_fallbacks",
+            "Requests a fallback model served, by the model asked for and the one that served.",
+            ["from", "to"],
+            registry=registry,
+        )
         self.health_checks = Histogram(
             "corral_health_check_duration_seconds",
             "Health check latency.",
@@ -225,9 +240,11 @@ class Metrics:
         self.registry.register(_FleetCollector(nodes, queue_len))
 
     def _model(self, record: RequestRecord) -> str:
-        if record.model is None:
+        # The model that served (an alias resolved, a fallback taken), else the name asked for.
+        asked = record.served_model or record.model
+        if asked is None:
             return "none"
-        name = normalize(record.model)
+        name = normalize(asked)
         return name if name in self.known_models() else "other"
 
     def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
@@ -248,6 +265,9 @@ class Metrics:
             self.retries.labels(record.route).inc(record.attempts - 1)
         if record.error_kind is not None:
             self.errors.labels(record.route, record.error_kind.value).inc()
+        if record.fallback_from is not None and record.served_model is not None:
+            # Both names come from models.<name>.fallbacks in the configuration: a closed set.
+            child(self.fallbacks, record.fallback_from, record.served_model).inc()
         if record.queued_s:
             self.queue_wait.observe(record.queued_s)
         if record.ttft is not None and record.stream:

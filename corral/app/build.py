@@ -39,6 +39,7 @@ from corral.app.limits_guard import LimitGuard
 from corral.app.listeners import console_side, host_check
 from corral.app.logs import access_observer
 from corral.app.model_admin import AdminModels, assemble_models_admin
+from corral.app.naming import ModelTargets
 from corral.app.node_ops import NodeOps
 from corral.app.node_sources import NodeSources
 from corral.app.node_sync import STATIC, NodeSync
@@ -108,7 +109,9 @@ def _same_store(a: CacheSettings, b: CacheSettings) -> bool:
 async def build(settings: Settings, shared: App | None = None) -> App:
     """Wire a gateway; with `shared` (a hot reload), a new pipeline generation on `shared`'s long-lived parts."""
     loop = asyncio.get_running_loop()
-    fleet = shared.fleet if shared else Fleet()
+    fleet = shared.fleet if shared else Fleet(settings.models.catalog())
+    if shared:
+        fleet.set_catalog(settings.models.catalog())  # aliases and catalog names of the new settings
     metrics_server: HttpServer | None = shared.metrics_server if shared else None
     metrics: Metrics | None = shared.metrics if shared else None
     if settings.metrics.enabled and not shared:
@@ -148,6 +151,8 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         fleet, admission, strategy, settings.routing, settings.timeouts, settings.server.expose_node_header, stale
     )
     views = shared.views if shared else FleetViews(fleet, loop.time())
+    targets = ModelTargets(fleet.catalog, settings.models.per_model)
+    views.model_groups = targets.node_groups()
     audit: AuditLog | None = shared.audit if shared else None
     audit_engine: AsyncEngine | None = shared.audit_engine if shared else None
     if settings.audit.enabled and not shared:
@@ -181,6 +186,7 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         (settings.audit.fingerprint_key or "").encode() or os.urandom(32),
         ResponseCache(caches) if caches is not None and settings.cache.responses.enabled else None,
         EmbedCache(caches) if caches is not None and settings.cache.embeddings.enabled else None,
+        targets,
     )
     node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
     node_ops.fanout, inference.fleet_load = fleet_operations(fleet, discovery, settings, audit.admin if audit else None)
@@ -293,7 +299,7 @@ async def build(settings: Settings, shared: App | None = None) -> App:
                 jwks_url=j.jwks_url,
                 issuer=j.issuer,
                 audience=j.audience,
-                claims=ClaimMap(role=j.role_claim, models=j.models_claim),
+                claims=ClaimMap(role=j.role_claim, models=j.models_claim, nodes=j.nodes_claim),
             )
         gateway.guards.append(
             AuthGuard(cache, settings.auth.metrics == "open", metrics.rejected if metrics is not None else None, jwt)

@@ -38,7 +38,7 @@ def loaded_from_ps(node: Node, entries: list[dict[str, Any]]) -> tuple[LoadedMod
     previous = {m.model: m.options_key for m in node.loaded}
     out = []
     for entry in entries:
-        name = normalize(str(entry.get("model") or entry.get("name") or ""))
+        name = node.catalog.key_of(normalize(str(entry.get("model") or entry.get("name") or "")))
         if not name:
             continue
         out.append(

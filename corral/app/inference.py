@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from corral.adapters.audit import prompt_digest
+from corral.app.admission import OutsideKeyGroup
 from corral.app.attempts import Forwarder
 from corral.app.cache import CacheControl
 from corral.app.context import ApiFamily, RequestRecord
@@ -13,12 +14,12 @@ from corral.app.downstream import Downstream
 from corral.app.embed_cache import EmbedCache
 from corral.app.fleet import Fleet
 from corral.app.headers import Outbound, outbound
+from corral.app.naming import ModelTargets
 from corral.app.response_cache import ResponseCache
 from corral.app.scopes import check_model
 from corral.domain.errors import Forbidden, InvalidRequest, NoSuchModel
 from corral.domain.fleet import NodeKind, RouteRequest
 from corral.domain.keys import model_allowed
-from corral.domain.names import normalize
 from corral.net.response import Request, Response
 from corral.protocol.body import encode, read_body
 from corral.protocol.multipart import form_field
@@ -77,9 +78,11 @@ class InferenceHandlers:
         fingerprint_key: bytes | None = None,
         responses: ResponseCache | None = None,
         embeddings: EmbedCache | None = None,
+        targets: ModelTargets | None = None,
     ) -> None:
         self.responses = responses
         self.embeddings = embeddings
+        self.targets = targets or ModelTargets(fleet.catalog, {})
         self.fingerprint_key = fingerprint_key
         self.caps = caps or Caps()
         self.allowed_models = allowed_models
@@ -114,14 +117,16 @@ class InferenceHandlers:
             raise InvalidRequest(message, param="model")
         record.model = model if len(model) <= MODEL_LOG_CHARS else model[:MODEL_LOG_CHARS] + "..."
         validate(route_name, doc, self.caps)
-        if self.allowed_models is not None and not model_allowed(self.allowed_models, model):
+        # Allow-lists apply to the model the name resolves to (an alias grants nothing by itself).
+        key = self.targets.resolve(model)
+        if not self._gateway_allows(key):
             raise Forbidden(f"model '{model}' is not served by this gateway", param="model")
-        check_model(record, model)
+        check_model(record, key)
         fleet_load = self.fleet_load
         if (
             fleet_load is not None
             and fleet_load.wants(request, route_name, doc)
-            and await fleet_load(request, response, record, doc, model)
+            and await fleet_load(request, response, record, doc, key)
         ):
             return
         prompt = prompt_text(doc)  # once: the audit fingerprint and the token estimate both read it
@@ -135,18 +140,27 @@ class InferenceHandlers:
         affinity = request.header(self.affinity_header)
         user = doc.get("user")
         record.est_prompt_tokens = max(1, len(prompt) // BYTES_PER_TOKEN)
-        route = RouteRequest(
-            model=normalize(model),
-            options_key=options_key(doc),
-            affinity=affinity.decode("latin-1") if affinity else (user if isinstance(user, str) else None),
-            exclude=self._unsuitable(route_name),
+        principal = record.principal
+        route, fallbacks = self.targets.chain(
+            RouteRequest(
+                model=key,
+                options_key=options_key(doc),
+                affinity=affinity.decode("latin-1") if affinity else (user if isinstance(user, str) else None),
+                exclude=self._unsuitable(route_name),
+                key_nodes=principal.nodes if principal is not None else None,
+            ),
+            lambda name: self._gateway_allows(name) and (principal is None or principal.allows_model(name)),
         )
+        # A multipart body cannot be rewritten: such a request goes to the node under its own name.
+        requested = None if route_name == "/v1/audio/transcriptions" else model
         try:
             out = outbound(request, record.request_id, canonical)
             if (self.responses is None and self.embeddings is None) or not await self._cached(
-                request, response, record, route, out, doc
+                request, response, record, route, out, doc, fallbacks, requested
             ):
-                await self.forwarder.forward(record, route, out, response, doc)
+                await self.forwarder.forward(record, route, out, response, doc, fallbacks, requested)
+        except OutsideKeyGroup:
+            raise  # its message names the key's node group
         except NoSuchModel as exc:
             if route_name in _UNKNOWN_QUOTED:
                 exc.message = f'model "{model}" not found, try pulling it first'
@@ -162,6 +176,8 @@ class InferenceHandlers:
         route: RouteRequest,
         out: Outbound,
         doc: dict[str, Any],
+        fallbacks: list[RouteRequest],
+        requested: str | None,
     ) -> bool:
         """Answer through a cache (docs/cache.md); False when no cache applies to this request."""
         control = CacheControl(request)
@@ -171,7 +187,7 @@ class InferenceHandlers:
                 return False
 
             async def forward(sent: Outbound, into: Downstream) -> None:
-                await self.forwarder.forward(record, route, sent, into, doc)
+                await self.forwarder.forward(record, route, sent, into, doc, fallbacks, requested)
 
             return await self.embeddings.serve(name, route.model, doc, out, control, response, record, forward)
         if self.responses is None:
@@ -182,9 +198,12 @@ class InferenceHandlers:
         if await self.responses.answer(key, control, response, record):
             return True
         tee = self.responses.recorder(response, record)
-        await self.forwarder.forward(record, route, out, tee, doc)
+        await self.forwarder.forward(record, route, out, tee, doc, fallbacks, requested)
         self.responses.keep(key, control, tee, record)
         return True
+
+    def _gateway_allows(self, model: str) -> bool:
+        return self.allowed_models is None or model_allowed(self.allowed_models, model)
 
     def _unsuitable(self, route_name: str) -> frozenset[str]:
         if route_name in OPENAI_NODE_ROUTES:

@@ -45,6 +45,7 @@ class RequestRecord:
         "error",
         "error_kind",
         "est_prompt_tokens",
+        "fallback_from",
         "family",
         "finished",
         "key_name",
@@ -62,6 +63,7 @@ class RequestRecord:
         "queued_s",
         "request_id",
         "route",
+        "served_model",
         "span",
         "started",
         "status",
@@ -82,6 +84,8 @@ class RequestRecord:
         self.status = 0
         self.model: str | None = None
         self.node: str | None = None
+        self.served_model: str | None = None  # the fleet model that answered (an alias or fallback resolved)
+        self.fallback_from: str | None = None  # the model asked for, when a fallback served instead
         self.stream = False
         self.attempts = 0
         self.cache: str | None = None  # hit, miss, partial or bypass when a cache was consulted

@@ -39,6 +39,7 @@ api_keys = sa.Table(
     sa.Column("expires_at", _ts),
     sa.Column("created_at", _ts, nullable=False),
     sa.Column("revoked_at", _ts),
+    sa.Column("nodes", sa.JSON),
 )
 
 audit_log = sa.Table(

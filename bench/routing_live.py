@@ -40,7 +40,9 @@ def start(args: list[str]) -> subprocess.Popen[bytes]:
     )
 
 
-async def one(client: httpx.AsyncClient, url: str, model: str, tokens: int, results: list[tuple[float, float]]) -> None:
+async def one(
+    client: httpx.AsyncClient, url: str, model: str, tokens: int, results: list[tuple[float, float]] | None
+) -> None:
     started = time.monotonic()
     first = math.nan
     body = {"model": model, "prompt": "go", "options": {"num_predict": tokens}}
@@ -54,10 +56,13 @@ async def one(client: httpx.AsyncClient, url: str, model: str, tokens: int, resu
                     break
     except httpx.HTTPError:
         pass
-    results.append((first, time.monotonic() - started))
+    if results is not None:  # None: a warm-up request, not counted
+        results.append((first, time.monotonic() - started))
 
 
-async def workload(url: str, seconds: float, rate: float, seed: int, burst: bool) -> list[tuple[float, float]]:
+async def workload(
+    url: str, seconds: float, rate: float, seed: int, burst: bool, warmup: float = 0.0
+) -> list[tuple[float, float]]:
     rng = random.Random(seed)
     weights = [1 / (i + 1) for i in range(len(MODELS))]
     results: list[tuple[float, float]] = []
@@ -74,12 +79,15 @@ async def workload(url: str, seconds: float, rate: float, seed: int, burst: bool
             if burst and seconds / 3 <= t < 2 * seconds / 3 and rng.random() < 0.6:
                 model = MODELS[-1]
             tokens = min(100, int(rng.lognormvariate(math.log(20), 0.8)) + 1)
-            tasks.append(asyncio.create_task(one(client, url, model, tokens, results)))
+            counted = results if t >= warmup else None
+            tasks.append(asyncio.create_task(one(client, url, model, tokens, counted)))
         await asyncio.gather(*tasks)
     return results
 
 
-def run_policy(policy: str, seconds: float, rate: float, seed: int, burst: bool = False) -> dict[str, float]:
+def run_policy(
+    policy: str, seconds: float, rate: float, seed: int, burst: bool = False, warmup: float = 0.0
+) -> dict[str, float]:
     sims = []
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -123,7 +131,7 @@ def run_policy(policy: str, seconds: float, rate: float, seed: int, burst: bool 
         procs.append(start(["serve", "--config", str(config)]))
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/ready", 60)
-        results = asyncio.run(workload(url, seconds, rate, seed, burst))
+        results = asyncio.run(workload(url, seconds, rate, seed, burst, warmup))
         loads = sum(httpx.get(s + "/_sim/stats").json()["loads"] for s in sims)
     finally:
         for proc in procs:
@@ -158,9 +166,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/bench/routing_live.md"))
     parser.add_argument("--burst", action="store_true", help="the least popular model takes 60%% mid-run")
     parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--warmup", type=float, default=0.0, help="seconds of arrivals not counted (cold start)")
     args = parser.parse_args()
     policies = tuple(args.policies.split(","))
     burst = ", the least popular model taking 60% of requests in the middle third" if args.burst else ""
+    burst += f", the first {args.warmup:g} s not counted" if args.warmup else ""
     lines = [
         f"Live run: {args.seconds:g} s of arrivals at {args.rate:g} req/s per policy, seed {args.seed}{burst}.",
         "",
@@ -169,7 +179,7 @@ def main() -> None:
     ]
     table: dict[str, dict[str, float]] = {}
     for policy in policies:
-        m = table[policy] = run_policy(policy, args.seconds, args.rate, args.seed, args.burst)
+        m = table[policy] = run_policy(policy, args.seconds, args.rate, args.seed, args.burst, args.warmup)
         lines.append(
             f"| {policy} | {m['requests']:.0f} | {m['ttft_p50']:.2f} s | {m['ttft_p95']:.2f} s | "
             f"{m['ttft_p99']:.2f} s | {m['e2e_p50']:.2f} s | {m['e2e_p99']:.2f} s | "

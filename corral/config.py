@@ -20,7 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from corral.domain import num_ctx as ctx_policy
+from corral.domain.catalog import Catalog
 from corral.domain.cors import OLLAMA_DEFAULTS
+from corral.domain.groups import label_error
+from corral.domain.placement import valid_keep_alive
 
 
 class ConfigError(Exception):
@@ -128,13 +131,22 @@ class HealthSettings(_Section):
     fall: int = Field(2, ge=1, description="Consecutive failed checks to mark an up node down.")
 
 
+def _checked_labels(value: dict[str, str] | None) -> dict[str, str]:
+    for key, label in (value or {}).items():
+        problem = label_error(key, label)
+        if problem is not None:
+            raise ValueError(problem)
+    return value or {}
+
+
 class BackendSettings(_Section):
     name: str = Field(
         ...,
         min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-        description="Unique node name (used in metrics, logs and X-Corral-Node).",
+        max_length=255,  # discovered nodes are named after DNS names (up to 253 characters)
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:\[\]-]*$",
+        description="Unique node name (used in metrics, logs and X-Corral-Node). Discovered nodes are named "
+        "`dns:HOST:PORT` or `file:HOST:PORT`.",
     )
     url: str = Field(..., description="Base URL of the node, e.g. http://10.0.0.5:11434.")
     type: Literal["ollama", "openai"] = Field("ollama", description="API the node speaks.")
@@ -150,7 +162,21 @@ class BackendSettings(_Section):
         "evicts by memory as well as by count.",
     )
     models: list[str] | None = Field(None, description="If set, the only models this node may serve.")
+    preload: list[str] = Field(
+        default_factory=list,
+        description="Models warmed on this node whenever it comes up (at start and after a restart), "
+        "with models.preload_keep_alive.",
+    )
     health: HealthSettings | None = Field(None, description="Per-node health-check override.")
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node-group labels (`pool: embeddings`, `team: search`) that model and key selectors match.",
+    )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        return _checked_labels(value)
 
     @field_validator("url")
     @classmethod
@@ -256,6 +282,9 @@ class JwtSettings(_Section):
     audience: str | None = Field(None, description="Required `aud`, if set.")
     role_claim: str = Field("role", description="Claim holding the role ('admin' for admin; dotted paths work).")
     models_claim: str = Field("models", description="Claim holding the allowed models (list or space-separated).")
+    nodes_claim: str = Field(
+        "nodes", description="Claim holding a node-group selector (an object, or `team=search,pool=gpu`)."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> JwtSettings:
@@ -355,6 +384,16 @@ class ModelPolicy(_Section):
         "what clients asked for; docs/routing.md): `normalize` (drop it: the node's default context, which /v1 "
         "requests get too), `normalize N` (always N) or `cap N` (at most N).",
     )
+    names: list[str] = Field(
+        default_factory=list,
+        description="Other names nodes know this model by (an OpenAI-type node's "
+        "`meta-llama/Llama-3.2-3B-Instruct`): they pool under this one catalog name.",
+    )
+
+    @field_validator("nodes")
+    @classmethod
+    def _selector(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        return None if value is None else _checked_labels(value)
 
     @field_validator("num_ctx")
     @classmethod
@@ -375,10 +414,31 @@ class ModelsSettings(_Section):
         "the nodes the placement file names, or refuse (400).",
     )
     placement_file: Path | None = Field(None, description="The placement file (models.yaml) for `placement`.")
+    fanout_idle_s: float = Field(
+        900.0,
+        gt=0,
+        description="Fleet-wide pull, create or blob upload: the longest a node may stay silent before it "
+        "counts as failed (verifying a large layer is silent). There is no limit on the whole operation.",
+    )
     aliases: dict[str, str] = Field(default_factory=dict, description="Names clients use mapped to fleet models.")
+    preload_keep_alive: str | None = Field(
+        None,
+        description="keep_alive for backends[].preload warms (e.g. 24h, -1); unset: the node's default. "
+        "Models of the placement file with a keep_alive are warmed with theirs.",
+    )
     per_model: dict[str, ModelPolicy] = Field(
         default_factory=dict, description="Per-model policies; written as `models.<name>: {...}` in YAML."
     )
+
+    @field_validator("preload_keep_alive", mode="before")
+    @classmethod
+    def _keep_alive(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        checked = valid_keep_alive(value)
+        if checked is None:
+            raise ValueError(f"{value!r} is not a duration such as 24h or -1 (Ollama's keep_alive)")
+        return checked
 
     @model_validator(mode="before")
     @classmethod
@@ -394,8 +454,202 @@ class ModelsSettings(_Section):
             out["per_model"] = per_model
         return out
 
+    @model_validator(mode="after")
+    def _one_catalog(self) -> ModelsSettings:
+        try:
+            self.catalog()
+        except ValueError as exc:
+            raise ValueError(f"models.aliases: {exc}") from None
+        for model, policy in self.per_model.items():
+            if model in policy.fallbacks:
+                raise ValueError(f"models.{model}.fallbacks: a model cannot fall back to itself")
+        return self
+
     def policy(self, model: str) -> ModelPolicy | None:
         return self.per_model.get(model)
+
+    def catalog(self) -> Catalog:
+        """Aliases and catalog entries as one lookup (corral.domain.catalog)."""
+        return Catalog.build(self.aliases, {k: p.names for k, p in self.per_model.items() if p.names})
+
+
+class DiscoveredNode(_Section):
+    """What every node a discovery source finds gets (the source's defaults)."""
+
+    type: Literal["ollama", "openai"] = Field("ollama", description="API the discovered nodes speak.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels given to the discovered nodes.")
+    priority: int = Field(0, description="Priority of the discovered nodes.")
+    weight: float = Field(1.0, gt=0, description="Weight of the discovered nodes.")
+    max_concurrency: int | None = Field(None, ge=1, description="Most requests Corral sends each one at once.")
+    parallel: int = Field(1, ge=1, description="Slots per loaded model (OLLAMA_NUM_PARALLEL).")
+    max_loaded: int = Field(3, ge=1, description="Models each keeps loaded (OLLAMA_MAX_LOADED_MODELS).")
+    vram_gb: float | None = Field(None, gt=0, description="GPU memory (GiB) each gives models.")
+    models: list[str] | None = Field(None, description="If set, the only models they may serve.")
+
+    def backend(self, name: str, url: str, **overrides: Any) -> BackendSettings:
+        """A node's settings: these defaults, then what the source knows of this node."""
+        keys = set(DiscoveredNode.model_fields) & set(BackendSettings.model_fields)  # labels: with node groups
+        fields = {key: getattr(self, key) for key in keys}
+        fields.update(overrides)
+        return BackendSettings(name=name, url=url, **fields)
+
+
+class DnsService(DiscoveredNode):
+    name: str = Field(..., min_length=1, description="The DNS name: a headless service (A/AAAA) or an SRV name.")
+    record: Literal["A", "AAAA", "A+AAAA", "SRV"] = Field(
+        "A", description="Records to read: addresses (with `port`) or SRV (targets and ports from the records)."
+    )
+    port: int | None = Field(None, ge=1, le=65535, description="The nodes' port (A/AAAA; SRV records carry theirs).")
+    scheme: Literal["http", "https"] = Field("http", description="How Corral talks to the discovered nodes.")
+
+    @model_validator(mode="after")
+    def _port(self) -> DnsService:
+        if self.record != "SRV" and self.port is None:
+            raise ValueError(f"a port is needed: {self.record} records of {self.name!r} carry none")
+        return self
+
+
+class DnsDiscovery(_Section):
+    nameserver: str | None = Field(
+        None, description="The resolver to ask (an IP address); unset: the system's (/etc/resolv.conf)."
+    )
+    port: int = Field(53, ge=1, le=65535, description="The resolver's port.")
+    interval_s: float = Field(
+        30.0, gt=0, description="Seconds between resolutions; sooner when the answer's TTL runs out first."
+    )
+    min_interval_s: float = Field(1.0, gt=0, description="Never resolve more often than this (TTL 0 answers).")
+    timeout_s: float = Field(2.0, gt=0, description="A resolution slower than this fails (the nodes are kept).")
+    services: list[DnsService] = Field(default_factory=list, description="The names to resolve into nodes.")
+
+    @field_validator("nameserver")
+    @classmethod
+    def _ip(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError as exc:
+                raise ValueError(f"{value!r} is not an IP address") from exc
+        return value
+
+
+class NodeFile(DiscoveredNode):
+    path: Path = Field(
+        ...,
+        description="A JSON or YAML list of nodes: URLs, or mappings with `url` (and `name`, "
+        "or any `backends[]` key overriding these defaults).",
+    )
+    interval_s: float = Field(1.0, gt=0, description="Seconds between checks of the file for changes.")
+
+
+class DiscoverySettings(_Section):
+    """Nodes found at run time, besides the static `backends` list (docs/routing.md, Node discovery)."""
+
+    dns: DnsDiscovery = Field(default_factory=DnsDiscovery, description="Nodes from DNS records.")
+    files: list[NodeFile] = Field(default_factory=list, description="Nodes from watched files.")
+
+
+RESPONSE_CACHE_ROUTES = (
+    "/api/generate",
+    "/api/chat",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/messages",
+)
+
+
+DeterministicRule = Literal["temperature_zero", "seed"]
+DETERMINISTIC_RULES: tuple[DeterministicRule, ...] = ("temperature_zero", "seed")
+
+
+class CacheResponsesSettings(_Section):
+    """The response cache: whole answers of deterministic requests (docs/cache.md)."""
+
+    enabled: bool = Field(False, description="Cache answers of deterministic generate/chat requests.")
+    routes: list[str] = Field(
+        default_factory=lambda: ["/api/generate", "/api/chat", "/v1/chat/completions", "/v1/completions"],
+        description="Routes whose answers may be cached (any of " + ", ".join(RESPONSE_CACHE_ROUTES) + ").",
+    )
+    models: list[str] | None = Field(None, description="Models (globs) whose answers may be cached; unset: all.")
+    deterministic: list[DeterministicRule] = Field(
+        default_factory=lambda: list(DETERMINISTIC_RULES),
+        description="What makes a request deterministic: `temperature_zero` (temperature 0) and/or `seed` "
+        "(a fixed seed, not -1); a request is cached when it meets any of them.",
+    )
+
+    @field_validator("routes")
+    @classmethod
+    def _known_routes(cls, value: list[str]) -> list[str]:
+        for index, path in enumerate(value):
+            if path not in RESPONSE_CACHE_ROUTES:
+                raise ValueError(
+                    f"entry {index}, {path!r}, cannot be cached; known: {', '.join(RESPONSE_CACHE_ROUTES)}"
+                )
+        return value
+
+
+class CacheEmbeddingsSettings(_Section):
+    """The embeddings cache: one vector per input string (docs/cache.md)."""
+
+    enabled: bool = Field(
+        False, description="Cache embeddings per input on /api/embed, /api/embeddings and /v1/embeddings."
+    )
+    models: list[str] | None = Field(None, description="Models (globs) whose embeddings may be cached; unset: all.")
+
+
+class CacheSettings(_Section):
+    """Response and embeddings caches (docs/cache.md). Both are off unless enabled."""
+
+    backend: Literal["memory", "redis"] = Field(
+        "memory", description="`memory`: per replica, LRU within max_bytes; `redis`: shared by replicas."
+    )
+    redis_url: str | None = Field(None, description="Redis for `backend: redis` (redis://host:port/db).")
+    ttl_s: float = Field(3600.0, gt=0, description="How long an entry is kept.")
+    max_bytes: int = Field(
+        256 * 2**20,
+        ge=1024,
+        description="Memory backend: the most bytes all entries take (least recently used go first). "
+        "With Redis, cap the server instead (maxmemory, allkeys-lru).",
+    )
+    max_entry_bytes: int = Field(
+        4 * 2**20, ge=64, description="Answers larger than this are not stored (the client still gets them)."
+    )
+    scope: Literal["key", "global"] = Field(
+        "key",
+        description="`key`: an entry serves only the API key (or JWT subject) that filled it, so no key learns "
+        "what another asked; `global`: one cache for all callers.",
+    )
+    charge_hits: bool = Field(
+        True,
+        description="Charge a hit's tokens to token limits as if a node had answered; false: hits cost no "
+        "tokens (request-rate limits apply either way).",
+    )
+    responses: CacheResponsesSettings = Field(default_factory=CacheResponsesSettings, description="The response cache.")
+    embeddings: CacheEmbeddingsSettings = Field(
+        default_factory=CacheEmbeddingsSettings, description="The embeddings cache."
+    )
+
+    @model_validator(mode="after")
+    def _combinations(self) -> CacheSettings:
+        if self.backend == "redis" and not self.redis_url:
+            raise ValueError("cache.redis_url: `backend: redis` needs a Redis URL")
+        if self.backend == "memory" and self.redis_url:
+            raise ValueError("cache.redis_url: only used with `backend: redis` (set cache.backend: redis)")
+        if self.backend == "redis" and "max_bytes" in self.model_fields_set:
+            raise ValueError("cache.max_bytes: applies to the memory backend; cap Redis with its maxmemory")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("cache.redis_url: must start with redis://, rediss:// or unix://")
+        if self.backend == "memory" and self.max_entry_bytes > self.max_bytes:
+            raise ValueError("cache.max_entry_bytes: larger than cache.max_bytes, so such an entry could never be kept")
+        if self.responses.enabled and not self.responses.deterministic:
+            raise ValueError("cache.responses.deterministic: empty, so no request could be cached")
+        if self.responses.enabled and not self.responses.routes:
+            raise ValueError("cache.responses.routes: empty, so no request could be cached")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.responses.enabled or self.embeddings.enabled
 
 
 class ResidencySettings(_Section):
@@ -452,6 +706,10 @@ class Settings(BaseSettings):
     residency: ResidencySettings = Field(
         default_factory=ResidencySettings, description="Preloading and pinning hot models."
     )
+    discovery: DiscoverySettings = Field(
+        default_factory=DiscoverySettings, description="Nodes found at run time (DNS, watched files)."
+    )
+    cache: CacheSettings = Field(default_factory=CacheSettings, description="Response and embeddings caches.")
 
     @classmethod
     def settings_customise_sources(

@@ -92,7 +92,11 @@ def start_sim(*models: str, port: int | None = None, extra: list[str] | None = N
 
 
 def start_corral(
-    config: dict[str, Any], env: dict[str, str] | None = None, timeout: float = 20.0, ready_scheme: str = "http"
+    config: dict[str, Any],
+    env: dict[str, str] | None = None,
+    timeout: float = 20.0,
+    ready_scheme: str = "http",
+    args: list[str] | None = None,
 ) -> Proc:
     port = config.setdefault("server", {}).get("port") or free_port()
     config["server"]["port"] = port
@@ -102,7 +106,7 @@ def start_corral(
     path = folder / "corral.yaml"
     path.write_text(yaml.safe_dump(config))
     proc = Proc(
-        [sys.executable, "-m", "corral", "serve", "--config", str(path)],
+        [sys.executable, "-m", "corral", "serve", "--config", str(path), *(args or [])],
         port,
         {"CORRAL_LOGGING__FORMAT": "json", **(env or {})},
     )

@@ -15,6 +15,7 @@ from typing import Any
 import jwt
 
 from corral.domain.errors import Unauthenticated
+from corral.domain.groups import parse_selector
 from corral.domain.keys import Principal, Role
 
 JwksFetch = Callable[[str], Awaitable[dict[str, Any]]]
@@ -45,6 +46,7 @@ class ClaimMap:
     tpm: str = "tpm"
     max_concurrency: str = "max_concurrency"
     priority: str = "priority"
+    nodes: str = "nodes"
     default_models: tuple[str, ...] = ("*",)
 
 
@@ -86,6 +88,19 @@ def principal_from_claims(claims: Mapping[str, Any], m: ClaimMap = ClaimMap()) -
     else:
         raise Unauthenticated(f"claim {m.models!r} is not a list of model names")
     exp = claims.get("exp")
+    nodes_claim = _claim(claims, m.nodes)
+    try:
+        if isinstance(nodes_claim, dict) and all(isinstance(v, str) for v in nodes_claim.values()):
+            nodes = parse_selector(",".join(f"{k}={v}" for k, v in nodes_claim.items())) or None
+        elif isinstance(nodes_claim, str):
+            nodes = parse_selector(nodes_claim) or None
+        elif nodes_claim is None:
+            nodes = None
+        else:
+            raise ValueError("not a label selector")
+    except ValueError as exc:
+        # A token meant to confine its holder to a node group must not pass as unconfined.
+        raise Unauthenticated(f"claim {m.nodes!r}: {exc}") from None
     return Principal(
         name=name,
         prefix="jwt",
@@ -97,6 +112,7 @@ def principal_from_claims(claims: Mapping[str, Any], m: ClaimMap = ClaimMap()) -
         priority=_int(claims, m.priority) or 0,
         expires_at=float(exp) if isinstance(exp, int | float) else None,
         source="jwt",
+        nodes=nodes,
     )
 
 

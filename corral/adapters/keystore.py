@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -39,6 +39,7 @@ class KeySpec:
     max_concurrency: int | None = None
     priority: int = 0
     expires_at: float | None = None
+    nodes: Mapping[str, str] | None = None  # node-group selector; None: every node
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +62,16 @@ class KeyRecord:
     def principal(self) -> Principal:
         s = self.spec
         return Principal(
-            s.name, self.prefix, s.role, s.models, s.rpm, s.tpm, s.max_concurrency, s.priority, s.expires_at
+            s.name,
+            self.prefix,
+            s.role,
+            s.models,
+            s.rpm,
+            s.tpm,
+            s.max_concurrency,
+            s.priority,
+            s.expires_at,
+            nodes=s.nodes,
         )
 
 
@@ -90,7 +100,7 @@ def _record(row: sa.Row[Any]) -> KeyRecord:
     m = row._mapping
     spec = KeySpec(
         m["name"], Role(m["role"]), tuple(m["models"]), m["rpm"], m["tpm"], m["max_concurrency"], m["priority"],
-        _epoch(m["expires_at"]),
+        _epoch(m["expires_at"]), m["nodes"] or None,
     )  # fmt: skip
     created = _epoch(m["created_at"])
     assert created is not None
@@ -118,7 +128,7 @@ class SqlKeyStore:
         values = {
             "name": spec.name, "role": spec.role.value, "models": list(spec.models), "rpm": spec.rpm, "tpm": spec.tpm,
             "max_concurrency": spec.max_concurrency, "priority": spec.priority, "expires_at": _dt(spec.expires_at),
-            "created_at": _dt(now),
+            "created_at": _dt(now), "nodes": dict(spec.nodes) if spec.nodes else None,
         }  # fmt: skip
         for _ in range(self._ATTEMPTS):
             key = generate_key(self._rng)

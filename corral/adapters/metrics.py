@@ -9,7 +9,7 @@ knows (anything else is `other`), status classes and ErrorKind values.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
@@ -25,6 +25,7 @@ ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 
 SPEED_BUCKETS = (1, 2.5, 5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000)
 QUEUE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120)
 LOAD_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300)
+CACHE_RESULTS = {"responses": ("hit", "miss", "bypass"), "embeddings": ("hit", "miss", "partial", "bypass")}
 REJECTION_REASONS = (
     "unauthenticated",
     "forbidden",
@@ -51,6 +52,8 @@ class NodeState(Protocol):
     @property
     def draining(self) -> bool: ...
     def loaded_models(self) -> Iterable[tuple[str, int, int]]: ...  # (model, size, size_vram)
+    @property
+    def labels(self) -> Mapping[str, str]: ...  # backends[].labels
 
 
 def status_class(status: int) -> str:
@@ -83,8 +86,15 @@ class _FleetCollector(Collector):
             "VRAM held by a loaded model (/api/ps size_vram).",
             labels=["node", "model"],
         )
+        nodes = list(self._nodes())
+        # Label names come from the configuration (validated there), never from clients.
+        keys = sorted({key for node in nodes for key in node.labels})
+        info = GaugeMetricFamily(
+            "corral_node_info", "1 per node, with its node-group labels (backends[].labels).", labels=["node", *keys]
+        )
         total_in_flight = 0
-        for node in self._nodes():
+        for node in nodes:
+            info.add_metric([node.name, *(node.labels.get(k, "") for k in keys)], 1.0)
             up.add_metric([node.name], 1.0 if node.up else 0.0)
             draining.add_metric([node.name], 1.0 if node.draining else 0.0)
             for state in ("closed", "open", "half_open"):
@@ -94,7 +104,7 @@ class _FleetCollector(Collector):
             for model, _size, size_vram in node.loaded_models():
                 loaded.add_metric([node.name, model], 1.0)
                 vram.add_metric([node.name, model], float(size_vram))
-        yield from (up, draining, breaker, in_flight, loaded, vram)
+        yield from (info, up, draining, breaker, in_flight, loaded, vram)
         yield GaugeMetricFamily("corral_in_flight_requests", "Requests in flight to any node.", value=total_in_flight)
         yield GaugeMetricFamily(
             "corral_queue_length", "Requests waiting in the admission queue.", value=self._queue_len()
@@ -185,6 +195,25 @@ class Metrics:
         self.limit_store_errors = Counter(
             "corral_limit_store_errors", "Limit checks that could not reach the limit store.", registry=registry
         )
+        self._reloads = Counter(
+            "corral_config_reloads", "Configuration reloads, by result (ok, error).", ["result"], registry=registry
+        )
+        for result in ("ok", "error"):
+            self._reloads.labels(result)
+        self._cache_size: Callable[[], int | None] | None = None
+        self.cache_requests = Counter(
+            "corral_cache_requests",
+            "Requests that consulted a cache, by kind (responses, embeddings) and result "
+            "(hit, miss, partial: some inputs cached, bypass: the client asked for a fresh answer).",
+            ["kind", "result"],
+            registry=registry,
+        )
+        self.fallbacks = Counter(
+            "corral_fallbacks",
+            "Requests a fallback model served, by the model asked for and the one that served.",
+            ["from", "to"],
+            registry=registry,
+        )
         self.health_checks = Histogram(
             "corral_health_check_duration_seconds",
             "Health check latency.",
@@ -193,9 +222,15 @@ class Metrics:
             registry=registry,
         )
 
+    def config_reloads(self, result: str) -> None:
+        self._reloads.labels(result).inc()
+
     def preset(self, routes: Iterable[str]) -> None:
         """Export zero for label values from closed sets, so alerts and dashboards see the series
         before the first event (an absent series reads as "no data", not 0)."""
+        for kind, results in CACHE_RESULTS.items():
+            for result in results:
+                self.cache_requests.labels(kind, result)
         for route in routes:
             self.retries.labels(route)
         for reason in REJECTION_REASONS:
@@ -205,9 +240,11 @@ class Metrics:
         self.registry.register(_FleetCollector(nodes, queue_len))
 
     def _model(self, record: RequestRecord) -> str:
-        if record.model is None:
+        # The model that served (an alias resolved, a fallback taken), else the name asked for.
+        asked = record.served_model or record.model
+        if asked is None:
             return "none"
-        name = normalize(record.model)
+        name = normalize(asked)
         return name if name in self.known_models() else "other"
 
     def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
@@ -228,6 +265,9 @@ class Metrics:
             self.retries.labels(record.route).inc(record.attempts - 1)
         if record.error_kind is not None:
             self.errors.labels(record.route, record.error_kind.value).inc()
+        if record.fallback_from is not None and record.served_model is not None:
+            # Both names come from models.<name>.fallbacks in the configuration: a closed set.
+            child(self.fallbacks, record.fallback_from, record.served_model).inc()
         if record.queued_s:
             self.queue_wait.observe(record.queued_s)
         if record.ttft is not None and record.stream:
@@ -246,9 +286,27 @@ class Metrics:
             self.model_loads.labels(node, model).inc()
             self.model_load_duration.labels(node, model).observe(record.load_s)
 
+    def cache_counted(self, kind: str, result: str) -> None:
+        self._child(self.cache_requests, kind, result).inc()
+
+    def watch_cache(self, size: Callable[[], int | None]) -> None:
+        """`corral_cache_bytes`: what the in-memory cache holds, read at scrape time."""
+        if self._cache_size is None:
+            self.registry.register(_CacheCollector(lambda: self._cache_size() if self._cache_size else None))
+        self._cache_size = size  # a reload may hand over a new store; one collector reads the latest
+
     def rejected(self, reason: str) -> None:
         self.rejections.labels(reason).inc()
 
     def health_check(self, node: str, ok: bool, seconds: float) -> None:
         self.health_checks.labels(node, "ok" if ok else "fail").observe(seconds)
 
+
+class _CacheCollector(Collector):
+    def __init__(self, size: Callable[[], int | None]) -> None:
+        self.size = size
+
+    def collect(self) -> Iterator[Metric]:
+        held = self.size()
+        if held is not None:
+            yield GaugeMetricFamily("corral_cache_bytes", "Bytes held by the in-memory cache.", value=held)

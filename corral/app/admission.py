@@ -9,6 +9,7 @@ with the queue and not with the fleet; a fleet change runs one full round over o
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from time import perf_counter
 
 from corral.app.context import RequestRecord
@@ -17,14 +18,27 @@ from corral.domain.admission import Entry, FairQueue, QueueFullError
 from corral.domain.candidates import candidates
 from corral.domain.errors import GatewayError, NoHealthyNode, NoSuchModel, QueueFull, QueueTimeout
 from corral.domain.fleet import NodeView, NoRoute, NoRouteReason, RouteRequest
+from corral.domain.groups import format_selector
 from corral.domain.routing import Strategy
 
 Waiting = Entry[tuple[RouteRequest, "asyncio.Future[Node]"]]
 
 
-def no_route_error(reason: NoRouteReason, model: str) -> GatewayError:
+class OutsideKeyGroup(NoSuchModel):
+    """Nodes have the model, but none in the key's node group: a 404 that says so."""
+
+
+def no_route_error(reason: NoRouteReason, model: str, route: RouteRequest | None = None) -> GatewayError:
     if reason is NoRouteReason.NO_SUCH_MODEL:
         return NoSuchModel(f"model '{model}' not found")
+    if reason is NoRouteReason.OUTSIDE_KEY_GROUP:
+        group = format_selector(route.key_nodes if route else None)
+        return OutsideKeyGroup(f"model '{model}' not found on the nodes this key may use ({group})")
+    if reason is NoRouteReason.OUTSIDE_MODEL_GROUP:
+        group = format_selector(route.nodes if route else None)
+        return NoHealthyNode(f"no node in the model's node group ({group}) has model '{model}'", retry_after=5)
+    if reason is NoRouteReason.TOO_SLOW:
+        return NoHealthyNode(f"no node can start model '{model}' within its fallback_after_s", retry_after=5)
     return NoHealthyNode(f"no healthy node can serve model '{model}'", retry_after=5)
 
 
@@ -36,6 +50,13 @@ class Admission:
         self.queue: FairQueue[tuple[RouteRequest, asyncio.Future[Node]]] = FairQueue(queue_max, queue_wait_s)
         self.loop = asyncio.get_running_loop()
         fleet.subscribe(self.capacity_changed)
+
+    def retune(self, strategy: Strategy, queue_max: int, queue_wait_s: float) -> None:
+        """New settings on a hot reload: for the requests that arrive from now on."""
+        self.strategy = strategy
+        self.queue_wait_s = queue_wait_s
+        self.queue.max_len = queue_max
+        self.queue.max_wait_s = queue_wait_s
 
     @property
     def waiting(self) -> int:
@@ -57,9 +78,7 @@ class Admission:
                             views[i] = node.view(now)
                 return node
             # The breaker refused its half-open trial to this request: try the others.
-            route = RouteRequest(
-                route.model, route.options_key, route.affinity, route.exclude | {decision.node}, route.est_tokens
-            )
+            route = replace(route, exclude=route.exclude | {decision.node})
 
     async def choose(self, route: RouteRequest, record: RequestRecord) -> Node:
         """A node for the request, its slot taken. While every suitable node is full, the request waits
@@ -69,7 +88,7 @@ class Admission:
         if isinstance(found, Node):
             return found
         if found.reason is not NoRouteReason.ALL_FULL:
-            raise no_route_error(found.reason, record.model or route.model)
+            raise no_route_error(found.reason, record.model or route.model, route)
         future: asyncio.Future[Node] = self.loop.create_future()
         turn = record.principal.bucket if record.principal is not None else record.client_ip
         try:
@@ -77,7 +96,9 @@ class Admission:
         except QueueFullError:
             message = "server busy, please try again.  maximum pending requests exceeded"
             raise QueueFull(message, retry_after=1) from None
-        timer = self.loop.call_at(entry.deadline, self._expire, entry)
+        # A request with a fallback waits no longer than its model's fallback_after_s.
+        deadline = entry.deadline if route.max_wait_s is None else min(entry.deadline, now + route.max_wait_s)
+        timer = self.loop.call_at(deadline, self._expire, entry)
         waited_from = perf_counter()
         try:
             return await future
@@ -142,7 +163,7 @@ class Admission:
                 return True
             if found.reason is not NoRouteReason.ALL_FULL:
                 # The model's nodes went away while it waited: answer now rather than at the deadline.
-                future.set_exception(no_route_error(found.reason, route.model))
+                future.set_exception(no_route_error(found.reason, route.model, route))
                 return True
             return False
 

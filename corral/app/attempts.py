@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from corral.app.admission import Admission
@@ -20,6 +19,7 @@ from corral.app.context import ApiFamily, RequestRecord
 from corral.app.downstream import Downstream
 from corral.app.fleet import Fleet, Node
 from corral.app.headers import DROP_RESPONSE, Outbound, openai_node_headers
+from corral.app.naming import choose, for_node
 from corral.app.relay import end_broken_stream, framing, read_all, relay, relay_translated
 from corral.app.translation import Translation
 from corral.config import RoutingSettings, TimeoutSettings
@@ -68,24 +68,32 @@ class Forwarder:
         out: Outbound,
         downstream: Downstream,
         doc: dict[str, Any] | None = None,
+        fallbacks: Sequence[RouteRequest] = (),
+        requested: str | None = None,
     ) -> None:
-        """Send `out` to a node chosen for `route` and relay the answer into `downstream`."""
+        """Send `out` to a node chosen for `route` (or, when none can take it, for the first of
+        `fallbacks` that can) and relay the answer into `downstream`. `requested`: the model name
+        the client sent, echoed in the answer where a node knows the model by another name."""
+        chain = (route, *fallbacks)
         tried: set[str] = set(route.exclude)
         last_error: GatewayError | None = None
+        display = self.fleet.catalog.display
         for attempt in range(self.routing.retries + 1):
             if attempt:
                 await asyncio.sleep(self.routing.retry_backoff_s * (2 ** (attempt - 1)))
-                route = replace(route, exclude=frozenset(tried))
             try:
-                node = await self.admission.choose(route, record)
+                node, route, place = await choose(self.admission, chain, frozenset(tried), record)
             except (NoHealthyNode, NoSuchModel) as exc:
                 if last_error is not None:
                     raise last_error from exc
                 raise
+            if route.model:
+                record.served_model = display(route.model)
+                record.fallback_from = display(chain[0].model) if place else None
             tried.add(node.name)
             record.node = node.name
             record.attempts = attempt + 1
-            error = await self.attempt(node, downstream, record, route, out, doc)
+            error = await self.attempt(node, downstream, record, route, out, doc, requested=requested)
             if error is None:
                 return
             last_error = error
@@ -131,14 +139,18 @@ class Forwarder:
         out: Outbound,
         doc: dict[str, Any] | None = None,
         before_end: BeforeEnd | None = None,
+        requested: str | None = None,
     ) -> UpstreamError | None:
         """One try on one node (its slot already taken). Returns the error if another node may be
         tried, None when the request is finished (answered, or its stream ended with an error frame)."""
         model = route.model
         cold = self._note_dispatch(node, route) if model else False
         sent_at = self.loop.time()
+        out, doc, echo = for_node(node, model, requested, out, doc)
         prepared: tuple[Outbound, Translation | None] = self._prepare(node, record, out, doc)
         out, translation = prepared
+        if translation is not None and echo is not None:
+            translation.model, echo = requested or translation.model, None  # it writes the name itself
         trace = None
         if record.span is not None:
             trace, trace_headers = record.span.attempt(node.name, record.attempts)
@@ -165,7 +177,7 @@ class Forwarder:
             if translation is not None:
                 await relay_translated(conn, upstream, own, downstream, record, translation, self.timeouts.idle_s)
             else:
-                await relay(conn, upstream, own, downstream, record)
+                await relay(conn, upstream, own, downstream, record, echo)
                 if before_end is not None:
                     await before_end(upstream.status)
                 downstream.end()
@@ -250,6 +262,8 @@ class Forwarder:
         own = [(b"x-request-id", record.request_id.encode())]
         if self.expose_node:
             own.append((b"x-corral-node", node.name.encode()))
+        if record.served_model is not None:
+            own.append((b"x-corral-model", record.served_model.encode()))
         return own
 
     def _learn(

@@ -17,6 +17,7 @@ from corral.adapters.keystore import KeyCache, KeyExists, KeyNotFound, KeySpec, 
 from corral.app.routes import Access, RouteSpec
 from corral.app.views import send_json
 from corral.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
+from corral.domain.groups import parse_selector
 from corral.domain.keys import Principal, Role
 from corral.domain.record import RequestRecord
 from corral.net.response import Request, Response
@@ -114,7 +115,8 @@ def spec_from(doc: object) -> KeySpec:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             raise InvalidRequest(f"{field}: must be a non-negative integer", param=field)
         limits[field] = value
-    unknown = set(doc) - {"name", "role", "models", "rpm", "tpm", "max_concurrency", "priority", "expires"}
+    nodes = _selector(doc.get("nodes"))
+    unknown = set(doc) - {"name", "role", "models", "rpm", "tpm", "max_concurrency", "priority", "expires", "nodes"}
     if unknown:
         raise InvalidRequest(f"{sorted(unknown)[0]}: unknown field", param=sorted(unknown)[0])
     return KeySpec(
@@ -126,7 +128,22 @@ def spec_from(doc: object) -> KeySpec:
         max_concurrency=limits["max_concurrency"],
         priority=limits["priority"] or 0,
         expires_at=_expiry(doc.get("expires")),
+        nodes=nodes,
     )
+
+
+def _selector(value: object) -> dict[str, str] | None:
+    """A key's node group: `team=search,pool=gpu` or {"team": "search"}; None or empty: every node."""
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            return parse_selector(value) or None
+        if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            return parse_selector(",".join(f"{k}={v}" for k, v in value.items())) or None
+    except ValueError as exc:
+        raise InvalidRequest(f"nodes: {exc}", param="nodes") from None
+    raise InvalidRequest('nodes: a label selector, team=search or {"team": "search"}', param="nodes")
 
 
 def key_view(record: object, plaintext: str | None = None) -> dict[str, object]:
@@ -138,6 +155,7 @@ def key_view(record: object, plaintext: str | None = None) -> dict[str, object]:
         "name": s.name, "prefix": record.prefix, "role": s.role.value, "models": list(s.models), "rpm": s.rpm,
         "tpm": s.tpm, "max_concurrency": s.max_concurrency, "priority": s.priority, "expires_at": s.expires_at,
         "created_at": record.created_at, "revoked_at": record.revoked_at,
+        "nodes": dict(s.nodes) if s.nodes else None,
     }  # fmt: skip
     if plaintext is not None:
         out["key"] = plaintext

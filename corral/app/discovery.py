@@ -38,7 +38,7 @@ def loaded_from_ps(node: Node, entries: list[dict[str, Any]]) -> tuple[LoadedMod
     previous = {m.model: m.options_key for m in node.loaded}
     out = []
     for entry in entries:
-        name = normalize(str(entry.get("model") or entry.get("name") or ""))
+        name = node.catalog.key_of(normalize(str(entry.get("model") or entry.get("name") or "")))
         if not name:
             continue
         out.append(
@@ -95,6 +95,8 @@ class Discovery:
         self.on_check = on_check
         self.discovery_interval_s = discovery_interval_s
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Called when a node comes up (first answer, or again after it was down), after its models are read.
+        self.on_up: list[Callable[[Node], None]] = []
         self._last_discovery: dict[str, float] = {}
 
     async def check(self, node: Node, *, discover: bool) -> bool:
@@ -127,6 +129,9 @@ class Discovery:
         if changed:
             log.warning("node %s is now %s", node.name, "up" if node.health.up else "down")
             self.fleet.capacity_changed()
+        if ok and node.health.up and (first or changed):
+            for listener in self.on_up:
+                listener(node)
         if ok and discover:
             self._last_discovery[node.name] = loop.time()
         return ok
@@ -167,6 +172,7 @@ class Discovery:
             log.warning("some nodes did not answer the first health check within %ss", timeout_s)
 
     def start(self, node: Node) -> None:
+        self.stop(node.name)  # one loop per name: a node replaced on a reload takes over its name
         self._tasks[node.name] = asyncio.get_running_loop().create_task(self._loop(node))
 
     def stop(self, name: str) -> None:

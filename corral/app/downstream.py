@@ -20,8 +20,11 @@ class Downstream(Protocol):
     """One answer's consumer. `start` + `write_nowait`* + `end`, or `send` for a whole answer.
     `write_nowait` returns False when the consumer is full: the producer pauses until `on_writable`."""
 
-    started: bool
-    finished: bool
+    @property
+    def started(self) -> bool: ...
+
+    @property
+    def finished(self) -> bool: ...
 
     def send(self, status: int, headers: Headers, body: bytes) -> None: ...
 

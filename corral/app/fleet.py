@@ -13,6 +13,7 @@ from typing import Any
 
 from corral.config import BackendSettings, HealthSettings
 from corral.domain.breaker import CircuitBreaker
+from corral.domain.catalog import Catalog
 from corral.domain.fleet import LoadedModel, NodeKind, NodeView
 from corral.domain.health import HealthTracker
 from corral.domain.names import normalize
@@ -42,7 +43,9 @@ class Node:
     last_error: str | None = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     _static: tuple[frozenset[str] | None, frozenset[str], dict[str, int]] | None = None
+    _native: dict[str, str] = field(default_factory=dict)  # catalog key -> the name this node lists
     on_change: Callable[[], None] | None = None  # the fleet's capacity_changed(None)
+    catalog: Catalog = field(default_factory=Catalog)  # the fleet's: node-side names to catalog keys
 
     @property
     def name(self) -> str:
@@ -55,6 +58,10 @@ class Node:
     @property
     def up(self) -> bool:
         return self.health.up
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.settings.labels
 
     @property
     def breaker_state(self) -> str:
@@ -88,16 +95,31 @@ class Node:
             self.on_change()
 
     def forget_model(self, model: str) -> None:
-        """The node said it lacks `model` (normalised): drop it from the view until the next discovery."""
-        if model in self.tags:
-            self.set_tags({name: entry for name, entry in self.tags.items() if name != model})
+        """The node said it lacks `model` (a catalog key): drop it from the view until the next discovery."""
+        key_of = self.catalog.key_of
+        if any(key_of(name) == model for name in self.tags):
+            self.set_tags({name: entry for name, entry in self.tags.items() if key_of(name) != model})
+
+    def native_name(self, model: str) -> str | None:
+        """How this node spells the model a catalog key names (its own listing's spelling), if it has it."""
+        self._static_parts()
+        return self._native.get(model)
 
     def _static_parts(self) -> tuple[frozenset[str] | None, frozenset[str], dict[str, int]]:
         # What changes only with discovery, computed once per change instead of once per request.
+        # Routing sees catalog keys: a node's own names for a pooled model map to the catalog's one.
         if self._static is None:
-            pinned = frozenset(normalize(m) for m in self.settings.models) if self.settings.models else None
-            sizes = {name: int(entry.get("size") or 0) for name, entry in self.tags.items()}
-            self._static = (pinned, frozenset(self.tags), sizes)
+            key_of = self.catalog.key_of
+            pinned = frozenset(key_of(normalize(m)) for m in self.settings.models) if self.settings.models else None
+            sizes: dict[str, int] = {}
+            native: dict[str, str] = {}
+            for name, entry in self.tags.items():
+                key = key_of(name)
+                if key not in native:
+                    sizes[key] = int(entry.get("size") or 0)
+                    native[key] = str(entry.get("model") or entry.get("name") or name)
+            self._native = native
+            self._static = (pinned, frozenset(native), sizes)
         return self._static
 
     def view(self, now: float) -> NodeView:
@@ -120,16 +142,26 @@ class Node:
             in_flight=self.in_flight,
             in_flight_by_model=dict(self.in_flight_by_model),
             model_sizes=sizes,
+            labels=self.settings.labels,
         )
 
 
 class Fleet:
     """All nodes by name, in configuration order."""
 
-    def __init__(self) -> None:
+    def __init__(self, catalog: Catalog | None = None) -> None:
+        self.catalog = catalog or Catalog()
         self._nodes: dict[str, Node] = {}
         self._listeners: list[Callable[[Node | None], None]] = []
         self._known: frozenset[str] | None = None
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Swap the name catalog (a configuration reload): every node's view is recomputed."""
+        self.catalog = catalog
+        for node in self._nodes.values():
+            node.catalog = catalog
+            node._static = None
+        self.capacity_changed()
 
     def subscribe(self, listener: Callable[[Node | None], None]) -> None:
         """Call `listener(node)` on every capacity_changed event."""
@@ -148,6 +180,13 @@ class Fleet:
         return list(self._nodes)
 
     def add(self, settings: BackendSettings, health: HealthSettings, breaker: CircuitBreaker) -> Node:
+        node = self.new_node(settings, health, breaker)
+        self.adopt(node)
+        return node
+
+    @staticmethod
+    def new_node(settings: BackendSettings, health: HealthSettings, breaker: CircuitBreaker) -> Node:
+        """A node outside the fleet (it takes no traffic until `adopt`ed): checked first on reloads."""
         pool = ConnectionPool(settings.name, settings.host, settings.port, ssl=settings.tls)
         node = Node(
             settings=settings,
@@ -157,10 +196,22 @@ class Fleet:
             breaker=breaker,
         )
         node.idle.set()
-        node.on_change = self.capacity_changed
-        self._nodes[settings.name] = node
-        self.capacity_changed()
         return node
+
+    def adopt(self, node: Node) -> None:
+        """Put `node` in the fleet, in the place of any node of the same name (which keeps serving the
+        requests it already has)."""
+        node.on_change = self.capacity_changed
+        self._nodes[node.name] = node
+        self.capacity_changed()
+
+    def update(self, node: Node, settings: BackendSettings, health: HealthSettings) -> None:
+        """Change a node's settings in place (same address and API): routing sees them at once."""
+        node.settings = settings
+        node.health_settings = health
+        node.health.rise, node.health.fall = health.rise, health.fall
+        node._static = None
+        self.capacity_changed()
 
     def remove(self, name: str) -> Node | None:
         node = self._nodes.pop(name, None)
@@ -181,7 +232,8 @@ class Fleet:
 
     def known_models(self) -> frozenset[str]:
         if self._known is None:
-            self._known = frozenset(name for node in self._nodes.values() for name in node.tags)
+            key_of = self.catalog.key_of
+            self._known = frozenset(key_of(name) for node in self._nodes.values() for name in node.tags)
         return self._known
 
     @property

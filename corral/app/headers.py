@@ -41,6 +41,7 @@ DROP_RESPONSE = frozenset(
         b"date",
         b"x-request-id",
         b"x-corral-node",
+        b"x-corral-model",
         b"access-control-allow-origin",
         b"vary",
     }

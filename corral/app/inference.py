@@ -5,13 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from corral.adapters.audit import prompt_digest
+from corral.app.admission import OutsideKeyGroup
 from corral.app.attempts import Forwarder
+from corral.app.cache import CacheControl
 from corral.app.context import ApiFamily, RequestRecord
+from corral.app.downstream import Downstream
+from corral.app.embed_cache import EmbedCache
 from corral.app.fleet import Fleet
-from corral.app.headers import outbound
+from corral.app.headers import Outbound, outbound
+from corral.app.naming import ModelTargets
+from corral.app.response_cache import ResponseCache
 from corral.app.scopes import check_model
 from corral.domain.errors import Forbidden, InvalidRequest, NoSuchModel, NoSuchNode
 from corral.domain.fleet import NodeKind, RouteRequest
@@ -23,6 +29,9 @@ from corral.protocol.body import encode, read_body
 from corral.protocol.multipart import form_field
 from corral.protocol.prompts import BYTES_PER_TOKEN, prompt_text
 from corral.protocol.validation import Caps, validate
+
+if TYPE_CHECKING:
+    from corral.app.fanout_load import LoadFanout
 
 # Options that make Ollama load a separate runner (docs/ollama-behaviour.md §2): a change means a reload.
 LOAD_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")
@@ -41,6 +50,7 @@ _MISSING = {
 # Native routes whose `options` reach the runner; Ollama's /v1 routes carry no num_ctx (openai/openai.go).
 _OPTIONS_ROUTES = frozenset({"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"})
 _UNKNOWN_QUOTED = frozenset({"/api/embed", "/api/embeddings"})
+EMBED_ROUTES = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings"})
 # Routes an OpenAI-type node can serve: its own /v1 routes, and native chat/generate by translation.
 OPENAI_NODE_ROUTES = frozenset(
     {"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/chat", "/api/generate"}
@@ -72,12 +82,18 @@ class InferenceHandlers:
         caps: Caps | None = None,
         allowed_models: tuple[str, ...] | None = None,
         fingerprint_key: bytes | None = None,
+        responses: ResponseCache | None = None,
+        embeddings: EmbedCache | None = None,
+        targets: ModelTargets | None = None,
         num_ctx: dict[str, NumCtxPolicy] | None = None,
         observe: Callable[[str], None] | None = None,
     ) -> None:
         self.observe = observe  # every routed request's model, for the residency controller
         # models.<name>.num_ctx, by normalised name; only native routes carry options (docs/routing.md)
         self.num_ctx = {normalize(name): policy for name, policy in (num_ctx or {}).items()}
+        self.responses = responses
+        self.embeddings = embeddings
+        self.targets = targets or ModelTargets(fleet.catalog, {})
         self.fingerprint_key = fingerprint_key
         self.caps = caps or Caps()
         self.allowed_models = allowed_models
@@ -86,6 +102,7 @@ class InferenceHandlers:
         self.fleet = fleet
         self.forwarder = forwarder
         self.affinity_header = affinity_header.lower().encode()
+        self.fleet_load: LoadFanout | None = None  # loads and unloads on several nodes (app/fanout_load.py)
 
     async def __call__(self, request: Request, response: Response, record: RequestRecord) -> None:
         route_name = record.route
@@ -112,11 +129,20 @@ class InferenceHandlers:
             raise InvalidRequest(message, param="model")
         record.model = model if len(model) <= MODEL_LOG_CHARS else model[:MODEL_LOG_CHARS] + "..."
         validate(route_name, doc, self.caps)
-        if self.allowed_models is not None and not model_allowed(self.allowed_models, model):
+        # Allow-lists apply to the model the name resolves to (an alias grants nothing by itself).
+        key = self.targets.resolve(model)
+        if not self._gateway_allows(key):
             raise Forbidden(f"model '{model}' is not served by this gateway", param="model")
-        check_model(record, model)
+        check_model(record, key)
+        fleet_load = self.fleet_load
+        if (
+            fleet_load is not None
+            and fleet_load.wants(request, route_name, doc)
+            and await fleet_load(request, response, record, doc, key)
+        ):
+            return
         if self.num_ctx and route_name in _OPTIONS_ROUTES:
-            policy = self.num_ctx.get(normalize(model))
+            policy = self.num_ctx.get(normalize(key))
             options = rewrite(policy, doc.get("options")) if policy is not None else None
             if options is not None:
                 # What the client asked for is changed here: every node gets the re-encoded body.
@@ -133,25 +159,74 @@ class InferenceHandlers:
         affinity = request.header(self.affinity_header)
         user = doc.get("user")
         record.est_prompt_tokens = max(1, len(prompt) // BYTES_PER_TOKEN)
-        route = RouteRequest(
-            model=normalize(model),
-            options_key=options_key(doc),
-            affinity=affinity.decode("latin-1") if affinity else (user if isinstance(user, str) else None),
-            exclude=self._unsuitable(route_name) | self._not_named(request),
+        principal = record.principal
+        route, fallbacks = self.targets.chain(
+            RouteRequest(
+                model=key,
+                options_key=options_key(doc),
+                affinity=affinity.decode("latin-1") if affinity else (user if isinstance(user, str) else None),
+                exclude=self._unsuitable(route_name) | self._not_named(request),
+                key_nodes=principal.nodes if principal is not None else None,
+            ),
+            lambda name: self._gateway_allows(name) and (principal is None or principal.allows_model(name)),
         )
+        # A multipart body cannot be rewritten: such a request goes to the node under its own name.
+        requested = None if route_name == "/v1/audio/transcriptions" else model
         if self.observe is not None:
             self.observe(route.model)
         try:
             out = outbound(request, record.request_id, canonical)
             if rewritten is not None:
                 out = replace(out, body=rewritten, canonical=rewritten)
-            await self.forwarder.forward(record, route, out, response, doc)
+            if (self.responses is None and self.embeddings is None) or not await self._cached(
+                request, response, record, route, out, doc, fallbacks, requested
+            ):
+                await self.forwarder.forward(record, route, out, response, doc, fallbacks, requested)
+        except OutsideKeyGroup:
+            raise  # its message names the key's node group
         except NoSuchModel as exc:
             if route_name in _UNKNOWN_QUOTED:
                 exc.message = f'model "{model}" not found, try pulling it first'
             else:
                 exc.message = f"model '{model}' not found"
             raise
+
+    async def _cached(
+        self,
+        request: Request,
+        response: Response,
+        record: RequestRecord,
+        route: RouteRequest,
+        out: Outbound,
+        doc: dict[str, Any],
+        fallbacks: list[RouteRequest],
+        requested: str | None,
+    ) -> bool:
+        """Answer through a cache (docs/cache.md); False when no cache applies to this request."""
+        control = CacheControl(request)
+        name = record.route
+        if name in EMBED_ROUTES:
+            if self.embeddings is None:
+                return False
+
+            async def forward(sent: Outbound, into: Downstream) -> None:
+                await self.forwarder.forward(record, route, sent, into, doc, fallbacks, requested)
+
+            return await self.embeddings.serve(name, route.model, doc, out, control, response, record, forward)
+        if self.responses is None:
+            return False
+        key = self.responses.key(record, name, route.model, doc)
+        if key is None:
+            return False
+        if await self.responses.answer(key, control, response, record):
+            return True
+        tee = self.responses.recorder(response, record)
+        await self.forwarder.forward(record, route, out, tee, doc, fallbacks, requested)
+        self.responses.keep(key, control, tee, record)
+        return True
+
+    def _gateway_allows(self, model: str) -> bool:
+        return self.allowed_models is None or model_allowed(self.allowed_models, model)
 
     def _not_named(self, request: Request) -> frozenset[str]:
         """With X-Corral-Node the request goes to that node or to none (`corral backup` reads each node's

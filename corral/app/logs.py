@@ -66,6 +66,7 @@ def access_observer(record: RequestRecord) -> None:
                 "model": record.model,
                 "node": record.node,
                 "attempts": record.attempts,
+                "cache": record.cache,
                 "stream": record.stream,
                 "prompt_tokens": record.prompt_tokens,
                 "completion_tokens": record.completion_tokens,

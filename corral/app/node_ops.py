@@ -1,10 +1,12 @@
-"""Calls that change a node's models (pull, push, create, copy, delete, blobs): never forwarded blindly,
-only to the one node named in the X-Corral-Node header. A blob's body (model weights, any size) is
+"""Calls that change a node's models (pull, push, create, copy, delete, blobs) on the one node named in
+the X-Corral-Node header; without it, on the fleet (app/fanout.py) unless `models.default_targets` is
+`reject`. A blob's body (model weights, any size) is
 streamed to the node as it arrives, never held whole."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -18,6 +20,9 @@ from corral.domain.errors import InvalidRequest, NodeRequired, NoSuchNode, Upstr
 from corral.domain.fleet import NodeKind
 from corral.net.client import build_head
 from corral.net.response import Request, Response
+
+if TYPE_CHECKING:
+    from corral.app.fanout import Fanout
 
 # Answers small enough to wait for: the fleet view is refreshed before the client hears back.
 _BUFFERED = frozenset({"/api/copy", "/api/delete"})
@@ -40,6 +45,7 @@ class NodeOps:
         self.forwarder = forwarder
         self.discovery = discovery
         self.timeout_s = timeout_s
+        self.fanout: Fanout | None = None
 
     def _node(self, request: Request, record: RequestRecord) -> Node:
         raw = request.header(b"x-corral-node")
@@ -58,6 +64,10 @@ class NodeOps:
         return node
 
     async def __call__(self, request: Request, response: Response, record: RequestRecord) -> None:
+        fanout = self.fanout
+        if fanout is not None and fanout.enabled and not request.header(b"x-corral-node"):
+            await fanout(request, response, record)
+            return
         node = self._node(request, record)
         record.node = node.name
         target = request.raw_path + (b"?" + request.query if request.query else b"")

@@ -16,6 +16,7 @@ from corral.domain.errors import UpstreamError, UpstreamMidstream
 from corral.net.client import UpstreamConnection, UpstreamResponse
 from corral.net.response import Headers
 from corral.protocol import wire
+from corral.protocol.echo import ModelEcho
 from corral.protocol.usage import Framing, UsageMeter
 from corral.protocol.wire import SseEnd
 
@@ -24,13 +25,21 @@ class Relay:
     """The node connection's sink: copies each piece to the downstream, feeds the usage meter (and the
     watch for an SSE stream's final event)."""
 
-    __slots__ = ("conn", "downstream", "end", "first_at", "meter")
+    __slots__ = ("conn", "downstream", "echo", "end", "first_at", "meter")
 
-    def __init__(self, conn: UpstreamConnection, downstream: Downstream, meter: UsageMeter, end: SseEnd | None) -> None:
+    def __init__(
+        self,
+        conn: UpstreamConnection,
+        downstream: Downstream,
+        meter: UsageMeter,
+        end: SseEnd | None,
+        echo: ModelEcho | None = None,
+    ) -> None:
         self.conn = conn
         self.downstream = downstream
         self.meter = meter
         self.end = end
+        self.echo = echo
         self.first_at = 0.0
 
     def __call__(self, data: bytes) -> None:
@@ -39,6 +48,10 @@ class Relay:
         self.meter.feed(data)
         if self.end is not None:
             self.end.feed(data)
+        if self.echo is not None:
+            data = self.echo.feed(data)
+            if not data:
+                return
         if not self.downstream.write_nowait(data):
             self.conn.pause()
             self.downstream.on_writable(self.conn.resume)
@@ -62,20 +75,25 @@ async def relay(
     own: Headers,
     downstream: Downstream,
     record: RequestRecord,
+    echo: ModelEcho | None = None,
 ) -> None:
-    """Relay the answer's bytes untouched; the downstream is left open (the caller ends it)."""
+    """Relay the answer's bytes untouched (but for the model's name, with `echo`); the downstream is
+    left open (the caller ends it)."""
     headers = [(k, v) for k, v in upstream.headers if k not in DROP_RESPONSE]
     headers += own
-    length = None if upstream.chunked else upstream.content_length
+    # A renamed answer changes length: it goes out chunked.
+    length = None if upstream.chunked or echo is not None else upstream.content_length
     downstream.start(upstream.status, headers, length, hold=True)
     record.status = upstream.status
     meter = UsageMeter(Framing.of(upstream.header(b"content-type")))
     end = SseEnd(_sse_kind(record)) if upstream.status == 200 and framing(upstream) == "sse" else None
-    sink = Relay(conn, downstream, meter, end)
+    sink = Relay(conn, downstream, meter, end, echo)
     conn.attach(sink)
     downstream.flush()  # the head, if no body had arrived with it
     try:
         await conn.finished()
+        if echo is not None and (rest := echo.flush()):
+            downstream.write_nowait(rest)
     finally:
         if sink.first_at:
             record.ttft = sink.first_at - record.started

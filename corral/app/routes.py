@@ -124,6 +124,11 @@ ROUTES: tuple[RouteSpec, ...] = (
     admin("GET", "/admin/backends", "backends_list", Body.NONE),
     admin("POST", "/admin/backends", "backends_add"),
     admin("GET,POST,DELETE", "/admin/backends/{name}", "backends_by_name"),
+    admin("POST", "/admin/reload", "reload"),  # re-reads the configuration (app/reload.py)
+    admin("GET", "/admin/models", "models_inventory", Body.NONE),
+    admin("POST", "/admin/models/{action}", "models_action"),
+    admin("GET", "/admin/rollouts", "rollouts_list", Body.NONE),
+    admin("POST", "/admin/rollouts", "rollouts_start"),
     admin("GET", "/admin/keys", "keys_list", Body.NONE),
     admin("POST", "/admin/keys", "keys_create"),
     admin("POST,DELETE", "/admin/keys/{name}", "keys_by_name"),

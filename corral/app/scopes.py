@@ -1,8 +1,12 @@
-"""What a key may see and use: its model allow-list, applied to inference and to listings."""
+"""What a key may see and use: its model allow-list and its node group, applied to inference and to
+listings."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from corral.domain.errors import Forbidden
+from corral.domain.groups import matches
 from corral.domain.record import RequestRecord
 
 
@@ -16,3 +20,9 @@ def check_model(record: RequestRecord, model: str) -> None:
 def visible(record: RequestRecord, model: str) -> bool:
     principal = record.principal
     return principal is None or principal.allows_model(model)
+
+
+def reachable(record: RequestRecord, labels: Mapping[str, str]) -> bool:
+    """Whether the request's key may use a node with these labels (its node group)."""
+    principal = record.principal
+    return principal is None or matches(labels, principal.nodes)

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from corral.adapters.migrations import upgrade
 from corral.app.build import App, build
+from corral.app.config_state import ConfigSource
+from corral.app.reload import load_and_reload, watch
 from corral.config import Settings, is_loopback
 
 log = logging.getLogger(__name__)
@@ -24,9 +26,31 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-async def run(settings: Settings, on_ready: Callable[[App], None] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, then stop accepting, finish in-flight work (up to the grace period)."""
+async def run(
+    settings: Settings,
+    on_ready: Callable[[App], None] | None = None,
+    source: ConfigSource | None = None,
+    watch_file: bool = False,
+) -> None:
+    """Serve until SIGTERM/SIGINT, then stop accepting, finish in-flight work (up to the grace period).
+    SIGHUP, POST /admin/reload and (with `watch_file`) an edited file reload the configuration from
+    `source` (app/reload.py)."""
     app = await build(settings)
+    source = source or ConfigSource()
+    app.config.reloader = lambda trigger: load_and_reload(app, source, trigger)
+    loop = asyncio.get_running_loop()
+    background: set[asyncio.Task[object]] = set()
+    hup = {"ready": False, "pending": False}
+
+    def hangup() -> None:
+        if not hup["ready"]:  # during start-up: applied once serving (SIGHUP's default would kill us)
+            hup["pending"] = True
+            return
+        task: asyncio.Task[object] = loop.create_task(load_and_reload(app, source, "signal"))
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     if app.store is not None:
         await app.store.migrate()
     if app.audit_engine is not None:
@@ -38,6 +62,7 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
         app.discovery.start(node)
     if app.residency is not None:
         app.residency.start()
+    await app.sources.configure(app.settings.discovery)
     await app.server.start(settings.server.host, settings.server.port, ssl=_ssl_context(settings))
     if app.metrics_server is not None and settings.metrics.listen:
         host, _, port = settings.metrics.listen.rpartition(":")
@@ -52,10 +77,16 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
     if on_ready is not None:
         on_ready(app)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    hup["ready"] = True
+    if hup["pending"]:
+        hangup()
+    if watch_file and source.path is not None:
+        background.add(loop.create_task(watch(app, source)))
     await stop.wait()
+    for task in background:
+        task.cancel()
     log.info("shutting down: finishing in-flight requests (up to %ss)", settings.server.shutdown_grace_s)
     app.views.shutting_down = True
     app.server.stop_accepting()
@@ -65,6 +96,8 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
     if not drained:
         log.warning("grace period over; closing %d connection(s)", len(app.server.connections))
         app.server.close_all()
+    app.sources.stop()
+    app.nodes.stop()
     app.discovery.stop_all()
     if app.residency is not None:
         app.residency.stop()
@@ -74,11 +107,15 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
         node.pool.close()
     if app.limits is not None:
         await app.limits.close()
+    if app.cache is not None:
+        await app.cache.store.close()
     if app.audit is not None:
         await app.audit.close()  # every record of the finished requests reaches its sinks
     if app.audit_engine is not None:
         await app.audit_engine.dispose()
     if app.store is not None:
         await app.store.close()
+    if app.models_admin is not None:
+        await app.models_admin.rollouts.store.close()
     if app.tracing is not None:
         app.tracing.shutdown()  # flushes the spans still batched

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -12,9 +13,10 @@ from corral.adapters.node_api import get_json
 from corral.app.context import RequestRecord
 from corral.app.discovery import parse_time
 from corral.app.fleet import Fleet, Node
-from corral.app.scopes import visible
+from corral.app.scopes import reachable, visible
 from corral.domain.errors import NoSuchModel, UpstreamError
 from corral.domain.fleet import NodeKind
+from corral.domain.groups import matches
 from corral.domain.names import normalize
 from corral.net.response import Request, Response
 from corral.protocol import wire
@@ -35,12 +37,19 @@ def _version_tuple(version: str) -> tuple[int, ...]:
         return (0,)
 
 
+def _renamed(entry: dict[str, Any], name: str) -> dict[str, Any]:
+    """A listing entry under another name (a catalog name, an alias), the rest as the node gave it."""
+    return {**entry, "name": name, "model": name}
+
+
 class FleetViews:
     def __init__(self, fleet: Fleet, started_at: float, ps_timeout_s: float = 5.0) -> None:
         self.fleet = fleet
         self.started_at = started_at
         self.ps_timeout_s = ps_timeout_s
         self.shutting_down = False
+        # models.<name>.nodes by catalog key: a node outside a model's group does not list it.
+        self.model_groups: Mapping[str, Mapping[str, str]] = {}
 
     def _serving(self) -> list[Node]:
         return [n for n in self.fleet if n.health.up]
@@ -55,23 +64,43 @@ class FleetViews:
         lowest = min(versions, key=_version_tuple) if versions else "0.0.0"
         send_json(response, record, {"version": lowest})
 
-    def union_tags(self, record: RequestRecord | None = None) -> list[dict[str, Any]]:
+    def union_tags(self, record: RequestRecord | None = None, holders: bool = False) -> list[dict[str, Any]]:
+        """Every model the fleet (or, with `record`, the request's key) can reach: one entry per catalog
+        name, whatever each node calls it, and one per alias of a listed model. With `holders`, each entry
+        also names the nodes that have it in an extra field, `corral_nodes` (clients read only the fields
+        they know: ollama-python's models ignore it)."""
+        catalog = self.fleet.catalog
         seen: dict[str, dict[str, Any]] = {}
+        where: dict[str, list[str]] = {}
         for node in self._serving():
+            if record is not None and not reachable(record, node.settings.labels):
+                continue
             view_pinned = {normalize(m) for m in node.settings.models} if node.settings.models else None
             for name, entry in node.tags.items():
                 if view_pinned is not None and name not in view_pinned:
                     continue
-                if record is not None and not visible(record, name):
+                key = catalog.key_of(name)
+                if record is not None and not visible(record, key):
                     continue
-                seen.setdefault(name, entry)
+                if not matches(node.settings.labels, self.model_groups.get(key)):
+                    continue
+                where.setdefault(key, []).append(node.name)
+                if key not in seen:
+                    seen[key] = entry if key == name else _renamed(entry, catalog.display(key))
+        for alias, key in catalog.aliases_of(seen):
+            if alias not in seen:
+                seen[alias] = _renamed(seen[key], catalog.display(alias))
+                where[alias] = where[key]
+        if holders:
+            seen = {name: {**entry, "corral_nodes": where[name]} for name, entry in seen.items()}
         return sorted(seen.values(), key=lambda e: parse_time(e.get("modified_at")), reverse=True)
 
     async def tags(self, request: Request, response: Response, record: RequestRecord) -> None:
-        send_json(response, record, {"models": self.union_tags(record)})
+        send_json(response, record, {"models": self.union_tags(record, holders=True)})
 
     async def ps(self, request: Request, response: Response, record: RequestRecord) -> None:
-        nodes = [n for n in self._serving() if n.kind is NodeKind.OLLAMA]
+        nodes = [n for n in self._serving() if n.kind is NodeKind.OLLAMA and reachable(record, n.settings.labels)]
+        key_of = self.fleet.catalog.key_of
 
         async def one(node: Node) -> list[dict[str, Any]]:
             try:
@@ -81,16 +110,15 @@ class FleetViews:
             models = data.get("models") if isinstance(data, dict) else None
             return [m for m in models or [] if isinstance(m, dict)]
 
-        merged: dict[str, dict[str, Any]] = {}
-        for entries in await asyncio.gather(*(one(n) for n in nodes)):
+        # One entry per (model, node): a model loaded on three nodes is listed three times, each naming
+        # its node in an extra field, `corral_node`, that clients ignore (`ollama ps` shows them all).
+        models: list[dict[str, Any]] = []
+        for node, entries in zip(nodes, await asyncio.gather(*(one(n) for n in nodes)), strict=True):
             for entry in entries:
                 key = normalize(str(entry.get("model") or entry.get("name") or ""))
-                if not visible(record, key):
-                    continue
-                # One entry per model; where it is loaded on several nodes, the latest expiry wins.
-                if key not in merged or parse_time(entry.get("expires_at")) > parse_time(merged[key].get("expires_at")):
-                    merged[key] = entry
-        models = sorted(merged.values(), key=lambda e: parse_time(e.get("expires_at")), reverse=True)
+                if visible(record, key_of(key)):
+                    models.append({**entry, "corral_node": node.name})
+        models.sort(key=lambda e: parse_time(e.get("expires_at")), reverse=True)
         send_json(response, record, {"models": models})
 
     @staticmethod
@@ -150,6 +178,7 @@ class FleetViews:
                     "version": node.version,
                     "priority": node.settings.priority,
                     "max_concurrency": node.settings.max_concurrency,
+                    "labels": dict(node.settings.labels),
                     "models": sorted(node.tags),
                     "digests": {name: entry.get("digest") for name, entry in sorted(node.tags.items())},
                     "loaded": [

@@ -17,11 +17,13 @@ from corral.adapters.keystore import KeyExists, KeyNotFound, KeySpec, SqlKeyStor
 from corral.app.auth import spec_from
 from corral.cli.options import ConfigOpt, load_or_exit
 from corral.domain.errors import InvalidRequest
+from corral.domain.groups import format_selector
 
 app = typer.Typer(no_args_is_help=True, help="Manage API keys (stored hashed in auth.store_url).")
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
+
 
 def _run(config: Path | None, action: Callable[[SqlKeyStore], Awaitable[T]]) -> T:
     settings = load_or_exit(config)
@@ -54,6 +56,9 @@ def create(
     max_concurrency: Annotated[int | None, typer.Option(help="Requests at once.")] = None,
     priority: Annotated[int, typer.Option(help="Priority class in the admission queue.")] = 0,
     expires: Annotated[str | None, typer.Option(help="Expiry, an ISO date (2027-01-31).")] = None,
+    nodes: Annotated[
+        str | None, typer.Option(help="Node group the key is limited to: labels, e.g. team=search,pool=gpu.")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Create a key; the key itself is printed once, alone on the last line."""
@@ -68,6 +73,7 @@ def create(
                 "max_concurrency": max_concurrency,
                 "priority": priority,
                 "expires": expires,
+                "nodes": nodes,
             }
         )
     except InvalidRequest as exc:
@@ -89,7 +95,7 @@ def list_keys(
     """List keys (never the keys themselves)."""
     records = _run(config, lambda store: store.list(include_revoked=all_keys))
     table = Table()
-    for column in ("name", "prefix", "role", "models", "rpm", "tpm", "concurrency", "expires", "state"):
+    for column in ("name", "prefix", "role", "models", "nodes", "rpm", "tpm", "concurrency", "expires", "state"):
         table.add_column(column)
     for r in records:
         s = r.spec
@@ -100,6 +106,7 @@ def list_keys(
             r.prefix,
             s.role.value,
             ",".join(s.models),
+            format_selector(s.nodes) or "-",
             str(s.rpm or "-"),
             str(s.tpm or "-"),
             str(s.max_concurrency or "-"),

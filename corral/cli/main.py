@@ -12,7 +12,9 @@ from corral.cli import loadtest as loadtest_cmd
 from corral.cli import status as status_cmd
 from corral.cli.backup import app as backup_app
 from corral.cli.keys import app as keys_app
+from corral.cli.model_commands import models_app, nodes_app
 from corral.cli.options import ConfigOpt, err, load_or_exit
+from corral.config import ConfigError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Corral: one endpoint for a fleet of Ollama nodes.")
 config_app = typer.Typer(no_args_is_help=True, help="Check and document the configuration.")
@@ -21,6 +23,8 @@ app.add_typer(config_app, name="config")
 
 app.add_typer(keys_app, name="keys")
 app.add_typer(backup_app, name="backup")
+app.add_typer(models_app, name="models")
+app.add_typer(nodes_app, name="nodes")
 
 
 @app.command()
@@ -28,8 +32,11 @@ def serve(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="Override server.host.")] = None,
     port: Annotated[int | None, typer.Option(help="Override server.port.")] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Reload the configuration when the file changes (as SIGHUP does).")
+    ] = False,
 ) -> None:
-    """Serve the gateway until SIGTERM or Ctrl-C."""
+    """Serve the gateway until SIGTERM or Ctrl-C. SIGHUP reloads the configuration."""
     server: dict[str, object] = {}
     if host is not None:
         server["host"] = host
@@ -38,17 +45,30 @@ def serve(
     settings = load_or_exit(config, **({"server": server} if server else {}))
     if not settings.backends:
         err.print("[yellow]warning:[/] no backends configured; every model request will get 404")
+    from corral.app.config_state import ConfigSource
     from corral.app.logs import configure
     from corral.cli.runner import run_gateway
 
     configure(settings.logging.level, settings.logging.format)
-    run_gateway(settings)
+    try:
+        run_gateway(settings, source=ConfigSource(config, {"server": server} if server else {}), watch=watch)
+    except ConfigError as exc:  # found while assembling, e.g. a bad models.placement_file
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
 
 
 @config_app.command("check")
 def config_check(file: Annotated[Path, typer.Argument(help="The YAML file to check.")]) -> None:
     """Validate a configuration file (and CORRAL_* variables) without starting anything."""
     settings = load_or_exit(file)
+    if settings.models.placement_file is not None:
+        from corral.app.preload import load_placement
+
+        try:
+            load_placement(settings.models.placement_file)
+        except ConfigError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
     typer.echo(f"{file}: OK ({len(settings.backends)} backend(s), strategy {settings.routing.strategy})")
 
 
@@ -66,6 +86,9 @@ def sim(
     model: Annotated[list[str], typer.Option("--model", "-m", help="A model the node has (repeatable).")],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     tokens_per_second: Annotated[float, typer.Option(help="Generation speed.")] = 50.0,
+    embed_tokens_per_second: Annotated[
+        float | None, typer.Option(help="Embedding speed in prompt tokens/s (default: 20× generation speed).")
+    ] = None,
     load_seconds: Annotated[float, typer.Option(help="Time to load a model.")] = 0.5,
     max_loaded: Annotated[int, typer.Option(help="OLLAMA_MAX_LOADED_MODELS.")] = 3,
     parallel: Annotated[int, typer.Option(help="OLLAMA_NUM_PARALLEL: slots per loaded model.")] = 1,
@@ -81,6 +104,9 @@ def sim(
     host_check: Annotated[bool, typer.Option(help="Refuse non-local Host headers, as Ollama on loopback.")] = False,
     ollama_version: Annotated[str, typer.Option(help="Version /api/version reports.")] = "0.12.6",
     seed: Annotated[int, typer.Option(help="Seed for generated text.")] = 0,
+    fail_pull: Annotated[
+        list[str] | None, typer.Option("--fail-pull", help="Fault: pulls of this model fail partway (repeatable).")
+    ] = None,
 ) -> None:
     """Run one simulated Ollama node (for tests, demos and benchmarks)."""
     from corral.sim import SimOptions
@@ -92,6 +118,7 @@ def sim(
             port=port,
             models=list(model),
             tokens_per_second=tokens_per_second,
+            embed_tokens_per_second=embed_tokens_per_second,
             load_seconds=load_seconds,
             max_loaded=max_loaded,
             parallel=parallel,
@@ -105,6 +132,7 @@ def sim(
             host_check=host_check,
             version=ollama_version,
             seed=seed,
+            fail_pull=list(fail_pull or []),
         )
     )
 
@@ -124,9 +152,12 @@ def demo(
 def status(
     url: Annotated[str, typer.Option(help="Corral's base URL.", envvar="CORRAL_URL")] = "http://127.0.0.1:8080",
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON.")] = False,
+    key: Annotated[
+        str | None, typer.Option("--key", help="An API key, when Corral requires keys.", envvar="CORRAL_ADMIN_KEY")
+    ] = None,
 ) -> None:
     """Show the fleet: nodes, state, load and models."""
-    status_cmd.show(url, as_json)
+    status_cmd.show(url, as_json, key)
 
 
 @app.command()

@@ -5,14 +5,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, NoRouteReason, RouteRequest
+from corral.domain.groups import matches
 
 
 def candidates(nodes: Sequence[NodeView], req: RouteRequest) -> list[NodeView] | NoRoute:
-    """Nodes that have the model and may serve it, are up, admit through their breaker, are not
-    draining or already tried, and are below their concurrency cap; else why there are none."""
+    """Nodes that have the model and may serve it, are in the model's and the key's node groups, are
+    up, admit through their breaker, are not draining or already tried, and are below their
+    concurrency cap; else why there are none."""
     serving = [n for n in nodes if n.serves(req.model)]
     if not serving:
         return NoRoute(NoRouteReason.NO_SUCH_MODEL)
+    if req.nodes:
+        serving = [n for n in serving if matches(n.labels, req.nodes)]
+        if not serving:
+            return NoRoute(NoRouteReason.OUTSIDE_MODEL_GROUP)
+    if req.key_nodes:
+        serving = [n for n in serving if matches(n.labels, req.key_nodes)]
+        if not serving:
+            return NoRoute(NoRouteReason.OUTSIDE_KEY_GROUP)
     eligible = [n for n in serving if n.eligible and n.name not in req.exclude]
     if not eligible:
         return NoRoute(NoRouteReason.NO_HEALTHY_NODE)

@@ -25,7 +25,7 @@ OLLAMA_DEFAULTS = (
 ALLOW_METHODS = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
 ALLOW_HEADERS = (
     "Authorization,Content-Type,User-Agent,Accept,X-Requested-With,OpenAI-Beta,X-API-Key,X-Request-ID,"
-    "X-Corral-Node,X-Session-ID,x-stainless-arch,x-stainless-async,x-stainless-custom-poll-interval,"
+    "X-Corral-Node,X-Corral-Fanout,X-Session-ID,x-stainless-arch,x-stainless-async,x-stainless-custom-poll-interval,"
     "x-stainless-helper-method,x-stainless-lang,x-stainless-os,x-stainless-package-version,"
     "x-stainless-poll-helper,x-stainless-retry-count,x-stainless-runtime,x-stainless-runtime-version,"
     "x-stainless-timeout"

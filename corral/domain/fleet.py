@@ -49,6 +49,7 @@ class NodeView:
     in_flight: int = 0  # requests the gateway has sent and not yet finished
     in_flight_by_model: Mapping[str, int] = field(default_factory=dict)  # normalised model -> in flight
     model_sizes: Mapping[str, int] = field(default_factory=dict)  # normalised model -> bytes on disk
+    labels: Mapping[str, str] = field(default_factory=dict)  # backends[].labels: its node groups
 
     def serves(self, model: str) -> bool:
         """The node has the model and is allowed to serve it."""
@@ -71,6 +72,9 @@ class RouteRequest:
     affinity: str | None = None  # session header or `user` field, for prompt-cache reuse
     exclude: frozenset[str] = frozenset()  # nodes already tried for this request
     est_tokens: int = 256  # expected prompt + output tokens, for work-aware scoring
+    nodes: Mapping[str, str] | None = None  # the model's node group (models.<name>.nodes)
+    key_nodes: Mapping[str, str] | None = None  # the API key's node group: never a node outside it
+    max_wait_s: float | None = None  # a fallback waits: no pick estimated to start later than this
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +87,9 @@ class NoRouteReason(StrEnum):
     NO_SUCH_MODEL = "no_such_model"  # no node has the model (or may serve it)
     NO_HEALTHY_NODE = "no_healthy_node"  # nodes have it, but none is up/admitting/undrained
     ALL_FULL = "all_full"  # eligible nodes exist but every one is at its concurrency cap: queue
+    OUTSIDE_MODEL_GROUP = "outside_model_group"  # nodes have it, none in the model's node group
+    OUTSIDE_KEY_GROUP = "outside_key_group"  # nodes have it, none in the API key's node group
+    TOO_SLOW = "too_slow"  # the best pick's estimated wait exceeds the request's max_wait_s
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from fnmatch import fnmatchcase
@@ -111,6 +111,7 @@ class Principal:
     priority: int = 0
     expires_at: float | None = None
     source: str = "key"  # "key" (an API key) or "jwt" (a token's subject): separate namespaces
+    nodes: Mapping[str, str] | None = None  # node-group selector: only nodes with these labels serve it
 
     @property
     def bucket(self) -> str:

@@ -37,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from corral.domain.candidates import candidates, holds, is_loaded
-from corral.domain.fleet import LoadedModel, NodeView, NoRoute, Pick, RouteRequest
+from corral.domain.fleet import LoadedModel, NodeView, NoRoute, NoRouteReason, Pick, RouteRequest
 
 Key = tuple[str, str]  # (model, load-time options)
 
@@ -114,17 +114,24 @@ class ModelAware:
         # The common case, decided cheaply: the model is loaded and ready somewhere with a free slot.
         # (Affinity may prefer a busier resident node, so it always weighs every option.)
         options = [] if req.affinity is not None else [o for n in rotated if (o := self._ready(n, req, now))]
+        discounted = False
         if not options:
             held = {n.name: self._held(n, now) for n in nodes if n.eligible}
             capacity = self._capacity(nodes, held)
             options = [self._option(n, req, now, held[n.name], capacity) for n in rotated]
             if not any(o.ready_slot for o in options):
+                discounted = True
                 for o in options:
                     if o.replica:
                         o.cost *= self.costs.replicate_discount
         best = min(options, key=lambda o: (not o.ready_slot, o.cost))
         if req.affinity is not None:
             best = self._sticky(req.affinity, options, best)
+        if req.max_wait_s is not None and not best.ready_slot:
+            # The wait itself, without the discount that favours replicas in the comparison.
+            wait = best.cost / self.costs.replicate_discount if discounted and best.replica else best.cost
+            if wait > req.max_wait_s:
+                return NoRoute(NoRouteReason.TOO_SLOW)  # before any bookkeeping: nothing was dispatched
         if not best.resident:
             self._start_load(best, req, now)
         self._last[(best.node.name, req.model)] = now

@@ -39,11 +39,13 @@ class RequestRecord:
 
     __slots__ = (
         "attempts",
+        "cache",
         "client_ip",
         "completion_tokens",
         "error",
         "error_kind",
         "est_prompt_tokens",
+        "fallback_from",
         "family",
         "finished",
         "key_name",
@@ -61,6 +63,7 @@ class RequestRecord:
         "queued_s",
         "request_id",
         "route",
+        "served_model",
         "span",
         "started",
         "status",
@@ -81,8 +84,11 @@ class RequestRecord:
         self.status = 0
         self.model: str | None = None
         self.node: str | None = None
+        self.served_model: str | None = None  # the fleet model that answered (an alias or fallback resolved)
+        self.fallback_from: str | None = None  # the model asked for, when a fallback served instead
         self.stream = False
         self.attempts = 0
+        self.cache: str | None = None  # hit, miss, partial or bypass when a cache was consulted
         self.ttft: float | None = None
         self.span: RequestTrace | None = None  # the request's trace span, when tracing is on
         self.key_name: str | None = None  # the API key's name, once authenticated

@@ -18,6 +18,7 @@ def parse(argv: list[str] | None = None) -> SimOptions:
         help="a model the node has (repeatable); flags after '=': embed, think, nothink, tools, notools, vision",
     )
     p.add_argument("--tokens-per-second", type=float, default=50.0)
+    p.add_argument("--embed-tokens-per-second", type=float, default=None)
     p.add_argument("--load-seconds", type=float, default=0.5)
     p.add_argument("--max-loaded", type=int, default=3, help="OLLAMA_MAX_LOADED_MODELS")
     p.add_argument("--parallel", type=int, default=1, help="OLLAMA_NUM_PARALLEL")
@@ -31,12 +32,14 @@ def parse(argv: list[str] | None = None) -> SimOptions:
     p.add_argument("--midstream-error-after", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--host-check", action="store_true", help="403 for non-local Host headers, as Ollama on loopback")
+    p.add_argument("--fail-pull", action="append", default=[], help="pulls of this model fail partway (repeatable)")
     a = p.parse_args(argv)
     return SimOptions(
         host=a.host,
         port=a.port,
         models=a.model or ["llama3.2:1b"],
         tokens_per_second=a.tokens_per_second,
+        embed_tokens_per_second=a.embed_tokens_per_second,
         load_seconds=a.load_seconds,
         max_loaded=a.max_loaded,
         parallel=a.parallel,
@@ -50,6 +53,7 @@ def parse(argv: list[str] | None = None) -> SimOptions:
         midstream_error_after=a.midstream_error_after,
         seed=a.seed,
         host_check=a.host_check,
+        fail_pull=a.fail_pull,
     )
 
 

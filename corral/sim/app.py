@@ -74,7 +74,7 @@ class SimApp:
         self.options = options
         self.engine = Engine(options)
         self.native = NativeRoutes(self.engine)
-        self.manage = ManageRoutes(self.engine)
+        self.manage = ManageRoutes(self.engine, options.fail_pull)
         self.openai = OpenAIRoutes(self.engine)
         self.responses = ResponsesRoutes(self.engine)
         self.anthropic = AnthropicRoutes(self.engine)

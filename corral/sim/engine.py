@@ -221,8 +221,10 @@ class Engine:
             async with runner.slots:
                 self.stats.begin(info.name)
                 try:
-                    # Encoding costs time too: a batch forward pass per input, ~20× faster than decoding.
-                    await asyncio.sleep(sum(tokens) / (max(self.options.tokens_per_second, 1e-3) * 20))
+                    # Encoding costs time too: a batch forward pass per input, ~20× faster than decoding
+                    # unless the node is told its own rate.
+                    rate = self.options.embed_tokens_per_second or self.options.tokens_per_second * 20
+                    await asyncio.sleep(sum(tokens) / max(rate, 1e-3))
                     vectors = [gen.embedding(info.name, t, info.embedding_length) for t in inputs]
                 finally:
                     self.stats.end(info.name)

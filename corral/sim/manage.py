@@ -26,9 +26,10 @@ def _name(doc: dict[str, Any]) -> str:
 
 
 class ManageRoutes:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, fail_pull: list[str] | None = None) -> None:
         self.engine = engine
         self.blobs: set[str] = set()
+        self.fail_pull = frozenset(normalize(m) for m in fail_pull or [])
 
     def tags(self) -> dict[str, Any]:
         models = sorted(self.engine.models.values(), key=lambda m: m.modified_at, reverse=True)
@@ -109,6 +110,11 @@ class ManageRoutes:
                         "completed": total * step // steps,
                     }
                 )
+        if normalize(name) in self.fail_pull:
+            # Cut halfway through the first layer, as a dropped download ends (download.go).
+            lines = lines[: 1 + 4]
+            await self._progress(conn, doc, lines, error=f"simulated failure pulling {name}: connection reset")
+            return
         lines += [{"status": "verifying sha256 digest"}, {"status": "writing manifest"}, {"status": "success"}]
         await self._progress(conn, doc, lines, commit=info)
 

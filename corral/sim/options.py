@@ -15,6 +15,9 @@ class SimOptions:
     port: int = 11434
     models: list[str] = field(default_factory=lambda: ["llama3.2:1b"])
     tokens_per_second: float = 50.0
+    # Prompt tokens an embedding model encodes per second (one runner, one batch at a time); unset: 20×
+    # tokens_per_second. A small encoder on a GPU does thousands.
+    embed_tokens_per_second: float | None = None
     load_seconds: float = 0.5
     max_loaded: int = 3  # OLLAMA_MAX_LOADED_MODELS
     parallel: int = 1  # OLLAMA_NUM_PARALLEL
@@ -32,6 +35,9 @@ class SimOptions:
     hang: bool = False  # accept, never answer
     drop_after: int | None = None  # drop the connection after N streamed chunks
     midstream_error_after: int | None = None  # emit an {"error"} line after N chunks and end
+    # Pulls of these models fail partway, with an {"error"} line after some progress (as a registry
+    # that drops the download would): a fleet-wide pull with one failing node, for tests.
+    fail_pull: list[str] = field(default_factory=list)
 
     FAULTS: ClassVar[tuple[str, ...]] = (
         "error_rate",

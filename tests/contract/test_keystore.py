@@ -171,3 +171,41 @@ def test_migrations_build_exactly_the_declared_schema(url: str) -> None:
         await store.close()
 
     run(body())
+
+
+def test_a_keys_node_group_is_stored_and_reaches_its_principal(url: str) -> None:
+    async def body() -> None:
+        store = SqlKeyStore(url)
+        await store.migrate()
+        _, grouped = await store.create(KeySpec("search", nodes={"team": "search", "pool": "gpu"}), NOW)
+        _, free = await store.create(KeySpec("free"), NOW)
+        cache = KeyCache(store, ttl_s=0.0)
+        principal = await cache.principal(grouped, NOW)
+        assert principal is not None and principal.nodes == {"team": "search", "pool": "gpu"}
+        unconfined = await cache.principal(free, NOW)
+        assert unconfined is not None and unconfined.nodes is None
+        assert {r.name: r.spec.nodes for r in await store.list()} == {
+            "free": None,
+            "search": {"team": "search", "pool": "gpu"},
+        }
+        await store.close()
+
+    run(body())
+
+
+def test_a_store_from_before_node_groups_gains_the_column(tmp_path: Path) -> None:
+    from corral.adapters.migrations import upgrade
+
+    async def body() -> None:
+        store = SqlKeyStore(f"sqlite:///{tmp_path / 'k.db'}")
+        await upgrade(store.engine, "0002")
+        async with store.engine.connect() as conn:
+            columns = await conn.run_sync(lambda c: {col["name"] for col in sa.inspect(c).get_columns("api_keys")})
+        assert "nodes" not in columns
+        await store.migrate()
+        _, key = await store.create(KeySpec("k", nodes={"team": "a"}), NOW)
+        principal = await KeyCache(store, ttl_s=0.0).principal(key, NOW)
+        assert principal is not None and principal.nodes == {"team": "a"}
+        await store.close()
+
+    run(body())

@@ -76,6 +76,8 @@ def test_long_microbenchmarks_import(module: str) -> None:
 COVERED = {
     "admission_cost": "import",
     "backup_times": "--help",
+    "cache_hit": "run",
+    "embed_cache": "run",
     "body_read": "import",
     "gateway_ab": "--help",
     "server_path": "run",
@@ -87,6 +89,16 @@ COVERED = {
     "routing_live": "--help",
 }
 HELPERS = {"__init__", "common", "compare_parts", "asgi_edge"}
+
+
+def test_cache_hit_a_few_requests() -> None:
+    out = bench("bench.cache_hit", "--requests", "200").stdout
+    assert "| whole answer |" in out and "| NDJSON stream |" in out
+
+
+def test_embed_cache_a_small_corpus() -> None:
+    out = bench("bench.embed_cache", "--chunks", "32", "--embed-tps", "100000").stdout
+    assert "| with cache |" in out and "speed-up of the second pass" in out
 
 
 def test_every_benchmark_script_is_smoke_tested() -> None:

@@ -25,6 +25,8 @@ def test_tags_is_the_deduplicated_union(fleet: Fleet) -> None:
     assert {"llama3.2:1b", "qwen2.5:7b", "llama3.1:8b", "slow:1b", "faulty:1b"} <= set(names)
     for entry in models:
         assert {"name", "model", "modified_at", "size", "digest", "details"} <= set(entry)
+    holders = {m["model"]: m["corral_nodes"] for m in models}
+    assert holders["llama3.2:1b"] == ["node-a", "node-b"] and holders["qwen2.5:7b"] == ["node-a"]
     assert httpx.head(fleet.url + "/api/tags").status_code == 200
 
 
@@ -40,13 +42,15 @@ def test_a_model_goes_only_to_a_node_that_has_it(fleet: Fleet) -> None:
     assert sim_stats(fleet.a)["requests"].get("/api/generate", 0) == before
 
 
-def test_ps_is_the_union_of_loaded_models(fleet: Fleet) -> None:
+def test_ps_lists_each_loaded_model_per_node(fleet: Fleet) -> None:
     for model in ("qwen2.5:7b", "llama3.1:8b"):
         assert httpx.post(fleet.url + "/api/generate", json={"model": model, "keep_alive": "10m"}).status_code == 200
     models = httpx.get(fleet.url + "/api/ps").json()["models"]
     names = [m["model"] for m in models]
     assert {"qwen2.5:7b", "llama3.1:8b"} <= set(names)
-    assert len(names) == len(set(names))
+    where = [(m["model"], m["corral_node"]) for m in models]  # one entry per model and node
+    assert len(where) == len(set(where))
+    assert ("qwen2.5:7b", "node-a") in where and ("llama3.1:8b", "node-b") in where
     for entry in models:
         assert {"name", "model", "size", "size_vram", "digest", "details", "expires_at"} <= set(entry)
 

@@ -39,6 +39,7 @@ api_keys = sa.Table(
     sa.Column("expires_at", _ts),
     sa.Column("created_at", _ts, nullable=False),
     sa.Column("revoked_at", _ts),
+    sa.Column("nodes", sa.JSON),
 )
 
 audit_log = sa.Table(
@@ -65,6 +66,20 @@ audit_log = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("action", sa.String(64)),
     sa.Column("detail", sa.JSON),
+)
+
+
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("model", sa.String(256), primary_key=True),
+    sa.Column("nodes", sa.JSON, nullable=False),
+    sa.Column("keep_alive", sa.String(32)),
+    sa.Column("node_index", sa.Integer, nullable=False),
+    sa.Column("step_index", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("updated_at", _ts, nullable=False),
 )
 
 

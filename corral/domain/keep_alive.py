@@ -1,0 +1,70 @@
+"""Ollama's `keep_alive` as its server reads it, and the empty requests that load or unload a model.
+
+api.Duration.UnmarshalJSON (api/types.go): a JSON number is seconds, converted to whole nanoseconds
+(`time.Duration(t * float64(time.Second))`, so a positive value under 1 ns is 0); a string is a Go
+duration (time.ParseDuration: "5m", "1h30m", "250ms", "0"); a negative value of either kind means
+"forever". GenerateHandler and ChatHandler (server/routes.go) unload the model when the prompt is empty
+(no messages, for chat) and the duration is exactly 0, and load it when the prompt is empty otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+FOREVER = 2**63 - 1  # math.MaxInt64 nanoseconds
+_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+LOAD_ROUTES = frozenset({"/api/generate", "/api/chat"})
+
+
+def parse_go_duration(text: str) -> int | None:
+    """time.ParseDuration in nanoseconds (truncated as Go does); None where Go returns an error."""
+    sign = 1
+    if text[:1] in ("-", "+"):
+        sign = -1 if text[0] == "-" else 1
+        text = text[1:]
+    if text == "0":
+        return 0
+    if not text:
+        return None
+    total, pos = 0, 0
+    while pos < len(text):
+        match = _PART.match(text, pos)
+        if match is None or match.group(1) in ("", "."):
+            return None
+        total += int(float(match.group(1)) * _UNIT_NS[match.group(2)])
+        pos = match.end()
+    return sign * total
+
+
+def keep_alive_ns(value: object) -> int | None:
+    """The duration Ollama holds for a `keep_alive` value; None for one it refuses (a 400 there)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return FOREVER if value < 0 else int(value * 10**9)
+    if isinstance(value, str):
+        parsed = parse_go_duration(value)
+        if parsed is None:
+            return None
+        return FOREVER if parsed < 0 else parsed
+    return None
+
+
+def empty_request(doc: Mapping[str, Any], route: str) -> bool:
+    """No prompt (generate) or no messages (chat): a load or an unload, not a generation."""
+    if route == "/api/chat":
+        return not doc.get("messages")
+    return not doc.get("prompt")
+
+
+def unload_requested(doc: Mapping[str, Any], route: str) -> bool:
+    """What `ollama stop` sends: an empty request with keep_alive 0."""
+    return (
+        route in LOAD_ROUTES
+        and empty_request(doc, route)
+        and "keep_alive" in doc
+        and keep_alive_ns(doc["keep_alive"]) == 0
+    )

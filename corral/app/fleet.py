@@ -201,6 +201,8 @@ class Fleet:
     def adopt(self, node: Node) -> None:
         """Put `node` in the fleet, in the place of any node of the same name (which keeps serving the
         requests it already has)."""
+        node.catalog = self.catalog  # its model names read through the fleet's aliases and pooled names
+        node._static = None
         node.on_change = self.capacity_changed
         self._nodes[node.name] = node
         self.capacity_changed()

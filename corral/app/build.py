@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from corral.adapters.audit import BufferedSink, FileAuditSink, SqlAuditSink
+from corral.adapters.fleetstore import FleetStore, MemoryFleetStore, SqlFleetStore
 from corral.adapters.jwt_auth import ClaimMap, JwtVerifier
 from corral.adapters.keystore import KeyCache, SqlKeyStore
 from corral.adapters.limits import LimitStore
@@ -28,6 +29,7 @@ from corral.app.console_assets import ConsoleAssets
 from corral.app.context import Observer, RequestRecord
 from corral.app.discovery import Discovery
 from corral.app.fleet import Fleet, Node
+from corral.app.fleet_sync import FleetSync
 from corral.app.gateway import ClientAddress, Gateway
 from corral.app.inference import InferenceHandlers
 from corral.app.limits_guard import LimitGuard
@@ -70,6 +72,7 @@ class App:
     audit_engine: AsyncEngine | None = None
     metrics_server: HttpServer | None = None
     console: Console | None = None
+    fleet_sync: FleetSync | None = None
 
     @property
     def port(self) -> int:
@@ -133,7 +136,14 @@ async def build(settings: Settings) -> App:
         (settings.audit.fingerprint_key or "").encode() or os.urandom(32),
     )
     node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
-    admin = AdminBackends(fleet, discovery, settings.health, make_breaker, audit.admin if audit else None)
+    store: SqlKeyStore | None = SqlKeyStore(settings.auth.store_url) if settings.auth_required else None
+    # Run-time fleet changes live in the key store's database when there is one (shared by replicas and
+    # workers), else in this process's memory.
+    fleet_store: FleetStore = MemoryFleetStore() if store is None else SqlFleetStore(store.engine)
+    sync = FleetSync(
+        fleet, discovery, fleet_store, settings.backends, settings.health, make_breaker, settings.auth.fleet_poll_s
+    )
+    admin = AdminBackends(fleet, sync, audit.admin if audit else None)
 
     async def status(request: Request, response: Response, record: RequestRecord) -> None:
         send_json(response, record, views.status(loop.time(), admission.waiting))
@@ -174,9 +184,7 @@ async def build(settings: Settings) -> App:
             metrics_server = HttpServer(Gateway(metrics_router, []))
     if audit is not None:
         observers.append(audit.observe)
-    store: SqlKeyStore | None = None
-    if settings.auth_required:
-        store = SqlKeyStore(settings.auth.store_url)
+    if store is not None:
         cache = KeyCache(store, settings.auth.cache_ttl_s)
         keys = AdminKeys(store, cache, audit.admin if audit is not None else lambda action, detail: None)
         handlers.update(keys_list=keys.list, keys_create=keys.create, keys_by_name=keys.by_name)
@@ -268,4 +276,5 @@ async def build(settings: Settings) -> App:
         audit_engine,
         metrics_server,
         console,
+        sync,
     )

@@ -7,14 +7,25 @@ follow them, is `corral.domain.fleet_state`.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from corral.adapters.migrations import fleet_nodes, fleet_version, open_engine, upgrade
+from corral.domain.errors import GatewayError
 from corral.domain.fleet_state import NodeOverride
+
+
+class FleetStoreUnavailable(GatewayError):
+    """The database cannot be reached: a run-time change is refused (503) rather than made on this
+    process alone, where the other replicas would never hear of it."""
+
+    status = 503
 
 
 class FleetStore(Protocol):
@@ -80,15 +91,25 @@ class SqlFleetStore:
         if self._owns_engine:
             await self.engine.dispose()
 
+    @asynccontextmanager
+    async def _connect(self, immediate: bool = False) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                if immediate:
+                    conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
+                yield conn
+        except (SQLAlchemyError, OSError) as exc:
+            raise FleetStoreUnavailable(f"the fleet state database cannot be reached: {exc}") from exc
+
     async def version(self) -> int:
         """The poll: one single-row read, answered from the primary key."""
-        async with self.engine.connect() as conn:
+        async with self._connect() as conn:
             value = (await conn.execute(sa.select(fleet_version.c.version).where(fleet_version.c.id == 1))).scalar()
         return int(value or 0)
 
     async def overrides(self) -> tuple[int, list[NodeOverride]]:
         """The version and every override, read in one transaction (so they belong together)."""
-        async with self.engine.connect() as conn, conn.begin():
+        async with self._connect() as conn, conn.begin():
             version = (await conn.execute(sa.select(fleet_version.c.version))).scalar()
             rows = (await conn.execute(fleet_nodes.select().order_by(fleet_nodes.c.name))).all()
         return int(version or 0), [_override(row) for row in rows]
@@ -113,14 +134,12 @@ class SqlFleetStore:
         lock (PostgreSQL) or the write lock (SQLite, IMMEDIATE), so writers queue and each change gets
         its own version; the update-else-insert cannot race another writer."""
         stamp = {"updated_at": datetime.fromtimestamp(now, UTC), "updated_by": by}
-        async with self.engine.connect() as conn:
-            conn = await conn.execution_options(sqlite_begin="IMMEDIATE")
-            async with conn.begin():
-                await conn.execute(fleet_version.update().values(version=fleet_version.c.version + 1))
-                version = int((await conn.execute(sa.select(fleet_version.c.version))).scalar() or 0)
-                done = await conn.execute(
-                    fleet_nodes.update().where(fleet_nodes.c.name == name).values(version=version, **stamp, **update)
-                )
-                if done.rowcount == 0:
-                    await conn.execute(fleet_nodes.insert().values(name=name, version=version, **stamp, **insert))
+        async with self._connect(immediate=True) as conn, conn.begin():
+            await conn.execute(fleet_version.update().values(version=fleet_version.c.version + 1))
+            version = int((await conn.execute(sa.select(fleet_version.c.version))).scalar() or 0)
+            done = await conn.execute(
+                fleet_nodes.update().where(fleet_nodes.c.name == name).values(version=version, **stamp, **update)
+            )
+            if done.rowcount == 0:
+                await conn.execute(fleet_nodes.insert().values(name=name, version=version, **stamp, **insert))
         return version

@@ -4,6 +4,10 @@ test runs the same over PostgreSQL): a change made through either replica reache
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +17,8 @@ import httpx
 import pytest
 
 from procs import Proc, new_key, sim_stats, start_corral, start_sim, wait_for
+from tests.contract.servers import Server, ServerUnavailable, start_postgres
+from tests.ha.test_failover import bootstrap_admin, create_key
 
 FAST = ["--tokens-per-second", "2000", "--load-seconds", "0"]
 
@@ -94,3 +100,58 @@ def test_changes_through_one_replica_reach_the_other_and_survive_a_restart(
     finally:
         one.stop()
         two.stop()
+
+
+def restart_postgres(pg: Server) -> None:
+    """Start the same cluster again (after a fast shutdown) on its port, as the same user."""
+    args = [str(a) for a in pg.proc.args]  # type: ignore[union-attr]
+    user = "postgres" if os.geteuid() == 0 else None
+    with pg.log.open("ab") as out:
+        pg.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, user=user, cwd=pg.log.parent)
+    port = int(pg.url.rsplit(":", 1)[1].split("/")[0])
+
+    def accepts() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+
+    wait_for(accepts, 30, "postgres back")
+
+
+def test_while_the_database_is_down_known_keys_work_and_fleet_changes_are_refused(
+    sims: tuple[Proc, Proc, Proc],
+) -> None:
+    a, b, _ = sims
+    try:
+        pg_cm = start_postgres()
+        pg = pg_cm.__enter__()
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    config = {
+        "backends": [{"name": "a", "url": a.url}, {"name": "b", "url": b.url}],
+        "auth": {"enabled": True, "store_url": pg.url, "cache_ttl_s": 0.5, "fleet_poll_s": 0.5},
+    }
+    replica = start_corral(config)
+    try:
+        admin = bootstrap_admin(pg.url)
+        user = create_key(replica.url, admin, "app")
+        generate(replica, user, 1)
+        assert httpx.post(replica.url + "/admin/backends/a/drain", headers=bearer(admin), timeout=5).status_code == 200
+
+        pg.stop(signal.SIGINT)  # the database goes away
+        wait_for(lambda: "cannot read the fleet state" in replica.output(), 10, "the poller to notice")
+        generate(replica, user, 3)  # a key this replica knew keeps working, well past the cache TTL
+        refused = httpx.post(replica.url + "/admin/backends/a/undrain", headers=bearer(admin), timeout=10)
+        assert refused.status_code == 503 and "fleet state database" in refused.json()["error"], refused.text
+        unknown = httpx.post(
+            replica.url + "/api/generate", headers=bearer("crl_abcdefgh_" + "x" * 43), json={"model": "m:1b"}
+        )
+        assert unknown.status_code == 503 and "key database" in unknown.json()["error"], unknown.text
+        assert backends(replica, admin) == {"a": "draining", "b": "up"}  # the last state, kept
+
+        restart_postgres(pg)
+        wait_for(lambda: "fleet state readable again" in replica.output(), 10, "the poller to recover")
+        undrained = httpx.post(replica.url + "/admin/backends/a/undrain", headers=bearer(admin), timeout=10)
+        assert undrained.status_code == 200 and undrained.json()["state"] == "up", undrained.text
+    finally:
+        replica.stop()
+        pg_cm.__exit__(None, None, None)

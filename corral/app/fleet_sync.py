@@ -68,14 +68,21 @@ class FleetSync:
         return self.fleet.get(name)
 
     # -- following the stored state --------------------------------------------------------------
+    async def rebase(self, backends: list[BackendSettings]) -> FleetChanges:
+        """A new YAML (a configuration reload): the new base, with the stored overrides still on top."""
+        self.base = [spec(b) for b in backends]
+        return await self.sync()
+
     async def sync(self) -> FleetChanges:
         """Read the stored state and bring this process's fleet to it; returns what was done."""
         async with self._lock:
             version, overrides = await self.store.overrides()
             have = {n.name: WantedNode(n.name, spec(n.settings), n.draining) for n in self.fleet}
-            todo = changes(wanted(self.base, overrides), have)
+            want = wanted(self.base, overrides)
+            todo = changes(want, have)
             if todo:
                 await self._apply(todo)
+                self.fleet.reorder(list(want))  # every process lists the fleet alike, whatever its history
                 log.info(
                     "fleet state v%d applied: removed %s, added %s, replaced %s, drained %s, undrained %s",
                     version, list(todo.remove), [n.name for n in todo.add], [n.name for n in todo.replace],

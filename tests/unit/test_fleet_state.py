@@ -91,3 +91,34 @@ def test_the_last_override_of_a_node_wins(base: list[dict[str, object]], stored:
             assert name not in want
         elif name in want:
             assert want[name].draining is bool(override.draining)
+
+
+def test_a_new_yaml_keeps_the_stored_overrides_on_top() -> None:
+    # FleetSync over the in-memory store (what Corral runs without a database), before it serves: no
+    # node is contacted. A reload hands it the new YAML; run-time changes still win.
+    import asyncio
+
+    from corral.adapters.fleetstore import MemoryFleetStore
+    from corral.app.build import make_breaker
+    from corral.app.discovery import Discovery
+    from corral.app.fleet import Fleet
+    from corral.app.fleet_sync import FleetSync
+    from corral.config import BackendSettings, HealthSettings
+
+    def node(name: str, port: int = 1) -> BackendSettings:
+        return BackendSettings(name=name, url=f"http://127.0.0.1:{port}")
+
+    async def body() -> None:
+        fleet = Fleet()
+        sync = FleetSync(fleet, Discovery(fleet, 5.0), MemoryFleetStore(), [node("a"), node("b")], HealthSettings(),
+                         make_breaker)  # fmt: skip
+        await sync.sync()
+        assert fleet.names() == ["a", "b"]
+        await sync.remove("b", "ops")
+        await sync.set_draining("a", True, "ops")
+        changed = await sync.rebase([node("a", 2), node("b"), node("c")])
+        assert fleet.names() == ["a", "c"]  # b stays removed; c is new
+        assert [n.name for n in changed.replace] == ["a"] and fleet.get("a").draining  # type: ignore[union-attr]
+        assert fleet.get("a").settings.port == 2  # type: ignore[union-attr]
+
+    asyncio.run(body())

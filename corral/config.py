@@ -290,6 +290,13 @@ class LimitsSettings(_Section):
         "(redis://host:port/db); unset: in memory, per replica.",
     )
     on_store_error: Literal["allow", "deny"] = Field("allow", description="When Redis is unreachable.")
+    store_timeout_s: float = Field(
+        0.5,
+        gt=0,
+        le=30,
+        description="How long a limit check waits for Redis (to connect, and for each call) before "
+        "on_store_error decides.",
+    )
     per_ip_rpm: int | None = Field(None, ge=1, description="Requests per minute per client address.")
     burst_share: float | None = Field(
         None,

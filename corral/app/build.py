@@ -246,7 +246,7 @@ async def build(settings: Settings) -> App:
     lim = settings.limits
     if store is not None or lim.per_ip_rpm or lim.global_rpm or lim.global_tpm:
         limit_guard = LimitGuard(
-            LimitStore(lim.redis_url or "memory://", on_store_error=lim.on_store_error),
+            LimitStore(lim.redis_url or "memory://", on_store_error=lim.on_store_error, timeout_s=lim.store_timeout_s),
             lim.per_ip_rpm,
             lim.global_rpm,
             lim.global_tpm,

@@ -221,6 +221,11 @@ class Fleet:
             self.capacity_changed()
         return node
 
+    def reorder(self, names: list[str]) -> None:
+        """Put the named nodes first, in that order (the stored fleet state's order); others follow."""
+        ordered = {name: self._nodes[name] for name in names if name in self._nodes}
+        self._nodes = ordered | {name: n for name, n in self._nodes.items() if name not in ordered}
+
     def snapshot(self, now: float) -> tuple[NodeView, ...]:
         return tuple(node.view(now) for node in self._nodes.values())
 

@@ -301,6 +301,14 @@ class AuthSettings(_Section):
     )
     store_url: str = Field("sqlite:///corral-keys.db", description="Key database: sqlite:///PATH or postgresql://...")
     cache_ttl_s: float = Field(2.0, gt=0, le=60, description="How long a looked-up key is trusted (revocation delay).")
+    fleet_poll_s: float = Field(
+        1.0,
+        gt=0,
+        le=5,
+        description="With API keys on, run-time fleet changes (/admin/backends) are kept in store_url's "
+        "database and every replica and worker polls it this often (a change reaches all within it plus a "
+        "moment); without keys they live in the process's memory.",
+    )
     metrics: Literal["open", "key"] = Field("open", description="Whether GET /metrics needs a key.")
     jwt: JwtSettings | None = Field(None, description="Also accept JSON Web Tokens as Bearer credentials.")
 
@@ -312,6 +320,13 @@ class LimitsSettings(_Section):
         "(redis://host:port/db); unset: in memory, per replica.",
     )
     on_store_error: Literal["allow", "deny"] = Field("allow", description="When Redis is unreachable.")
+    store_timeout_s: float = Field(
+        0.5,
+        gt=0,
+        le=30,
+        description="How long a limit check waits for Redis (to connect, and for each call) before "
+        "on_store_error decides.",
+    )
     per_ip_rpm: int | None = Field(None, ge=1, description="Requests per minute per client address.")
     burst_share: float | None = Field(
         None,

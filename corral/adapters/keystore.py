@@ -12,10 +12,11 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from corral.adapters.migrations import api_keys, open_engine, upgrade
+from corral.domain.errors import GatewayError
 from corral.domain.keys import Principal, RandomSource, Role, generate_key, hash_key, parse_key, verify
 
 
@@ -25,6 +26,12 @@ class KeyExists(ValueError):
 
 class KeyNotFound(LookupError):
     """No live key of that name."""
+
+
+class KeyStoreUnavailable(GatewayError):
+    """The key database cannot be reached and the key is not in the cache: 503, not a 500."""
+
+    status = 503
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,8 +194,11 @@ class SqlKeyStore:
         if parsed is None:
             return None
         query = sa.select(api_keys).where(api_keys.c.prefix == parsed.prefix)
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
+        try:
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(query)).first()
+        except (SQLAlchemyError, OSError) as exc:
+            raise KeyStoreUnavailable("the key database cannot be reached; try again shortly") from exc
         if row is None or not verify(presented, row._mapping["hash"]):
             return None
         return _record(row)
@@ -224,6 +234,15 @@ class KeyCache:
     async def _fetch(self, presented: str, digest: str, now: float) -> KeyRecord | None:
         try:
             record = await self.store.lookup(presented)
+        except KeyStoreUnavailable:
+            # While the database is down, a key this replica knew keeps its last known answer (nobody
+            # can revoke it meanwhile: revoking writes to that database); the store is asked again
+            # after another TTL. A key never seen is refused with 503.
+            stale = self._entries.get(digest)
+            if stale is None:
+                raise
+            self._entries[digest] = (now, stale[1])
+            return stale[1]
         finally:
             self._inflight.pop(digest, None)
         self._entries[digest] = (now, record)

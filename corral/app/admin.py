@@ -8,11 +8,10 @@ import orjson
 from pydantic import ValidationError
 
 from corral.app.context import RequestRecord
-from corral.app.discovery import Discovery
 from corral.app.fleet import Fleet, Node
+from corral.app.fleet_sync import FleetSync
 from corral.app.views import send_json
-from corral.config import BackendSettings, HealthSettings
-from corral.domain.breaker import CircuitBreaker
+from corral.config import BackendSettings
 from corral.domain.errors import InvalidRequest, NoSuchNode, NotFound
 from corral.net.response import Request, Response
 
@@ -28,19 +27,18 @@ def _node_summary(node: Node) -> dict[str, object]:
 
 
 class AdminBackends:
+    """Each change goes to the fleet store (the key store's database when there is one, so every replica
+    and worker follows it) and is then applied here through `FleetSync`, as other processes apply it."""
+
     def __init__(
         self,
         fleet: Fleet,
-        discovery: Discovery,
-        health_defaults: HealthSettings,
-        make_breaker: Callable[[], CircuitBreaker],
+        sync: FleetSync,
         audit: Callable[[str, dict[str, object]], None] | None = None,
     ) -> None:
         self.audit = audit or (lambda action, detail: None)
         self.fleet = fleet
-        self.discovery = discovery
-        self.health_defaults = health_defaults
-        self.make_breaker = make_breaker
+        self.sync = sync
 
     async def list(self, request: Request, response: Response, record: RequestRecord) -> None:
         send_json(response, record, {"backends": [_node_summary(n) for n in self.fleet]})
@@ -58,9 +56,9 @@ class AdminBackends:
             raise InvalidRequest(f"{field}: {first['msg']}", param=field) from exc
         if self.fleet.get(settings.name) is not None:
             raise InvalidRequest(f"a node named '{settings.name}' already exists", param="name")
-        node = self.fleet.add(settings, settings.health or self.health_defaults, self.make_breaker())
-        await self.discovery.refresh(node)
-        self.discovery.start(node)
+        node = await self.sync.add(settings, record.key_name)
+        if node is None:  # removed again by another replica in the same instant
+            raise NoSuchNode(f"node '{settings.name}' was removed while being added")
         self.audit("node_added", {"name": settings.name, "url": settings.url, "by": record.key_name})
         send_json(response, record, _node_summary(node), 201)
 
@@ -71,16 +69,13 @@ class AdminBackends:
         if node is None:
             raise NoSuchNode(f"no node named '{name}'")
         if request.method == "DELETE" and not action:
-            self.discovery.stop(name)
-            self.fleet.remove(name)
-            node.pool.close()
+            await self.sync.remove(name, record.key_name)
             self.audit("node_removed", {"name": name, "by": record.key_name})
             send_json(response, record, {"removed": name})
         elif request.method == "POST" and action in ("drain", "undrain"):
-            node.draining = action == "drain"
-            self.fleet.capacity_changed()
+            changed = await self.sync.set_draining(name, action == "drain", record.key_name)
             self.audit(f"node_{action}ed", {"name": name, "by": record.key_name})
-            send_json(response, record, _node_summary(node))
+            send_json(response, record, _node_summary(changed or node))
         elif request.method == "GET" and not action:
             send_json(response, record, _node_summary(node))
         else:

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from corral.adapters.audit import BufferedSink, FileAuditSink, SqlAuditSink
 from corral.adapters.cache_store import open_store
+from corral.adapters.fleetstore import MemoryFleetStore, SqlFleetStore
 from corral.adapters.jwt_auth import ClaimMap, JwtVerifier
 from corral.adapters.keystore import KeyCache, SqlKeyStore
 from corral.adapters.limits import LimitStore
@@ -33,6 +34,7 @@ from corral.app.discovery import Discovery
 from corral.app.embed_cache import EmbedCache
 from corral.app.fanout import fleet_operations
 from corral.app.fleet import Fleet, Node
+from corral.app.fleet_sync import FleetSync
 from corral.app.gateway import ClientAddress, Gateway
 from corral.app.inference import InferenceHandlers
 from corral.app.limits_guard import LimitGuard
@@ -87,6 +89,7 @@ class App:
     console: Console | None = None
     cache: CacheContext | None = None
     models_admin: AdminModels | None = None
+    fleet_sync: FleetSync | None = None
     residency: ResidencyTask | None = None
 
     @property
@@ -198,7 +201,26 @@ async def build(settings: Settings, shared: App | None = None) -> App:
     )
     node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
     node_ops.fanout, inference.fleet_load = fleet_operations(fleet, discovery, settings, audit.admin if audit else None)
-    admin = AdminBackends(fleet, discovery, settings.health, make_breaker, audit.admin if audit else None)
+    store: SqlKeyStore | None = shared.store if shared else None
+    if settings.auth_required:
+        store = store or SqlKeyStore(settings.auth.store_url)
+    # Run-time fleet changes live in the key store's database when there is one (shared by replicas and
+    # workers), else in this process's memory. Nodes of discovery sources are theirs, not the store's.
+    sync = (
+        shared.fleet_sync
+        if shared and shared.fleet_sync
+        else FleetSync(
+            fleet,
+            discovery,
+            MemoryFleetStore() if store is None else SqlFleetStore(store.engine),
+            settings.backends,
+            settings.health,
+            make_breaker,
+            settings.auth.fleet_poll_s,
+            managed=lambda name: nodes.owner(name) in (None, STATIC),
+        )
+    )
+    admin = AdminBackends(fleet, sync, audit.admin if audit else None)
     config = shared.config if shared else ConfigState(settings, metrics.config_reloads if metrics else None)
     models_admin = (  # rollouts in progress and the node-up preloader live on across reloads
         shared.models_admin
@@ -253,9 +275,7 @@ async def build(settings: Settings, shared: App | None = None) -> App:
             metrics_server = HttpServer(Gateway(metrics_router, []))
     if audit is not None:
         observers.append(audit.observe)
-    store: SqlKeyStore | None = shared.store if shared else None
-    if settings.auth_required:
-        store = store or SqlKeyStore(settings.auth.store_url)
+    if store is not None:
         cache = KeyCache(store, settings.auth.cache_ttl_s)
         keys = AdminKeys(store, cache, audit.admin if audit is not None else lambda action, detail: None)
         handlers.update(keys_list=keys.list, keys_create=keys.create, keys_by_name=keys.by_name)
@@ -319,7 +339,10 @@ async def build(settings: Settings, shared: App | None = None) -> App:
     if store is not None or lim.per_ip_rpm or lim.global_rpm or lim.global_tpm:
         kept = shared.limits.store if shared and shared.limits else None  # the counters live on
         limit_guard = LimitGuard(
-            kept or LimitStore(lim.redis_url or "memory://", on_store_error=lim.on_store_error),
+            kept
+            or LimitStore(
+                lim.redis_url or "memory://", on_store_error=lim.on_store_error, timeout_s=lim.store_timeout_s
+            ),
             lim.per_ip_rpm,
             lim.global_rpm,
             lim.global_tpm,
@@ -355,5 +378,6 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         console,
         caches,
         models_admin,
+        sync,
         residency,
     )

@@ -201,6 +201,8 @@ class Fleet:
     def adopt(self, node: Node) -> None:
         """Put `node` in the fleet, in the place of any node of the same name (which keeps serving the
         requests it already has)."""
+        node.catalog = self.catalog  # its model names read through the fleet's aliases and pooled names
+        node._static = None
         node.on_change = self.capacity_changed
         self._nodes[node.name] = node
         self.capacity_changed()
@@ -218,6 +220,11 @@ class Fleet:
         if node is not None:
             self.capacity_changed()
         return node
+
+    def reorder(self, names: list[str]) -> None:
+        """Put the named nodes first, in that order (the stored fleet state's order); others follow."""
+        ordered = {name: self._nodes[name] for name in names if name in self._nodes}
+        self._nodes = ordered | {name: n for name, n in self._nodes.items() if name not in ordered}
 
     def snapshot(self, now: float) -> tuple[NodeView, ...]:
         return tuple(node.view(now) for node in self._nodes.values())

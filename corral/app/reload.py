@@ -74,6 +74,8 @@ async def reload(app: App, new_settings: Settings, trigger: str = "api") -> Relo
                 if node.settings.health is None:
                     app.fleet.update(node, node.settings, settings.health)
         nodes = await app.nodes.apply(STATIC, settings.backends)
+        if app.fleet_sync is not None:
+            await app.fleet_sync.rebase(settings.backends)  # the stored run-time changes stay on top
         await app.sources.configure(settings.discovery)
         app.pipeline.swap(fresh.gateway)  # from the next request on
         app.settings = settings

@@ -57,12 +57,16 @@ async def run(
         await upgrade(app.audit_engine)  # the audit_log table
     elif settings.auth.enabled is False and not is_loopback(settings.server.host):
         log.warning("auth.enabled is false on %s: anyone who can reach Corral can use every node", settings.server.host)
+    if app.fleet_sync is not None:
+        await app.fleet_sync.sync()  # the stored run-time changes over the YAML, before the first checks
     await app.discovery.initial(timeout_s=max(settings.health.timeout_s, 1.0) + 1.0)
     for node in app.fleet:
         app.discovery.start(node)
     if app.residency is not None:
         app.residency.start()
     await app.sources.configure(app.settings.discovery)
+    if app.fleet_sync is not None:
+        app.fleet_sync.start()
     await app.server.start(settings.server.host, settings.server.port, ssl=_ssl_context(settings))
     if app.metrics_server is not None and settings.metrics.listen:
         host, _, port = settings.metrics.listen.rpartition(":")
@@ -98,6 +102,8 @@ async def run(
         app.server.close_all()
     app.sources.stop()
     app.nodes.stop()
+    if app.fleet_sync is not None:
+        await app.fleet_sync.stop()
     app.discovery.stop_all()
     if app.residency is not None:
         app.residency.stop()

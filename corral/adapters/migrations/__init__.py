@@ -68,6 +68,27 @@ audit_log = sa.Table(
     sa.Column("detail", sa.JSON),
 )
 
+# Run-time fleet changes (/admin/backends) shared by every replica and worker: one row per node with
+# an override, and one counter that every change bumps, so that a poll costs one tiny read.
+fleet_nodes = sa.Table(
+    "fleet_nodes",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("settings", sa.JSON),
+    sa.Column("removed", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("draining", sa.Boolean),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", _ts, nullable=False),
+    sa.Column("updated_by", sa.String(128)),
+)
+
+fleet_version = sa.Table(
+    "fleet_version",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.BigInteger, nullable=False),
+)
+
 
 rollouts = sa.Table(
     "rollouts",

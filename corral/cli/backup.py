@@ -46,7 +46,10 @@ def _models(client: CorralClient) -> dict[str, Any]:
         entries = []
         for model, digest in sorted(models.items()):
             shown = client.show(node, model)
-            entries.append({"name": model, "digest": digest, "modelfile": shown.get("modelfile", "")})
+            if shown is None:
+                err.print(f"[yellow]warning:[/] {node}: {model}: no Modelfile (the node takes no requests now)")
+            modelfile = None if shown is None else shown.get("modelfile", "")
+            entries.append({"name": model, "digest": digest, "modelfile": modelfile})
         nodes[node] = entries
     return {"nodes": nodes}
 

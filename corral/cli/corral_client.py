@@ -87,9 +87,15 @@ class CorralClient:
             out[node["name"]] = {m: digests.get(m) for m in node.get("models", [])}
         return out
 
-    def show(self, node: str, model: str) -> dict[str, Any]:
+    def show(self, node: str, model: str) -> dict[str, Any] | None:
+        """The model's /api/show on `node`; on another node holding it when that one takes no requests
+        (draining or down: the same name has the same Modelfile); None when no node can answer."""
         try:
             reply = self.http.post("/api/show", json={"model": model}, headers={"x-corral-node": node})
+            if reply.status_code == 503:
+                reply = self.http.post("/api/show", json={"model": model})
+                if reply.status_code == 503:
+                    return None
         except httpx.HTTPError as exc:
             raise CorralUnreachable(f"POST /api/show {model} on {node}: {exc}") from None
         self._check(reply, f"POST /api/show {model} on {node}")

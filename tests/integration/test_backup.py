@@ -56,6 +56,11 @@ def inventory(url: str, key: str) -> dict[str, dict[str, str]]:
     return {n["name"]: n["digests"] for n in status["nodes"]}
 
 
+def states(url: str, key: str) -> dict[str, str]:
+    status = httpx.get(url + "/internal/status", headers=bearer(key), timeout=5).json()
+    return {n["name"]: n["state"] for n in status["nodes"]}
+
+
 def generate(url: str, key: str) -> httpx.Response:
     body = {"model": "llama3.2:1b", "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
     return httpx.post(url + "/api/generate", json=body, headers=bearer(key), timeout=30)
@@ -87,6 +92,10 @@ def test_backup_wipe_restore_brings_back_keys_audit_and_models(site: Site, tmp_p
     backup = tmp_path / "backup"
     with running(serve(site.config, site.port)):
         assert generate(site.url, user).status_code == 200
+        # Fleet state: a run-time change, kept in the database (the fleet_nodes table).
+        drained = httpx.post(site.url + "/admin/backends/b/drain", headers=bearer(admin), timeout=10)
+        assert drained.status_code == 200, drained.text
+        assert wait_for(lambda: states(site.url, admin)["b"] == "draining", 10, "b draining")
         before = wait_for(lambda: (inv := inventory(site.url, admin)) and all(inv.values()) and inv, 10, "inventory")
         made = corral("backup", "create", str(backup), "--config", str(site.config), "--url", site.url,
                       "--api-key", admin)  # fmt: skip
@@ -94,10 +103,14 @@ def test_backup_wipe_restore_brings_back_keys_audit_and_models(site: Site, tmp_p
     manifest = json.loads((backup / "manifest.json").read_text())
     assert manifest["database"]["tables"]["api_keys"] == 3
     assert manifest["database"]["tables"]["audit_log"] >= 1
+    assert manifest["database"]["tables"]["fleet_nodes"] == 1  # the drain
     assert set(manifest["files"]) == {"config.yaml", "database.sqlite", "models.json"}
     recorded = json.loads((backup / "models.json").read_text())["nodes"]
     assert {n: {e["name"]: e["digest"] for e in entries} for n, entries in recorded.items()} == before
-    assert all(e["modelfile"].startswith("# Modelfile") for entries in recorded.values() for e in entries)
+    modelfiles = {(n, e["name"]): e["modelfile"] for n, entries in recorded.items() for e in entries}
+    # b is draining: its models' Modelfiles come from a where a has them; gemma3 is on b alone.
+    assert modelfiles.pop(("b", "gemma3:270m")) is None and "no Modelfile" in made.stderr
+    assert all(text.startswith("# Modelfile") for text in modelfiles.values())
     assert corral("backup", "verify", str(backup)).returncode == 0
 
     # The disaster: the config file, the database and every model on every node are gone.
@@ -116,6 +129,7 @@ def test_backup_wipe_restore_brings_back_keys_audit_and_models(site: Site, tmp_p
     with running(serve(site.config, site.port)):
         assert generate(site.url, user).status_code == 404  # keys back, models not yet
         assert generate(site.url, gone).status_code == 401  # revoked before the backup: still revoked
+        assert wait_for(lambda: states(site.url, admin)["b"] == "draining", 10, "b draining again")
         pulled = corral("backup", "restore", str(backup), "--apply", "--config", str(site.config), "--parts", "models",
                         "--url", site.url, "--api-key", admin)  # fmt: skip
         assert pulled.returncode == 0, pulled.stdout + pulled.stderr

@@ -61,7 +61,7 @@ async def one(
 
 
 async def workload(
-    url: str, seconds: float, rate: float, seed: int, burst: bool, warmup: float = 0.0
+    url: str, seconds: float, rate: float, seed: int, burst: bool, warmup: float = 0.0, tokens: int = 20
 ) -> list[tuple[float, float]]:
     rng = random.Random(seed)
     weights = [1 / (i + 1) for i in range(len(MODELS))]
@@ -78,15 +78,15 @@ async def workload(
             model = rng.choices(MODELS, weights)[0]
             if burst and seconds / 3 <= t < 2 * seconds / 3 and rng.random() < 0.6:
                 model = MODELS[-1]
-            tokens = min(100, int(rng.lognormvariate(math.log(20), 0.8)) + 1)
+            length = min(5 * tokens, int(rng.lognormvariate(math.log(tokens), 0.8)) + 1)
             counted = results if t >= warmup else None
-            tasks.append(asyncio.create_task(one(client, url, model, tokens, counted)))
+            tasks.append(asyncio.create_task(one(client, url, model, length, counted)))
         await asyncio.gather(*tasks)
     return results
 
 
 def run_policy(
-    policy: str, seconds: float, rate: float, seed: int, burst: bool = False, warmup: float = 0.0
+    policy: str, seconds: float, rate: float, seed: int, burst: bool = False, warmup: float = 0.0, tokens: int = 20
 ) -> dict[str, float]:
     sims = []
     procs: list[subprocess.Popen[bytes]] = []
@@ -131,7 +131,7 @@ def run_policy(
         procs.append(start(["serve", "--config", str(config)]))
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/ready", 60)
-        results = asyncio.run(workload(url, seconds, rate, seed, burst, warmup))
+        results = asyncio.run(workload(url, seconds, rate, seed, burst, warmup, tokens))
         loads = sum(httpx.get(s + "/_sim/stats").json()["loads"] for s in sims)
     finally:
         for proc in procs:
@@ -166,11 +166,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/bench/routing_live.md"))
     parser.add_argument("--burst", action="store_true", help="the least popular model takes 60%% mid-run")
     parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--tokens", type=int, default=20, help="median generated tokens per request")
     parser.add_argument("--warmup", type=float, default=0.0, help="seconds of arrivals not counted (cold start)")
     args = parser.parse_args()
     policies = tuple(args.policies.split(","))
     burst = ", the least popular model taking 60% of requests in the middle third" if args.burst else ""
     burst += f", the first {args.warmup:g} s not counted" if args.warmup else ""
+    burst += f", median {args.tokens} tokens" if args.tokens != 20 else ""
     lines = [
         f"Live run: {args.seconds:g} s of arrivals at {args.rate:g} req/s per policy, seed {args.seed}{burst}.",
         "",
@@ -179,7 +181,7 @@ def main() -> None:
     ]
     table: dict[str, dict[str, float]] = {}
     for policy in policies:
-        m = table[policy] = run_policy(policy, args.seconds, args.rate, args.seed, args.burst, args.warmup)
+        m = table[policy] = run_policy(policy, args.seconds, args.rate, args.seed, args.burst, args.warmup, args.tokens)
         lines.append(
             f"| {policy} | {m['requests']:.0f} | {m['ttft_p50']:.2f} s | {m['ttft_p95']:.2f} s | "
             f"{m['ttft_p99']:.2f} s | {m['e2e_p50']:.2f} s | {m['e2e_p99']:.2f} s | "

@@ -13,8 +13,11 @@ digests = st.sampled_from(["d1", "d2", None])
 inventories = st.dictionaries(nodes, st.dictionaries(models, digests, max_size=3), max_size=3)
 
 
+Inv = dict[str, dict[str, str | None]]
+
+
 @given(inventories, inventories)
-def test_pulling_what_the_plan_says_leaves_nothing_to_pull(backup: dict, current: dict) -> None:  # type: ignore[type-arg]
+def test_pulling_what_the_plan_says_leaves_nothing_to_pull(backup: Inv, current: Inv) -> None:
     plan = plan_models(backup, current)
     after = {node: dict(held) for node, held in current.items()}
     for node, model in plan.pulls:

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from corral.adapters.audit import BufferedSink, FileAuditSink, SqlAuditSink
@@ -17,6 +17,7 @@ from corral.adapters.jwt_auth import ClaimMap, JwtVerifier
 from corral.adapters.keystore import KeyCache, SqlKeyStore
 from corral.adapters.limits import LimitStore
 from corral.adapters.metrics import Metrics
+from corral.adapters.metrics_merge import Exposition
 from corral.adapters.migrations import open_engine
 from corral.app.admin import AdminBackends
 from corral.app.admission import Admission
@@ -70,6 +71,7 @@ class App:
     audit_engine: AsyncEngine | None = None
     metrics_server: HttpServer | None = None
     console: Console | None = None
+    exposition: Exposition | None = None  # /metrics; merged over the workers when there are several
 
     @property
     def port(self) -> int:
@@ -87,6 +89,7 @@ async def build(settings: Settings) -> App:
         fleet.add(backend, settings.health_for(backend), make_breaker())
     metrics_server: HttpServer | None = None
     metrics: Metrics | None = None
+    exposition: Exposition | None = None
     if settings.metrics.enabled:
         metrics = Metrics(CollectorRegistry(auto_describe=True), per_key=settings.metrics.per_key)
     discovery = Discovery(fleet, settings.routing.discovery_interval_s, metrics.health_check if metrics else None)
@@ -161,11 +164,12 @@ async def build(settings: Settings) -> App:
         metrics.preset(inference_paths())
         metrics.watch_fleet(lambda: list(fleet), lambda: admission.waiting)
         observers.append(metrics.observe)
-        exposition = metrics.registry
+        exposition = expo = Exposition(metrics.registry)
 
         async def scrape(request: Request, response: Response, record: RequestRecord) -> None:
+            body = await expo.render()
             record.status = 200
-            response.send(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(exposition))
+            response.send(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], body)
 
         handlers["metrics"] = scrape
         if settings.metrics.listen:
@@ -268,4 +272,5 @@ async def build(settings: Settings) -> App:
         audit_engine,
         metrics_server,
         console,
+        exposition,
     )

@@ -1,4 +1,9 @@
-"""Running the assembled gateway: listen, serve until SIGTERM/SIGINT, then shut down gracefully."""
+"""Running the assembled gateway: listen, serve until SIGTERM/SIGINT, then shut down gracefully.
+
+The same function runs one of several worker processes (`server.workers` > 1, app/workers.py): then it
+listens on the socket its parent bound, joins its siblings' channel (fleet-wide /metrics, shared health
+probes) and applies a reload on SIGHUP, which only the parent sends.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,10 @@ import signal
 import ssl
 from collections.abc import Callable
 
-from corral.adapters.migrations import upgrade
+from corral.adapters.metrics_merge import snapshot
+from corral.adapters.migrations import open_engine, upgrade
 from corral.app.build import App, build
+from corral.app.siblings import Siblings, WorkerContext
 from corral.config import Settings, is_loopback
 
 log = logging.getLogger(__name__)
@@ -24,22 +31,68 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-async def run(settings: Settings, on_ready: Callable[[App], None] | None = None) -> None:
+async def migrate(settings: Settings) -> None:
+    """Bring the key and audit tables up to date (before serving; once, in the parent, for workers)."""
+    if settings.auth_required or (settings.audit.enabled and settings.audit.database):
+        engine = open_engine(settings.auth.store_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+
+def on_reload(app: App) -> None:
+    """A worker was told to apply the configuration again: its parent re-read the file and found it valid
+    (app/workers.py). The hook the in-process reload plugs into; until then it only says so."""
+    log.info("reload requested")
+
+
+def _join_siblings(app: App, worker: WorkerContext) -> Siblings:
+    discovery = app.discovery
+    exposition = app.exposition
+
+    async def metrics(message: dict[str, object]) -> object:
+        return snapshot(exposition.registry) if exposition is not None else []
+
+    async def probe(message: dict[str, object]) -> None:
+        result = message.get("result")
+        if isinstance(result, dict):
+            discovery.apply_shared(str(message.get("node")), result)
+
+    siblings = Siblings(worker, {"metrics": metrics, "probe": probe})
+    if exposition is not None:
+        exposition.siblings = lambda: siblings.ask("metrics")
+    discovery.phase = (worker.index, worker.count)
+    discovery.publish = lambda name, result: siblings.tell("probe", node=name, result=result)
+    return siblings
+
+
+async def run(
+    settings: Settings, on_ready: Callable[[App], None] | None = None, worker: WorkerContext | None = None
+) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting, finish in-flight work (up to the grace period)."""
     app = await build(settings)
-    if app.store is not None:
-        await app.store.migrate()
-    if app.audit_engine is not None:
-        await upgrade(app.audit_engine)  # the audit_log table
-    elif settings.auth.enabled is False and not is_loopback(settings.server.host):
+    if worker is None:
+        await migrate(settings)
+    if settings.auth.enabled is False and not is_loopback(settings.server.host):
         log.warning("auth.enabled is false on %s: anyone who can reach Corral can use every node", settings.server.host)
+    siblings = _join_siblings(app, worker) if worker is not None else None
+    if siblings is not None:
+        await siblings.start()
     await app.discovery.initial(timeout_s=max(settings.health.timeout_s, 1.0) + 1.0)
     for node in app.fleet:
         app.discovery.start(node)
-    await app.server.start(settings.server.host, settings.server.port, ssl=_ssl_context(settings))
+    tls = _ssl_context(settings)
+    if worker is not None:
+        await app.server.start(settings.server.host, settings.server.port, ssl=tls, sock=worker.listener)
+    else:
+        await app.server.start(settings.server.host, settings.server.port, ssl=tls)
     if app.metrics_server is not None and settings.metrics.listen:
         host, _, port = settings.metrics.listen.rpartition(":")
-        await app.metrics_server.start(host, int(port))
+        if worker is not None and worker.metrics_listener is not None:
+            await app.metrics_server.start(host, int(port), sock=worker.metrics_listener)
+        else:
+            await app.metrics_server.start(host, int(port))
     log.info("corral listening on %s:%d with %d node(s)", settings.server.host, app.port, len(app.fleet))
     if app.console is not None:
         app.console.start()
@@ -53,6 +106,8 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if worker is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_reload, app)
     await stop.wait()
     log.info("shutting down: finishing in-flight requests (up to %ss)", settings.server.shutdown_grace_s)
     app.views.shutting_down = True
@@ -64,6 +119,8 @@ async def run(settings: Settings, on_ready: Callable[[App], None] | None = None)
         log.warning("grace period over; closing %d connection(s)", len(app.server.connections))
         app.server.close_all()
     app.discovery.stop_all()
+    if siblings is not None:
+        siblings.close()
     if app.console is not None:
         app.console.stop()
     for node in app.fleet:

@@ -26,20 +26,32 @@ def serve(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="Override server.host.")] = None,
     port: Annotated[int | None, typer.Option(help="Override server.port.")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Override server.workers: processes sharing the port (about one per core).")
+    ] = None,
 ) -> None:
-    """Serve the gateway until SIGTERM or Ctrl-C."""
+    """Serve the gateway until SIGTERM or Ctrl-C (SIGHUP reloads the configuration when --workers > 1)."""
     server: dict[str, object] = {}
     if host is not None:
         server["host"] = host
     if port is not None:
         server["port"] = port
-    settings = load_or_exit(config, **({"server": server} if server else {}))
+    if workers is not None:
+        server["workers"] = workers
+    overrides = {"server": server} if server else {}
+    settings = load_or_exit(config, **overrides)
     if not settings.backends:
         err.print("[yellow]warning:[/] no backends configured; every model request will get 404")
     from corral.app.logs import configure
-    from corral.cli.runner import run_gateway
 
     configure(settings.logging.level, settings.logging.format)
+    if settings.server.workers > 1:
+        from corral.app.workers import supervise
+        from corral.config import load_settings
+
+        raise typer.Exit(supervise(settings, lambda: load_settings(config, **overrides)))
+    from corral.cli.runner import run_gateway
+
     run_gateway(settings)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -312,15 +313,20 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self.idle = asyncio.Event()  # set whenever a request finishes (drain waits on it)
 
-    async def start(self, host: str, port: int, ssl: Any = None, backlog: int = 2048) -> None:
+    async def start(
+        self, host: str, port: int, ssl: Any = None, backlog: int = 2048, sock: socket.socket | None = None
+    ) -> None:
+        """Listen on host:port, or on `sock`, a socket already bound (a worker's, from its parent)."""
         loop = asyncio.get_running_loop()
+
+        def protocol() -> HttpServerProtocol:
+            return HttpServerProtocol(self._handler, self._limits, self.table, self.idle)
+
+        if sock is not None:
+            self._server = await loop.create_server(protocol, sock=sock, ssl=ssl, backlog=backlog)
+            return
         self._server = await loop.create_server(
-            lambda: HttpServerProtocol(self._handler, self._limits, self.table, self.idle),
-            host=host,
-            port=port,
-            ssl=ssl,
-            backlog=backlog,
-            reuse_address=True,
+            protocol, host=host, port=port, ssl=ssl, backlog=backlog, reuse_address=True
         )
 
     @property

@@ -115,7 +115,7 @@ def test_a_killed_worker_is_restarted_and_the_port_keeps_answering(sim: Proc) ->
         assert codes == [200] * 20
         fresh = wait_for(lambda: (p := worker_pids(corral)) and p[1] != pids[1] and p, 15, "a new worker 1")
         assert fresh[0] == pids[0]
-        assert any("worker 1 (pid %d) died" % pids[1] in str(line.get("msg")) for line in lines(corral))
+        assert any(f"worker 1 (pid {pids[1]}) died" in str(line.get("msg")) for line in lines(corral))
         for _ in range(20):
             assert generate(corral.url).status_code == 200
         assert fresh[1] in served_by(corral, "/api/generate")  # the replacement takes its share

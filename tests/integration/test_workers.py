@@ -227,3 +227,26 @@ def test_workers_share_health_probes_instead_of_multiplying_them(sim: Proc) -> N
             assert scrape_sum(corral.url, "corral_node_up", node="n") == 1
     finally:
         corral.stop()
+
+
+def test_port_zero_is_picked_once_and_shared_by_the_workers(tmp_path: Path, sim: Proc) -> None:
+    path = tmp_path / "corral.yaml"
+    path.write_text(yaml.safe_dump({"server": {"port": 0}, "backends": [{"name": "n", "url": sim.url}]}))
+    proc = Proc([sys.executable, "-m", "corral", "serve", "--config", str(path), "--workers", "2"], 0)
+    try:
+
+        def port() -> int:
+            for line in proc.output().splitlines():
+                if "corral parent" in line and " workers on 127.0.0.1:" in line:
+                    return int(line.split("127.0.0.1:")[1].split('"')[0].split()[0])
+            return 0
+
+        chosen = wait_for(port, 20, "the parent's port")
+        wait_for(lambda: len(worker_pids(proc)) == 2, 15, "two workers")
+        url = f"http://127.0.0.1:{chosen}"
+        wait_for(lambda: generate(url).status_code == 200, 15, "an answer on the chosen port")
+        listening = [x for x in lines(proc) if str(x.get("msg", "")).startswith("corral listening on")]
+        assert {x["pid"] for x in listening} == set(worker_pids(proc).values())
+        assert all(f"127.0.0.1:{chosen} " in x["msg"] for x in listening)
+    finally:
+        proc.stop()

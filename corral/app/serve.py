@@ -114,7 +114,13 @@ async def run(
     app.server.stop_accepting()
     if app.metrics_server is not None:
         app.metrics_server.stop_accepting()
-    drained = await app.server.drain(settings.server.shutdown_grace_s)
+    grace_until = loop.time() + settings.server.shutdown_grace_s
+    if siblings is not None:
+        # The replica drains as one: a worker done early keeps its kept-alive connections (a load
+        # balancer's among them, reading /ready answer 503) until its siblings are done too.
+        await app.server.drain(settings.server.shutdown_grace_s, close_idle=False)
+        await siblings.drained(max(0.0, grace_until - loop.time()))
+    drained = await app.server.drain(max(0.0, grace_until - loop.time()))
     if not drained:
         log.warning("grace period over; closing %d connection(s)", len(app.server.connections))
         app.server.close_all()

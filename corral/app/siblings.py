@@ -59,6 +59,16 @@ class Siblings:
         self._server = await asyncio.start_unix_server(self._serve, path=str(path), limit=_LINE_LIMIT)
         os.chmod(path, 0o600)
 
+    async def drained(self, timeout_s: float) -> None:
+        """Say this worker has no request left (its socket goes), then wait up to `timeout_s` until
+        every sibling has said the same (or is gone)."""
+        self.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        others = [self.context.path(k) for k in self._others()]
+        while any(path.exists() for path in others) and loop.time() < deadline:
+            await asyncio.sleep(0.05)  # other processes' files: nothing to wait on but their absence
+
     def close(self) -> None:
         if self._server is not None:
             self._server.close()

@@ -152,6 +152,8 @@ class Supervisor:
                 continue
             slot.pid = None
             code = os.waitstatus_to_exitcode(status)
+            if self.run_dir is not None:  # a dead worker's channel: siblings must not wait for it
+                (self.run_dir / f"worker-{slot.index}.sock").unlink(missing_ok=True)
             if self.stopping:
                 log.info("worker %d (pid %d) exited (%d)", slot.index, pid, code)
                 continue

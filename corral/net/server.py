@@ -341,9 +341,9 @@ class HttpServer:
         for conn in list(self.connections):
             conn.shutdown()
 
-    async def drain(self, timeout_s: float) -> bool:
-        """Wait until no connection has a request in flight, up to `timeout_s`; then close idle ones.
-        True when everything finished in time."""
+    async def drain(self, timeout_s: float, close_idle: bool = True) -> bool:
+        """Wait until no connection has a request in flight, up to `timeout_s`; then close idle ones
+        (unless told not to). True when everything finished in time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while any(conn.busy for conn in self.connections) and loop.time() < deadline:
@@ -354,6 +354,8 @@ class HttpServer:
             except TimeoutError:
                 break
         finished = not any(conn.busy for conn in self.connections)
+        if not close_idle:
+            return finished
         for conn in list(self.connections):
             if not conn.busy and conn._transport is not None:
                 conn._transport.close()

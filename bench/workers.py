@@ -9,8 +9,9 @@
    fixed when prometheus_client is imported.
 2. The proxy path with 1, 2 and 4 workers: nginx returning a fixed Ollama body is the node, wrk drives
    /api/generate at concurrency 64. Per worker count: requests/s, the CPU seconds the parent and all
-   its workers used per 1,000 requests (from /proc, steady when other work shares the machine), and
-   the time of one /metrics scrape (the answering worker asks its siblings).
+   its workers used per 1,000 requests (from /proc, steadier than wall-clock figures when other work
+   shares the machine), and the time of one /metrics scrape (the answering worker asks its siblings).
+   Worker counts take turns, `--rounds` times; the medians are reported.
 Needs Debian's nginx and wrk (scripts/install.sh --system).
 """
 
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,10 +67,10 @@ def observe_child(count: int) -> None:
     record.finished, record.ttft, record.prompt_tokens, record.completion_tokens = 0.5, 0.05, 12, 40
     for _ in range(1000):  # warm: children created
         metrics.observe(record)
-    began = time.perf_counter()
+    began = time.process_time()  # CPU time: steady when other work shares the machine
     for _ in range(count):
         metrics.observe(record)
-    print((time.perf_counter() - began) / count * 1e6)
+    print((time.process_time() - began) / count * 1e6)
 
 
 def family_cpu(pid: int) -> float:
@@ -86,7 +88,19 @@ def scrape_ms(url: str, times: int = 20) -> float:
     return (time.perf_counter() - began) / times * 1000
 
 
-def proxy(work: Path, workers: list[int], seconds: int) -> dict[str, dict[str, float]]:
+def proxy(work: Path, workers: list[int], seconds: int, rounds: int) -> dict[str, dict[str, float]]:
+    """The median of `rounds` runs per worker count, the counts taking turns in each round."""
+    runs: dict[str, list[dict[str, float]]] = {}
+    for _ in range(rounds):
+        for count, result in proxy_round(work, workers, seconds).items():
+            runs.setdefault(count, []).append(result)
+    return {count: {k: statistics.median(r[k] for r in results) for k in results[0]} for count, results in runs.items()}
+
+
+def proxy_round(work: Path, workers: list[int], seconds: int) -> dict[str, dict[str, float]]:
+    """Each worker count at c=64; then, as a control, one worker at 64/N connections, the share each
+    of N workers gets (what the event loop's batching alone does to the CPU per request)."""
+    points = [(str(n), n, 64) for n in workers] + [(f"1 at c={64 // n}", 1, 64 // n) for n in workers if n > 1]
     ports = {k: free_port() for k in ("backend", "nginx", "sim", "nginx_sim")}
     conf = nginx_conf(work, ports["backend"], ports["nginx"], ports["sim"], ports["nginx_sim"])
     nginx = subprocess.Popen(["nginx", "-e", f"{work}/error.log", "-p", str(work), "-c", str(conf)])
@@ -94,7 +108,7 @@ def proxy(work: Path, workers: list[int], seconds: int) -> dict[str, dict[str, f
     try:
         wait_http(f"http://127.0.0.1:{ports['backend']}/api/version")
         plain = lua(work, "plain", '{"model":"bench:1b","prompt":"hi","stream":false}')
-        for count in workers:
+        for label, count, connections in points:
             port = free_port()
             config = work / f"corral-{count}.yaml"
             config.write_text(
@@ -115,17 +129,17 @@ def proxy(work: Path, workers: list[int], seconds: int) -> dict[str, dict[str, f
                 wait_http(base + "/ready")
                 wrk(base + "/api/generate", plain, 64, 1)  # warm every worker's pool
                 before = family_cpu(corral.pid)
-                c64 = wrk(base + "/api/generate", plain, 64, seconds)
+                c64 = wrk(base + "/api/generate", plain, connections, seconds)
                 used = family_cpu(corral.pid) - before
                 requests = c64["rps"] * seconds
-                results[str(count)] = {
-                    "rps_c64": c64["rps"],
+                results[label] = {
+                    "rps": c64["rps"],
                     "cpu_s_per_1k": used / max(1.0, requests) * 1000,
-                    "p50_ms_c64": c64.get("p50_us", 0) / 1000,
+                    "p50_ms": c64.get("p50_us", 0) / 1000,
                     "errors": c64["errors"],
                     "scrape_ms": scrape_ms(base + "/metrics"),
                 }
-                print(count, "worker(s)", results[str(count)], flush=True)
+                print(label, "worker(s)", results[label], flush=True)
             finally:
                 corral.terminate()
                 corral.wait(30)
@@ -140,6 +154,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--observations", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3, help="runs per worker count (the median is kept)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "workers.json")
     parser.add_argument("--observe-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -153,17 +168,17 @@ def main() -> None:
     print("observe µs", observe, flush=True)
     work = Path(tempfile.mkdtemp(prefix="corral-bench-workers-"))
     try:
-        runs = proxy(work, [int(n) for n in args.workers.split(",")], args.seconds)
+        runs = proxy(work, [int(n) for n in args.workers.split(",")], args.seconds, args.rounds)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results = {"observe_us": observe, "proxy": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print("| workers | req/s at c=64 | CPU s per 1,000 requests | p50 at c=64 | one scrape |")
+    print("| workers | req/s | CPU s per 1,000 requests | p50 | one scrape |")
     print("|---|---|---|---|---|")
     for count, r in runs.items():
         print(
-            f"| {count} | {r['rps_c64']:,.0f} | {r['cpu_s_per_1k']:.3f} | {r['p50_ms_c64']:.1f} ms "
+            f"| {count} | {r['rps']:,.0f} | {r['cpu_s_per_1k']:.3f} | {r['p50_ms']:.1f} ms "
             f"| {r['scrape_ms']:.1f} ms |"
         )
     print(f"observe(): {observe['memory']:.2f} µs in memory, {observe['multiprocess']:.2f} µs multiprocess")

@@ -28,6 +28,7 @@ def _new_prefix() -> None:
 _new_prefix()
 os.register_at_fork(after_in_child=_new_prefix)  # worker processes (app/workers.py) must not share ids
 
+
 def request_id(supplied: bytes | None) -> str:
     """The client's X-Request-ID when it is a sane token, else a new process-unique id."""
     if supplied is not None and _VALID_ID.match(supplied):

@@ -80,6 +80,18 @@ def family_cpu(pid: int) -> float:
     return total + sum(cpu_seconds(int(child)) for child in children)
 
 
+def family_switches(pid: int) -> int:
+    """Involuntary context switches of `pid` and its children: a process preempted mid-work (more
+    runnable processes than cores) pays for it in cache refills, counted as its CPU time."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0
+    for each in [pid, *map(int, children)]:
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("nonvoluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
+
+
 def scrape_ms(url: str, times: int = 20) -> float:
     began = time.perf_counter()
     for _ in range(times):
@@ -128,13 +140,15 @@ def proxy_round(work: Path, workers: list[int], seconds: int) -> dict[str, dict[
                 base = f"http://127.0.0.1:{port}"
                 wait_http(base + "/ready")
                 wrk(base + "/api/generate", plain, 64, 1)  # warm every worker's pool
-                before = family_cpu(corral.pid)
+                before, switched = family_cpu(corral.pid), family_switches(corral.pid)
                 c64 = wrk(base + "/api/generate", plain, connections, seconds)
                 used = family_cpu(corral.pid) - before
+                switched = family_switches(corral.pid) - switched
                 requests = c64["rps"] * seconds
                 results[label] = {
                     "rps": c64["rps"],
                     "cpu_s_per_1k": used / max(1.0, requests) * 1000,
+                    "preempted_per_1k": switched / max(1.0, requests) * 1000,
                     "p50_ms": c64.get("p50_us", 0) / 1000,
                     "errors": c64["errors"],
                     "scrape_ms": scrape_ms(base + "/metrics"),
@@ -174,8 +188,8 @@ def main() -> None:
     results = {"observe_us": observe, "proxy": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print("| workers | req/s | CPU s per 1,000 requests | p50 | one scrape |")
-    print("|---|---|---|---|---|")
+    print("| workers | req/s | CPU s per 1,000 requests | preempted per 1,000 | p50 | one scrape |")
+    print("|---|---|---|---|---|---|")
     for count, r in runs.items():
         print(
             f"| {count} | {r['rps']:,.0f} | {r['cpu_s_per_1k']:.3f} | {r['p50_ms']:.1f} ms | {r['scrape_ms']:.1f} ms |"

@@ -192,7 +192,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|")
     for count, r in runs.items():
         print(
-            f"| {count} | {r['rps']:,.0f} | {r['cpu_s_per_1k']:.3f} | {r['p50_ms']:.1f} ms | {r['scrape_ms']:.1f} ms |"
+            f"| {count} | {r['rps']:,.0f} | {r['cpu_s_per_1k']:.3f} | {r['preempted_per_1k']:.0f} "
+            f"| {r['p50_ms']:.1f} ms | {r['scrape_ms']:.1f} ms |"
         )
     print(f"observe(): {observe['memory']:.2f} µs in memory, {observe['multiprocess']:.2f} µs multiprocess")
 

@@ -129,12 +129,21 @@ def test_sigterm_drains_an_inflight_stream_to_its_end() -> None:
     try:
         wait_for(lambda: len(worker_pids(corral)) == 2, 15, "two workers")
         body = {"model": "m:1b", "prompt": "hi", "options": {"num_predict": 30}}
+        # Kept-alive connections, as a load balancer holds; spread over both workers by the kernel.
+        probes = [httpx.Client(timeout=10) for _ in range(8)]
         with httpx.stream("POST", corral.url + "/api/generate", json=body, timeout=30) as reply:
+            assert all(p.get(corral.url + "/ready").status_code == 200 for p in probes)
             chunks = reply.iter_lines()
             first = json.loads(next(chunks))
             assert first["done"] is False
             corral.proc.send_signal(signal.SIGTERM)  # to the parent: it tells every worker to drain
+            # The replica drains as one: a worker with nothing in flight keeps answering /ready with
+            # 503 on its kept-alive connections while its sibling finishes the stream.
+            for probe in probes:
+                wait_for(lambda p=probe: p.get(corral.url + "/ready").status_code == 503, 10, "/ready 503")
             rest = [json.loads(line) for line in chunks if line]
+        for probe in probes:
+            probe.close()
         assert rest[-1]["done"] is True and rest[-1]["eval_count"] == 30
         assert corral.proc.wait(20) == 0
         with pytest.raises(httpx.ConnectError):

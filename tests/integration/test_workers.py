@@ -198,7 +198,7 @@ def test_sighup_reloads_only_a_valid_configuration(sim: Proc) -> None:
         pids = wait_for(lambda: (p := worker_pids(corral)) and len(p) == 2 and p, 15, "two workers")
 
         def reloads() -> set[int]:
-            return {int(x["pid"]) for x in lines(corral) if x.get("msg") == "reload requested"}
+            return {int(x["pid"]) for x in lines(corral) if str(x.get("msg")).startswith("configuration reloaded")}
 
         original = path.read_text()
         path.write_text(original + "\nnot_a_section: 1\n")
@@ -254,8 +254,13 @@ def test_port_zero_is_picked_once_and_shared_by_the_workers(tmp_path: Path, sim:
         wait_for(lambda: len(worker_pids(proc)) == 2, 15, "two workers")
         url = f"http://127.0.0.1:{chosen}"
         wait_for(lambda: generate(url).status_code == 200, 15, "an answer on the chosen port")
-        listening = [x for x in lines(proc) if str(x.get("msg", "")).startswith("corral listening on")]
-        assert {x["pid"] for x in listening} == set(worker_pids(proc).values())
+
+        def listening_lines() -> list[dict[str, Any]]:
+            return [x for x in lines(proc) if str(x.get("msg", "")).startswith("corral listening on")]
+
+        want = set(worker_pids(proc).values())
+        wait_for(lambda: {x["pid"] for x in listening_lines()} == want, 15, "both listening")
+        listening = listening_lines()
         assert all(f"127.0.0.1:{chosen} " in x["msg"] for x in listening)
     finally:
         proc.stop()

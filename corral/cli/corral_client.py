@@ -23,8 +23,8 @@ UrlOpt = Annotated[
 ]  # fmt: skip
 KeyOpt = Annotated[
     str | None,
-    typer.Option("--api-key", envvar="CORRAL_API_KEY", help="An admin API key, when Corral requires keys.",
-                 show_default=False),
+    typer.Option("--api-key", "--key", envvar=["CORRAL_ADMIN_KEY", "CORRAL_API_KEY"],
+                 help="An admin API key, when Corral requires keys.", show_default=False),
 ]  # fmt: skip
 
 

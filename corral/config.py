@@ -23,7 +23,7 @@ from corral.domain import num_ctx as ctx_policy
 from corral.domain.catalog import Catalog
 from corral.domain.cors import OLLAMA_DEFAULTS
 from corral.domain.groups import label_error
-from corral.domain.placement import valid_keep_alive
+from corral.domain.keep_alive import valid_keep_alive
 
 
 class ConfigError(Exception):

@@ -35,7 +35,7 @@ Audit = Callable[[str, dict[str, object]], None]
 REFRESH_TIMEOUT_S = 5.0
 
 
-def load_placement(path: Path) -> Placement:
+def read_placement(path: Path) -> Placement:
     """Read and check a placement file; PlacementError (naming the file and the key) when it is wrong."""
     try:
         doc = yaml.safe_load(path.read_text())
@@ -72,7 +72,7 @@ class Targets:
             return self._placement
         if mtime != self._mtime or self._placement is None:
             try:
-                self._placement = load_placement(self.path)
+                self._placement = read_placement(self.path)
             except PlacementError:
                 if self._placement is None:
                     raise

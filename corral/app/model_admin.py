@@ -28,7 +28,8 @@ from corral.app.views import send_json
 from corral.config import Settings
 from corral.domain.errors import InvalidRequest, NoSuchNode, NotFound, UpstreamStatus
 from corral.domain.fleet import NodeKind
-from corral.domain.placement import NodeInventory, drift, valid_keep_alive
+from corral.domain.keep_alive import valid_keep_alive
+from corral.domain.placement import NodeInventory, drift
 from corral.net.response import Request, Response
 
 _ACTIONS = ("warm", "unload", "check")

@@ -13,6 +13,7 @@ from corral.adapters.node_api import call
 from corral.app.discovery import Discovery
 from corral.app.fleet import Node
 from corral.domain.errors import UpstreamError
+from corral.domain.keep_alive import json_keep_alive
 
 
 class ModelCallFailed(Exception):
@@ -27,19 +28,6 @@ def _error_text(body: bytes) -> str:
     if isinstance(doc, dict) and isinstance(doc.get("error"), str):
         return str(doc["error"])
     return body.decode("utf-8", "replace")[:300]
-
-
-def keep_alive_value(keep_alive: str | None) -> object:
-    """A keep_alive for the JSON body: numbers as numbers (seconds), durations as strings."""
-    if keep_alive is None:
-        return None
-    try:
-        return int(keep_alive)
-    except ValueError:
-        try:
-            return float(keep_alive)
-        except ValueError:
-            return keep_alive
 
 
 class ModelCalls:
@@ -74,7 +62,7 @@ class ModelCalls:
     async def warm(self, node: Node, model: str, keep_alive: str | None) -> None:
         doc: dict[str, object] = {"model": model, "prompt": "", "stream": False}
         if keep_alive is not None:
-            doc["keep_alive"] = keep_alive_value(keep_alive)
+            doc["keep_alive"] = json_keep_alive(keep_alive)
         await self._post(node, "POST", "/api/generate", doc, self.check_timeout_s)
         await self.discovery.refresh(node)
 

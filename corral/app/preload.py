@@ -10,14 +10,13 @@ import asyncio
 import logging
 from pathlib import Path
 
-import yaml
-
+from corral.app.fanout_targets import read_placement
 from corral.app.fleet import Node
 from corral.app.model_calls import ModelCallFailed, ModelCalls
 from corral.config import ConfigError
 from corral.domain.fleet import NodeKind
 from corral.domain.names import normalize
-from corral.domain.placement import Placement, PlacementError, parse_placement
+from corral.domain.placement import Placement, PlacementError
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +26,9 @@ def load_placement(path: Path | None) -> Placement | None:
     if path is None:
         return None
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError([("models.placement_file", f"cannot read {path}: {exc}")]) from exc
-    try:
-        return parse_placement(doc)
+        return read_placement(path)
     except PlacementError as exc:
-        raise ConfigError([("models.placement_file", f"{path}: {exc}")]) from exc
+        raise ConfigError([("models.placement_file", str(exc))]) from exc
 
 
 class Preloader:

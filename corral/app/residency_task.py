@@ -15,20 +15,12 @@ from corral.app.fleet import Fleet
 from corral.config import ResidencySettings
 from corral.domain.errors import GatewayError
 from corral.domain.fleet import NodeKind, NodeView, RouteRequest
+from corral.domain.keep_alive import json_keep_alive
 from corral.domain.model_aware import ModelAware
 from corral.domain.residency import Action, Residency, ResidencyParams
 from corral.domain.routing import Strategy
 
 log = logging.getLogger(__name__)
-
-
-def keep_alive_value(text: str) -> str | float:
-    """Ollama reads a bare number as seconds (-1: forever) and a string as a Go duration ("5m"); "-1" as a
-    string is not a duration, so numbers go as numbers (api/types.go Duration.UnmarshalJSON)."""
-    try:
-        return float(text)
-    except ValueError:
-        return text
 
 
 class ResidencyTask:
@@ -91,7 +83,7 @@ class ResidencyTask:
         if node is None:
             return
         body = orjson.dumps(
-            {"model": action.model, "prompt": "", "stream": False, "keep_alive": keep_alive_value(action.keep_alive)}
+            {"model": action.model, "prompt": "", "stream": False, "keep_alive": json_keep_alive(action.keep_alive)}
         )
         try:
             status, _ = await call(

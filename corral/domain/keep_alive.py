@@ -53,6 +53,28 @@ def keep_alive_ns(value: object) -> int | None:
     return None
 
 
+def json_keep_alive(text: str | None) -> object:
+    """A keep_alive written as text (a CLI flag, a placement file) for a JSON body: numbers as numbers
+    (seconds: "-1" means forever), durations as strings, as Ollama reads them."""
+    if text is None:
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def valid_keep_alive(value: object) -> str | None:
+    """The keep_alive as text when Ollama would accept it (numbers and digit strings as seconds),
+    None when it would refuse it."""
+    if isinstance(value, bool) or value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    return text if keep_alive_ns(json_keep_alive(text)) is not None else None
+
+
 def empty_request(doc: Mapping[str, Any], route: str) -> bool:
     """No prompt (generate) or no messages (chat): a load or an unload, not a generation."""
     if route == "/api/chat":

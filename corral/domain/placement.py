@@ -16,36 +16,17 @@ and planning again gives no change (tests/unit/test_placement.py checks it as a 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from corral.domain.keep_alive import json_keep_alive, keep_alive_ns, valid_keep_alive
 from corral.domain.names import normalize
-
-# Ollama's keep_alive: a Go duration string ("5m", "1h30m", "-1s"), or a number of seconds
-# (api/types.go, Duration.UnmarshalJSON); a negative value means "forever".
-_GO_DURATION = re.compile(r"^-?((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$|^-?\d+(\.\d+)?$")
 
 
 class PlacementError(ValueError):
     """The placement file is malformed; the message names the field."""
-
-
-def valid_keep_alive(value: object) -> str | None:
-    """The keep_alive as Ollama accepts it, as a string; None when it would be refused."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str) and _GO_DURATION.match(value.strip()):
-        return value.strip()
-    return None
-
-
-def _is_zero(keep_alive: str) -> bool:
-    return re.fullmatch(r"-?0*(\.0*)?(ns|us|µs|ms|s|m|h)?", keep_alive) is not None and "-" not in keep_alive
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +107,7 @@ def _model(name: str, spec: Any, where: str) -> ModelPlacement:
         keep_alive = valid_keep_alive(spec["keep_alive"])
         if keep_alive is None:
             raise PlacementError(f"{where}.keep_alive: {spec['keep_alive']!r} is not a duration such as 24h or -1")
-        if _is_zero(keep_alive):
+        if keep_alive_ns(json_keep_alive(keep_alive)) == 0:
             # keep_alive 0 unloads at once (Ollama's `ollama stop`): a model can never be warm with it.
             raise PlacementError(f"{where}.keep_alive: 0 unloads the model at once; leave keep_alive out instead")
     return ModelPlacement(name, frozenset(nodes), labels, keep_alive)

@@ -37,6 +37,8 @@ def corral(work: Path, ports: dict[str, int], mode: str, probe: Path) -> tuple[s
     if out.returncode != 0:
         raise SystemExit(f"corral keys create failed: {out.stderr}")
     env = {"CORRAL_LOGGING__FORMAT": "json", "CORRAL_STALL_PROBE": str(probe)}
+    if profile := os.environ.get("BENCH_PROFILE"):
+        env["CORRAL_STALL_PROBE_PROFILE"] = f"{profile}-{probe.stem}.prof"
     if mode == "default":
         env["CORRAL_STALL_PROBE_GC"] = "default"
     args = [sys.executable, "-m", "bench.stall_probe", "serve", "--config", str(path)]

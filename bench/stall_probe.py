@@ -1,7 +1,7 @@
 """Runs `corral` with two probes that the product does not carry (issue 12, stalls): every garbage-collector
 pass (generation, duration) through `gc.callbacks`, and the event loop's lag (a task that asks to wake
 every 5 ms and records how late it woke). At exit it writes both to the JSON file named by
-$CORRAL_STALL_PROBE. With $CORRAL_STALL_PROBE_GC=default, the gateway's own collector tuning at start-up
+$CORRAL_STALL_PROBE; with $CORRAL_STALL_PROBE_PROFILE, a cProfile of the run to that file. With $CORRAL_STALL_PROBE_GC=default, the gateway's own collector tuning at start-up
 (`gc.freeze`, `gc.set_threshold`) is skipped, for an A/B run.
 
     CORRAL_STALL_PROBE=out.json python -m bench.stall_probe serve --config corral.yaml
@@ -63,6 +63,12 @@ def main() -> None:
             task.cancel()
 
     runner.run = probed  # type: ignore[assignment]
+    if profile := os.environ.get("CORRAL_STALL_PROBE_PROFILE"):  # where the CPU goes, too (cProfile)
+        import cProfile
+
+        profiler = cProfile.Profile()
+        atexit.register(lambda: profiler.dump_stats(profile))
+        profiler.enable()
     from corral.cli.main import main as corral_main
 
     sys.argv[0] = "corral"

@@ -10,6 +10,7 @@ checked against each other by one contract suite.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 REQUESTS, TOKENS = 1, 2  # the groups an admission checks, in the order they refuse
@@ -81,7 +82,7 @@ class MemoryCounters:
         for k in stale:
             del self.windows[k]
 
-    def admit(self, windows: list[Window], now_ms: int, slot: str | None, slot_limit: int) -> Outcome:
+    def admit(self, windows: Sequence[Window], now_ms: int, slot: str | None, slot_limit: int) -> Outcome:
         if now_ms - self._swept_ms > 60_000:
             self._sweep(now_ms)
         seen: list[tuple[int, int, int, int, int]] = []  # index, previous, current, remaining, reset

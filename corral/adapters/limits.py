@@ -111,6 +111,19 @@ def _windows(namespace: str, scope: Scope, group: int) -> tuple[tuple[str, int, 
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=8192)
+def _plan(namespace: str, requests: tuple[Scope, ...], tokens: tuple[Scope, ...], cost: int) -> tuple[Window, ...]:
+    """Every window one admission checks, request scopes first (they refuse first). Cached: a gateway sees
+    the same few combinations of scopes over and over (per key, per address)."""
+    plan: list[Window] = []
+    for group, scopes, charge in ((REQUESTS, requests, 1), (TOKENS, tokens, cost)):
+        for scope in scopes:
+            for name, amount, seconds in _windows(namespace, scope, group):
+                # A cost above a whole window still gets in when the window is empty.
+                plan.append(Window(name, scope.key, amount, seconds, min(charge, amount), group))
+    return tuple(plan)
+
+
 class LimitStore:
     """`LimitStore("memory://")` or `LimitStore("redis://127.0.0.1:6379/0", on_store_error="deny")`."""
 
@@ -143,16 +156,10 @@ class LimitStore:
         reason = f"{type(exc).__name__}: {exc}"
         return Decision(self.on_store_error is OnStoreError.ALLOW, store_error=reason)
 
-    def _plan(self, requests: Sequence[Scope], tokens: Sequence[Scope], estimate: int) -> list[Window]:
-        plan: list[Window] = []
-        for group, scopes, cost in ((REQUESTS, requests, 1), (TOKENS, tokens, max(0, estimate))):
-            for scope in scopes:
-                for name, amount, seconds in _windows(self.namespace, scope, group):
-                    # A cost above a whole window still gets in when the window is empty.
-                    plan.append(Window(name, scope.key, amount, seconds, min(cost, amount), group))
-        return plan
+    def _plan(self, requests: Sequence[Scope], tokens: Sequence[Scope], estimate: int) -> tuple[Window, ...]:
+        return _plan(self.namespace, tuple(requests), tuple(tokens), max(0, estimate))
 
-    async def _run(self, plan: list[Window], slot: str | None, slot_limit: int) -> Outcome:
+    async def _run(self, plan: tuple[Window, ...], slot: str | None, slot_limit: int) -> Outcome:
         if self._redis is None:
             return self._memory.admit(plan, int(self._clock() * 1000), slot, slot_limit)
         keys = [w.name for w in plan] + ([slot] if slot is not None else [])

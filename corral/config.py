@@ -99,6 +99,14 @@ class ServerSettings(_Section):
         "when a load balancer connects for many clients). At the cap as for max_connections.",
     )
     shutdown_grace_s: float = Field(30.0, ge=0, description="On SIGTERM, how long in-flight requests may finish.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Worker processes accepting on the port (Linux, SO_REUSEPORT), supervised by a parent that "
+        "restarts a dead one, drains all on SIGTERM and hands SIGHUP on as a reload. About one per core; "
+        "`corral serve --workers N` wins over this (docs/deploy.md).",
+    )
     trusted_proxies: list[str] = Field(
         default_factory=list, description="CIDRs whose X-Forwarded-For is believed for the client IP."
     )
@@ -711,6 +719,21 @@ class Settings(BaseSettings):
     def _console_listener(self) -> Settings:
         if self.console.enabled and self.console.listen == "metrics" and not self.metrics.listen:
             raise ValueError("console.listen: 'metrics' needs a metrics listener (set metrics.listen)")
+        return self
+
+    @model_validator(mode="after")
+    def _limits_shared_by_workers(self) -> Settings:
+        # Never silently per worker: each worker's memory store would admit its own full allowance.
+        if self.server.workers > 1 and self.limits.redis_url is None:
+            lim = self.limits
+            what = [f"limits.{k}" for k in ("per_ip_rpm", "global_rpm", "global_tpm") if getattr(lim, k)]
+            if self.auth_required:
+                what.append("API keys (their rpm, tpm and max_concurrency)")
+            if what:
+                raise ValueError(
+                    f"limits.redis_url: {self.server.workers} workers would each keep their own count of "
+                    f"{', '.join(what)}; set limits.redis_url (redis://host:port/db) to share them, or run one worker"
+                )
         return self
 
     @model_validator(mode="after")

@@ -91,6 +91,32 @@ def start_sim(*models: str, port: int | None = None, extra: list[str] | None = N
     return proc
 
 
+def _redis_for_workers() -> str:
+    """A Redis of its own for one Corral (as its memory store would be; atexit stops it)."""
+    import atexit
+
+    from tests.contract.servers import start_redis
+
+    manager = start_redis()
+    server = manager.__enter__()
+    atexit.register(manager.__exit__, None, None, None)
+    return str(server.url)
+
+
+def _as_workers(config: dict[str, Any]) -> None:
+    """CORRAL_TEST_WORKERS=N: run the gateway tests against `corral serve` with N workers (a test that
+    sets server.workers itself keeps its value). Limits then need Redis, as they do in production."""
+    workers = int(os.environ.get("CORRAL_TEST_WORKERS") or 1)
+    server = config.setdefault("server", {})
+    if workers <= 1 or "workers" in server:
+        return
+    server["workers"] = workers
+    limits = config.setdefault("limits", {})
+    auth = (config.get("auth") or {}).get("enabled")
+    if "redis_url" not in limits and (auth or any(limits.get(k) for k in ("per_ip_rpm", "global_rpm", "global_tpm"))):
+        limits["redis_url"] = _redis_for_workers()
+
+
 def start_corral(
     config: dict[str, Any],
     env: dict[str, str] | None = None,
@@ -101,6 +127,7 @@ def start_corral(
     port = config.setdefault("server", {}).get("port") or free_port()
     config["server"]["port"] = port
     config.setdefault("server", {}).setdefault("host", "127.0.0.1")
+    _as_workers(config)
     folder = Path(tempfile.mkdtemp(prefix="corral-cfg-"))
     config.setdefault("audit", {}).setdefault("path", str(folder / "audit.log"))
     path = folder / "corral.yaml"

@@ -9,16 +9,17 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from corral.adapters.audit import BufferedSink, FileAuditSink, SqlAuditSink
 from corral.adapters.cache_store import open_store
-from corral.adapters.fleetstore import MemoryFleetStore, SqlFleetStore
+from corral.adapters.fleetstore import FleetStore, MemoryFleetStore, SqlFleetStore
 from corral.adapters.jwt_auth import ClaimMap, JwtVerifier
 from corral.adapters.keystore import KeyCache, SqlKeyStore
 from corral.adapters.limits import LimitStore
 from corral.adapters.metrics import Metrics
+from corral.adapters.metrics_merge import Exposition
 from corral.adapters.migrations import open_engine
 from corral.app.admin import AdminBackends
 from corral.app.admission import Admission
@@ -89,6 +90,7 @@ class App:
     cache: CacheContext | None = None
     models_admin: AdminModels | None = None
     fleet_sync: FleetSync | None = None
+    exposition: Exposition | None = None  # /metrics; merged over the workers when there are several
 
     @property
     def port(self) -> int:
@@ -97,6 +99,17 @@ class App:
 
 def make_breaker() -> CircuitBreaker:
     return CircuitBreaker(failure_threshold=5, failure_rate=0.5, window=20, min_requests=10, cooldown_s=10.0)
+
+
+def _fleet_store(settings: Settings, keys: SqlKeyStore | None) -> FleetStore:
+    """Run-time fleet changes live in the key store's database when there is one (shared by replicas and
+    workers); several workers without keys share them through that database's file all the same; a
+    single process keeps them in memory."""
+    if keys is not None:
+        return SqlFleetStore(keys.engine)
+    if settings.server.workers > 1:
+        return SqlFleetStore(settings.auth.store_url)
+    return MemoryFleetStore()
 
 
 def _same_store(a: CacheSettings, b: CacheSettings) -> bool:
@@ -117,6 +130,7 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         fleet.set_catalog(settings.models.catalog())  # aliases and catalog names of the new settings
     metrics_server: HttpServer | None = shared.metrics_server if shared else None
     metrics: Metrics | None = shared.metrics if shared else None
+    exposition: Exposition | None = shared.exposition if shared else None
     if settings.metrics.enabled and not shared:
         metrics = Metrics(CollectorRegistry(auto_describe=True), per_key=settings.metrics.per_key)
     discovery = (
@@ -196,15 +210,14 @@ async def build(settings: Settings, shared: App | None = None) -> App:
     store: SqlKeyStore | None = shared.store if shared else None
     if settings.auth_required:
         store = store or SqlKeyStore(settings.auth.store_url)
-    # Run-time fleet changes live in the key store's database when there is one (shared by replicas and
-    # workers), else in this process's memory. Nodes of discovery sources are theirs, not the store's.
+    # Nodes of discovery sources are theirs, not the fleet store's.
     sync = (
         shared.fleet_sync
         if shared and shared.fleet_sync
         else FleetSync(
             fleet,
             discovery,
-            MemoryFleetStore() if store is None else SqlFleetStore(store.engine),
+            _fleet_store(settings, store),
             settings.backends,
             settings.health,
             make_breaker,
@@ -252,11 +265,12 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         metrics.watch_fleet(lambda: list(fleet), lambda: admission.waiting)
     if metrics is not None:
         observers.append(metrics.observe)
-        exposition = metrics.registry
+        exposition = expo = Exposition(metrics.registry)
 
         async def scrape(request: Request, response: Response, record: RequestRecord) -> None:
+            body = await expo.render()
             record.status = 200
-            response.send(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], generate_latest(exposition))
+            response.send(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], body)
 
         handlers["metrics"] = scrape
         if settings.metrics.listen and not shared:
@@ -369,4 +383,5 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         caches,
         models_admin,
         sync,
+        exposition,
     )

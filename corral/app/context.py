@@ -12,11 +12,21 @@ __all__ = ["ApiFamily", "Observer", "RequestRecord", "request_id"]
 
 _VALID_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_rand = os.urandom(10).hex()
 # A process-unique UUID-shaped id: random high bits, a counter in the low 48 (some servers, such as
 # llama-cpp-python's, refuse an X-Request-ID that is not a UUID).
-_prefix = f"{_rand[:8]}-{_rand[8:12]}-4{_rand[13:16]}-{'89ab'[int(_rand[16], 16) % 4]}{_rand[17:20]}-"
+_prefix = ""
 _counter = count(1)
+
+
+def _new_prefix() -> None:
+    global _prefix, _counter
+    rand = os.urandom(10).hex()
+    _prefix = f"{rand[:8]}-{rand[8:12]}-4{rand[13:16]}-{'89ab'[int(rand[16], 16) % 4]}{rand[17:20]}-"
+    _counter = count(1)
+
+
+_new_prefix()
+os.register_at_fork(after_in_child=_new_prefix)  # worker processes (app/workers.py) must not share ids
 
 
 def request_id(supplied: bytes | None) -> str:

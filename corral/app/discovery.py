@@ -98,28 +98,53 @@ class Discovery:
         # Called when a node comes up (first answer, or again after it was down), after its models are read.
         self.on_up: list[Callable[[Node], None]] = []
         self._last_discovery: dict[str, float] = {}
+        # Probes across workers (app/serve.py sets these): worker `index` of `count` checks each node
+        # every count x interval, offset by its index, and `publish` hands each result to the siblings.
+        self.phase: tuple[int, int] = (0, 1)
+        self.publish: Callable[[str, dict[str, Any]], None] | None = None
 
     async def check(self, node: Node, *, discover: bool) -> bool:
         """One health check (and, if asked, a discovery round) of `node`. Returns whether it answered."""
-        timeout = node.health_settings.timeout_s
         loop = asyncio.get_running_loop()
         started = loop.time()
+        result = await self._probe(node, discover)
+        if self.on_check is not None:
+            self.on_check(node.name, result["ok"], loop.time() - started)
+        self._apply(node, result)
+        if self.publish is not None:
+            self.publish(node.name, result)
+        return bool(result["ok"])
+
+    async def _probe(self, node: Node, discover: bool) -> dict[str, Any]:
+        """The node's answers, as plain data (what a sibling worker applies too)."""
+        timeout = node.health_settings.timeout_s
+        result: dict[str, Any] = {"ok": False, "discover": discover, "version": None, "tags": None, "ps": None}
         try:
             if node.kind is NodeKind.OPENAI:
                 models = await get_json(node.pool, node.settings.base_path + "/v1/models", timeout)
-                node.set_tags(tags_from_openai(models))
+                result["tags"] = tags_from_openai(models)
             else:
                 version = await get_json(node.pool, node.settings.base_path + "/api/version", timeout)
                 if isinstance(version, dict) and isinstance(version.get("version"), str):
-                    node.version = version["version"]
+                    result["version"] = version["version"]
                 if discover:
-                    await self._discover_ollama(node, timeout)
-            ok = True
+                    result["tags"], result["ps"] = await self._discover_ollama(node, timeout)
+            result["ok"] = True
         except UpstreamError as exc:
-            node.last_error = exc.message
-            ok = False
-        if self.on_check is not None:
-            self.on_check(node.name, ok, loop.time() - started)
+            result["error"] = exc.message
+        return result
+
+    def _apply(self, node: Node, result: dict[str, Any], own: bool = True) -> None:
+        ok = bool(result["ok"])
+        if result.get("version") is not None:
+            node.version = result["version"]
+        if result.get("tags") is not None:
+            node.set_tags(result["tags"])
+        if result.get("ps") is not None:
+            node.ps = result["ps"]
+            node.loaded = loaded_from_ps(node, node.ps)
+        if not ok:
+            node.last_error = result.get("error")
         first = not node.checked
         node.checked = True
         changed = node.health.observe(ok)
@@ -129,29 +154,35 @@ class Discovery:
         if changed:
             log.warning("node %s is now %s", node.name, "up" if node.health.up else "down")
             self.fleet.capacity_changed()
-        if ok and node.health.up and (first or changed):
-            for listener in self.on_up:
+        if own and ok and node.health.up and (first or changed):
+            for listener in self.on_up:  # once per replica: only the worker whose check saw it come up
                 listener(node)
-        if ok and discover:
-            self._last_discovery[node.name] = loop.time()
-        return ok
+        if ok and result.get("discover"):
+            self._last_discovery[node.name] = asyncio.get_running_loop().time()
 
-    async def _discover_ollama(self, node: Node, timeout: float) -> None:
+    def apply_shared(self, name: str, result: dict[str, Any]) -> None:
+        """A sibling worker's check of node `name`: counted as if this worker had made it."""
+        node = self.fleet.get(name)
+        if node is not None:
+            self._apply(node, result, own=False)
+
+    async def _discover_ollama(
+        self, node: Node, timeout: float
+    ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
         base = node.settings.base_path
         tags, ps = await asyncio.gather(
             get_json(node.pool, base + "/api/tags", timeout), get_json(node.pool, base + "/api/ps", timeout)
         )
         models = tags.get("models") if isinstance(tags, dict) else None
-        node.set_tags(
+        running = ps.get("models") if isinstance(ps, dict) else None
+        return (
             {
                 normalize(str(m.get("model") or m.get("name"))): m
                 for m in models or []
                 if isinstance(m, dict) and (m.get("model") or m.get("name"))
-            }
+            },
+            [m for m in running or [] if isinstance(m, dict)],
         )
-        running = ps.get("models") if isinstance(ps, dict) else None
-        node.ps = [m for m in running or [] if isinstance(m, dict)]
-        node.loaded = loaded_from_ps(node, node.ps)
 
     async def refresh(self, node: Node) -> None:
         """Re-read a node's models now (after a pull, delete, copy or create through Corral)."""
@@ -186,10 +217,12 @@ class Discovery:
 
     async def _loop(self, node: Node) -> None:
         loop = asyncio.get_running_loop()
+        index, count = self.phase
+        await asyncio.sleep(node.health_settings.interval_s * (index + 1))
         while True:
-            await asyncio.sleep(node.health_settings.interval_s)
             due = loop.time() - self._last_discovery.get(node.name, 0.0) >= self.discovery_interval_s
             try:
                 await self.check(node, discover=due or not node.health.up)
             except Exception:
                 log.exception("health check of node %s failed unexpectedly", node.name)
+            await asyncio.sleep(node.health_settings.interval_s * count)

@@ -10,6 +10,12 @@ import time
 from corral.app.context import RequestRecord
 
 ACCESS = logging.getLogger("corral.access")
+_PROCESS: dict[str, object] = {}  # fields every line of this process carries (a worker's index and pid)
+
+
+def tag_process(**fields: object) -> None:
+    """Add `fields` to every log line this process writes (set once, at a worker's start)."""
+    _PROCESS.update(fields)
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,6 +25,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **_PROCESS,
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
@@ -31,7 +38,8 @@ class JsonFormatter(logging.Formatter):
 class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        line = f"{stamp} {record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        worker = f"[{_PROCESS['worker']}] " if "worker" in _PROCESS else ""
+        line = f"{stamp} {record.levelname.lower():7} {worker}{record.name}: {record.getMessage()}"
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             line += " " + " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)

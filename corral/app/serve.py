@@ -1,4 +1,9 @@
-"""Running the assembled gateway: listen, serve until SIGTERM/SIGINT, then shut down gracefully."""
+"""Running the assembled gateway: listen, serve until SIGTERM/SIGINT, then shut down gracefully.
+
+The same function runs one of several worker processes (`server.workers` > 1, app/workers.py): then it
+listens on the socket its parent bound, joins its siblings' channel (fleet-wide /metrics, shared health
+probes) and applies a reload on SIGHUP, which only the parent sends.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +14,12 @@ import signal
 import ssl
 from collections.abc import Callable
 
-from corral.adapters.migrations import upgrade
+from corral.adapters.metrics_merge import snapshot
+from corral.adapters.migrations import open_engine, upgrade
 from corral.app.build import App, build
 from corral.app.config_state import ConfigSource
-from corral.app.reload import load_and_reload, watch
+from corral.app.reload import load_and_reload, reload, watch
+from corral.app.siblings import Siblings, WorkerContext
 from corral.config import Settings, is_loopback
 
 log = logging.getLogger(__name__)
@@ -44,15 +51,56 @@ def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
+async def migrate(settings: Settings) -> None:
+    """Bring the key and audit tables up to date (before serving; once, in the parent, for workers)."""
+    if settings.auth_required or (settings.audit.enabled and settings.audit.database) or settings.server.workers > 1:
+        engine = open_engine(settings.auth.store_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+
+async def on_reload(app: App, worker: WorkerContext) -> None:
+    """A worker was told to apply the configuration again: its parent re-read the file once, found it
+    valid and left it in the private run folder, so every worker applies the same version (app/workers.py)."""
+    settings = worker.reloaded_settings()
+    if settings is None:
+        log.warning("reload requested, but the parent left no configuration to apply")
+        return
+    await reload(app, settings, "signal")
+
+
+def _join_siblings(app: App, worker: WorkerContext) -> Siblings:
+    discovery = app.discovery
+    exposition = app.exposition
+
+    async def metrics(message: dict[str, object]) -> object:
+        return snapshot(exposition.registry) if exposition is not None else []
+
+    async def probe(message: dict[str, object]) -> None:
+        result = message.get("result")
+        if isinstance(result, dict):
+            discovery.apply_shared(str(message.get("node")), result)
+
+    siblings = Siblings(worker, {"metrics": metrics, "probe": probe})
+    if exposition is not None:
+        exposition.siblings = lambda: siblings.ask("metrics")
+    discovery.phase = (worker.index, worker.count)
+    discovery.publish = lambda name, result: siblings.tell("probe", node=name, result=result)
+    return siblings
+
+
 async def run(
     settings: Settings,
     on_ready: Callable[[App], None] | None = None,
     source: ConfigSource | None = None,
     watch_file: bool = False,
+    worker: WorkerContext | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting, finish in-flight work (up to the grace period).
     SIGHUP, POST /admin/reload and (with `watch_file`) an edited file reload the configuration from
-    `source` (app/reload.py)."""
+    `source` (app/reload.py); a worker reloads what its parent validated."""
     app = await build(settings)
     source = source or ConfigSource()
     app.config.reloader = lambda trigger: load_and_reload(app, source, trigger)
@@ -64,17 +112,19 @@ async def run(
         if not hup["ready"]:  # during start-up: applied once serving (SIGHUP's default would kill us)
             hup["pending"] = True
             return
-        task: asyncio.Task[object] = loop.create_task(load_and_reload(app, source, "signal"))
+        job = on_reload(app, worker) if worker is not None else load_and_reload(app, source, "signal")
+        task: asyncio.Task[object] = loop.create_task(job)
         background.add(task)
         task.add_done_callback(background.discard)
 
     loop.add_signal_handler(signal.SIGHUP, hangup)
-    if app.store is not None:
-        await app.store.migrate()
-    if app.audit_engine is not None:
-        await upgrade(app.audit_engine)  # the audit_log table
-    elif settings.auth.enabled is False and not is_loopback(settings.server.host):
+    if worker is None:
+        await migrate(settings)
+    if settings.auth.enabled is False and not is_loopback(settings.server.host):
         log.warning("auth.enabled is false on %s: anyone who can reach Corral can use every node", settings.server.host)
+    siblings = _join_siblings(app, worker) if worker is not None else None
+    if siblings is not None:
+        await siblings.start()
     if app.fleet_sync is not None:
         await app.fleet_sync.sync()  # the stored run-time changes over the YAML, before the first checks
     await app.discovery.initial(timeout_s=max(settings.health.timeout_s, 1.0) + 1.0)
@@ -83,10 +133,17 @@ async def run(
     await app.sources.configure(app.settings.discovery)
     if app.fleet_sync is not None:
         app.fleet_sync.start()
-    await app.server.start(settings.server.host, settings.server.port, ssl=_ssl_context(settings))
+    tls = _ssl_context(settings)
+    if worker is not None:
+        await app.server.start(settings.server.host, settings.server.port, ssl=tls, sock=worker.listener)
+    else:
+        await app.server.start(settings.server.host, settings.server.port, ssl=tls)
     if app.metrics_server is not None and settings.metrics.listen:
         host, _, port = settings.metrics.listen.rpartition(":")
-        await app.metrics_server.start(host, int(port))
+        if worker is not None and worker.metrics_listener is not None:
+            await app.metrics_server.start(host, int(port), sock=worker.metrics_listener)
+        else:
+            await app.metrics_server.start(host, int(port))
     log.info("corral listening on %s:%d with %d node(s)", settings.server.host, app.port, len(app.fleet))
     if app.console is not None:
         app.console.start()
@@ -103,7 +160,7 @@ async def run(
     hup["ready"] = True
     if hup["pending"]:
         hangup()
-    if watch_file and source.path is not None:
+    if watch_file and source.path is not None and worker is None:
         background.add(loop.create_task(watch(app, source)))
     await stop.wait()
     for task in background:
@@ -113,7 +170,13 @@ async def run(
     app.server.stop_accepting()
     if app.metrics_server is not None:
         app.metrics_server.stop_accepting()
-    drained = await app.server.drain(settings.server.shutdown_grace_s)
+    grace_until = loop.time() + settings.server.shutdown_grace_s
+    if siblings is not None:
+        # The replica drains as one: a worker done early keeps its kept-alive connections (a load
+        # balancer's among them, reading /ready answer 503) until its siblings are done too.
+        await app.server.drain(settings.server.shutdown_grace_s, close_idle=False)
+        await siblings.drained(max(0.0, grace_until - loop.time()))
+    drained = await app.server.drain(max(0.0, grace_until - loop.time()))
     if not drained:
         log.warning("grace period over; closing %d connection(s)", len(app.server.connections))
         app.server.close_all()
@@ -122,6 +185,8 @@ async def run(
     if app.fleet_sync is not None:
         await app.fleet_sync.stop()
     app.discovery.stop_all()
+    if siblings is not None:
+        siblings.close()
     if app.console is not None:
         app.console.stop()
     for node in app.fleet:

@@ -33,6 +33,9 @@ def serve(
     watch: Annotated[
         bool, typer.Option("--watch", help="Reload the configuration when the file changes (as SIGHUP does).")
     ] = False,
+    workers: Annotated[
+        int | None, typer.Option(help="Override server.workers: processes sharing the port (about one per core).")
+    ] = None,
 ) -> None:
     """Serve the gateway until SIGTERM or Ctrl-C. SIGHUP reloads the configuration."""
     server: dict[str, object] = {}
@@ -40,14 +43,25 @@ def serve(
         server["host"] = host
     if port is not None:
         server["port"] = port
-    settings = load_or_exit(config, **({"server": server} if server else {}))
+    if workers is not None:
+        server["workers"] = workers
+    overrides = {"server": server} if server else {}
+    settings = load_or_exit(config, **overrides)
     if not settings.backends:
         err.print("[yellow]warning:[/] no backends configured; every model request will get 404")
     from corral.app.config_state import ConfigSource
     from corral.app.logs import configure
-    from corral.cli.runner import run_gateway
 
     configure(settings.logging.level, settings.logging.format)
+    if settings.server.workers > 1:
+        from corral.app.workers import supervise
+        from corral.config import load_settings
+
+        if watch:
+            err.print("[yellow]warning:[/] --watch watches for one process; with --workers send SIGHUP to reload")
+        raise typer.Exit(supervise(settings, lambda: load_settings(config, **overrides)))
+    from corral.cli.runner import run_gateway
+
     try:
         run_gateway(settings, source=ConfigSource(config, {"server": server} if server else {}), watch=watch)
     except ConfigError as exc:  # found while assembling, e.g. a bad models.placement_file

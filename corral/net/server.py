@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -312,15 +313,20 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self.idle = asyncio.Event()  # set whenever a request finishes (drain waits on it)
 
-    async def start(self, host: str, port: int, ssl: Any = None, backlog: int = 2048) -> None:
+    async def start(
+        self, host: str, port: int, ssl: Any = None, backlog: int = 2048, sock: socket.socket | None = None
+    ) -> None:
+        """Listen on host:port, or on `sock`, a socket already bound (a worker's, from its parent)."""
         loop = asyncio.get_running_loop()
+
+        def protocol() -> HttpServerProtocol:
+            return HttpServerProtocol(self._handler, self._limits, self.table, self.idle)
+
+        if sock is not None:
+            self._server = await loop.create_server(protocol, sock=sock, ssl=ssl, backlog=backlog)
+            return
         self._server = await loop.create_server(
-            lambda: HttpServerProtocol(self._handler, self._limits, self.table, self.idle),
-            host=host,
-            port=port,
-            ssl=ssl,
-            backlog=backlog,
-            reuse_address=True,
+            protocol, host=host, port=port, ssl=ssl, backlog=backlog, reuse_address=True
         )
 
     @property
@@ -335,9 +341,9 @@ class HttpServer:
         for conn in list(self.connections):
             conn.shutdown()
 
-    async def drain(self, timeout_s: float) -> bool:
-        """Wait until no connection has a request in flight, up to `timeout_s`; then close idle ones.
-        True when everything finished in time."""
+    async def drain(self, timeout_s: float, close_idle: bool = True) -> bool:
+        """Wait until no connection has a request in flight, up to `timeout_s`; then close idle ones
+        (unless told not to). True when everything finished in time."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while any(conn.busy for conn in self.connections) and loop.time() < deadline:
@@ -348,6 +354,8 @@ class HttpServer:
             except TimeoutError:
                 break
         finished = not any(conn.busy for conn in self.connections)
+        if not close_idle:
+            return finished
         for conn in list(self.connections):
             if not conn.busy and conn._transport is not None:
                 conn._transport.close()

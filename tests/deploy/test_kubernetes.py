@@ -109,7 +109,15 @@ def test_corral_deployment_probes_scaling_and_spread(overlay: str) -> None:
     )
     anti = spec["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
     assert anti["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
-    assert not any(arg.startswith("--workers") for arg in container.get("args", [])), "one process per pod"
+    # One worker process per requested core, from the downward API (rounded up to whole cores).
+    args = container["args"]
+    assert args[args.index("--workers") + 1] == "$(CORRAL_WORKERS)"
+    (workers,) = [e for e in container["env"] if e["name"] == "CORRAL_WORKERS"]
+    field = workers["valueFrom"]["resourceFieldRef"]
+    assert field["resource"] == "requests.cpu" and field["divisor"] == "1" and field["containerName"] == "corral"
+    cpu = str(container["resources"]["requests"]["cpu"])
+    if not cpu.endswith("m") and int(cpu) > 1:  # several workers: their limits need Redis
+        assert any(e["name"] == "CORRAL_LIMITS__REDIS_URL" for e in container["env"])
     hpa = objs[("HorizontalPodAutoscaler", "corral")]["spec"]
     assert hpa["scaleTargetRef"]["name"] == "corral" and hpa["maxReplicas"] > hpa["minReplicas"] >= 1
     assert objs[("PodDisruptionBudget", "corral")]["spec"]["maxUnavailable"] == 1

@@ -43,7 +43,10 @@ def test_the_unit_is_hardened_and_restarts() -> None:
     unit.read_string(UNIT.read_text())
     service = unit["Service"]
     assert service["ExecStart"].startswith("/opt/corral/bin/corral serve --config ")
-    assert "--workers" not in service["ExecStart"]
+    assert service["ExecStart"].endswith(" --workers ${CORRAL_WORKERS}")
+    assert "CORRAL_WORKERS=1" in service["Environment"].split()  # a default that needs no Redis
+    assert service["KillMode"] == "mixed", "SIGTERM to the parent, which drains its workers"
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     expected = {
         "DynamicUser": "yes",
         "ProtectSystem": "strict",

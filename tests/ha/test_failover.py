@@ -33,7 +33,7 @@ from tests.deploy.test_front_proxies import Front, server_states, start_haproxy
 from tests.ha.load import Load, Outcome, summary
 
 # The one switch for worker processes per replica: 2 once `corral serve --workers` (issue 10 §1) is in.
-WORKERS = 1
+WORKERS = 2
 
 pytestmark = pytest.mark.timeout(240)
 

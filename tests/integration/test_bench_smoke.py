@@ -86,6 +86,7 @@ COVERED = {
     "proxy_overhead": "run",
     "routing": "--help",
     "routing_live": "--help",
+    "workers": "run",
     "limiter_cost": "run",
     "loop_stalls": "run",
     "open_streams": "run",
@@ -101,6 +102,29 @@ def test_cache_hit_a_few_requests() -> None:
 def test_embed_cache_a_small_corpus() -> None:
     out = bench("bench.embed_cache", "--chunks", "32", "--embed-tps", "100000").stdout
     assert "| with cache |" in out and "speed-up of the second pass" in out
+
+
+@needs_nginx
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk: scripts/install.sh --system")
+def test_workers_one_second_a_point(tmp_path: Path) -> None:
+    out = tmp_path / "workers.json"
+    bench(
+        "bench.workers",
+        "--seconds",
+        "1",
+        "--workers",
+        "1,2",
+        "--rounds",
+        "1",
+        "--observations",
+        "2000",
+        "--out",
+        str(out),
+    )
+    results = json.loads(out.read_text())
+    assert set(results["observe_us"]) == {"memory", "multiprocess"}
+    assert set(results["proxy"]) == {"1", "2", "1 at c=32"}
+    assert all(r["rps"] > 0 and r["errors"] == 0 and r["cpu_s_per_1k"] > 0 for r in results["proxy"].values())
 
 
 def test_every_benchmark_script_is_smoke_tested() -> None:

@@ -1,0 +1,80 @@
+"""Pure parts of the worker set-up: slot shares, the metrics merge, the worker settings."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from corral.adapters.metrics_merge import merge, snapshot
+from corral.app.workers import worker_settings
+from corral.config import ConfigError, Settings, load_settings
+from corral.domain.shares import share
+
+
+@given(st.integers(1, 512), st.integers(1, 64))
+def test_shares_add_up_to_the_budget_and_never_leave_a_worker_without_a_slot(total: int, count: int) -> None:
+    parts = [share(total, k, count) for k in range(count)]
+    assert min(parts) >= 1
+    assert max(parts) - min(parts) <= 1  # even
+    assert sum(parts) == max(total, count)  # exact, unless there are fewer slots than workers
+
+
+def test_share_refuses_an_index_out_of_range() -> None:
+    with pytest.raises(ValueError):
+        share(4, 2, 2)
+
+
+def registry(requests: float, in_flight: float, up: float, latency: list[float]) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    Counter("corral_requests", "r", ["route"], registry=reg).labels("/api/chat").inc(requests)
+    Gauge("corral_in_flight_requests", "f", registry=reg).set(in_flight)
+    Gauge("corral_node_up", "u", ["node"], registry=reg).labels("a").set(up)
+    h = Histogram("corral_request_duration_seconds", "d", buckets=(0.1, 1.0), registry=reg)
+    for value in latency:
+        h.observe(value)
+    return reg
+
+
+def value(text: str, row: str) -> float:
+    return float(next(line for line in text.splitlines() if line.startswith(row + " ")).rsplit(" ", 1)[1])
+
+
+def test_merge_sums_counters_histograms_and_work_gauges_and_reads_node_gauges_once() -> None:
+    local = registry(3, 1, 1, [0.05])
+    other = registry(4, 2, 0, [0.5, 2.0])
+    merged = CollectorRegistry()
+
+    class Fixed:
+        def collect(self):  # type: ignore[no-untyped-def]
+            return merge(snapshot(local), [snapshot(other)])
+
+    merged.register(Fixed())  # type: ignore[arg-type]
+    text = generate_latest(merged).decode()
+    assert value(text, 'corral_requests_total{route="/api/chat"}') == 7
+    assert value(text, "corral_in_flight_requests") == 3
+    assert value(text, 'corral_node_up{node="a"}') == 1  # the answering worker's reading, not a sum
+    assert value(text, 'corral_request_duration_seconds_bucket{le="0.1"}') == 1
+    assert value(text, 'corral_request_duration_seconds_bucket{le="1.0"}') == 2
+    assert value(text, 'corral_request_duration_seconds_bucket{le="+Inf"}') == 3
+    assert value(text, "corral_request_duration_seconds_count") == 3
+
+
+def test_worker_settings_divide_node_slots_and_carry_the_bound_port() -> None:
+    settings = Settings.model_validate(
+        {"backends": [{"name": "a", "url": "http://h:1", "parallel": 5, "max_concurrency": 9}], "server": {"port": 0}}
+    )
+    ones = [worker_settings(settings, k, 2, 4321) for k in range(2)]
+    assert [s.backends[0].parallel for s in ones] == [3, 2]
+    assert [s.backends[0].max_concurrency for s in ones] == [5, 4]
+    assert all(s.server.port == 4321 for s in ones)
+
+
+def test_several_workers_with_memory_limits_are_refused_with_the_setting_to_add() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, server={"workers": 2}, limits={"global_rpm": 100})
+    assert caught.value.problems[0][0] == "limits.redis_url"
+    assert "limits.global_rpm" in caught.value.problems[0][1]
+    assert load_settings(None, server={"workers": 2}, limits={"global_rpm": 100, "redis_url": "redis://r:6379/0"})
+    assert load_settings(None, server={"workers": 1}, limits={"global_rpm": 100})

@@ -127,6 +127,18 @@ def test_workers_one_second_a_point(tmp_path: Path) -> None:
     assert all(r["rps"] > 0 and r["errors"] == 0 and r["cpu_s_per_1k"] > 0 for r in results["proxy"].values())
 
 
+@needs_nginx
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk: scripts/install.sh --system")
+def test_workers_with_every_feature_on(tmp_path: Path) -> None:
+    out = tmp_path / "workers.json"
+    args = ["--seconds", "1", "--workers", "2", "--rounds", "1", "--observations", "2000", "--all"]
+    bench("bench.workers", *args, "--out", str(out))
+    results = json.loads(out.read_text())
+    assert set(results["proxy"]) == {"2", "1 at c=32"}
+    # Every request carried the key and passed the limits in Redis: none refused.
+    assert all(r["rps"] > 0 and r["errors"] == 0 for r in results["proxy"].values())
+
+
 def test_every_benchmark_script_is_smoke_tested() -> None:
     scripts = {p.stem for p in (ROOT / "bench").glob("*.py")} | {
         p.parent.name for p in (ROOT / "bench").glob("*/__main__.py")

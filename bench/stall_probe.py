@@ -1,8 +1,9 @@
 """Runs `corral` with two probes that the product does not carry (issue 12, stalls): every garbage-collector
 pass (generation, duration) through `gc.callbacks`, and the event loop's lag (a task that asks to wake
 every 5 ms and records how late it woke). At exit it writes both to the JSON file named by
-$CORRAL_STALL_PROBE; with $CORRAL_STALL_PROBE_PROFILE, a cProfile of the run to that file. With $CORRAL_STALL_PROBE_GC=default, the gateway's own collector tuning at start-up
-(`gc.freeze`, `gc.set_threshold`) is skipped, for an A/B run.
+$CORRAL_STALL_PROBE; with $CORRAL_STALL_PROBE_PROFILE, a cProfile of the run to that file. With
+$CORRAL_STALL_PROBE_GC=default, the gateway's own collector tuning at start-up (`gc.freeze`,
+`gc.set_threshold`) is skipped, for an A/B run.
 
     CORRAL_STALL_PROBE=out.json python -m bench.stall_probe serve --config corral.yaml
 """

@@ -97,6 +97,7 @@ class Admission:
     slots_used: int = 0
 
 
+REDIS_CONNECTIONS = 128  # per process; Redis serves thousands of clients
 _REFUSED = {REQUESTS: "rate_limited", TOKENS: "token_limited", CONCURRENCY: "concurrency_limited"}
 
 
@@ -143,7 +144,13 @@ class LimitStore:
         self._memory = MemoryCounters()
         if uri.startswith(("redis://", "rediss://")):
             opts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-            self._redis = aioredis.Redis.from_url(uri, **opts)
+            # A blocking pool: at the cap a check waits (up to timeout_s) for a free connection. redis-py's
+            # default pool raises "Too many connections" at 100 in use, which 64 concurrent requests and
+            # their settlements reach, and every one of those would fall to on_store_error.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                uri, max_connections=REDIS_CONNECTIONS, timeout=timeout_s, **opts
+            )
+            self._redis = aioredis.Redis.from_pool(pool)
             self._script = self._redis.register_script(SCRIPT)
         elif not uri.startswith("memory://"):
             raise ValueError(f"unsupported limit store {uri!r}: use memory:// or redis://")

@@ -228,9 +228,10 @@ def test_an_admission_is_one_round_trip_to_redis(redis_server: Server) -> None:
 
     async def body() -> None:
         store = store_for(redis_server.url)
-        scopes, tokens = [Scope("key:a", 1000, burst=100), Scope("ip:1", 1000), Scope("global", 1000)], [
-            Scope("tokens:key:a", 10**6)
-        ]
+        scopes, tokens = (
+            [Scope("key:a", 1000, burst=100), Scope("ip:1", 1000), Scope("global", 1000)],
+            [Scope("tokens:key:a", 10**6)],
+        )
         await store.admit(scopes, tokens, 10, "concurrency:key:a", 5)  # loads the script once
         admin.config_resetstat()
         for _ in range(20):
@@ -245,3 +246,19 @@ def test_an_admission_is_one_round_trip_to_redis(redis_server: Server) -> None:
 
     run(body())
     admin.close()
+
+
+def test_many_concurrent_requests_wait_for_a_connection_rather_than_fail(uri: str) -> None:
+    async def body() -> None:
+        store = store_for(uri)
+        scopes, tokens = [Scope("key:a", 10_000), Scope("global", 10_000)], [Scope("tokens:key:a", 10**6)]
+        admissions = await asyncio.gather(
+            *(store.admit(scopes, tokens, 5, "concurrency:key:a", 1000) for _ in range(400))
+        )
+        assert [a.decision.store_error for a in admissions if a.decision.store_error] == []
+        assert all(a.refused is None for a in admissions)
+        settled = await asyncio.gather(*(store.settle(a.tokens, 7, a.slot) for a in admissions))
+        assert settled == [None] * 400
+        await store.close()
+
+    run(body())

@@ -1,13 +1,15 @@
 """Worker processes (`corral serve --workers N`): what they cost and what they give.
 
-    .venv/bin/python -m bench.workers [--seconds 10] [--workers 1,2,4] [--out bench/results/workers.json]
+    .venv/bin/python -m bench.workers [--seconds 10] [--workers 1,2,4] [--all] [--out bench/results/workers.json]
 
 1. Metrics across workers, the hot-path price of each option: µs per `Metrics.observe(record)` (one
    finished streamed request: 6 series touched) with the registry in memory (the aggregating scrape
    Corral uses) and with prometheus_client's multiprocess mode (every update written into a per-process
    mmap file under PROMETHEUS_MULTIPROC_DIR). Each mode runs in a fresh interpreter, as the mode is
    fixed when prometheus_client is imported.
-2. The proxy path with 1, 2 and 4 workers: nginx returning a fixed Ollama body is the node, wrk drives
+2. The proxy path with 1, 2 and 4 workers (with --all: an API key, request and token limits in a
+   real Redis shared by the workers, validation caps, as well as the metrics and audit always on):
+   nginx returning a fixed Ollama body is the node, wrk drives
    /api/generate at concurrency 64. Per worker count: requests/s, the CPU seconds the parent and all
    its workers used per 1,000 requests (from /proc, steadier than wall-clock figures when other work
    shares the machine), and the time of one /metrics scrape (the answering worker asks its siblings).
@@ -28,9 +30,11 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from bench.common import free_port, wait_http
 from bench.proxy_overhead import cpu_seconds, lua, nginx_conf, wrk
+from tests.contract.servers import start_redis
 
 HERE = Path(__file__).resolve().parent
 
@@ -100,16 +104,37 @@ def scrape_ms(url: str, times: int = 20) -> float:
     return (time.perf_counter() - began) / times * 1000
 
 
-def proxy(work: Path, workers: list[int], seconds: int, rounds: int) -> dict[str, dict[str, float]]:
+def proxy(
+    work: Path, workers: list[int], seconds: int, rounds: int, redis_url: str | None = None
+) -> dict[str, dict[str, float]]:
     """The median of `rounds` runs per worker count, the counts taking turns in each round."""
     runs: dict[str, list[dict[str, float]]] = {}
     for _ in range(rounds):
-        for count, result in proxy_round(work, workers, seconds).items():
+        for count, result in proxy_round(work, workers, seconds, redis_url).items():
             runs.setdefault(count, []).append(result)
     return {count: {k: statistics.median(r[k] for r in results) for k in results[0]} for count, results in runs.items()}
 
 
-def proxy_round(work: Path, workers: list[int], seconds: int) -> dict[str, dict[str, float]]:
+def all_features(work: Path, config: dict[str, Any], redis_url: str) -> str:
+    """--all: an API key with request and token limits, per-address and global limits shared by every
+    worker through Redis, validation caps (metrics and audit are on in both modes). Returns the key."""
+    config["auth"] = {"enabled": True, "store_url": f"sqlite:///{work / 'keys.db'}"}
+    config["limits"] = {"redis_url": redis_url, "per_ip_rpm": 10**9, "global_rpm": 10**9, "global_tpm": 10**12}
+    config["validation"] = {"max_predict": 4096, "max_ctx": 131072}
+    path = work / "keys-config.json"
+    path.write_text(json.dumps(config))
+    create = [sys.executable, "-m", "corral", "keys", "create", "--name", f"w{time.monotonic_ns()}", "--config"]
+    out = subprocess.run(
+        [*create, str(path), "--rpm", str(10**9), "--tpm", str(10**12)], capture_output=True, text=True
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"corral keys create failed: {out.stderr}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def proxy_round(
+    work: Path, workers: list[int], seconds: int, redis_url: str | None = None
+) -> dict[str, dict[str, float]]:
     """Each worker count at c=64; then, as a control, one worker at 64/N connections, the share each
     of N workers gets (what the event loop's batching alone does to the CPU per request)."""
     points = [(str(n), n, 64) for n in workers] + [(f"1 at c={64 // n}", 1, 64 // n) for n in workers if n > 1]
@@ -119,22 +144,18 @@ def proxy_round(work: Path, workers: list[int], seconds: int) -> dict[str, dict[
     results: dict[str, dict[str, float]] = {}
     try:
         wait_http(f"http://127.0.0.1:{ports['backend']}/api/version")
-        plain = lua(work, "plain", '{"model":"bench:1b","prompt":"hi","stream":false}')
         for label, count, connections in points:
             port = free_port()
             config = work / f"corral-{count}.yaml"
-            config.write_text(
-                json.dumps(
-                    {
-                        "server": {"host": "127.0.0.1", "port": port, "workers": count},
-                        "logging": {"access": False, "level": "warning"},
-                        "audit": {"path": str(work / "audit.log")},
-                        "backends": [
-                            {"name": "nginx", "url": f"http://127.0.0.1:{ports['backend']}", "models": ["bench:1b"]}
-                        ],
-                    }
-                )
-            )
+            settings: dict[str, Any] = {
+                "server": {"host": "127.0.0.1", "port": port, "workers": count},
+                "logging": {"access": False, "level": "warning"},
+                "audit": {"path": str(work / "audit.log")},
+                "backends": [{"name": "nginx", "url": f"http://127.0.0.1:{ports['backend']}", "models": ["bench:1b"]}],
+            }
+            headers = {"Authorization": f"Bearer {all_features(work, settings, redis_url)}"} if redis_url else None
+            plain = lua(work, "plain", '{"model":"bench:1b","prompt":"hi","stream":false}', headers)
+            config.write_text(json.dumps(settings))
             corral = subprocess.Popen([sys.executable, "-m", "corral", "serve", "--config", str(config)])
             try:
                 base = f"http://127.0.0.1:{port}"
@@ -171,6 +192,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs per worker count (the median is kept)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "workers.json")
     parser.add_argument("--observe-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--all", action="store_true", help="every feature on: a key, limits in Redis (issue 12)")
     args = parser.parse_args()
     if args.observe_child is not None:
         observe_child(args.observe_child)
@@ -181,9 +203,13 @@ def main() -> None:
     observe = {mode: observe_cost(mode, args.observations) for mode in ("memory", "multiprocess")}
     print("observe µs", observe, flush=True)
     work = Path(tempfile.mkdtemp(prefix="corral-bench-workers-"))
+    redis = start_redis() if args.all else None
     try:
-        runs = proxy(work, [int(n) for n in args.workers.split(",")], args.seconds, args.rounds)
+        url = redis.__enter__().url if redis is not None else None
+        runs = proxy(work, [int(n) for n in args.workers.split(",")], args.seconds, args.rounds, url)
     finally:
+        if redis is not None:
+            redis.__exit__(None, None, None)
         shutil.rmtree(work, ignore_errors=True)
     results = {"observe_us": observe, "proxy": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,12 +1,19 @@
-"""Request, token and concurrency limits over the `limits` library: in memory for one replica, in Redis
-for several (every check is one atomic server-side step, so replicas together never admit more than the
-limit). The library reads the wall clock itself, so reset times here are wall-clock (`time.time`) too.
+"""Request, token and concurrency limits: in process for one replica, in Redis for several. A request's
+admission is one step for all of its limits (per-key, per-address and global requests per minute, the
+token reservation, the concurrency slot): one synchronous O(1) pass over in-process counters, or one Lua
+script call on Redis (atomic, so replicas together never admit more than the limit). Settling it (the
+tokens actually used, the freed slot) is one more. All or nothing: a request one limit refuses uses up
+nothing in the others.
 
 Requests and tokens use a sliding-window counter: the current and the previous window's counts, the
 previous weighted by how much of it still overlaps the last 60 s. Exact within a window, a close
-approximation across its boundary, and O(1) per check (a moving window keeps one entry per request and
-cost several times more per request on the proxy path). A burst caps what may be spent in a slice of the minute:
-`rpm=60, burst=10` admits at most 10 in any 10 s, and at most 60 in any minute.
+approximation across its boundary, and O(1) per check. A burst caps what may be spent in a slice of the
+minute: `rpm=60, burst=10` admits at most 10 in any 10 s, and at most 60 in any minute. In memory the
+clock is `time.time`; on Redis it is the server's, so that replicas agree.
+
+This replaced the `limits` library (one storage call per window and per step: five to eight awaits for a
+request with every limit on); the measurement is in docs/benchmarks.md, "The hot path with every feature
+on".
 """
 
 from __future__ import annotations
@@ -14,34 +21,16 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import redis.asyncio as aioredis
-from limits import RateLimitItem, RateLimitItemPerMinute, RateLimitItemPerSecond
-from limits.aio.storage import MemoryStorage, RedisStorage
-from limits.aio.strategies import RateLimiter, SlidingWindowCounterRateLimiter
-from limits.errors import StorageError
 from redis.exceptions import RedisError
 
-_FORCE = 2**31  # a limit no charge reaches: after-the-fact charges are recorded, never refused
-_ACQUIRE = """
-local n = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-if n > tonumber(ARGV[1]) then
-  redis.call('DECR', KEYS[1])
-  return {0, n - 1}
-end
-return {1, n}
-"""
-_RELEASE = """
-local n = redis.call('DECR', KEYS[1])
-if n <= 0 then redis.call('DEL', KEYS[1]) return 0 end
-return n
-"""
+from corral.adapters.limit_script import SCRIPT
+from corral.adapters.limit_windows import CONCURRENCY, REQUESTS, TOKENS, MemoryCounters, Outcome, Window
 
 
 class OnStoreError(StrEnum):
@@ -86,21 +75,54 @@ class Decision:
 
 @dataclass(frozen=True, slots=True)
 class TokenReservation:
+    """Tokens set aside at admission: `charged` is (window name, window seconds, tokens) for each token
+    window, `at_ms` the store's clock then (settling corrects that same window)."""
+
     decision: Decision
-    charged: tuple[tuple[str, RateLimitItem, int], ...] = ()
+    charged: tuple[tuple[str, int, int], ...] = ()
+    at_ms: int = 0
 
 
-def _items(scope: Scope, namespace: str) -> tuple[RateLimitItem, ...]:
-    return _items_for(scope.per_minute, scope.burst, namespace)
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """One request's admission over all of its limits. `refused`: None, or which limit refused it
+    ("rate_limited", "token_limited", "concurrency_limited"), with `decision` saying why; admitted,
+    `decision` is the tightest request-rate scope (for the `RateLimit-*` headers), `tokens` the
+    reservation to settle, `slot` the concurrency slot to free."""
+
+    decision: Decision
+    refused: str | None = None
+    tokens: TokenReservation | None = None
+    slot: str | None = None
+    slots_used: int = 0
 
 
-@functools.lru_cache(maxsize=4096)
-def _items_for(per_minute: int, burst: int | None, namespace: str) -> tuple[RateLimitItem, ...]:
-    items: list[RateLimitItem] = [RateLimitItemPerMinute(per_minute, namespace=namespace)]
-    if burst is not None and 0 < burst < per_minute:
-        window = max(1, round(60 * burst / per_minute))
-        items.append(RateLimitItemPerSecond(burst, window, namespace=namespace))
-    return tuple(items)
+REDIS_CONNECTIONS = 128  # per process; Redis serves thousands of clients
+_REFUSED = {REQUESTS: "rate_limited", TOKENS: "token_limited", CONCURRENCY: "concurrency_limited"}
+
+
+@functools.lru_cache(maxsize=8192)
+def _windows(namespace: str, scope: Scope, group: int) -> tuple[tuple[str, int, int], ...]:
+    """(storage name, amount, seconds) of a scope's windows: the minute, and the burst's slice of it."""
+    kind = "r" if group == REQUESTS else "t"
+    out = [(f"{namespace}:{kind}:{scope.key}:{scope.per_minute}:60", scope.per_minute, 60)]
+    if scope.burst is not None and 0 < scope.burst < scope.per_minute:
+        seconds = max(1, round(60 * scope.burst / scope.per_minute))
+        out.append((f"{namespace}:{kind}:{scope.key}:{scope.burst}:{seconds}", scope.burst, seconds))
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=8192)
+def _plan(namespace: str, requests: tuple[Scope, ...], tokens: tuple[Scope, ...], cost: int) -> tuple[Window, ...]:
+    """Every window one admission checks, request scopes first (they refuse first). Cached: a gateway sees
+    the same few combinations of scopes over and over (per key, per address)."""
+    plan: list[Window] = []
+    for group, scopes, charge in ((REQUESTS, requests, 1), (TOKENS, tokens, cost)):
+        for scope in scopes:
+            for name, amount, seconds in _windows(namespace, scope, group):
+                # A cost above a whole window still gets in when the window is empty.
+                plan.append(Window(name, scope.key, amount, seconds, min(charge, amount), group))
+    return tuple(plan)
 
 
 class LimitStore:
@@ -119,21 +141,19 @@ class LimitStore:
         self.on_store_error = OnStoreError(on_store_error)
         self.namespace, self.concurrency_ttl_s, self._clock = namespace, concurrency_ttl_s, clock
         self._redis: aioredis.Redis | None = None
-        self._counts: defaultdict[str, int] = defaultdict(int)
+        self._memory = MemoryCounters()
         if uri.startswith(("redis://", "rediss://")):
             opts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-            self.storage: MemoryStorage | RedisStorage = RedisStorage(
-                "async+" + uri, implementation="redispy", wrap_exceptions=True, **opts
+            # A blocking pool: at the cap a check waits (up to timeout_s) for a free connection. redis-py's
+            # default pool raises "Too many connections" at 100 in use, which 64 concurrent requests and
+            # their settlements reach, and every one of those would fall to on_store_error.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                uri, max_connections=REDIS_CONNECTIONS, timeout=timeout_s, **opts
             )
-            self._redis = aioredis.Redis.from_url(uri, **opts)
-            self._acquire = self._redis.register_script(_ACQUIRE)
-            self._release = self._redis.register_script(_RELEASE)
-        elif uri.startswith("memory://"):
-            self.storage = MemoryStorage(wrap_exceptions=True)
-        else:
+            self._redis = aioredis.Redis.from_pool(pool)
+            self._script = self._redis.register_script(SCRIPT)
+        elif not uri.startswith("memory://"):
             raise ValueError(f"unsupported limit store {uri!r}: use memory:// or redis://")
-        self._requests = SlidingWindowCounterRateLimiter(self.storage)
-        self._tokens = SlidingWindowCounterRateLimiter(self.storage)
 
     async def close(self) -> None:
         if self._redis is not None:
@@ -143,110 +163,114 @@ class LimitStore:
         reason = f"{type(exc).__name__}: {exc}"
         return Decision(self.on_store_error is OnStoreError.ALLOW, store_error=reason)
 
-    async def _stats(self, limiter: RateLimiter, key: str, item: RateLimitItem) -> tuple[int, float]:
-        stats = await limiter.get_window_stats(item, key)
-        return stats.remaining, max(0.0, stats.reset_time - self._clock())
+    def _plan(self, requests: Sequence[Scope], tokens: Sequence[Scope], estimate: int) -> tuple[Window, ...]:
+        return _plan(self.namespace, tuple(requests), tuple(tokens), max(0, estimate))
 
-    async def _window(self, key: str, item: RateLimitItem, cost: int) -> tuple[bool, int, float]:
-        """One read of a sliding-window counter: whether `cost` more would fit (the limiter's own `test`
-        rule), what remains, and the seconds until some of it frees. The same arithmetic as the `limits`
-        strategy's `test` and `get_window_stats`, from one storage call instead of two."""
-        expiry = item.get_expiry()
-        previous, previous_expires_in, current, current_expires_in = await self.storage.get_sliding_window(
-            item.key_for(key), expiry
-        )
-        weighted = previous * previous_expires_in / expiry + current
-        fits = weighted < item.amount - cost + 1
-        remaining = max(0, item.amount - math.floor(weighted))
-        reset = min(
-            previous_expires_in % (expiry / previous) if previous else math.inf,
-            current_expires_in % expiry if current else math.inf,
-        )
-        return fits, remaining, float(expiry) if math.isinf(reset) else reset
+    async def _run(self, plan: tuple[Window, ...], slot: str | None, slot_limit: int) -> Outcome:
+        if self._redis is None:
+            return self._memory.admit(plan, int(self._clock() * 1000), slot, slot_limit)
+        keys = [w.name for w in plan] + ([slot] if slot is not None else [])
+        args: list[Any] = ["admit", len(plan), slot_limit if slot is not None else 0, self.concurrency_ttl_s]
+        for w in plan:
+            args += [w.amount, w.seconds, w.cost, w.group]
+        out = [int(v) for v in await self._script(keys=keys, args=args)]
+        if out[0]:
+            return Outcome(out[0], out[1], {out[0]: (out[2] - 1, out[3], out[4])} if out[2] else {})
+        picks = {g: (out[k] - 1, out[k + 1], out[k + 2]) for g, k in ((REQUESTS, 3), (TOKENS, 6)) if out[k]}
+        return Outcome(0, out[1], picks, out[2])
 
-    async def _check(self, limiter: RateLimiter, scopes: Sequence[Scope], cost: int) -> TokenReservation:
-        pairs = [(s.key, item) for s in scopes for item in _items(s, self.namespace)]
-        if not pairs:
-            return TokenReservation(Decision(True))
-        costs = [min(cost, item.amount) for _, item in pairs]
-        # Read everything first, so that a request one scope refuses uses up nothing in the others.
-        # Sequential awaits: in memory there is no I/O to overlap, and a task per scope costs more than it saves.
-        windows = [await self._window(k, i, c) for (k, i), c in zip(pairs, costs, strict=True)]
-        refused = next((n for n, (fits, _, _) in enumerate(windows) if not fits), None)
-        hit: list[tuple[str, RateLimitItem, int]] = []
-        if refused is None:
-            for (key, item), c in zip(pairs, costs, strict=True):
-                if not await limiter.hit(item, key, cost=c):
-                    refused = len(hit)  # lost a race since the read: what was hit stays spent
-                    break
-                hit.append((key, item, c))
-        if refused is not None:
-            key, item = pairs[refused]
-            remaining, reset = await self._stats(limiter, key, item)
-            decision = Decision(False, item.amount, remaining, reset, reset, key)
-            return TokenReservation(decision, tuple(hit))
-        # Admitted: what remains after this request's own hits, for the tightest scope.
-        after = [max(0, remaining - c) for (_, remaining, _), c in zip(windows, costs, strict=True)]
-        n = min(range(len(pairs)), key=lambda j: after[j] / pairs[j][1].amount)
-        decision = Decision(True, pairs[n][1].amount, after[n], windows[n][2], None, pairs[n][0])
-        return TokenReservation(decision, tuple(hit))
+    async def admit(
+        self,
+        requests: Sequence[Scope],
+        tokens: Sequence[Scope] = (),
+        estimate: int = 0,
+        slot: str | None = None,
+        slot_limit: int = 0,
+    ) -> Admission:
+        """Admit one request against every request-rate scope (cost 1), reserve `estimate` tokens in
+        every token scope and take one of `slot_limit` concurrent slots of `slot`: all in one step."""
+        plan = self._plan(requests, tokens, estimate)
+        if not plan and slot is None:
+            return Admission(Decision(True))
+        name = f"{self.namespace}:conc:{slot}" if slot is not None else None
+        try:
+            outcome = await self._run(plan, name, slot_limit)
+        except (RedisError, OSError) as exc:
+            failed = self._failed(exc)
+            return Admission(failed, None if failed.allowed else _REFUSED[REQUESTS])
+        if outcome.status == CONCURRENCY:
+            decision = Decision(False, slot_limit, 0, 1.0, 1.0, slot)
+            return Admission(decision, _REFUSED[CONCURRENCY])
+        if outcome.status:
+            j, remaining, reset_ms = outcome.picks[outcome.status]
+            w = plan[j]
+            decision = Decision(False, w.amount, remaining, reset_ms / 1000, reset_ms / 1000, w.scope)
+            return Admission(decision, _REFUSED[outcome.status])
+
+        def pick(group: int) -> Decision:
+            if group not in outcome.picks:
+                return Decision(True)
+            j, remaining, reset_ms = outcome.picks[group]
+            return Decision(True, plan[j].amount, remaining, reset_ms / 1000, None, plan[j].scope)
+
+        reservation = None
+        if tokens:
+            charged = tuple((w.name, w.seconds, w.cost) for w in plan if w.group == TOKENS)
+            reservation = TokenReservation(pick(TOKENS), charged, outcome.at_ms)
+        return Admission(pick(REQUESTS), None, reservation, slot, outcome.slots_used)
+
+    async def settle(self, reservation: TokenReservation | None, actual: int, slot: str | None) -> str | None:
+        """Charge the tokens actually used (the difference from the reservation is charged or given
+        back, over the limit if need be) and free `slot`, in one step. Returns the store's error, if any."""
+        charges = [(n, s, actual - r) for n, s, r in reservation.charged] if reservation is not None else []
+        at_ms = reservation.at_ms if reservation is not None else 0
+        if not any(d for _, _, d in charges) and slot is None:
+            return None
+        name = f"{self.namespace}:conc:{slot}" if slot is not None else None
+        if self._redis is None:
+            self._memory.settle(charges, at_ms, name)
+            return None
+        args: list[Any] = ["settle", len(charges), int(name is not None), at_ms]
+        for _, seconds, delta in charges:
+            args += [seconds, delta]
+        try:
+            await self._script(keys=[n for n, _, _ in charges] + ([name] if name else []), args=args)
+        except (RedisError, OSError) as exc:
+            return self._failed(exc).store_error
+        return None
+
+    # One limit at a time (the contract tests, tools): each is an admission with just that limit.
 
     async def check_request(self, scopes: Sequence[Scope]) -> Decision:
-        """Admit one request against every scope (all or nothing, as far as races allow)."""
-        try:
-            return (await self._check(self._requests, scopes, 1)).decision
-        except (StorageError, RedisError, OSError) as exc:
-            return self._failed(exc)
+        """Admit one request against every scope (all or nothing)."""
+        return (await self.admit(scopes)).decision
 
     async def reserve_tokens(self, scopes: Sequence[Scope], estimate: int) -> TokenReservation:
         """Admit a request on its estimated tokens (at most a whole window's worth) and set them aside."""
-        try:
-            return await self._check(self._tokens, scopes, max(0, estimate))
-        except (StorageError, RedisError, OSError) as exc:
-            return TokenReservation(self._failed(exc))
+        admission = await self.admit((), scopes, estimate)
+        if admission.refused is not None or admission.decision.store_error is not None:
+            return TokenReservation(admission.decision)
+        return admission.tokens or TokenReservation(admission.decision)
 
     async def charge_tokens(self, reservation: TokenReservation, actual: int) -> str | None:
-        """Settle a reservation with the tokens actually used: the difference is charged or given back,
-        over the limit if need be. Returns the store's error, if any."""
-        try:
-            for key, item, reserved in reservation.charged:
-                if delta := actual - reserved:
-                    full_key = item.key_for(key)
-                    await self.storage.acquire_sliding_window_entry(full_key, _FORCE, item.get_expiry(), delta)
-        except (StorageError, RedisError, OSError) as exc:
-            return self._failed(exc).store_error
-        return None
+        """Settle a reservation with the tokens actually used."""
+        return await self.settle(reservation, actual, None)
 
     async def acquire(self, key: str, limit: int) -> Decision:
         """Take one of `limit` concurrent slots of `key`; give it back with `release(key)`."""
-        name = f"{self.namespace}:conc:{key}"
-        if self._redis is None:
-            if self._counts[name] >= limit:
-                return Decision(False, limit, 0, 1.0, 1.0, key)
-            self._counts[name] += 1
-            return Decision(True, limit, limit - self._counts[name], 0.0, None, key)
-        try:
-            ok, n = await self._acquire(keys=[name], args=[limit, self.concurrency_ttl_s])
-        except (RedisError, OSError) as exc:
-            return self._failed(exc)
-        return Decision(bool(ok), limit, limit - int(n), 0.0 if ok else 1.0, None if ok else 1.0, key)
+        admission = await self.admit((), slot=key, slot_limit=limit)
+        if admission.refused is not None or admission.decision.store_error is not None:
+            return admission.decision
+        return Decision(True, limit, limit - admission.slots_used, 0.0, None, key)
 
     async def release(self, key: str) -> str | None:
-        name = f"{self.namespace}:conc:{key}"
-        if self._redis is None:
-            self._counts[name] -= 1
-            if self._counts[name] <= 0:
-                del self._counts[name]
-            return None
-        try:
-            await self._release(keys=[name])
-        except (RedisError, OSError) as exc:
-            return self._failed(exc).store_error
-        return None
+        return await self.settle(None, 0, key)
 
     async def check(self) -> bool:
         """Whether the store answers (for readiness)."""
+        if self._redis is None:
+            return True
         try:
-            return bool(await self.storage.check())
-        except (StorageError, RedisError, OSError):
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
             return False

@@ -21,6 +21,12 @@ from corral.domain.record import RequestRecord
 from corral.net.response import Request
 
 log = logging.getLogger(__name__)
+_WHAT = {
+    "rate_limited": "request rate limit",
+    "token_limited": "token rate limit",
+    "concurrency_limited": "concurrent request limit",
+}
+
 
 class LimitGuard:
     def __init__(
@@ -81,40 +87,35 @@ class LimitGuard:
             scopes.append(self._scope(f"ip:{record.client_ip}", self.per_ip_rpm))
         if self.global_rpm:
             scopes.append(self._scope("global", self.global_rpm))
-        if scopes:
-            decision = self._noted(await self.store.check_request(scopes))
-            if not decision.allowed:
-                raise self._refuse("rate_limited", "request rate limit", decision, record)
-            record.limit_headers = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
-        if not spec.tokens:
-            return
-        reservation: TokenReservation | None = None
         token_scopes = []
-        if principal is not None and principal.tpm:
-            token_scopes.append(Scope(f"tokens:{principal.bucket}", principal.tpm))
-        if self.global_tpm:
-            token_scopes.append(Scope("tokens:global", self.global_tpm))
-        if token_scopes:
-            reservation = await self.store.reserve_tokens(token_scopes, self.estimate_tokens)
-            if not self._noted(reservation.decision).allowed:
-                raise self._refuse("token_limited", "token rate limit", reservation.decision, record)
         slot: str | None = None
-        if principal is not None and principal.max_concurrency:
-            slot = f"concurrency:{principal.bucket}"
-            decision = self._noted(await self.store.acquire(slot, principal.max_concurrency))
-            if not decision.allowed:
-                if reservation is not None:
-                    self._spawn(self.store.charge_tokens(reservation, 0))
-                raise self._refuse("concurrency_limited", "concurrent request limit", decision, record)
-        if reservation is not None or slot is not None:
-            self._open[id(record)] = (reservation, slot)
+        if spec.tokens:
+            if principal is not None and principal.tpm:
+                token_scopes.append(Scope(f"tokens:{principal.bucket}", principal.tpm))
+            if self.global_tpm:
+                token_scopes.append(Scope("tokens:global", self.global_tpm))
+            if principal is not None and principal.max_concurrency:
+                slot = f"concurrency:{principal.bucket}"
+        if not scopes and not token_scopes and slot is None:
+            return
+        # Every limit in one step (one Redis round trip): a request one of them refuses uses up nothing.
+        limit = principal.max_concurrency if principal is not None and principal.max_concurrency else 0
+        admission = await self.store.admit(scopes, token_scopes, self.estimate_tokens, slot, limit)
+        decision = self._noted(admission.decision)
+        if admission.refused is not None:
+            raise self._refuse(admission.refused, _WHAT[admission.refused], decision, record)
+        if scopes:
+            record.limit_headers = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
+        if admission.tokens is not None or admission.slot is not None:
+            self._open[id(record)] = (admission.tokens, admission.slot)
 
     def settle(self, record: RequestRecord) -> None:
-        """An observer: charge the tokens actually used and free the concurrency slot."""
+        """An observer: charge the tokens actually used and free the concurrency slot (one store step)."""
         opened = self._open.pop(id(record), None)
         if opened is None:
             return
         reservation, slot = opened
+        used = 0
         if reservation is not None:
             prompt = record.prompt_tokens if record.prompt_tokens is not None else record.est_prompt_tokens
             used = prompt + (record.completion_tokens or 0)
@@ -122,9 +123,7 @@ class LimitGuard:
                 # No count from the node (a /v1 stream without include_usage, an abandoned stream, a
                 # failed request): what was relayed, and never less than the admission estimate.
                 used = max(used, self.estimate_tokens)
-            self._spawn(self.store.charge_tokens(reservation, used))
-        if slot is not None:
-            self._spawn(self.store.release(slot))
+        self._spawn(self.store.settle(reservation, used, slot))
 
     def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
         task: asyncio.Task[object] = asyncio.get_running_loop().create_task(work)

@@ -188,3 +188,77 @@ def test_never_more_than_the_limit_or_the_burst(per_minute: int, burst: int | No
 
     cap = per_minute if burst is None or burst >= per_minute else burst
     assert run(body()) == min(attempts, cap)
+
+
+def test_one_admission_checks_every_limit_at_once(uri: str) -> None:
+    async def body() -> None:
+        store = store_for(uri)
+        rpm, tpm = [Scope("key:a", 100), Scope("global", 100)], [Scope("tokens:key:a", 1000)]
+        first = await store.admit(rpm, tpm, 600, "concurrency:key:a", 2)
+        assert first.refused is None and first.tokens is not None and first.slot == "concurrency:key:a"
+        assert first.decision.limit == 100 and first.decision.remaining == 99
+        assert first.tokens.decision.remaining == 400 and first.slots_used == 1
+        # The tokens refuse the second: nothing is charged, not its request count nor a slot.
+        second = await store.admit(rpm, tpm, 600, "concurrency:key:a", 2)
+        assert second.refused == "token_limited" and second.decision.scope == "tokens:key:a"
+        assert second.decision.headers()["Retry-After"]
+        third = await store.admit(rpm, tpm, 100, "concurrency:key:a", 2)
+        assert third.refused is None and third.decision.remaining == 98 and third.slots_used == 2
+        # Both slots taken: the concurrency limit refuses, and again charges nothing.
+        fourth = await store.admit(rpm, tpm, 1, "concurrency:key:a", 2)
+        assert fourth.refused == "concurrency_limited" and fourth.decision.headers()["Retry-After"] == "1"
+        # Settling frees a slot and gives back what the first reserved beyond its use, in one step.
+        assert await store.settle(first.tokens, 100, first.slot) is None
+        fifth = await store.admit(rpm, tpm, 400, "concurrency:key:a", 2)
+        assert fifth.refused is None and fifth.decision.remaining == 97
+        assert fifth.tokens is not None and fifth.tokens.decision.remaining == 400  # 1000 - 100 - 100 - 400
+        await store.close()
+
+    run(body())
+
+
+def test_an_admission_is_one_round_trip_to_redis(redis_server: Server) -> None:
+    import redis
+
+    admin = redis.Redis.from_url(redis_server.url)
+
+    def calls() -> dict[str, int]:
+        stats = admin.info("commandstats")
+        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+    async def body() -> None:
+        store = store_for(redis_server.url)
+        scopes, tokens = (
+            [Scope("key:a", 1000, burst=100), Scope("ip:1", 1000), Scope("global", 1000)],
+            [Scope("tokens:key:a", 10**6)],
+        )
+        await store.admit(scopes, tokens, 10, "concurrency:key:a", 5)  # loads the script once
+        admin.config_resetstat()
+        for _ in range(20):
+            admission = await store.admit(scopes, tokens, 10, "concurrency:key:a", 5)
+            assert admission.refused is None
+            assert await store.settle(admission.tokens, 12, admission.slot) is None
+        # Redis counts the commands a script runs too: those are the script's own, on the server.
+        inside = {"hmget", "hset", "pexpire", "get", "incr", "expire", "decr", "del", "time"}
+        sent = {name: n for name, n in calls().items() if name not in inside and not name.startswith("config")}
+        assert sent == {"evalsha": 40}
+        await store.close()
+
+    run(body())
+    admin.close()
+
+
+def test_many_concurrent_requests_wait_for_a_connection_rather_than_fail(uri: str) -> None:
+    async def body() -> None:
+        store = store_for(uri)
+        scopes, tokens = [Scope("key:a", 10_000), Scope("global", 10_000)], [Scope("tokens:key:a", 10**6)]
+        admissions = await asyncio.gather(
+            *(store.admit(scopes, tokens, 5, "concurrency:key:a", 1000) for _ in range(400))
+        )
+        assert [a.decision.store_error for a in admissions if a.decision.store_error] == []
+        assert all(a.refused is None for a in admissions)
+        settled = await asyncio.gather(*(store.settle(a.tokens, 7, a.slot) for a in admissions))
+        assert settled == [None] * 400
+        await store.close()
+
+    run(body())

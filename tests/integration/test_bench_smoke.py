@@ -88,8 +88,11 @@ COVERED = {
     "routing": "--help",
     "routing_live": "--help",
     "workers": "run",
+    "limiter_cost": "run",
+    "loop_stalls": "run",
+    "open_streams": "run",
 }
-HELPERS = {"__init__", "common", "compare_parts", "asgi_edge"}
+HELPERS = {"__init__", "common", "compare_parts", "asgi_edge", "stall_probe"}
 
 
 def test_cache_hit_a_few_requests() -> None:
@@ -125,6 +128,18 @@ def test_workers_one_second_a_point(tmp_path: Path) -> None:
     assert all(r["rps"] > 0 and r["errors"] == 0 and r["cpu_s_per_1k"] > 0 for r in results["proxy"].values())
 
 
+@needs_nginx
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk: scripts/install.sh --system")
+def test_workers_with_every_feature_on(tmp_path: Path) -> None:
+    out = tmp_path / "workers.json"
+    args = ["--seconds", "1", "--workers", "2", "--rounds", "1", "--observations", "2000", "--all"]
+    bench("bench.workers", *args, "--out", str(out))
+    results = json.loads(out.read_text())
+    assert set(results["proxy"]) == {"2", "1 at c=32"}
+    # Every request carried the key and passed the limits in Redis: none refused.
+    assert all(r["rps"] > 0 and r["errors"] == 0 for r in results["proxy"].values())
+
+
 def test_every_benchmark_script_is_smoke_tested() -> None:
     scripts = {p.stem for p in (ROOT / "bench").glob("*.py")} | {
         p.parent.name for p in (ROOT / "bench").glob("*/__main__.py")
@@ -134,3 +149,23 @@ def test_every_benchmark_script_is_smoke_tested() -> None:
 
 def test_server_path_a_few_requests() -> None:
     assert "µs" in bench("bench.server_path", "--requests", "200", "--trials", "1").stdout
+
+
+def test_limiter_cost_a_few_admissions() -> None:
+    out = bench("bench.limiter_cost", "--requests", "200", "--rounds", "1", "--redis").stdout
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| ")]
+    assert {(r[1].strip(), r[2].strip()) for r in rows} == {(s, c) for s in ("memory", "redis") for c in ("1", "64")}
+    assert all(float(r[3]) > 0 for r in rows)
+
+
+@needs_nginx
+def test_loop_stalls_half_a_second_a_mode() -> None:
+    out = bench("bench.loop_stalls", "--seconds", "0.5", "--rounds", "1", "--concurrency", "8").stdout
+    assert "| default |" in out and "| tuned |" in out  # the probe's file was written and read for both
+
+
+def test_open_streams_a_few_streams() -> None:
+    out = bench("bench.open_streams", "--streams", "20", "--chunks", "3", "--interval", "0.05", "--ramp", "0.1").stdout
+    row = next(line for line in out.splitlines() if line.startswith("| corral, all features |"))
+    assert row.split("|")[3].strip() == "60" and row.split("|")[4].strip() == "0"  # every chunk relayed, no errors
+    assert "added per chunk" in out

@@ -49,8 +49,15 @@ def fits(node: NodeView, model: str, refused_at: int = 0) -> bool:
 
 def fitting(nodes: list[NodeView], model: str) -> list[NodeView]:
     """The nodes the model fits; all of them when it fits none (let Ollama decide then)."""
-    refused_at = max((n.vram_bytes or 0 for n in nodes if model in n.unfit), default=0)
-    if all(fits(n, model, refused_at) for n in nodes):
-        return nodes  # the common case, without a copy
+    refused_at = 0
+    unfit = False
+    for n in nodes:  # one pass, and no copy in the common case where the model fits everywhere
+        if n.unfit and model in n.unfit:
+            refused_at = max(refused_at, n.vram_bytes or 0)
+            unfit = True
+        elif n.vram_bytes is not None and n.model_sizes.get(model, 0) > n.vram_bytes:
+            unfit = True
+    if not unfit:
+        return nodes
     kept = [n for n in nodes if fits(n, model, refused_at)]
     return kept or nodes

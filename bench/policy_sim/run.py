@@ -77,17 +77,25 @@ def nominal_capacity(s: Scenario, mix: dict[str, float]) -> float:
     specs = {m.name: m for m in s.models}
     prompt_mean = PROMPT_MEAN * s.prompt_median / 400.0
 
-    def per_request(params: NodeParams) -> float:
+    def per_request(params: NodeParams, shares: dict[str, float] = mix) -> float:
         b = params.parallel
         out = 0.0
-        for name, share in mix.items():
+        for name, share in shares.items():
             spec = specs[name]
             aggregate = spec.tg1 * b / (1 + params.serial_frac * (b - 1))
             out += share * (prompt_mean / spec.pp + OUTPUT_MEAN / aggregate)
         return out
 
     if s.node_params:
-        return sum(1 / per_request(p) for p in s.node_params)
+        # A mixed fleet: no model may take more than the nodes it fits can serve of it.
+        def fits(spec: ModelSpec, p: NodeParams) -> bool:
+            return spec.vram_gb(4096, p.parallel) <= 0.8 * p.vram_gb
+
+        mixed = sum(1 / per_request(p) for p in s.node_params)
+        for name, share in mix.items():
+            alone = sum(1 / per_request(p, {name: 1.0}) for p in s.node_params if fits(specs[name], p))
+            mixed = min(mixed, alone / share)
+        return mixed
     return s.nodes / per_request(s.params)
 
 

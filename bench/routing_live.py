@@ -1,11 +1,15 @@
 """Live confirmation of the routing benchmark: real `corral serve` in front of real `corral sim` nodes.
 
     .venv/bin/python -m bench.routing_live [--seconds 60] [--rate 3] [--out docs/bench/routing_live.md]
+    .venv/bin/python -m bench.routing_live --burst --policies model-aware,model-aware+residency \
+        --out docs/bench/routing_live_burst.md
 
 A smaller, time-scaled version of the thrash regime: 3 nodes that each keep 2 of 5 models loaded
 (1.5 s loads, 2 slots per model, 100 tokens/s), Poisson arrivals with Zipf(1.0) model popularity and
 short streamed generations. Each policy gets fresh nodes and a fresh Corral. TTFT is measured at the
-client (first NDJSON line); model loads are read from the nodes' /_sim/stats.
+client (first NDJSON line); model loads are read from the nodes' /_sim/stats. `--burst`: for the
+middle third of the run the least popular model takes 60% of the requests (the hot-burst scenario).
+`model-aware+residency` is model-aware with `residency.enabled`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from bench.common import free_port, wait_http
 
 MODELS = ["llama3.2:1b", "llama3.2:3b", "qwen2.5:7b", "llama3.1:8b", "gemma2:9b"]
 POLICIES = ("round-robin", "least-connections", "model-aware")
+RESIDENCY = "model-aware+residency"
 
 
 def start(args: list[str]) -> subprocess.Popen[bytes]:
@@ -35,7 +40,9 @@ def start(args: list[str]) -> subprocess.Popen[bytes]:
     )
 
 
-async def one(client: httpx.AsyncClient, url: str, model: str, tokens: int, results: list[tuple[float, float]]) -> None:
+async def one(
+    client: httpx.AsyncClient, url: str, model: str, tokens: int, results: list[tuple[float, float]] | None
+) -> None:
     started = time.monotonic()
     first = math.nan
     body = {"model": model, "prompt": "go", "options": {"num_predict": tokens}}
@@ -49,10 +56,13 @@ async def one(client: httpx.AsyncClient, url: str, model: str, tokens: int, resu
                     break
     except httpx.HTTPError:
         pass
-    results.append((first, time.monotonic() - started))
+    if results is not None:  # None: a warm-up request, not counted
+        results.append((first, time.monotonic() - started))
 
 
-async def workload(url: str, seconds: float, rate: float, seed: int) -> list[tuple[float, float]]:
+async def workload(
+    url: str, seconds: float, rate: float, seed: int, burst: bool, warmup: float = 0.0, tokens: int = 20
+) -> list[tuple[float, float]]:
     rng = random.Random(seed)
     weights = [1 / (i + 1) for i in range(len(MODELS))]
     results: list[tuple[float, float]] = []
@@ -66,13 +76,18 @@ async def workload(url: str, seconds: float, rate: float, seed: int) -> list[tup
                 break
             await asyncio.sleep(max(0.0, start_at + t - time.monotonic()))
             model = rng.choices(MODELS, weights)[0]
-            tokens = min(100, int(rng.lognormvariate(math.log(20), 0.8)) + 1)
-            tasks.append(asyncio.create_task(one(client, url, model, tokens, results)))
+            if burst and seconds / 3 <= t < 2 * seconds / 3 and rng.random() < 0.6:
+                model = MODELS[-1]
+            length = min(5 * tokens, int(rng.lognormvariate(math.log(tokens), 0.8)) + 1)
+            counted = results if t >= warmup else None
+            tasks.append(asyncio.create_task(one(client, url, model, length, counted)))
         await asyncio.gather(*tasks)
     return results
 
 
-def run_policy(policy: str, seconds: float, rate: float, seed: int) -> dict[str, float]:
+def run_policy(
+    policy: str, seconds: float, rate: float, seed: int, burst: bool = False, warmup: float = 0.0, tokens: int = 20
+) -> dict[str, float]:
     sims = []
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -96,7 +111,7 @@ def run_policy(policy: str, seconds: float, rate: float, seed: int) -> dict[str,
             procs.append(start(args))
             sims.append(f"http://127.0.0.1:{port}")
         for url in sims:
-            wait_http(url + "/")
+            wait_http(url + "/", 60)  # a shared machine under load starts processes slowly
         port = free_port()
         config = Path(tempfile.mkdtemp()) / "corral.yaml"
         config.write_text(
@@ -105,7 +120,8 @@ def run_policy(policy: str, seconds: float, rate: float, seed: int) -> dict[str,
                     "server": {"port": port},
                     "logging": {"access": False, "level": "warning"},
                     "audit": {"path": str(config.parent / "audit.log")},
-                    "routing": {"strategy": policy, "discovery_interval_s": 1},
+                    "routing": {"strategy": policy.split("+")[0], "discovery_interval_s": 1},
+                    "residency": {"enabled": policy == RESIDENCY},
                     "backends": [
                         {"name": f"n{i}", "url": url, "parallel": 2, "max_loaded": 2} for i, url in enumerate(sims)
                     ],
@@ -114,8 +130,8 @@ def run_policy(policy: str, seconds: float, rate: float, seed: int) -> dict[str,
         )
         procs.append(start(["serve", "--config", str(config)]))
         url = f"http://127.0.0.1:{port}"
-        wait_http(url + "/ready")
-        results = asyncio.run(workload(url, seconds, rate, seed))
+        wait_http(url + "/ready", 60)
+        results = asyncio.run(workload(url, seconds, rate, seed, burst, warmup, tokens))
         loads = sum(httpx.get(s + "/_sim/stats").json()["loads"] for s in sims)
     finally:
         for proc in procs:
@@ -148,16 +164,24 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("docs/bench/routing_live.md"))
+    parser.add_argument("--burst", action="store_true", help="the least popular model takes 60%% mid-run")
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--tokens", type=int, default=20, help="median generated tokens per request")
+    parser.add_argument("--warmup", type=float, default=0.0, help="seconds of arrivals not counted (cold start)")
     args = parser.parse_args()
+    policies = tuple(args.policies.split(","))
+    burst = ", the least popular model taking 60% of requests in the middle third" if args.burst else ""
+    burst += f", the first {args.warmup:g} s not counted" if args.warmup else ""
+    burst += f", median {args.tokens} tokens" if args.tokens != 20 else ""
     lines = [
-        f"Live run: {args.seconds:g} s of arrivals at {args.rate:g} req/s per policy, seed {args.seed}.",
+        f"Live run: {args.seconds:g} s of arrivals at {args.rate:g} req/s per policy, seed {args.seed}{burst}.",
         "",
         "| policy | requests | TTFT p50 | p95 | p99 | E2E p50 | p99 | loads/1k | failed | TTFT ≤ 2 s |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     table: dict[str, dict[str, float]] = {}
-    for policy in POLICIES:
-        m = table[policy] = run_policy(policy, args.seconds, args.rate, args.seed)
+    for policy in policies:
+        m = table[policy] = run_policy(policy, args.seconds, args.rate, args.seed, args.burst, args.warmup, args.tokens)
         lines.append(
             f"| {policy} | {m['requests']:.0f} | {m['ttft_p50']:.2f} s | {m['ttft_p95']:.2f} s | "
             f"{m['ttft_p99']:.2f} s | {m['e2e_p50']:.2f} s | {m['e2e_p99']:.2f} s | "
@@ -167,10 +191,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(table, indent=2))
-    chart(table, args.out.with_suffix(".png"))
+    chart(table, args.out.with_suffix(".png"), policies)
 
 
-def chart(table: dict[str, dict[str, float]], path: Path) -> None:
+def chart(table: dict[str, dict[str, float]], path: Path, policies: tuple[str, ...] = POLICIES) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -178,15 +202,17 @@ def chart(table: dict[str, dict[str, float]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     quantiles = (("ttft_p50", "p50"), ("ttft_p95", "p95"), ("ttft_p99", "p99"))
-    width = 0.8 / len(POLICIES)
-    for i, policy in enumerate(POLICIES):
+    width = 0.8 / len(policies)
+    for i, policy in enumerate(policies):
         xs = [j + i * width for j in range(len(quantiles))]
         axes[0].bar(xs, [max(1e-3, table[policy][key]) for key, _ in quantiles], width, label=policy)
     axes[0].set_xticks([j + 0.4 - width / 2 for j in range(len(quantiles))], [label for _, label in quantiles])
     axes[0].set_title("time to first token, live (s, log)")
     axes[0].set_yscale("log")
     axes[0].legend(fontsize=8)
-    axes[1].bar(list(POLICIES), [table[p]["loads_per_1k"] for p in POLICIES], color=["C0", "C1", "C2"])
+    axes[1].bar(
+        list(policies), [table[p]["loads_per_1k"] for p in policies], color=[f"C{i}" for i in range(len(policies))]
+    )
     axes[1].set_title("model loads per 1,000 requests, live")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

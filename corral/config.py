@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from corral.domain import num_ctx as ctx_policy
 from corral.domain.catalog import Catalog
 from corral.domain.cors import OLLAMA_DEFAULTS
 from corral.domain.groups import label_error
@@ -402,7 +403,9 @@ class ModelPolicy(_Section):
     )
     num_ctx: str | None = Field(
         None,
-        description="`normalize` (one num_ctx for every request, so one runner serves them) or `cap N`.",
+        description="Rewrite options.num_ctx so that one runner serves every request of the model (changes "
+        "what clients asked for; docs/routing.md): `normalize` (drop it: the node's default context, which /v1 "
+        "requests get too), `normalize N` (always N) or `cap N` (at most N).",
     )
     names: list[str] = Field(
         default_factory=list,
@@ -414,6 +417,15 @@ class ModelPolicy(_Section):
     @classmethod
     def _selector(cls, value: dict[str, str] | None) -> dict[str, str] | None:
         return None if value is None else _checked_labels(value)
+
+    @field_validator("num_ctx")
+    @classmethod
+    def _num_ctx(cls, value: str | None) -> str | None:
+        return None if value is None else str(ctx_policy.parse(value))
+
+    @property
+    def num_ctx_policy(self) -> ctx_policy.NumCtxPolicy | None:
+        return None if self.num_ctx is None else ctx_policy.parse(self.num_ctx)
 
 
 class ModelsSettings(_Section):
@@ -663,6 +675,31 @@ class CacheSettings(_Section):
         return self.responses.enabled or self.embeddings.enabled
 
 
+class ResidencySettings(_Section):
+    enabled: bool = Field(
+        False,
+        description="Load a replica of a model that turns hot before requests queue for it, and pin hot models "
+        "with keep_alive (docs/routing.md, Residency). Needs the model-aware strategy's estimates.",
+    )
+    interval_s: float = Field(1.0, gt=0, description="Seconds between residency decisions.")
+    hot: float = Field(
+        1.0,
+        gt=0,
+        description="A model is hot when its arrival rate exceeds this share of what its loaded replicas serve, "
+        "or its requests in flight exceed their slots.",
+    )
+    cool: float = Field(0.3, gt=0, description="A hot model cools below this share (and is unpinned after cool_s).")
+    window_s: float = Field(10.0, gt=0, description="Arrival rates are averaged over about this long.")
+    cool_s: float = Field(60.0, ge=0, description="Seconds a model stays below `cool` before it is unpinned.")
+    keep_alive: str = Field("5m", description="The keep_alive an unpinned replica goes back to (Ollama's default).")
+
+    @model_validator(mode="after")
+    def _cool_below_hot(self) -> ResidencySettings:
+        if self.cool >= self.hot:
+            raise ValueError("residency.cool: must be below residency.hot")
+        return self
+
+
 class Settings(BaseSettings):
     """The whole configuration."""
 
@@ -689,6 +726,9 @@ class Settings(BaseSettings):
     validation: ValidationSettings = Field(default_factory=ValidationSettings, description="Request checks.")
     limits: LimitsSettings = Field(default_factory=LimitsSettings, description="Rate, token and concurrency limits.")
     models: ModelsSettings = Field(default_factory=ModelsSettings, description="Model management and policies.")
+    residency: ResidencySettings = Field(
+        default_factory=ResidencySettings, description="Preloading and pinning hot models."
+    )
     discovery: DiscoverySettings = Field(
         default_factory=DiscoverySettings, description="Nodes found at run time (DNS, watched files)."
     )

@@ -29,12 +29,17 @@ def main() -> None:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--out", type=Path, default=Path("docs/bench"))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument(
+        "--merge", action="store_true", help="update DIR/policy_sim.json with these runs instead of replacing it"
+    )
     args = parser.parse_args()
     names = args.scenarios.split(",")
+    policies = args.policies.split(",")
     seeds, duration = args.seeds, args.duration
     if args.quick:
         names, seeds, duration = ["thrash-50", "single-model-70"], 1, 120.0
-    jobs = [(n, p, seed, duration) for n in names for p in POLICIES for seed in range(seeds)]
+    jobs = [(n, p, seed, duration) for n in names for p in policies for seed in range(seeds)]
     started = time.monotonic()
     results: dict[tuple[str, str], list[Result]] = {}
     with ProcessPoolExecutor(args.workers) as pool:
@@ -42,6 +47,9 @@ def main() -> None:
             results.setdefault((name, policy), []).append(result)
     table = {f"{n}/{p}": summarize(r) for (n, p), r in results.items()}
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.merge and (args.out / "policy_sim.json").exists():
+        table = {**json.loads((args.out / "policy_sim.json").read_text()), **table}
+        names = [n for n in SCENARIOS if any(k.startswith(n + "/") for k in table)]
     (args.out / "policy_sim.json").write_text(json.dumps(table, indent=2))
     lines = [
         f"Seeds: {seeds}; virtual arrival time per run: {duration or 'scenario default'} s; "
@@ -55,6 +63,8 @@ def main() -> None:
     for name in names:
         lines += [f"### {name}", "", header, "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for policy in POLICIES:
+            if f"{name}/{policy}" not in table:
+                continue
             m = table[f"{name}/{policy}"]
             lines.append(
                 f"| {policy} | {m['ttft_p50']:.2f} s | {m['ttft_p95']:.2f} s | {m['ttft_p99']:.2f} s | "
@@ -78,8 +88,9 @@ def charts(table: dict[str, dict[str, float]], names: list[str], out: Path) -> N
     width = 0.8 / len(POLICIES)
     for i, policy in enumerate(POLICIES):
         xs = [j + i * width for j in range(len(names))]
-        axes[0].bar(xs, [max(1e-3, table[f"{n}/{policy}"]["ttft_p99"]) for n in names], width, label=policy)
-        axes[1].bar(xs, [table[f"{n}/{policy}"]["loads_per_1k"] for n in names], width, label=policy)
+        none = {"ttft_p99": 1e-3, "loads_per_1k": 0.0}
+        axes[0].bar(xs, [max(1e-3, table.get(f"{n}/{policy}", none)["ttft_p99"]) for n in names], width, label=policy)
+        axes[1].bar(xs, [table.get(f"{n}/{policy}", none)["loads_per_1k"] for n in names], width, label=policy)
     for ax, title in zip(axes, ("p99 time to first token (s, log)", "model loads per 1,000 requests"), strict=True):
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(names))], names, rotation=30, ha="right", fontsize=8)
         ax.set_title(title)

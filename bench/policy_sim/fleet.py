@@ -55,6 +55,7 @@ class Request:
     prefill_left: float = 0.0
     decode_left: float = 0.0
     loaded_for: bool = False  # this request waited for a model load
+    preload: bool = False  # sent by the residency controller, not a client: not in the figures
 
 
 @dataclass(eq=False)

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 
 from bench.policy_sim.fleet import GIB, MODELS, ModelSpec, Node, NodeParams, Request
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, RouteRequest
+from corral.domain.model_aware import ModelAware
+from corral.domain.num_ctx import effective, parse
+from corral.domain.residency import Action, Residency
 from corral.domain.routing import LeastConnections, Strategy, make_strategy
 
 DT = 0.05
@@ -33,6 +36,7 @@ class Scenario:
     kill_node_at: float | None = None  # share of duration
     burst: tuple[float, float] | None = None  # (start, end) shares: the coldest model takes 60% of traffic
     alt_ctx_share: float = 0.0  # share of clients sending num_ctx 8192
+    num_ctx_policy: str | None = None  # models.<name>.num_ctx for every model (corral.domain.num_ctx)
     # Generated scenarios (bench/policy_sim/generate.py) also set these; the defaults are the published ones.
     node_params: tuple[NodeParams, ...] = ()  # one per node (mixed fleets); empty: `params` for every node
     zipf: float = 1.0  # popularity exponent
@@ -125,6 +129,8 @@ def workload(s: Scenario, rng: random.Random) -> list[Request]:
         else:
             model = rng.choices(names, weights)[0]
         ctx = 8192 if rng.random() < s.alt_ctx_share else 4096
+        if s.num_ctx_policy is not None:  # the gateway's rewrite, before routing (4096: not set)
+            ctx = effective(parse(s.num_ctx_policy), None if ctx == 4096 else ctx) or 4096
         prompt = min(s.prompt_cap, int(rng.lognormvariate(math.log(s.prompt_median), 1.0)) + 1)
         output = min(2048, int(rng.lognormvariate(math.log(180), 0.9)) + 1)
         out.append(Request(rid, model, ctx, prompt, output, t))
@@ -150,7 +156,11 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
     nodes = [Node(i, p) for i, p in enumerate(per_node)]
     unfit: list[set[str]] = [set() for _ in nodes]  # models a node refused for memory (the gateway learns it)
     specs = {m.name: m for m in s.models}
-    strategy: Strategy = Oracle() if policy == "oracle" else make_strategy(policy, random.Random(seed))
+    controller = Residency() if policy == RESIDENCY else None
+    base = "model-aware" if controller is not None else policy
+    strategy: Strategy = Oracle() if policy == "oracle" else make_strategy(base, random.Random(seed))
+    pins: dict[tuple[int, str], float] = {}  # (node, model) -> keep-alive the controller asked for
+    next_decision = 0.0
     in_flight: list[dict[str, int]] = [{} for _ in nodes]
     residency: list[tuple[LoadedModel, ...]] = [() for _ in nodes]
     marked_down: dict[int, float] = {}
@@ -218,6 +228,23 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             failed += 1
             req.failed = error
 
+    def act(action: Action) -> None:
+        """What the gateway's residency task sends: an empty-prompt generate with keep_alive, to one node."""
+        index = int(action.node)
+        pins[(index, action.model)] = math.inf if action.keep_alive == "-1" else 300.0
+        if action.kind != "preload":
+            return
+        others = frozenset(str(n.index) for n in nodes if n.index != index)
+        pick = strategy.pick(views(), RouteRequest(action.model, exclude=others, est_tokens=1), now)
+        if isinstance(pick, NoRoute):
+            return
+        req = Request(-1, action.model, 4096, 0, 0, now, preload=True)
+        req.node = index
+        if nodes[index].arrive(req, now) is None:
+            in_flight[index][req.model] = in_flight[index].get(req.model, 0) + 1
+            if not any(m.model == req.model for m in residency[index]):
+                residency[index] = (*residency[index], LoadedModel(req.model))
+
     while now < end:
         if s.kill_node_at is not None and nodes[0].up and now >= s.kill_node_at * s.duration_s:
             marked_down[0] = now + FALL_S
@@ -236,6 +263,8 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             _, _, req = heapq.heappop(retry_heap)
             dispatch(req, getattr(req, "_exclude", frozenset()))
         while upcoming is not None and upcoming.arrival <= now:
+            if controller is not None:
+                controller.observe(upcoming.model, now)
             dispatch(upcoming, frozenset())
             upcoming = next(arrivals, None)
         if now >= next_poll:
@@ -250,10 +279,19 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
                     for r in n.runners.values()
                 )
             next_poll = now + POLL_S
+        if controller is not None and now >= next_decision:
+            assert isinstance(strategy, ModelAware)
+            for action in controller.decide(views(), strategy.service_s, now):
+                act(action)
+            next_decision = now + RESIDENCY_INTERVAL_S
         done_now: list[Request] = []
         started: list[Request] = []
         for n in nodes:
             if n.up:
+                for runner in n.runners.values():
+                    wanted = pins.get((n.index, runner.spec.name))
+                    if wanted is not None and not runner.unloading:
+                        runner.session_s = wanted  # the keep_alive of the controller's last request
                 n.schedule(now, specs)
                 n.step(now, DT, done_now, started)
                 n.expire(now)
@@ -275,7 +313,7 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             in_flight[req.node][req.model] -= 1
             if req.first_token is not None and req.done_at is not None:
                 strategy.finished(str(req.node), req.model, req.done_at - req.first_token, now)
-        finished += done_now
+        finished += [r for r in done_now if not r.preload]
         if (
             upcoming is None
             and not retry_heap
@@ -332,5 +370,10 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "hot-burst-50": lambda: Scenario("hot-burst-50", 0.5, burst=(0.5, 0.5 + 300 / 1800)),  # 5 min
     "parallel-1-50": lambda: Scenario("parallel-1-50", 0.5, params=NodeParams(parallel=1)),
     "num-ctx-skew-50": lambda: Scenario("num-ctx-skew-50", 0.5, alt_ctx_share=0.3),
+    "num-ctx-normalize-50": lambda: Scenario(
+        "num-ctx-normalize-50", 0.5, alt_ctx_share=0.3, num_ctx_policy="normalize"
+    ),
 }
-POLICIES = ("round-robin", "least-connections", "power-of-two", "model-aware", "oracle")
+RESIDENCY = "model-aware+residency"  # model-aware routing with the residency controller (residency.enabled)
+RESIDENCY_INTERVAL_S = 1.0
+POLICIES = ("round-robin", "least-connections", "power-of-two", "model-aware", RESIDENCY, "oracle")

@@ -47,6 +47,7 @@ from corral.app.node_ops import NodeOps
 from corral.app.node_sources import NodeSources
 from corral.app.node_sync import STATIC, NodeSync
 from corral.app.passthrough import Passthrough
+from corral.app.residency_task import ResidencyTask
 from corral.app.response_cache import ResponseCache
 from corral.app.router import RouteHandler, Router
 from corral.app.routes import CONSOLE_HANDLERS, ROUTES, inference_paths, limited_paths
@@ -91,6 +92,7 @@ class App:
     models_admin: AdminModels | None = None
     fleet_sync: FleetSync | None = None
     exposition: Exposition | None = None  # /metrics; merged over the workers when there are several
+    residency: ResidencyTask | None = None
 
     @property
     def port(self) -> int:
@@ -170,6 +172,10 @@ async def build(settings: Settings, shared: App | None = None) -> App:
     views = shared.views if shared else FleetViews(fleet, loop.time())
     targets = ModelTargets(fleet.catalog, settings.models.per_model)
     views.model_groups = targets.node_groups()
+    # Long-lived like the strategy it feeds: its settings take effect on restart (config_diff.RESTART_ONLY).
+    residency = shared.residency if shared else None
+    if settings.residency.enabled and not shared:
+        residency = ResidencyTask(fleet, strategy, settings.residency, settings.timeouts.total_s)
     audit: AuditLog | None = shared.audit if shared else None
     audit_engine: AsyncEngine | None = shared.audit_engine if shared else None
     if settings.audit.enabled and not shared:
@@ -204,6 +210,8 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         ResponseCache(caches) if caches is not None and settings.cache.responses.enabled else None,
         EmbedCache(caches) if caches is not None and settings.cache.embeddings.enabled else None,
         targets,
+        {name: p.num_ctx_policy for name, p in settings.models.per_model.items() if p.num_ctx_policy is not None},
+        residency.observe if residency is not None else None,
     )
     node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
     node_ops.fanout, inference.fleet_load = fleet_operations(fleet, discovery, settings, audit.admin if audit else None)
@@ -234,7 +242,9 @@ async def build(settings: Settings, shared: App | None = None) -> App:
     )
 
     async def status(request: Request, response: Response, record: RequestRecord) -> None:
-        send_json(response, record, {**views.status(loop.time(), admission.waiting), "config": config.status()})
+        body = {**views.status(loop.time(), admission.waiting), "config": config.status()}
+        body["residency"] = residency.status() if residency is not None else {"enabled": False}
+        send_json(response, record, body)
 
     handlers: dict[str, RouteHandler] = {
         "root": views.root,
@@ -384,4 +394,5 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         models_admin,
         sync,
         exposition,
+        residency,
     )

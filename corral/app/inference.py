@@ -3,6 +3,8 @@ their OpenAI counterparts. They read only what routing needs from the body and f
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from corral.adapters.audit import prompt_digest
@@ -17,9 +19,11 @@ from corral.app.headers import Outbound, outbound
 from corral.app.naming import ModelTargets
 from corral.app.response_cache import ResponseCache
 from corral.app.scopes import check_model
-from corral.domain.errors import Forbidden, InvalidRequest, NoSuchModel
+from corral.domain.errors import Forbidden, InvalidRequest, NoSuchModel, NoSuchNode
 from corral.domain.fleet import NodeKind, RouteRequest
 from corral.domain.keys import model_allowed
+from corral.domain.names import normalize
+from corral.domain.num_ctx import NumCtxPolicy, rewrite
 from corral.net.response import Request, Response
 from corral.protocol.body import encode, read_body
 from corral.protocol.multipart import form_field
@@ -43,6 +47,8 @@ _MISSING = {
     "/api/embed": (404, "model '' not found"),
     "/api/embeddings": (400, "model is required"),
 }
+# Native routes whose `options` reach the runner; Ollama's /v1 routes carry no num_ctx (openai/openai.go).
+_OPTIONS_ROUTES = frozenset({"/api/generate", "/api/chat", "/api/embed", "/api/embeddings"})
 _UNKNOWN_QUOTED = frozenset({"/api/embed", "/api/embeddings"})
 EMBED_ROUTES = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings"})
 # Routes an OpenAI-type node can serve: its own /v1 routes, and native chat/generate by translation.
@@ -79,7 +85,12 @@ class InferenceHandlers:
         responses: ResponseCache | None = None,
         embeddings: EmbedCache | None = None,
         targets: ModelTargets | None = None,
+        num_ctx: dict[str, NumCtxPolicy] | None = None,
+        observe: Callable[[str], None] | None = None,
     ) -> None:
+        self.observe = observe  # every routed request's model, for the residency controller
+        # models.<name>.num_ctx, by normalised name; only native routes carry options (docs/routing.md)
+        self.num_ctx = {normalize(name): policy for name, policy in (num_ctx or {}).items()}
         self.responses = responses
         self.embeddings = embeddings
         self.targets = targets or ModelTargets(fleet.catalog, {})
@@ -96,6 +107,7 @@ class InferenceHandlers:
     async def __call__(self, request: Request, response: Response, record: RequestRecord) -> None:
         route_name = record.route
         canonical: bytes | None = None
+        rewritten: bytes | None = None
         if route_name == "/v1/audio/transcriptions":
             # A file upload: only the `model` form field is read, the rest is the client's bytes.
             content_type = request.header(b"content-type") or b""
@@ -129,6 +141,13 @@ class InferenceHandlers:
             and await fleet_load(request, response, record, doc, key)
         ):
             return
+        if self.num_ctx and route_name in _OPTIONS_ROUTES:
+            policy = self.num_ctx.get(normalize(key))
+            options = rewrite(policy, doc.get("options")) if policy is not None else None
+            if options is not None:
+                # What the client asked for is changed here: every node gets the re-encoded body.
+                doc = {**doc, "options": options}
+                rewritten = encode(doc)
         prompt = prompt_text(doc)  # once: the audit fingerprint and the token estimate both read it
         if self.audit_prompts:
             record.prompt_digest = prompt_digest(prompt, self.fingerprint_key)
@@ -146,7 +165,7 @@ class InferenceHandlers:
                 model=key,
                 options_key=options_key(doc),
                 affinity=affinity.decode("latin-1") if affinity else (user if isinstance(user, str) else None),
-                exclude=self._unsuitable(route_name),
+                exclude=self._unsuitable(route_name) | self._not_named(request),
                 key_nodes=principal.nodes if principal is not None else None,
                 est_tokens=record.est_prompt_tokens + expected_output_tokens(doc, route_name),
             ),
@@ -154,8 +173,12 @@ class InferenceHandlers:
         )
         # A multipart body cannot be rewritten: such a request goes to the node under its own name.
         requested = None if route_name == "/v1/audio/transcriptions" else model
+        if self.observe is not None:
+            self.observe(route.model)
         try:
             out = outbound(request, record.request_id, canonical)
+            if rewritten is not None:
+                out = replace(out, body=rewritten, canonical=rewritten)
             if (self.responses is None and self.embeddings is None) or not await self._cached(
                 request, response, record, route, out, doc, fallbacks, requested
             ):
@@ -205,6 +228,17 @@ class InferenceHandlers:
 
     def _gateway_allows(self, model: str) -> bool:
         return self.allowed_models is None or model_allowed(self.allowed_models, model)
+
+    def _not_named(self, request: Request) -> frozenset[str]:
+        """With X-Corral-Node the request goes to that node or to none (`corral backup` reads each node's
+        Modelfiles this way); no retry elsewhere, since every other node is excluded."""
+        raw = request.header(b"x-corral-node")
+        if not raw:
+            return frozenset()
+        name = raw.decode("latin-1").strip()
+        if self.fleet.get(name) is None:
+            raise NoSuchNode(f"no node named '{name}' (X-Corral-Node); nodes: {', '.join(self.fleet.names())}")
+        return frozenset(n.name for n in self.fleet if n.name != name)
 
     def _unsuitable(self, route_name: str) -> frozenset[str]:
         if route_name in OPENAI_NODE_ROUTES:

@@ -112,6 +112,10 @@ async def run(
     await app.discovery.initial(timeout_s=max(settings.health.timeout_s, 1.0) + 1.0)
     for node in app.fleet:
         app.discovery.start(node)
+    if app.residency is not None and (worker is None or worker.index == 0):
+        # One controller per replica: with workers, the first one acts (seeing its share of the traffic);
+        # the others only count (docs/routing.md, Residency).
+        app.residency.start()
     await app.sources.configure(app.settings.discovery)
     if app.fleet_sync is not None:
         app.fleet_sync.start()
@@ -168,6 +172,8 @@ async def run(
     app.discovery.stop_all()
     if siblings is not None:
         siblings.close()
+    if app.residency is not None:
+        app.residency.stop()
     if app.console is not None:
         app.console.stop()
     for node in app.fleet:

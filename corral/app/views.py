@@ -180,6 +180,7 @@ class FleetViews:
                     "max_concurrency": node.settings.max_concurrency,
                     "labels": dict(node.settings.labels),
                     "models": sorted(node.tags),
+                    "digests": {name: entry.get("digest") for name, entry in sorted(node.tags.items())},
                     "loaded": [
                         {
                             "model": m.model,

@@ -10,6 +10,7 @@ import typer
 
 from corral.cli import loadtest as loadtest_cmd
 from corral.cli import status as status_cmd
+from corral.cli.backup import app as backup_app
 from corral.cli.keys import app as keys_app
 from corral.cli.model_commands import models_app, nodes_app
 from corral.cli.options import ConfigOpt, err, load_or_exit
@@ -21,6 +22,7 @@ app.add_typer(config_app, name="config")
 
 
 app.add_typer(keys_app, name="keys")
+app.add_typer(backup_app, name="backup")
 app.add_typer(models_app, name="models")
 app.add_typer(nodes_app, name="nodes")
 

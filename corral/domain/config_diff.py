@@ -38,6 +38,7 @@ RESTART_ONLY: tuple[str, ...] = (
     "auth.store_url",
     "audit",
     "limits.redis_url",
+    "residency",
 )
 
 # A node whose address or API changes is a different node: replaced, never edited in place.

@@ -59,7 +59,7 @@ def test_compare_half_a_second_a_point(tmp_path: Path) -> None:
     assert "| corral-all |" in out.with_suffix(".md").read_text()
 
 
-@pytest.mark.parametrize("module", ["bench.routing", "bench.routing_live", "bench.gateway_ab"])
+@pytest.mark.parametrize("module", ["bench.routing", "bench.routing_live", "bench.gateway_ab", "bench.backup_times"])
 def test_long_benchmarks_start(module: str) -> None:
     # Their shortest real runs take 30-60 s (three policies, each with a fresh fleet and 1.5 s model
     # loads): too long for the suite, so only their start (imports and flags) is checked here.
@@ -75,6 +75,7 @@ def test_long_microbenchmarks_import(module: str) -> None:
 # Each script under bench/ and how the tests above cover it; a new one fails here until it is added.
 COVERED = {
     "admission_cost": "import",
+    "backup_times": "--help",
     "cache_hit": "run",
     "embed_cache": "run",
     "body_read": "import",

@@ -21,7 +21,7 @@ from procs import Proc, new_key, start_corral, start_sim, wait_for
 
 RUNBOOKS = Path(__file__).parents[2] / "docs" / "runbooks"
 # The order a new fleet goes through them; every runbook leaves the fleet serving.
-ORDER = ["new-model", "rolling-update", "nodes", "incidents", "backup-restore", "disaster-recovery"]
+ORDER = ["new-model", "rolling-update", "nodes", "incidents", "failover", "backup-restore", "disaster-recovery"]
 FAST = ["--tokens-per-second", "2000", "--load-seconds", "0.05", "--parallel", "4"]
 _BLOCK = re.compile(r"(<!-- runbook-test: skip[^>]*-->\s*\n)?```console\n(.*?)```", re.S)
 

@@ -155,7 +155,7 @@ class Node:
 
     def view(self, now: float) -> NodeView:
         cached: NodeView | None = self.__dict__.get("_view")
-        if cached is not None and cached.up == self.health.up and not self.timed:
+        if cached is not None and cached.up == self.health.up and cached.admits and not self.timed:
             return cached
         view = self._view_now(now)
         self.__dict__["_view"] = view

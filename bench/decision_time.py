@@ -1,53 +1,126 @@
-"""How long one routing decision takes: `python -m bench.decision_time`.
+"""How long one routing decision takes: `python -m bench.decision_time [--decisions N] [--sizes 3,16,64,256]`.
 
-Random fleets of 3, 16 and 64 nodes, twelve 7B models, three loaded per node with 0-4 requests in
-flight each; 5,000 decisions per strategy and size, one core, no I/O (the strategies are pure).
+Random fleets of 3 to 256 nodes, twelve 7B models loaded three per node (a hundred more on disk),
+four slots per model, one core, no I/O (the strategies are pure). Three cases:
+
+- free slot: 0-3 requests in flight per loaded copy, so some copy has a free slot (the common case);
+- no free slot: every slot of every copy taken, so model-aware weighs the queue on each copy, loads
+  elsewhere and their victims (the path that cost 1.9 ms at 256 nodes);
+- cold: the model is loaded nowhere, so every decision weighs loads.
+
+The last column is the gateway's side: `Fleet.snapshot` after one node's request began or ended (what
+the gateway does before every decision), with real `Node` objects.
+
+Times are the thread's CPU time (`time.thread_time`), so that other processes on a shared machine do
+not inflate them.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import random
 import time
+from collections.abc import Callable
 
+from corral.app.fleet import Fleet, Node
+from corral.config import BackendSettings, HealthSettings
+from corral.domain.breaker import CircuitBreaker
 from corral.domain.fleet import LoadedModel, NodeView, RouteRequest
-from corral.domain.routing import make_strategy
+from corral.domain.routing import Strategy, make_strategy
 
-MODELS = [f"m{i}:7b" for i in range(12)]
+LOADED = [f"m{i}:7b" for i in range(12)]
+ON_DISK = LOADED + [f"cold{i}:7b" for i in range(100)]
+SIZES = dict.fromkeys(ON_DISK, 4_700_000_000)
+SLOTS = 4
 
 
-def fleet(size: int, rng: random.Random) -> list[NodeView]:
+def fleet(size: int, full: bool, rng: random.Random) -> list[NodeView]:
     nodes = []
     for i in range(size):
-        loaded = rng.sample(MODELS, 3)
-        busy = {m: rng.randint(0, 4) for m in loaded}
+        loaded = rng.sample(LOADED, 3)
+        busy = {m: SLOTS if full else rng.randint(0, SLOTS - 1) for m in loaded}
         nodes.append(
             NodeView(
                 f"n{i}",
-                available=frozenset(MODELS),
-                model_sizes=dict.fromkeys(MODELS, 4_700_000_000),
-                parallel=4,
+                available=frozenset(ON_DISK),
+                model_sizes=SIZES,
+                parallel=SLOTS,
+                vram_bytes=24 * 2**30,
                 loaded=tuple(LoadedModel(m, size=6_000_000_000, digest=m) for m in loaded),
                 in_flight=sum(busy.values()),
-                in_flight_by_model=busy,
+                in_flight_by_model={m: k for m, k in busy.items() if k},
             )
         )
     return nodes
 
 
+def measure(name: str, size: int, full: bool, model: Callable[[random.Random], str], decisions: int) -> float:
+    """µs per decision."""
+    rng = random.Random(size)
+    nodes = fleet(size, full, rng)
+    strategy: Strategy = make_strategy(name, random.Random(0))
+    total = 0.0
+    for i in range(decisions):
+        if i % 100 == 0:  # a fresh strategy now and then: its own loads must not change the case measured
+            strategy = make_strategy(name, random.Random(i))
+        req = RouteRequest(model(rng), est_tokens=rng.randint(50, 2000))
+        started = time.thread_time()
+        strategy.pick(nodes, req, i * 0.01)
+        total += time.thread_time() - started
+    return total / decisions * 1e6
+
+
+def snapshot_us(size: int, decisions: int) -> float:
+    """µs per `Fleet.snapshot` when one node's request began or ended since the last one."""
+
+    async def run() -> float:
+        fleet_ = Fleet()
+        health = HealthSettings()
+        nodes: list[Node] = []
+        for i in range(size):
+            node = fleet_.add(
+                BackendSettings(name=f"n{i}", url=f"http://127.0.0.1:{20000 + i}"), health, CircuitBreaker()
+            )
+            node.set_tags({m: {"name": m, "size": SIZES[m]} for m in ON_DISK})
+            node.loaded = tuple(LoadedModel(m, size=6_000_000_000) for m in LOADED[:3])
+            nodes.append(node)
+        fleet_.snapshot(0.0)
+        rng = random.Random(size)
+        total = 0.0
+        for i in range(decisions):
+            node = nodes[rng.randrange(size)]
+            if node.in_flight and i % 2:
+                node.end(LOADED[0])
+            else:
+                node.begin(LOADED[0])
+            fleet_.capacity_changed(node)
+            started = time.thread_time()
+            fleet_.snapshot(i * 0.01)
+            total += time.thread_time() - started
+        return total / decisions * 1e6
+
+    return asyncio.run(run())
+
+
 def main() -> None:
-    print("| nodes | strategy | µs per decision |")
-    print("|---|---|---|")
-    for size in (3, 16, 64):
-        for name in ("least-connections", "model-aware"):
-            rng = random.Random(size)
-            nodes = fleet(size, rng)
-            strategy = make_strategy(name, random.Random(0))
-            requests = [RouteRequest(rng.choice(MODELS)) for _ in range(5000)]
-            started = time.perf_counter()
-            for i, req in enumerate(requests):
-                strategy.pick(nodes, req, i * 0.01)
-            micros = (time.perf_counter() - started) / len(requests) * 1e6
-            print(f"| {size} | {name} | {micros:.0f} |")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--decisions", type=int, default=2000)
+    parser.add_argument("--sizes", default="3,16,64,256")
+    args = parser.parse_args()
+    cases: list[tuple[str, bool, Callable[[random.Random], str]]] = [
+        ("free slot", False, lambda rng: rng.choice(LOADED)),
+        ("no free slot", True, lambda rng: rng.choice(LOADED)),
+        ("cold", False, lambda rng: f"cold{rng.randrange(100)}:7b"),
+    ]
+    print("| nodes | case | least-connections µs | model-aware µs | snapshot µs |")
+    print("|---|---|---|---|---|")
+    for size in map(int, args.sizes.split(",")):
+        snap = snapshot_us(size, args.decisions)
+        for label, full, model in cases:
+            lc = measure("least-connections", size, full, model, args.decisions)
+            ma = measure("model-aware", size, full, model, args.decisions)
+            print(f"| {size} | {label} | {lc:.0f} | {ma:.0f} | {snap:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,8 @@ MODELS = (
     ModelSpec("gemma2:9b", 5.5, 90, 3500, 336),
     ModelSpec("phi4:14b", 9.1, 60, 2500, 200),
 )
+# Every model a run may use, by name (generated scenarios register theirs: bench/policy_sim/generate.py).
+SPECS: dict[str, ModelSpec] = {m.name: m for m in MODELS}
 
 
 @dataclass
@@ -154,7 +156,7 @@ class Node:
         if hot:
             self.page_cache.remove(spec.name)
         self.page_cache.append(spec.name)
-        while sum(next(m for m in MODELS if m.name == n).disk_gb for n in self.page_cache) > self.p.page_cache_gb:
+        while sum(SPECS[n].disk_gb for n in self.page_cache) > self.p.page_cache_gb:
             self.page_cache.popleft()
         return self.p.load_fixed_s + spec.disk_gb / (self.p.bw_hot if hot else self.p.bw_cold)
 

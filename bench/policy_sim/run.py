@@ -37,6 +37,16 @@ class Scenario:
     burst: tuple[float, float] | None = None  # (start, end) shares: the coldest model takes 60% of traffic
     alt_ctx_share: float = 0.0  # share of clients sending num_ctx 8192
     num_ctx_policy: str | None = None  # models.<name>.num_ctx for every model (corral.domain.num_ctx)
+    # Generated scenarios (bench/policy_sim/generate.py) also set these; the defaults are the published ones.
+    node_params: tuple[NodeParams, ...] = ()  # one per node (mixed fleets); empty: `params` for every node
+    zipf: float = 1.0  # popularity exponent
+    shift_every_s: float | None = None  # popularity reshuffled this often
+    overload: tuple[float, float, float] | None = None  # (start, end) shares of the run at this load
+    prompt_median: float = 400.0
+    prompt_cap: int = 2048
+
+    def node(self, i: int) -> NodeParams:
+        return self.node_params[i] if self.node_params else self.params
 
 
 @dataclass
@@ -68,28 +78,52 @@ def nominal_capacity(s: Scenario, mix: dict[str, float]) -> float:
     """Requests/s the fleet sustains for this model mix when every node has every slot busy: per
     request, its prefill alone on the GPU plus its share of the batched decode, averaged over the mix
     (so "50% load" means half the fleet's capacity whichever models happen to be the popular ones)."""
-    b = s.params.parallel
     specs = {m.name: m for m in s.models}
-    per_request = 0.0
-    for name, share in mix.items():
-        spec = specs[name]
-        aggregate = spec.tg1 * b / (1 + s.params.serial_frac * (b - 1))
-        per_request += share * (PROMPT_MEAN / spec.pp + OUTPUT_MEAN / aggregate)
-    return s.nodes / per_request
+    prompt_mean = PROMPT_MEAN * s.prompt_median / 400.0
+
+    def per_request(params: NodeParams, shares: dict[str, float] = mix) -> float:
+        b = params.parallel
+        out = 0.0
+        for name, share in shares.items():
+            spec = specs[name]
+            aggregate = spec.tg1 * b / (1 + params.serial_frac * (b - 1))
+            out += share * (prompt_mean / spec.pp + OUTPUT_MEAN / aggregate)
+        return out
+
+    if s.node_params:
+        # A mixed fleet: no model may take more than the nodes it fits can serve of it.
+        def fits(spec: ModelSpec, p: NodeParams) -> bool:
+            return spec.vram_gb(4096, p.parallel) <= 0.8 * p.vram_gb
+
+        mixed = sum(1 / per_request(p) for p in s.node_params)
+        for name, share in mix.items():
+            alone = sum(1 / per_request(p, {name: 1.0}) for p in s.node_params if fits(specs[name], p))
+            mixed = min(mixed, alone / share)
+        return mixed
+    return s.nodes / per_request(s.params)
 
 
 def workload(s: Scenario, rng: random.Random) -> list[Request]:
     names = [m.name for m in s.models]
     rng.shuffle(names)
-    weights = [1 / (i + 1) for i in range(len(names))]  # Zipf(1.0)
+    weights = [1 / (i + 1) ** s.zipf for i in range(len(names))]  # Zipf
     rate = s.load * nominal_capacity(s, {n: w / sum(weights) for n, w in zip(names, weights, strict=True)})
     out: list[Request] = []
     t = 0.0
     rid = 0
+    shifts = random.Random(rng.random()) if s.shift_every_s else None
+    next_shift = s.shift_every_s or math.inf
     while True:
-        t += rng.expovariate(rate)
+        over = s.overload
+        if over is not None and over[0] * s.duration_s <= t < over[1] * s.duration_s:
+            t += rng.expovariate(rate * over[2] / s.load)
+        else:
+            t += rng.expovariate(rate)
         if t >= s.duration_s:
             return out
+        while shifts is not None and t >= next_shift:
+            shifts.shuffle(names)  # which model is popular changes; the shape of popularity does not
+            next_shift += s.shift_every_s or math.inf
         if s.burst and s.burst[0] * s.duration_s <= t < s.burst[1] * s.duration_s and rng.random() < 0.6:
             model = names[-1]
         else:
@@ -97,7 +131,7 @@ def workload(s: Scenario, rng: random.Random) -> list[Request]:
         ctx = 8192 if rng.random() < s.alt_ctx_share else 4096
         if s.num_ctx_policy is not None:  # the gateway's rewrite, before routing (4096: not set)
             ctx = effective(parse(s.num_ctx_policy), None if ctx == 4096 else ctx) or 4096
-        prompt = min(2048, int(rng.lognormvariate(math.log(400), 1.0)) + 1)
+        prompt = min(s.prompt_cap, int(rng.lognormvariate(math.log(s.prompt_median), 1.0)) + 1)
         output = min(2048, int(rng.lognormvariate(math.log(180), 0.9)) + 1)
         out.append(Request(rid, model, ctx, prompt, output, t))
         rid += 1
@@ -114,10 +148,13 @@ def ctx_key(num_ctx: int) -> str:
 
 def simulate(s: Scenario, policy: str, seed: int) -> Result:
     requests = workload(s, random.Random(seed * 7919 + 1))
-    params = s.params
+    per_node = [s.node(i) for i in range(s.nodes)]
     if policy == "oracle":  # ideal placement: every model resident everywhere, loads free and instant
-        params = NodeParams(**{**s.params.__dict__, "instant_loads": True, "max_loaded": 99, "vram_gb": 1e6})
-    nodes = [Node(i, params) for i in range(s.nodes)]
+        per_node = [
+            NodeParams(**{**p.__dict__, "instant_loads": True, "max_loaded": 99, "vram_gb": 1e6}) for p in per_node
+        ]
+    nodes = [Node(i, p) for i, p in enumerate(per_node)]
+    unfit: list[set[str]] = [set() for _ in nodes]  # models a node refused for memory (the gateway learns it)
     specs = {m.name: m for m in s.models}
     controller = Residency() if policy == RESIDENCY else None
     base = "model-aware" if controller is not None else policy
@@ -143,14 +180,15 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             NodeView(
                 name=str(n.index),
                 up=n.index not in marked_down or now < marked_down[n.index],
-                parallel=params.parallel,
-                max_loaded=params.max_loaded,
-                vram_bytes=int(params.vram_gb * GIB),
+                parallel=n.p.parallel,
+                max_loaded=n.p.max_loaded,
+                vram_bytes=int(n.p.vram_gb * GIB),
                 available=frozenset(specs),
                 model_sizes=sizes,
                 loaded=residency[n.index],
                 in_flight=sum(in_flight[n.index].values()),
                 in_flight_by_model=dict(in_flight[n.index]),
+                unfit=frozenset(unfit[n.index]),
             )
             for n in nodes
         ]
@@ -258,8 +296,16 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
                 n.step(now, DT, done_now, started)
                 n.expire(now)
                 for req in n.unfit:
+                    # Ollama's 500 "model requires more system memory", before any byte: the gateway
+                    # retries it elsewhere and keeps the model off this node (corral/app/attempts.py).
                     in_flight[n.index][req.model] -= 1
-                    failed += 1
+                    unfit[n.index].add(req.model)
+                    if req.attempts <= 2:
+                        req.failed = None
+                        req._exclude = getattr(req, "_exclude", frozenset()) | {str(n.index)}  # type: ignore[attr-defined]
+                        heapq.heappush(retry_heap, (now, req.rid, req))
+                    else:
+                        failed += 1
                 n.unfit.clear()
         for req in started:
             strategy.first_token(str(req.node), req.model, ctx_key(req.num_ctx), now)

@@ -1,7 +1,8 @@
 """The attempt loop: send a request to a node, and to another while nothing has reached the client.
 
 What is retried elsewhere: a node that cannot be reached, a 502/503 answer (the node refused the
-work), and a 404 "model not found" from a node whose model list was stale (its list is refreshed).
+work), a 500 saying the model does not fit the node's memory, and a 404 "model not found" from a
+node whose model list was stale (its list is refreshed).
 What is never replayed: a request a node accepted and is still working on (a timeout waiting for its
 answer), and anything after the first byte went to the client; a stream that breaks then ends with
 an error frame in its own format.
@@ -32,6 +33,7 @@ from corral.domain.errors import (
     UpstreamStatus,
     UpstreamTimeout,
 )
+from corral.domain.fit import is_fit_refusal
 from corral.domain.fleet import LoadedModel, NodeKind, RouteRequest
 from corral.domain.routing import Strategy
 from corral.net.client import UpstreamConnection, UpstreamResponse, build_head
@@ -207,10 +209,21 @@ class Forwarder:
         route: RouteRequest,
         translation: Translation | None,
     ) -> UpstreamStatus | bytes | None:
-        """An answer another node should get a chance at: the node refused the work (502/503), or says
-        it lacks a model our view said it had (its list was stale). Its body is kept, to be passed on
+        """An answer another node should get a chance at: the node refused the work (502/503), cannot
+        fit the model (a 500 saying so, corral/domain/fit.py), or says it lacks a model our view said
+        it had (its list was stale). Its body is kept, to be passed on
         if no other node can serve. A 404 read for nothing of the kind comes back as its body."""
         status = upstream.status
+        if status == 500 and route.model:
+            body = await read_all(conn, self.timeouts.idle_s)
+            if not is_fit_refusal(status, body):
+                return translation.error_body(status, body) if translation is not None else body
+            # The model does not fit this node: keep it off, and let a node it fits load it.
+            node.refuse(route.model, self.loop.time())
+            node.last_error = f"HTTP {status}: {route.model} does not fit"
+            if not self.routing.retries:
+                return translation.error_body(status, body) if translation is not None else body
+            return _as_refusal(node, status, body, upstream, translation)
         if not self.routing.retries:
             return None
         if status in RETRY_STATUSES:

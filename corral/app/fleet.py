@@ -2,6 +2,11 @@
 
 Routing never sees this directly: `Fleet.snapshot()` hands it immutable `NodeView`s. Runtime changes
 (nodes added, removed, drained) live here, never in the settings.
+
+The snapshot is renewed one node at a time, not rebuilt per request (rebuilding cost 0.66 ms at 256
+nodes): setting any attribute a view is made of marks that node's view stale, a health change marks
+every node (`capacity_changed(None)`), and a node whose view depends on the clock (its breaker is not
+closed, or a refusal is about to expire) is viewed anew every time.
 """
 
 from __future__ import annotations
@@ -12,12 +17,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.config import BackendSettings, HealthSettings
-from corral.domain.breaker import CircuitBreaker
+from corral.domain.breaker import BreakerState, CircuitBreaker
 from corral.domain.catalog import Catalog
+from corral.domain.fit import REFUSAL_TTL_S
 from corral.domain.fleet import LoadedModel, NodeKind, NodeView
 from corral.domain.health import HealthTracker
 from corral.domain.names import normalize
 from corral.net.client import ConnectionPool
+
+# Node attributes a view is made of: setting one marks the node's view stale. (`in_flight_by_model`
+# changes in place, always together with `in_flight`; health and breaker are checked on each view.)
+_VIEWED = frozenset({"loaded", "draining", "settings", "tags", "in_flight", "refused", "_static", "catalog"})
 
 
 @dataclass
@@ -42,10 +52,20 @@ class Node:
     ttft_count: int = 0
     last_error: str | None = None
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    refused: dict[str, float] = field(default_factory=dict)  # model -> kept off this node until (fit.py)
     _static: tuple[frozenset[str] | None, frozenset[str], dict[str, int]] | None = None
     _native: dict[str, str] = field(default_factory=dict)  # catalog key -> the name this node lists
     on_change: Callable[[], None] | None = None  # the fleet's capacity_changed(None)
     catalog: Catalog = field(default_factory=Catalog)  # the fleet's: node-side names to catalog keys
+    on_view: Callable[[str], None] | None = None  # the fleet's: this node's view is stale
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in _VIEWED:
+            self.__dict__["_view"] = None
+            hook = self.__dict__.get("on_view")
+            if hook is not None:
+                hook(self.settings.name)
 
     @property
     def name(self) -> str:
@@ -100,6 +120,12 @@ class Node:
         if any(key_of(name) == model for name in self.tags):
             self.set_tags({name: entry for name, entry in self.tags.items() if key_of(name) != model})
 
+    def refuse(self, model: str, now: float) -> None:
+        """The node refused to load `model` (a catalog key) for lack of memory: keep it off for a while."""
+        self.refused = {m: t for m, t in self.refused.items() if t > now}
+        self.refused[model] = now + REFUSAL_TTL_S
+        self.loaded = tuple(m for m in self.loaded if m.model != model)  # our dispatch said it was loading
+
     def native_name(self, model: str) -> str | None:
         """How this node spells the model a catalog key names (its own listing's spelling), if it has it."""
         self._static_parts()
@@ -122,7 +148,20 @@ class Node:
             self._static = (pinned, frozenset(native), sizes)
         return self._static
 
+    @property
+    def timed(self) -> bool:
+        """Its view depends on the clock: a breaker that is not closed, or refusals that expire."""
+        return self.breaker.state is not BreakerState.CLOSED or bool(self.refused)
+
     def view(self, now: float) -> NodeView:
+        cached: NodeView | None = self.__dict__.get("_view")
+        if cached is not None and cached.up == self.health.up and cached.admits and not self.timed:
+            return cached
+        view = self._view_now(now)
+        self.__dict__["_view"] = view
+        return view
+
+    def _view_now(self, now: float) -> NodeView:
         pinned, available, sizes = self._static_parts()
         return NodeView(
             name=self.name,
@@ -143,6 +182,7 @@ class Node:
             in_flight_by_model=dict(self.in_flight_by_model),
             model_sizes=sizes,
             labels=self.settings.labels,
+            unfit=frozenset(m for m, until in self.refused.items() if until > now) if self.refused else frozenset(),
         )
 
 
@@ -154,6 +194,10 @@ class Fleet:
         self._nodes: dict[str, Node] = {}
         self._listeners: list[Callable[[Node | None], None]] = []
         self._known: frozenset[str] | None = None
+        self._views: list[NodeView] | None = None  # the last snapshot, in fleet order (None: rebuild)
+        self._pos: dict[str, int] = {}  # node name -> its place in _views
+        self._stale: set[str] = set()  # nodes whose view must be renewed
+        self._timed: set[str] = set()  # nodes whose view depends on the clock: renewed every time
 
     def set_catalog(self, catalog: Catalog) -> None:
         """Swap the name catalog (a configuration reload): every node's view is recomputed."""
@@ -204,7 +248,9 @@ class Fleet:
         node.catalog = self.catalog  # its model names read through the fleet's aliases and pooled names
         node._static = None
         node.on_change = self.capacity_changed
+        node.on_view = self._stale.add
         self._nodes[node.name] = node
+        self._views = None
         self.capacity_changed()
 
     def update(self, node: Node, settings: BackendSettings, health: HealthSettings) -> None:
@@ -218,6 +264,7 @@ class Fleet:
     def remove(self, name: str) -> Node | None:
         node = self._nodes.pop(name, None)
         if node is not None:
+            self._views = None
             self.capacity_changed()
         return node
 
@@ -225,15 +272,38 @@ class Fleet:
         """Put the named nodes first, in that order (the stored fleet state's order); others follow."""
         ordered = {name: self._nodes[name] for name in names if name in self._nodes}
         self._nodes = ordered | {name: n for name, n in self._nodes.items() if name not in ordered}
+        self._views = None
 
     def snapshot(self, now: float) -> tuple[NodeView, ...]:
-        return tuple(node.view(now) for node in self._nodes.values())
+        """Every node's view now, renewing only the views that changed (see the module's docstring)."""
+        views = self._views
+        if views is None:
+            views = self._views = [node.view(now) for node in self._nodes.values()]
+            self._pos = {name: i for i, name in enumerate(self._nodes)}
+            self._timed = {node.name for node in self._nodes.values() if node.timed}
+            self._stale.clear()
+            return tuple(views)
+        renew = self._stale | self._timed  # a copy: nodes keep adding to this very set
+        if renew:
+            self._stale.clear()
+            for name in renew:
+                node = self._nodes.get(name)
+                at = self._pos.get(name)
+                if node is None or at is None:
+                    continue
+                views[at] = node.view(now)
+                if node.timed:
+                    self._timed.add(name)
+                else:
+                    self._timed.discard(name)
+        return tuple(views)
 
     def capacity_changed(self, node: Node | None = None) -> None:
         """The one capacity event: `node` freed a slot, or (None) the fleet changed (nodes, their
         health, drain state or models), which also forgets cached views."""
         if node is None:
             self._known = None
+            self._stale.update(self._nodes)  # health, drain state or models may have changed anywhere
         for listener in self._listeners:
             listener(node)
 

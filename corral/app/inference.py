@@ -27,7 +27,7 @@ from corral.domain.num_ctx import NumCtxPolicy, rewrite
 from corral.net.response import Request, Response
 from corral.protocol.body import encode, read_body
 from corral.protocol.multipart import form_field
-from corral.protocol.prompts import BYTES_PER_TOKEN, prompt_text
+from corral.protocol.prompts import BYTES_PER_TOKEN, expected_output_tokens, prompt_text
 from corral.protocol.validation import Caps, validate
 
 if TYPE_CHECKING:
@@ -167,6 +167,7 @@ class InferenceHandlers:
                 affinity=affinity.decode("latin-1") if affinity else (user if isinstance(user, str) else None),
                 exclude=self._unsuitable(route_name) | self._not_named(request),
                 key_nodes=principal.nodes if principal is not None else None,
+                est_tokens=record.est_prompt_tokens + expected_output_tokens(doc, route_name),
             ),
             lambda name: self._gateway_allows(name) and (principal is None or principal.allows_model(name)),
         )

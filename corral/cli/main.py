@@ -121,6 +121,9 @@ def sim(
     fail_pull: Annotated[
         list[str] | None, typer.Option("--fail-pull", help="Fault: pulls of this model fail partway (repeatable).")
     ] = None,
+    memory_gb: Annotated[
+        float | None, typer.Option(help="Refuse to load models bigger than this many GiB (Ollama's 500).")
+    ] = None,
 ) -> None:
     """Run one simulated Ollama node (for tests, demos and benchmarks)."""
     from corral.sim import SimOptions
@@ -147,6 +150,7 @@ def sim(
             version=ollama_version,
             seed=seed,
             fail_pull=list(fail_pull or []),
+            memory_gb=memory_gb,
         )
     )
 

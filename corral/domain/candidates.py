@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from corral.domain.fit import fitting
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, NoRouteReason, RouteRequest
 from corral.domain.groups import matches
 
 
 def candidates(nodes: Sequence[NodeView], req: RouteRequest) -> list[NodeView] | NoRoute:
-    """Nodes that have the model and may serve it, are in the model's and the key's node groups, are
-    up, admit through their breaker, are not draining or already tried, and are below their
-    concurrency cap; else why there are none."""
+    """Nodes that have the model and may serve it, are in the model's and the key's node groups, fit
+    it (when any does), are up, admit through their breaker, are not draining or already tried, and
+    are below their concurrency cap; else why there are none."""
     serving = [n for n in nodes if n.serves(req.model)]
     if not serving:
         return NoRoute(NoRouteReason.NO_SUCH_MODEL)
@@ -23,6 +24,9 @@ def candidates(nodes: Sequence[NodeView], req: RouteRequest) -> list[NodeView] |
         serving = [n for n in serving if matches(n.labels, req.key_nodes)]
         if not serving:
             return NoRoute(NoRouteReason.OUTSIDE_KEY_GROUP)
+    # A model goes only where it fits, when some node of the group fits it: a busy big node is waited
+    # for rather than a small one sent a load it must refuse (corral/domain/fit.py).
+    serving = fitting(serving, req.model)
     eligible = [n for n in serving if n.eligible and n.name not in req.exclude]
     if not eligible:
         return NoRoute(NoRouteReason.NO_HEALTHY_NODE)

@@ -50,6 +50,7 @@ class NodeView:
     in_flight_by_model: Mapping[str, int] = field(default_factory=dict)  # normalised model -> in flight
     model_sizes: Mapping[str, int] = field(default_factory=dict)  # normalised model -> bytes on disk
     labels: Mapping[str, str] = field(default_factory=dict)  # backends[].labels: its node groups
+    unfit: frozenset[str] = frozenset()  # models it recently refused to load for lack of memory (fit.py)
 
     def serves(self, model: str) -> bool:
         """The node has the model and is allowed to serve it."""
@@ -71,7 +72,9 @@ class RouteRequest:
     options_key: str = ""  # load-time options of this request; differs from a runner's -> reload
     affinity: str | None = None  # session header or `user` field, for prompt-cache reuse
     exclude: frozenset[str] = frozenset()  # nodes already tried for this request
-    est_tokens: int = 256  # expected prompt + output tokens, for work-aware scoring
+    # Expected prompt + output tokens, for work-aware scoring: the gateway fills it with the prompt's
+    # length ÷ 4 plus the client's output cap (num_predict, max_tokens; 256 without one; 0 to embed).
+    est_tokens: int = 256
     nodes: Mapping[str, str] | None = None  # the model's node group (models.<name>.nodes)
     key_nodes: Mapping[str, str] | None = None  # the API key's node group: never a node outside it
     max_wait_s: float | None = None  # a fallback waits: no pick estimated to start later than this

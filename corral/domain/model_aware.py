@@ -31,6 +31,7 @@ Service and load times start from size-based priors and are learnt online from w
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -63,6 +64,10 @@ class Costs:
     affinity_slack_s: float = 1.0  # stay on a session's node unless another is this much sooner
     affinity_max: int = 65_536  # sessions remembered
     learn_rate: float = 0.2  # weight of each new observation in the learnt service and load times
+    # In a fleet of more nodes than this, a decision weighs at most this many of each kind (copies with
+    # a free slot; busy copies; nodes with room for a load; others), so that it costs the same at 256
+    # nodes as at 16 (docs/benchmarks.md, decision time).
+    scan_nodes: int = 16
 
 
 @dataclass(slots=True)
@@ -113,12 +118,19 @@ class ModelAware:
         rotated = free[start:] + free[:start]
         # The common case, decided cheaply: the model is loaded and ready somewhere with a free slot.
         # (Affinity may prefer a busier resident node, so it always weighs every option.)
-        options = [] if req.affinity is not None else [o for n in rotated if (o := self._ready(n, req, now))]
+        big = len(rotated) > self.costs.scan_nodes
+        if big:
+            ready, pool = self._shortlist(rotated, req, now)
+            options = [] if req.affinity is not None else ready
+        else:
+            options = [] if req.affinity is not None else [o for n in rotated if (o := self._ready(n, req, now))]
+            pool = rotated
         discounted = False
         if not options:
-            held = {n.name: self._held(n, now) for n in nodes if n.eligible}
-            capacity = self._capacity(nodes, held)
-            options = [self._option(n, req, now, held[n.name], capacity) for n in rotated]
+            scope = pool if big else nodes  # capacities are counted over the nodes weighed
+            held = {n.name: self._held(n, now) for n in scope if n.eligible}
+            capacity = self._capacity(scope, held)
+            options = [self._option(n, req, now, held[n.name], capacity) for n in pool]
             if not any(o.ready_slot for o in options):
                 discounted = True
                 for o in options:
@@ -147,6 +159,31 @@ class ModelAware:
         if len(self._affinity) > self.costs.affinity_max:
             self._affinity.popitem(last=False)
         return best
+
+    def _shortlist(
+        self, rotated: list[NodeView], req: RouteRequest, now: float
+    ) -> tuple[list[_Option], list[NodeView]]:
+        """In a big fleet, one pass over it: up to `scan_nodes` copies with a free slot, and the nodes
+        worth weighing when there is none: the least busy copies of the model (and those we are
+        loading), then nodes with room for another runner, then others, `scan_nodes` of each."""
+        k = self.costs.scan_nodes
+        key = (req.model, req.options_key)
+        ready: list[_Option] = []
+        resident: list[NodeView] = []
+        roomy: list[NodeView] = []
+        rest: list[NodeView] = []
+        for n in rotated:
+            if _holds_fast(n.loaded, req.model, req.options_key) or key in self._loads.get(n.name, ()):
+                if len(ready) < k and (o := self._ready(n, req, now)) is not None:
+                    ready.append(o)
+                resident.append(n)
+            elif len(roomy) < k and len(n.loaded) < n.max_loaded:
+                roomy.append(n)
+            elif len(rest) < k and len(roomy) < k:
+                rest.append(n)
+        if len(resident) > k:
+            resident = heapq.nsmallest(k, resident, key=lambda n: n.in_flight_by_model.get(req.model, 0) / _speed(n))
+        return ready, resident + roomy + rest[: k - len(roomy)]
 
     def _ready(self, node: NodeView, req: RouteRequest, now: float) -> _Option | None:
         """The node, if the model is loaded and ready there with a free slot (as far as we know)."""
@@ -354,6 +391,14 @@ class ModelAware:
         self._pipeline = {k: t for k, t in self._pipeline.items() if t > now}
         self._gone = {k: t for k, t in self._gone.items() if t > now}
         self._last = {k: t for k, t in self._last.items() if now - t < c.in_use_s}
+
+
+def _holds_fast(runners: tuple[LoadedModel, ...], model: str, options_key: str) -> bool:
+    """candidates.holds, as a plain loop (it runs once per node per decision in big fleets)."""
+    for m in runners:  # noqa: SIM110 (a generator in any() costs twice as much here)
+        if m.model == model and m.options_key == options_key:
+            return True
+    return False
 
 
 def _others(node: NodeView, model: str) -> int:

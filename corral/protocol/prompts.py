@@ -66,3 +66,25 @@ def prompt_text(doc: dict[str, Any]) -> str:
 def estimated_prompt_tokens(doc: dict[str, Any]) -> int:
     """A cheap estimate of the prompt's tokens for admission: characters / 4, at least 1."""
     return max(1, sum(map(len, iter_prompt_texts(doc))) // BYTES_PER_TOKEN)
+
+
+# Where each API family carries the client's cap on generated tokens (api/types.go Options.NumPredict;
+# openai/openai.go, openai/responses.go, anthropic/anthropic.go).
+_OUTPUT_CAPS: Final = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+EMBED_ROUTES: Final = frozenset({"/api/embed", "/api/embeddings", "/v1/embeddings"})
+DEFAULT_OUTPUT_TOKENS: Final = 256  # expected output when the client sets no cap (routing's prior)
+
+
+def expected_output_tokens(doc: dict[str, Any], route: str) -> int:
+    """Tokens the request is expected to generate, for routing's work estimate: none for an embedding,
+    the client's cap (num_predict, max_tokens...) when it set a positive one, else a prior. Never an
+    error: validation has already judged the fields."""
+    if route in EMBED_ROUTES:
+        return 0
+    options = doc.get("options")
+    value = options.get("num_predict") if isinstance(options, dict) else None
+    if value is None:
+        value = next((doc[k] for k in _OUTPUT_CAPS if doc.get(k) is not None), None)
+    if (type(value) is int or type(value) is float) and value > 0:
+        return min(int(value), 1 << 20)
+    return DEFAULT_OUTPUT_TOKENS  # -1 / -2 mean no limit natively: the prior, not infinity

@@ -31,6 +31,7 @@ def parse(argv: list[str] | None = None) -> SimOptions:
     p.add_argument("--drop-after", type=int)
     p.add_argument("--midstream-error-after", type=int)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--memory-gb", type=float, default=None, help="refuse to load models bigger than this (500)")
     p.add_argument("--host-check", action="store_true", help="403 for non-local Host headers, as Ollama on loopback")
     p.add_argument("--fail-pull", action="append", default=[], help="pulls of this model fail partway (repeatable)")
     a = p.parse_args(argv)
@@ -52,6 +53,7 @@ def parse(argv: list[str] | None = None) -> SimOptions:
         drop_after=a.drop_after,
         midstream_error_after=a.midstream_error_after,
         seed=a.seed,
+        memory_gb=a.memory_gb,
         host_check=a.host_check,
         fail_pull=a.fail_pull,
     )

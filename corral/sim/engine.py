@@ -56,6 +56,12 @@ class Engine:
             raise BadRequest(500, "simulated failure (error_rate fault)")
 
     async def _acquire(self, info: ModelInfo, key: LoadKey, session_s: float) -> Runner:
+        memory = self.options.memory_gb
+        if memory is not None and info.size > memory * 2**30:
+            # NewLlamaServer's refusal (llm/server.go), answered 500 by handleScheduleError.
+            need, free = info.size / 2**30, memory
+            message = f"model requires more system memory ({need:.1f} GiB) than is available ({free:.1f} GiB)"
+            raise BadRequest(500, message)
         try:
             return await self.scheduler.acquire(info, key, session_s)
         except QueueFull:

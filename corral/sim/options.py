@@ -25,6 +25,9 @@ class SimOptions:
     keep_alive_default: str = "5m"  # OLLAMA_KEEP_ALIVE
     version: str = "0.12.6"
     seed: int = 0
+    # Memory for models, in GiB: a model larger than this is refused with Ollama's 500 "model requires
+    # more system memory" (llm/server.go) instead of loading. Unset: everything fits.
+    memory_gb: float | None = None
     # Ollama's allowedHostsMiddleware: on a loopback address, 403 for a Host header that is not local.
     # Off by default so tests opt in to checking that a gateway rewrites Host.
     host_check: bool = False

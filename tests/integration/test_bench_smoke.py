@@ -25,7 +25,8 @@ needs_nginx = pytest.mark.skipif(shutil.which("nginx") is None, reason="needs ng
 
 def test_decision_time() -> None:
     out = bench("bench.decision_time").stdout
-    assert "| 64 | model-aware |" in out
+    assert "| nodes | case | least-connections µs | model-aware µs | snapshot µs |" in out
+    assert "| 256 | no free slot |" in out and "| 256 | cold |" in out
 
 
 def test_policy_sim_quick(tmp_path: Path) -> None:

@@ -91,7 +91,7 @@ def start_sim(*models: str, port: int | None = None, extra: list[str] | None = N
     return proc
 
 
-def _redis_for_workers() -> str:
+def redis_for_workers() -> str:
     """A Redis of its own for one Corral (as its memory store would be; atexit stops it)."""
     import atexit
 
@@ -114,7 +114,7 @@ def _as_workers(config: dict[str, Any]) -> None:
     limits = config.setdefault("limits", {})
     auth = (config.get("auth") or {}).get("enabled")
     if "redis_url" not in limits and (auth or any(limits.get(k) for k in ("per_ip_rpm", "global_rpm", "global_tpm"))):
-        limits["redis_url"] = _redis_for_workers()
+        limits["redis_url"] = redis_for_workers()
 
 
 def start_corral(

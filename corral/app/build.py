@@ -47,6 +47,7 @@ from corral.app.node_ops import NodeOps
 from corral.app.node_sources import NodeSources
 from corral.app.node_sync import STATIC, NodeSync
 from corral.app.passthrough import Passthrough
+from corral.app.replica_status import merge_status
 from corral.app.residency_task import ResidencyTask
 from corral.app.response_cache import ResponseCache
 from corral.app.router import RouteHandler, Router
@@ -243,6 +244,8 @@ async def build(settings: Settings, shared: App | None = None) -> App:
 
     async def status(request: Request, response: Response, record: RequestRecord) -> None:
         body = {**views.status(loop.time(), admission.waiting), "config": config.status()}
+        if views.siblings_status is not None:  # several workers: the replica's view (app/replica_status.py)
+            body = merge_status(body, await views.siblings_status())
         body["residency"] = residency.status() if residency is not None else {"enabled": False}
         send_json(response, record, body)
 
@@ -275,7 +278,8 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         metrics.watch_fleet(lambda: list(fleet), lambda: admission.waiting)
     if metrics is not None:
         observers.append(metrics.observe)
-        exposition = expo = Exposition(metrics.registry)
+        # A reload keeps the exposition: with workers it carries the link to the siblings' samples.
+        exposition = expo = exposition if exposition is not None else Exposition(metrics.registry)
 
         async def scrape(request: Request, response: Response, record: RequestRecord) -> None:
             body = await expo.render()

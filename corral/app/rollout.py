@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from corral.adapters.rollout_store import SqlRolloutStore
 from corral.app.fleet import Fleet, Node
@@ -50,15 +50,36 @@ class Rollouts:
         self.audit = audit
         self.drain_timeout_s = drain_timeout_s
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        # With workers (app/serve.py): the models whose rollout a sibling worker runs, and the drain of a
+        # rollout step applied in the siblings too (a drain lives in each process's memory).
+        self.elsewhere: Callable[[], Awaitable[set[str]]] | None = None
+        self.drain_siblings: Callable[[str, bool], Awaitable[object]] | None = None
 
     def running(self, model: str) -> bool:
         task = self.tasks.get(model)
         return task is not None and not task.done()
 
+    def running_here(self) -> set[str]:
+        return {model for model in self.tasks if self.running(model)}
+
+    async def running_anywhere(self) -> set[str]:
+        """The rollouts this replica runs, whichever worker runs each."""
+        found = self.running_here()
+        if self.elsewhere is not None:
+            found |= await self.elsewhere()
+        return found
+
+    async def _drain(self, node: Node, draining: bool) -> None:
+        if node.draining != draining:
+            node.draining = draining
+            self.fleet.capacity_changed()
+        if self.drain_siblings is not None:
+            await self.drain_siblings(node.name, draining)
+
     async def begin(
         self, model: str, nodes: list[str] | None, keep_alive: str | None, resuming: bool, by: str | None
     ) -> RolloutState:
-        if self.running(model):
+        if model in await self.running_anywhere():
             raise InvalidRequest(f"a rollout of {model} is running already", param="model")
         if resuming:
             stored = await self.store.get(model)
@@ -89,9 +110,8 @@ class Rollouts:
             # Resuming mid-node: the drain may have been lost (drain state lives in memory, and Corral may
             # have restarted since), and these steps must not run on a node that serves.
             node = self.fleet.get(current[0])
-            if node is not None and not node.draining:
-                node.draining = True
-                self.fleet.capacity_changed()
+            if node is not None:
+                await self._drain(node, True)
         while (current := state.current) is not None:
             name, step = current
             node = self.fleet.get(name)
@@ -119,8 +139,7 @@ class Rollouts:
 
     async def _step(self, node: Node, step: Step, state: RolloutState) -> None:
         if step is Step.DRAIN:
-            node.draining = True
-            self.fleet.capacity_changed()
+            await self._drain(node, True)
         elif step is Step.WAIT:
             await self.wait_idle(node, self.drain_timeout_s)
         elif step is Step.PULL:
@@ -130,8 +149,7 @@ class Rollouts:
         elif step is Step.CHECK:
             await self.calls.check(node, state.model)
         else:
-            node.draining = False
-            self.fleet.capacity_changed()
+            await self._drain(node, False)
 
     @staticmethod
     async def wait_idle(node: Node, timeout_s: float) -> None:

@@ -17,8 +17,9 @@ from corral.adapters.metrics_merge import snapshot
 from corral.adapters.migrations import open_engine, upgrade
 from corral.app.build import App, build
 from corral.app.config_state import ConfigSource
-from corral.app.reload import load_and_reload, reload, watch
+from corral.app.reload import load_and_reload, watch
 from corral.app.siblings import Siblings, WorkerContext
+from corral.app.worker_reload import WorkerReloads
 from corral.config import Settings, is_loopback
 
 log = logging.getLogger(__name__)
@@ -43,19 +44,10 @@ async def migrate(settings: Settings) -> None:
             await engine.dispose()
 
 
-async def on_reload(app: App, worker: WorkerContext) -> None:
-    """A worker was told to apply the configuration again: its parent re-read the file once, found it
-    valid and left it in the private run folder, so every worker applies the same version (app/workers.py)."""
-    settings = worker.reloaded_settings()
-    if settings is None:
-        log.warning("reload requested, but the parent left no configuration to apply")
-        return
-    await reload(app, settings, "signal")
-
-
-def _join_siblings(app: App, worker: WorkerContext) -> Siblings:
+def _join_siblings(app: App, worker: WorkerContext, reloads: WorkerReloads) -> Siblings:
     discovery = app.discovery
     exposition = app.exposition
+    rollouts = app.models_admin.rollouts if app.models_admin is not None else None
 
     async def metrics(message: dict[str, object]) -> object:
         return snapshot(exposition.registry) if exposition is not None else []
@@ -65,11 +57,59 @@ def _join_siblings(app: App, worker: WorkerContext) -> Siblings:
         if isinstance(result, dict):
             discovery.apply_shared(str(message.get("node")), result)
 
-    siblings = Siblings(worker, {"metrics": metrics, "probe": probe})
+    async def fleet_sync(message: dict[str, object]) -> bool:
+        if app.fleet_sync is not None:
+            await app.fleet_sync.sync()
+        return True
+
+    async def rollouts_running(message: dict[str, object]) -> list[str]:
+        return sorted(rollouts.running_here()) if rollouts is not None else []
+
+    async def status(message: dict[str, object]) -> object:
+        return app.views.status(asyncio.get_running_loop().time(), app.admission.waiting)
+
+    async def rollout_drain(message: dict[str, object]) -> bool:
+        node = app.fleet.get(str(message.get("node")))
+        draining = bool(message.get("draining"))
+        if node is not None and node.draining != draining:
+            node.draining = draining
+            app.fleet.capacity_changed()
+        return True
+
+    siblings = Siblings(
+        worker,
+        {
+            "metrics": metrics,
+            "probe": probe,
+            "fleet_sync": fleet_sync,
+            "rollouts_running": rollouts_running,
+            "rollout_drain": rollout_drain,
+            "reload_seq": reloads.seq,
+            "status": status,
+        },
+    )
+    app.views.siblings_status = lambda: siblings.ask("status")
     if exposition is not None:
         exposition.siblings = lambda: siblings.ask("metrics")
     discovery.phase = (worker.index, worker.count)
     discovery.publish = lambda name, result: siblings.tell("probe", node=name, result=result)
+    reloads.siblings = siblings
+    if app.fleet_sync is not None:  # an admin fleet change answers once every worker applied it
+        sync = app.fleet_sync
+
+        async def siblings_synced() -> object:
+            return await siblings.ask("fleet_sync", wait_s=max(2.0, app.settings.health.timeout_s + 2.0))
+
+        sync.siblings = siblings_synced
+    if rollouts is not None:
+
+        async def elsewhere() -> set[str]:
+            return {str(m) for answer in await siblings.ask("rollouts_running") for m in answer or []}
+
+        async def drain_siblings(node: str, draining: bool) -> object:
+            return await siblings.ask("rollout_drain", node=node, draining=draining)
+
+        rollouts.elsewhere, rollouts.drain_siblings = elsewhere, drain_siblings
     return siblings
 
 
@@ -85,7 +125,11 @@ async def run(
     `source` (app/reload.py); a worker reloads what its parent validated."""
     app = await build(settings)
     source = source or ConfigSource()
-    app.config.reloader = lambda trigger: load_and_reload(app, source, trigger)
+    reloads = WorkerReloads(app, worker) if worker is not None else None
+    if reloads is not None:  # the whole replica reloads, through the parent (app/worker_reload.py)
+        app.config.reloader = reloads.through_parent
+    else:
+        app.config.reloader = lambda trigger: load_and_reload(app, source, trigger)
     loop = asyncio.get_running_loop()
     background: set[asyncio.Task[object]] = set()
     hup = {"ready": False, "pending": False}
@@ -94,7 +138,7 @@ async def run(
         if not hup["ready"]:  # during start-up: applied once serving (SIGHUP's default would kill us)
             hup["pending"] = True
             return
-        job = on_reload(app, worker) if worker is not None else load_and_reload(app, source, "signal")
+        job = reloads.apply() if reloads is not None else load_and_reload(app, source, "signal")
         task: asyncio.Task[object] = loop.create_task(job)
         background.add(task)
         task.add_done_callback(background.discard)
@@ -104,7 +148,7 @@ async def run(
         await migrate(settings)
     if settings.auth.enabled is False and not is_loopback(settings.server.host):
         log.warning("auth.enabled is false on %s: anyone who can reach Corral can use every node", settings.server.host)
-    siblings = _join_siblings(app, worker) if worker is not None else None
+    siblings = _join_siblings(app, worker, reloads) if worker is not None and reloads is not None else None
     if siblings is not None:
         await siblings.start()
     if app.fleet_sync is not None:

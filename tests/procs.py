@@ -103,7 +103,7 @@ def redis_for_workers() -> str:
     return str(server.url)
 
 
-def _as_workers(config: dict[str, Any]) -> None:
+def _as_workers(config: dict[str, Any], folder: Path) -> None:
     """CORRAL_TEST_WORKERS=N: run the gateway tests against `corral serve` with N workers (a test that
     sets server.workers itself keeps its value). Limits then need Redis, as they do in production."""
     workers = int(os.environ.get("CORRAL_TEST_WORKERS") or 1)
@@ -111,6 +111,9 @@ def _as_workers(config: dict[str, Any]) -> None:
     if workers <= 1 or "workers" in server:
         return
     server["workers"] = workers
+    # Workers keep run-time fleet changes in the key database (a single process, in memory): one of its own
+    # per test's Corral, kept across its restarts (the config is reused), never shared with other tests.
+    config.setdefault("auth", {}).setdefault("store_url", f"sqlite:///{folder}/corral-keys.db")
     limits = config.setdefault("limits", {})
     auth = (config.get("auth") or {}).get("enabled")
     if "redis_url" not in limits and (auth or any(limits.get(k) for k in ("per_ip_rpm", "global_rpm", "global_tpm"))):
@@ -127,8 +130,8 @@ def start_corral(
     port = config.setdefault("server", {}).get("port") or free_port()
     config["server"]["port"] = port
     config.setdefault("server", {}).setdefault("host", "127.0.0.1")
-    _as_workers(config)
     folder = Path(tempfile.mkdtemp(prefix="corral-cfg-"))
+    _as_workers(config, folder)
     config.setdefault("audit", {}).setdefault("path", str(folder / "audit.log"))
     path = folder / "corral.yaml"
     path.write_text(yaml.safe_dump(config))

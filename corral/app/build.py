@@ -234,7 +234,7 @@ async def build(settings: Settings, shared: App | None = None) -> App:
             managed=lambda name: nodes.owner(name) in (None, STATIC),
         )
     )
-    admin = AdminBackends(fleet, sync, audit.admin if audit else None)
+    admin = AdminBackends(fleet, sync, audit.admin if audit else None, views)
     config = shared.config if shared else ConfigState(settings, metrics.config_reloads if metrics else None)
     models_admin = (  # rollouts in progress and the node-up preloader live on across reloads
         shared.models_admin

@@ -54,6 +54,7 @@ class Rollouts:
         # rollout step applied in the siblings too (a drain lives in each process's memory).
         self.elsewhere: Callable[[], Awaitable[set[str]]] | None = None
         self.drain_siblings: Callable[[str, bool], Awaitable[object]] | None = None
+        self.in_flight_elsewhere: Callable[[str], Awaitable[int]] | None = None  # a node's, in the siblings
 
     def running(self, model: str) -> bool:
         task = self.tasks.get(model)
@@ -142,6 +143,7 @@ class Rollouts:
             await self._drain(node, True)
         elif step is Step.WAIT:
             await self.wait_idle(node, self.drain_timeout_s)
+            await self._siblings_idle(node)
         elif step is Step.PULL:
             await self.calls.pull(node, state.model)
         elif step is Step.WARM:
@@ -150,6 +152,19 @@ class Rollouts:
             await self.calls.check(node, state.model)
         else:
             await self._drain(node, False)
+
+    async def _siblings_idle(self, node: Node) -> None:
+        """With workers: the drained node's requests that the other workers still run must finish too."""
+        if self.in_flight_elsewhere is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout_s
+        while (count := await self.in_flight_elsewhere(node.name)) > 0:
+            if loop.time() > deadline:
+                raise ModelCallFailed(
+                    f"node {node.name} still has {count} request(s) in flight after {self.drain_timeout_s:g}s"
+                )
+            await asyncio.sleep(0.1)  # other processes' requests: nothing to wait on here but their count
 
     @staticmethod
     async def wait_idle(node: Node, timeout_s: float) -> None:

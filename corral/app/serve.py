@@ -109,7 +109,13 @@ def _join_siblings(app: App, worker: WorkerContext, reloads: WorkerReloads) -> S
         async def drain_siblings(node: str, draining: bool) -> object:
             return await siblings.ask("rollout_drain", node=node, draining=draining)
 
+        async def in_flight_elsewhere(node: str) -> int:
+            answers = await siblings.ask("status")
+            nodes = [n for a in answers if isinstance(a, dict) for n in a.get("nodes", []) if n.get("name") == node]
+            return sum(int(n.get("in_flight", 0)) for n in nodes)
+
         rollouts.elsewhere, rollouts.drain_siblings = elsewhere, drain_siblings
+        rollouts.in_flight_elsewhere = in_flight_elsewhere
     return siblings
 
 

@@ -45,6 +45,8 @@ def rewrite(corral: Proc, config: dict[str, Any]) -> None:
     path: Path = corral.config_path  # type: ignore[attr-defined]
     running = yaml.safe_load(path.read_text())
     config = {**config, "server": running["server"], "audit": running["audit"]}
+    if "auth" in running and "auth" not in config:  # its key database (one of its own with workers)
+        config["auth"] = running["auth"]
     tmp = path.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(config))
     os.replace(tmp, path)  # as editors and config managers do: the file is never half written

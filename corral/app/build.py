@@ -94,6 +94,7 @@ class App:
     fleet_sync: FleetSync | None = None
     exposition: Exposition | None = None  # /metrics; merged over the workers when there are several
     residency: ResidencyTask | None = None
+    key_cache: KeyCache | None = None
 
     @property
     def port(self) -> int:
@@ -294,7 +295,9 @@ async def build(settings: Settings, shared: App | None = None) -> App:
     if audit is not None:
         observers.append(audit.observe)
     if store is not None:
-        cache = KeyCache(store, settings.auth.cache_ttl_s)
+        # A reload keeps what is cached (and, with workers, the link to the siblings' caches).
+        cache = shared.key_cache if shared and shared.key_cache else KeyCache(store, settings.auth.cache_ttl_s)
+        cache.ttl_s = settings.auth.cache_ttl_s
         keys = AdminKeys(store, cache, audit.admin if audit is not None else lambda action, detail: None)
         handlers.update(keys_list=keys.list, keys_create=keys.create, keys_by_name=keys.by_name)
     console: Console | None = shared.console if shared else None
@@ -399,4 +402,5 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         sync,
         exposition,
         residency,
+        key_cache=cache if store is not None else None,
     )

@@ -1,8 +1,9 @@
 """Running the assembled gateway: listen, serve until SIGTERM/SIGINT, then shut down gracefully.
 
 The same function runs one of several worker processes (`server.workers` > 1, app/workers.py): then it
-listens on the socket its parent bound, joins its siblings' channel (fleet-wide /metrics, shared health
-probes) and applies a reload on SIGHUP, which only the parent sends.
+listens on the socket its parent bound, joins its siblings' channel (app/worker_links.py: fleet-wide
+/metrics and status, shared health probes, fleet changes and rollouts seen by all) and applies the reload
+its parent orders on SIGHUP (app/worker_reload.py).
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import signal
 import ssl
 from collections.abc import Callable
 
-from corral.adapters.metrics_merge import snapshot
 from corral.adapters.migrations import open_engine, upgrade
 from corral.app.build import App, build
 from corral.app.config_state import ConfigSource
 from corral.app.reload import load_and_reload, watch
-from corral.app.siblings import Siblings, WorkerContext
+from corral.app.siblings import WorkerContext
+from corral.app.worker_links import join_siblings
 from corral.app.worker_reload import WorkerReloads
 from corral.config import Settings, is_loopback
 
@@ -42,81 +43,6 @@ async def migrate(settings: Settings) -> None:
             await upgrade(engine)
         finally:
             await engine.dispose()
-
-
-def _join_siblings(app: App, worker: WorkerContext, reloads: WorkerReloads) -> Siblings:
-    discovery = app.discovery
-    exposition = app.exposition
-    rollouts = app.models_admin.rollouts if app.models_admin is not None else None
-
-    async def metrics(message: dict[str, object]) -> object:
-        return snapshot(exposition.registry) if exposition is not None else []
-
-    async def probe(message: dict[str, object]) -> None:
-        result = message.get("result")
-        if isinstance(result, dict):
-            discovery.apply_shared(str(message.get("node")), result)
-
-    async def fleet_sync(message: dict[str, object]) -> bool:
-        if app.fleet_sync is not None:
-            await app.fleet_sync.sync()
-        return True
-
-    async def rollouts_running(message: dict[str, object]) -> list[str]:
-        return sorted(rollouts.running_here()) if rollouts is not None else []
-
-    async def status(message: dict[str, object]) -> object:
-        return app.views.status(asyncio.get_running_loop().time(), app.admission.waiting)
-
-    async def rollout_drain(message: dict[str, object]) -> bool:
-        node = app.fleet.get(str(message.get("node")))
-        draining = bool(message.get("draining"))
-        if node is not None and node.draining != draining:
-            node.draining = draining
-            app.fleet.capacity_changed()
-        return True
-
-    siblings = Siblings(
-        worker,
-        {
-            "metrics": metrics,
-            "probe": probe,
-            "fleet_sync": fleet_sync,
-            "rollouts_running": rollouts_running,
-            "rollout_drain": rollout_drain,
-            "reload_seq": reloads.seq,
-            "status": status,
-        },
-    )
-    app.views.siblings_status = lambda: siblings.ask("status")
-    if exposition is not None:
-        exposition.siblings = lambda: siblings.ask("metrics")
-    discovery.phase = (worker.index, worker.count)
-    discovery.publish = lambda name, result: siblings.tell("probe", node=name, result=result)
-    reloads.siblings = siblings
-    if app.fleet_sync is not None:  # an admin fleet change answers once every worker applied it
-        sync = app.fleet_sync
-
-        async def siblings_synced() -> object:
-            return await siblings.ask("fleet_sync", wait_s=max(2.0, app.settings.health.timeout_s + 2.0))
-
-        sync.siblings = siblings_synced
-    if rollouts is not None:
-
-        async def elsewhere() -> set[str]:
-            return {str(m) for answer in await siblings.ask("rollouts_running") for m in answer or []}
-
-        async def drain_siblings(node: str, draining: bool) -> object:
-            return await siblings.ask("rollout_drain", node=node, draining=draining)
-
-        async def in_flight_elsewhere(node: str) -> int:
-            answers = await siblings.ask("status")
-            nodes = [n for a in answers if isinstance(a, dict) for n in a.get("nodes", []) if n.get("name") == node]
-            return sum(int(n.get("in_flight", 0)) for n in nodes)
-
-        rollouts.elsewhere, rollouts.drain_siblings = elsewhere, drain_siblings
-        rollouts.in_flight_elsewhere = in_flight_elsewhere
-    return siblings
 
 
 async def run(
@@ -154,7 +80,7 @@ async def run(
         await migrate(settings)
     if settings.auth.enabled is False and not is_loopback(settings.server.host):
         log.warning("auth.enabled is false on %s: anyone who can reach Corral can use every node", settings.server.host)
-    siblings = _join_siblings(app, worker, reloads) if worker is not None and reloads is not None else None
+    siblings = join_siblings(app, worker, reloads) if worker is not None and reloads is not None else None
     if siblings is not None:
         await siblings.start()
     if app.fleet_sync is not None:

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
+
+
+def single_process(reason: str) -> pytest.MarkDecorator:
+    """Skip under CORRAL_TEST_WORKERS > 1: the test asserts what only one process can do; `reason` names
+    the limitation, which docs/deploy.md (Worker processes) documents."""
+    workers = int(os.environ.get("CORRAL_TEST_WORKERS") or 1)
+    return pytest.mark.skipif(workers > 1, reason=f"single process only: {reason}")
 
 
 def free_port() -> int:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import uvloop
 
@@ -35,7 +36,7 @@ from corral.app.config_state import ConfigVersion
 from corral.app.logs import tag_process
 from corral.app.serve import migrate, run
 from corral.app.siblings import ReloadOrder, WorkerContext
-from corral.config import ConfigError, Settings
+from corral.config import ConfigError, DiscoveredNode, Settings
 from corral.domain.shares import share
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,8 @@ def bind(host: str, port: int, count: int, backlog: int = 2048) -> list[socket.s
 
 
 def worker_settings(settings: Settings, index: int, count: int, port: int) -> Settings:
-    """What worker `index` runs with: the bound port, and its share of each node's slots
-    (domain/shares.py: the node's cap is not exceeded N-fold)."""
+    """What worker `index` runs with: the bound port, and its share of each node's slots, static or
+    discovered (domain/shares.py: the node's cap is not exceeded N-fold)."""
     backends = [
         b.model_copy(
             update={
@@ -80,7 +81,29 @@ def worker_settings(settings: Settings, index: int, count: int, port: int) -> Se
         for b in settings.backends
     ]
     server = settings.server.model_copy(update={"port": port})
-    return settings.model_copy(update={"backends": backends, "server": server})
+    discovery = settings.discovery.model_copy(
+        update={
+            "dns": settings.discovery.dns.model_copy(
+                update={"services": [_shared(s, index, count) for s in settings.discovery.dns.services]}
+            ),
+            "files": [_shared(f, index, count) for f in settings.discovery.files],
+        }
+    )
+    return settings.model_copy(update={"backends": backends, "server": server, "discovery": discovery})
+
+
+_Source = TypeVar("_Source", bound=DiscoveredNode)
+
+
+def _shared(source: _Source, index: int, count: int) -> _Source:
+    """A discovery source's defaults for its nodes, with this worker's share of their slots."""
+    cap = source.max_concurrency
+    return source.model_copy(
+        update={
+            "parallel": share(source.parallel, index, count),
+            "max_concurrency": None if cap is None else share(cap, index, count),
+        }
+    )
 
 
 def _one_fingerprint_key(settings: Settings, key: str) -> Settings:

@@ -3,6 +3,7 @@ crosses the worker channel."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -76,6 +77,17 @@ def test_worker_settings_divide_node_slots_and_carry_the_bound_port() -> None:
     assert [s.backends[0].parallel for s in ones] == [3, 2]
     assert [s.backends[0].max_concurrency for s in ones] == [5, 4]
     assert all(s.server.port == 4321 for s in ones)
+
+
+def test_worker_settings_divide_the_slots_of_discovered_nodes_too(tmp_path: Path) -> None:
+    dns = {"services": [{"name": "fleet.test", "port": 11434, "max_concurrency": 4, "parallel": 3}]}
+    files = [{"path": str(tmp_path / "nodes.yaml"), "max_concurrency": 1}]
+    settings = Settings.model_validate({"discovery": {"dns": dns, "files": files}})
+    ones = [worker_settings(settings, k, 2, 4321) for k in range(2)]
+    service = [s.discovery.dns.services[0] for s in ones]
+    assert [x.max_concurrency for x in service] == [2, 2] and [x.parallel for x in service] == [2, 1]
+    assert [s.discovery.files[0].max_concurrency for s in ones] == [1, 1]  # never below one slot
+    assert [s.discovery.files[0].parallel for s in ones] == [1, 1]
 
 
 def test_several_workers_with_memory_limits_are_refused_with_the_setting_to_add() -> None:

@@ -245,9 +245,9 @@ async def build(settings: Settings, shared: App | None = None) -> App:
 
     async def status(request: Request, response: Response, record: RequestRecord) -> None:
         body = {**views.status(loop.time(), admission.waiting), "config": config.status()}
+        body["residency"] = residency.status() if residency is not None else {"enabled": False}
         if views.siblings_status is not None:  # several workers: the replica's view (app/replica_status.py)
             body = merge_status(body, await views.siblings_status())
-        body["residency"] = residency.status() if residency is not None else {"enabled": False}
         send_json(response, record, body)
 
     handlers: dict[str, RouteHandler] = {

@@ -5,6 +5,7 @@ and its own admission queue. The worker that answers asks its siblings for their
 to its own: per node, the counters, the requests in flight and the slot shares (which add up to the
 node's configured cap); the waiting requests of every queue. States, models and versions are the same
 in every worker (shared probes, fleet changes applied by all before they answer), so its own are kept.
+The residency section comes from the one worker whose controller acts, when a sibling sends it.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ def merge_status(own: dict[str, Any], others: list[Any]) -> dict[str, Any]:
     left out)."""
     by_name = {node["name"]: node for node in own.get("nodes", [])}
     waiting = int(own.get("queue", {}).get("waiting", 0))
+    residency = own.get("residency")
     for other in others:
         if not isinstance(other, dict):
             continue
         waiting += int(other.get("queue", {}).get("waiting", 0))
+        residency = other.get("residency", residency)
         for node in other.get("nodes", []):
             mine = by_name.get(node.get("name"))
             if mine is None:
@@ -33,4 +36,7 @@ def merge_status(own: dict[str, Any], others: list[Any]) -> dict[str, Any]:
                 mine["max_concurrency"] += node["max_concurrency"]
     for node in by_name.values():
         node["ttft_sum_s"] = round(node.get("ttft_sum_s", 0.0), 6)
-    return {**own, "queue": {**own.get("queue", {}), "waiting": waiting}}
+    merged = {**own, "queue": {**own.get("queue", {}), "waiting": waiting}}
+    if residency is not None:
+        merged["residency"] = residency
+    return merged

@@ -44,7 +44,10 @@ def join_siblings(app: App, worker: WorkerContext, reloads: WorkerReloads) -> Si
         return sorted(rollouts.running_here()) if rollouts is not None else []
 
     async def status(message: dict[str, object]) -> object:
-        return app.views.status(asyncio.get_running_loop().time(), app.admission.waiting)
+        body = app.views.status(asyncio.get_running_loop().time(), app.admission.waiting)
+        if worker.index == 0 and app.residency is not None:  # the worker whose controller acts (app/serve.py)
+            body["residency"] = app.residency.status()
+        return body
 
     async def key_known(message: dict[str, object]) -> object:
         found, record = app.key_cache.known(str(message.get("digest"))) if app.key_cache else (False, None)

@@ -121,6 +121,14 @@ def test_the_replica_status_adds_up_each_workers_share(cap: int, count: int, cou
     assert merged["ready"] is True
 
 
+def test_the_replica_status_shows_the_residency_of_the_worker_whose_controller_acts() -> None:
+    idle = {"enabled": True, "pinned": {}}
+    acting = {"enabled": True, "pinned": {"m:1b": ["a", "b"]}}
+    own = {"nodes": [], "queue": {"waiting": 0}, "residency": idle}
+    assert merge_status(own, [{"nodes": [], "queue": {"waiting": 0}, "residency": acting}])["residency"] == acting
+    assert merge_status({**own, "residency": acting}, [{"nodes": [], "queue": {"waiting": 0}}])["residency"] == acting
+
+
 def test_a_key_record_crosses_the_worker_channel_unchanged() -> None:
     spec = KeySpec("app", Role.ADMIN, ("llama3.2:1b", "qwen*"), 60, 1000, 4, 5, 2e9, {"team": "search"})
     for record in (KeyRecord(spec, "crl_abcd1234", 1.7e9), KeyRecord(KeySpec("old"), "crl_x", 1.0, 2.0)):

@@ -49,16 +49,19 @@ def effective(old: Settings, new: Settings, restart_required: tuple[str, ...]) -
     return Settings(**data)
 
 
-async def reload(app: App, new_settings: Settings, trigger: str = "api", version: str | None = None) -> ReloadResult:
+async def reload(
+    app: App, new_settings: Settings, trigger: str = "api", version: str | None = None, at: float | None = None
+) -> ReloadResult:
     """Apply `new_settings` (already validated) to the running `app`; in-flight requests finish on the
     settings they started with. Returns what changed; never raises for a setting it cannot apply.
-    `version`: the hash to report (a worker reports its replica's, not that of its share of the slots)."""
+    `version`, `at`: the hash and time to report (a worker reports its replica's reload, as its siblings do,
+    not the hash of its share of the slots)."""
     async with app.config.lock:
         old = app.settings
         before = app.config.version
         diff = diff_config(old.model_dump(mode="json"), new_settings.model_dump(mode="json"))
         if diff.empty:
-            result = ReloadResult("ok", trigger, before, before.hash)
+            result = ReloadResult("ok", trigger, before, before.hash, at=at or time.time())
             app.config.record(result)
             log.info("configuration reloaded (%s): nothing changed", trigger)
             return result
@@ -91,11 +94,12 @@ async def reload(app: App, new_settings: Settings, trigger: str = "api", version
         result = ReloadResult(
             "ok",
             trigger,
-            ConfigVersion(version, time.time()) if version else ConfigVersion.of(settings),
+            ConfigVersion(version, at or time.time()) if version else ConfigVersion.of(settings),
             before.hash,
             nodes,
             diff.changed,
             diff.restart_required,
+            at=at or time.time(),
         )
         app.config.record(result)
         log.info(
@@ -113,9 +117,9 @@ async def reload(app: App, new_settings: Settings, trigger: str = "api", version
         return result
 
 
-def refused(app: App, trigger: str, problems: list[tuple[str, str]]) -> ReloadResult:
+def refused(app: App, trigger: str, problems: list[tuple[str, str]], at: float | None = None) -> ReloadResult:
     running = app.config.version
-    result = ReloadResult("error", trigger, running, running.hash, problems=tuple(problems))
+    result = ReloadResult("error", trigger, running, running.hash, problems=tuple(problems), at=at or time.time())
     app.config.record(result)
     log.error("configuration reload (%s) refused, the running one is kept: %s", trigger, result.error)
     return result

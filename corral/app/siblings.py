@@ -70,6 +70,7 @@ class ReloadOrder(BaseModel):
     seq: int
     trigger: str
     version: str
+    at: float  # when the parent validated it: every worker reports the same reload, whichever answers
     settings: Settings | None = None
     problems: list[tuple[str, str]] = []
 

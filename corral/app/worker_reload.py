@@ -52,9 +52,9 @@ class WorkerReloads:
         if order.seq <= self.applied:
             return
         if order.settings is None:
-            refused(self.app, order.trigger, order.problems)
+            refused(self.app, order.trigger, order.problems, at=order.at)
         else:
-            await reload(self.app, order.settings, order.trigger, version=order.version)
+            await reload(self.app, order.settings, order.trigger, version=order.version, at=order.at)
         async with self._changed:
             self.applied = max(self.applied, order.seq)
             self._changed.notify_all()

@@ -228,7 +228,9 @@ class Supervisor:
             fresh = self.reload()
         except ConfigError as exc:
             log.error("reload refused, the running configuration stays: %s", exc)
-            refusal = ReloadOrder(seq=self.seq, trigger=trigger, version=self.version, problems=exc.problems)
+            refusal = ReloadOrder(
+                seq=self.seq, trigger=trigger, version=self.version, at=time.time(), problems=exc.problems
+            )
             for slot in self.slots:
                 self._order(slot, refusal)
             self._signal_all(signal.SIGHUP)
@@ -243,9 +245,10 @@ class Supervisor:
         # Each worker gets the file's own listener settings (its reload reports them as needing a restart
         # and keeps the running ones), except a port of 0, which means the one bound.
         port = self.port if fresh.server.port in (0, s.port) else fresh.server.port
+        at = time.time()
         for slot in self.slots:
             share = worker_settings(fresh, slot.index, len(self.slots), port)
-            self._order(slot, ReloadOrder(seq=self.seq, trigger=trigger, version=self.version, settings=share))
+            self._order(slot, ReloadOrder(seq=self.seq, trigger=trigger, version=self.version, at=at, settings=share))
         log.info("configuration valid; telling %d worker(s) to reload", len(self.slots))
         self._signal_all(signal.SIGHUP)
 

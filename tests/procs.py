@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
+
+
+def single_process(reason: str) -> pytest.MarkDecorator:
+    """Skip under CORRAL_TEST_WORKERS > 1: the test asserts what only one process can do; `reason` names
+    the limitation, which docs/deploy.md (Worker processes) documents."""
+    workers = int(os.environ.get("CORRAL_TEST_WORKERS") or 1)
+    return pytest.mark.skipif(workers > 1, reason=f"single process only: {reason}")
 
 
 def free_port() -> int:
@@ -91,7 +99,7 @@ def start_sim(*models: str, port: int | None = None, extra: list[str] | None = N
     return proc
 
 
-def _redis_for_workers() -> str:
+def redis_for_workers() -> str:
     """A Redis of its own for one Corral (as its memory store would be; atexit stops it)."""
     import atexit
 
@@ -103,7 +111,7 @@ def _redis_for_workers() -> str:
     return str(server.url)
 
 
-def _as_workers(config: dict[str, Any]) -> None:
+def _as_workers(config: dict[str, Any], folder: Path) -> None:
     """CORRAL_TEST_WORKERS=N: run the gateway tests against `corral serve` with N workers (a test that
     sets server.workers itself keeps its value). Limits then need Redis, as they do in production."""
     workers = int(os.environ.get("CORRAL_TEST_WORKERS") or 1)
@@ -111,10 +119,13 @@ def _as_workers(config: dict[str, Any]) -> None:
     if workers <= 1 or "workers" in server:
         return
     server["workers"] = workers
+    # Workers keep run-time fleet changes in the key database (a single process, in memory): one of its own
+    # per test's Corral, kept across its restarts (the config is reused), never shared with other tests.
+    config.setdefault("auth", {}).setdefault("store_url", f"sqlite:///{folder}/corral-keys.db")
     limits = config.setdefault("limits", {})
     auth = (config.get("auth") or {}).get("enabled")
     if "redis_url" not in limits and (auth or any(limits.get(k) for k in ("per_ip_rpm", "global_rpm", "global_tpm"))):
-        limits["redis_url"] = _redis_for_workers()
+        limits["redis_url"] = redis_for_workers()
 
 
 def start_corral(
@@ -127,8 +138,8 @@ def start_corral(
     port = config.setdefault("server", {}).get("port") or free_port()
     config["server"]["port"] = port
     config.setdefault("server", {}).setdefault("host", "127.0.0.1")
-    _as_workers(config)
     folder = Path(tempfile.mkdtemp(prefix="corral-cfg-"))
+    _as_workers(config, folder)
     config.setdefault("audit", {}).setdefault("path", str(folder / "audit.log"))
     path = folder / "corral.yaml"
     path.write_text(yaml.safe_dump(config))

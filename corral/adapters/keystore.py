@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -114,6 +114,28 @@ def _record(row: sa.Row[Any]) -> KeyRecord:
     return KeyRecord(spec, m["prefix"], created, _epoch(m["revoked_at"]))
 
 
+def record_json(record: KeyRecord) -> dict[str, Any]:
+    """A record as plain JSON, for the workers of one replica to share what they know (app/serve.py)."""
+    spec = record.spec
+    return {
+        "spec": {
+            "name": spec.name, "role": spec.role.value, "models": list(spec.models), "rpm": spec.rpm,
+            "tpm": spec.tpm, "max_concurrency": spec.max_concurrency, "priority": spec.priority,
+            "expires_at": spec.expires_at, "nodes": dict(spec.nodes) if spec.nodes is not None else None,
+        },
+        "prefix": record.prefix, "created_at": record.created_at, "revoked_at": record.revoked_at,
+    }  # fmt: skip
+
+
+def record_from_json(doc: dict[str, Any]) -> KeyRecord:
+    s = doc["spec"]
+    spec = KeySpec(
+        s["name"], Role(s["role"]), tuple(s["models"]), s["rpm"], s["tpm"], s["max_concurrency"], s["priority"],
+        s["expires_at"], s["nodes"],
+    )  # fmt: skip
+    return KeyRecord(spec, doc["prefix"], doc["created_at"], doc["revoked_at"])
+
+
 class SqlKeyStore:
     """`SqlKeyStore("sqlite:///keys.db")`, `SqlKeyStore("postgresql://...")`, or over a shared engine."""
 
@@ -212,6 +234,13 @@ class KeyCache:
         self.store, self.ttl_s, self.max_entries = store, ttl_s, max_entries
         self._entries: OrderedDict[str, tuple[float, KeyRecord | None]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
+        # With workers: what a sibling knows of a key (by digest), asked while the database is down.
+        self.elsewhere: Callable[[str], Awaitable[tuple[bool, KeyRecord | None]]] | None = None
+
+    def known(self, digest: str) -> tuple[bool, KeyRecord | None]:
+        """Whether this cache holds an answer for the key with this digest, and that answer."""
+        hit = self._entries.get(digest)
+        return (False, None) if hit is None else (True, hit[1])
 
     async def principal(self, presented: str, now: float) -> Principal | None:
         """The principal of a live key, or None for an unknown, malformed, revoked or expired key."""
@@ -238,7 +267,11 @@ class KeyCache:
             # While the database is down, a key this replica knew keeps its last known answer (nobody
             # can revoke it meanwhile: revoking writes to that database); the store is asked again
             # after another TTL. A key never seen is refused with 503.
+            # With workers, a sibling's answer counts: the replica knew the key.
             stale = self._entries.get(digest)
+            if stale is None and self.elsewhere is not None:
+                found, record = await self.elsewhere(digest)
+                stale = (now, record) if found else None
             if stale is None:
                 raise
             self._entries[digest] = (now, stale[1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 from pydantic import ValidationError
@@ -10,19 +11,19 @@ from pydantic import ValidationError
 from corral.app.context import RequestRecord
 from corral.app.fleet import Fleet, Node
 from corral.app.fleet_sync import FleetSync
-from corral.app.views import send_json
+from corral.app.views import FleetViews, send_json
 from corral.config import BackendSettings
 from corral.domain.errors import InvalidRequest, NoSuchNode, NotFound
 from corral.net.response import Request, Response
 
 
-def _node_summary(node: Node) -> dict[str, object]:
+def _node_summary(node: Node, elsewhere: dict[str, int] | None = None) -> dict[str, object]:
     return {
         "name": node.name,
         "url": node.settings.url,
         "type": node.settings.type,
         "state": "draining" if node.draining else ("up" if node.health.up else "down"),
-        "in_flight": node.in_flight,
+        "in_flight": node.in_flight + (elsewhere or {}).get(node.name, 0),
     }
 
 
@@ -35,13 +36,29 @@ class AdminBackends:
         fleet: Fleet,
         sync: FleetSync,
         audit: Callable[[str, dict[str, object]], None] | None = None,
+        views: FleetViews | None = None,
     ) -> None:
         self.audit = audit or (lambda action, detail: None)
         self.fleet = fleet
         self.sync = sync
+        self.views = views  # with workers, its link to the siblings: in_flight counts the whole replica
+
+    async def _siblings(self) -> list[Any]:
+        if self.views is None or self.views.siblings_status is None:
+            return []
+        return await self.views.siblings_status()
+
+    async def _elsewhere(self) -> dict[str, int]:
+        """Requests in flight per node in the sibling workers."""
+        counts: dict[str, int] = {}
+        for other in await self._siblings():
+            for node in other.get("nodes", []) if isinstance(other, dict) else []:
+                counts[node["name"]] = counts.get(node["name"], 0) + int(node.get("in_flight", 0))
+        return counts
 
     async def list(self, request: Request, response: Response, record: RequestRecord) -> None:
-        send_json(response, record, {"backends": [_node_summary(n) for n in self.fleet]})
+        elsewhere = await self._elsewhere()
+        send_json(response, record, {"backends": [_node_summary(n, elsewhere) for n in self.fleet]})
 
     async def add(self, request: Request, response: Response, record: RequestRecord) -> None:
         try:
@@ -77,6 +94,6 @@ class AdminBackends:
             self.audit(f"node_{action}ed", {"name": name, "by": record.key_name})
             send_json(response, record, _node_summary(changed or node))
         elif request.method == "GET" and not action:
-            send_json(response, record, _node_summary(node))
+            send_json(response, record, _node_summary(node, await self._elsewhere()))
         else:
             raise NotFound(f"no admin action {request.method} /admin/backends/{rest}")

@@ -47,6 +47,7 @@ from corral.app.node_ops import NodeOps
 from corral.app.node_sources import NodeSources
 from corral.app.node_sync import STATIC, NodeSync
 from corral.app.passthrough import Passthrough
+from corral.app.replica_status import merge_status
 from corral.app.residency_task import ResidencyTask
 from corral.app.response_cache import ResponseCache
 from corral.app.router import RouteHandler, Router
@@ -93,6 +94,7 @@ class App:
     fleet_sync: FleetSync | None = None
     exposition: Exposition | None = None  # /metrics; merged over the workers when there are several
     residency: ResidencyTask | None = None
+    key_cache: KeyCache | None = None
 
     @property
     def port(self) -> int:
@@ -233,7 +235,7 @@ async def build(settings: Settings, shared: App | None = None) -> App:
             managed=lambda name: nodes.owner(name) in (None, STATIC),
         )
     )
-    admin = AdminBackends(fleet, sync, audit.admin if audit else None)
+    admin = AdminBackends(fleet, sync, audit.admin if audit else None, views)
     config = shared.config if shared else ConfigState(settings, metrics.config_reloads if metrics else None)
     models_admin = (  # rollouts in progress and the node-up preloader live on across reloads
         shared.models_admin
@@ -244,6 +246,8 @@ async def build(settings: Settings, shared: App | None = None) -> App:
     async def status(request: Request, response: Response, record: RequestRecord) -> None:
         body = {**views.status(loop.time(), admission.waiting), "config": config.status()}
         body["residency"] = residency.status() if residency is not None else {"enabled": False}
+        if views.siblings_status is not None:  # several workers: the replica's view (app/replica_status.py)
+            body = merge_status(body, await views.siblings_status())
         send_json(response, record, body)
 
     handlers: dict[str, RouteHandler] = {
@@ -275,7 +279,8 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         metrics.watch_fleet(lambda: list(fleet), lambda: admission.waiting)
     if metrics is not None:
         observers.append(metrics.observe)
-        exposition = expo = Exposition(metrics.registry)
+        # A reload keeps the exposition: with workers it carries the link to the siblings' samples.
+        exposition = expo = exposition if exposition is not None else Exposition(metrics.registry)
 
         async def scrape(request: Request, response: Response, record: RequestRecord) -> None:
             body = await expo.render()
@@ -290,7 +295,9 @@ async def build(settings: Settings, shared: App | None = None) -> App:
     if audit is not None:
         observers.append(audit.observe)
     if store is not None:
-        cache = KeyCache(store, settings.auth.cache_ttl_s)
+        # A reload keeps what is cached (and, with workers, the link to the siblings' caches).
+        cache = shared.key_cache if shared and shared.key_cache else KeyCache(store, settings.auth.cache_ttl_s)
+        cache.ttl_s = settings.auth.cache_ttl_s
         keys = AdminKeys(store, cache, audit.admin if audit is not None else lambda action, detail: None)
         handlers.update(keys_list=keys.list, keys_create=keys.create, keys_by_name=keys.by_name)
     console: Console | None = shared.console if shared else None
@@ -395,4 +402,5 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         sync,
         exposition,
         residency,
+        key_cache=cache if store is not None else None,
     )

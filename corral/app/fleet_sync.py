@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from corral.adapters.fleetstore import FleetStore
 from corral.app.discovery import Discovery
@@ -53,21 +53,30 @@ class FleetSync:
         self._lock = asyncio.Lock()
         self._poller: asyncio.Task[None] | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        # With workers: brings the sibling processes to the stored state (they answer once synced), so a
+        # change answers only when every worker of this replica applies it (app/serve.py).
+        self.siblings: Callable[[], Awaitable[object]] | None = None
 
     # -- changes made through this process -------------------------------------------------------
     async def add(self, settings: BackendSettings, by: str | None) -> Node | None:
         await self.store.put(NodeOverride(settings.name, spec(settings), False, False), time.time(), by)
-        await self.sync()
+        await self._everywhere()
         return self.fleet.get(settings.name)
 
     async def remove(self, name: str, by: str | None) -> None:
         await self.store.put(NodeOverride(name, None, True, None), time.time(), by)
-        await self.sync()
+        await self._everywhere()
 
     async def set_draining(self, name: str, draining: bool, by: str | None) -> Node | None:
         await self.store.set_draining(name, draining, time.time(), by)
-        await self.sync()
+        await self._everywhere()
         return self.fleet.get(name)
+
+    async def _everywhere(self) -> None:
+        """Apply the stored state here, then in this replica's other workers (other replicas poll)."""
+        await self.sync()
+        if self.siblings is not None:
+            await self.siblings()
 
     # -- following the stored state --------------------------------------------------------------
     async def rebase(self, backends: list[BackendSettings]) -> FleetChanges:

@@ -168,7 +168,8 @@ class AdminModels:
 
     async def rollout_list(self, request: Request, response: Response, record: RequestRecord) -> None:
         states = await self.rollouts.store.all()
-        send_json(response, record, {"rollouts": [state_json(s, self.rollouts.running(s.model)) for s in states]})
+        running = await self.rollouts.running_anywhere()  # a sibling worker may run it (the state is stored)
+        send_json(response, record, {"rollouts": [state_json(s, s.model in running) for s in states]})
 
 
 def assemble_models_admin(

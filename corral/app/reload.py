@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from typing import Any
 
 from corral.app.build import App, build
@@ -48,15 +49,19 @@ def effective(old: Settings, new: Settings, restart_required: tuple[str, ...]) -
     return Settings(**data)
 
 
-async def reload(app: App, new_settings: Settings, trigger: str = "api") -> ReloadResult:
+async def reload(
+    app: App, new_settings: Settings, trigger: str = "api", version: str | None = None, at: float | None = None
+) -> ReloadResult:
     """Apply `new_settings` (already validated) to the running `app`; in-flight requests finish on the
-    settings they started with. Returns what changed; never raises for a setting it cannot apply."""
+    settings they started with. Returns what changed; never raises for a setting it cannot apply.
+    `version`, `at`: the hash and time to report (a worker reports its replica's reload, as its siblings do,
+    not the hash of its share of the slots)."""
     async with app.config.lock:
         old = app.settings
         before = app.config.version
         diff = diff_config(old.model_dump(mode="json"), new_settings.model_dump(mode="json"))
         if diff.empty:
-            result = ReloadResult("ok", trigger, before, before.hash)
+            result = ReloadResult("ok", trigger, before, before.hash, at=at or time.time())
             app.config.record(result)
             log.info("configuration reloaded (%s): nothing changed", trigger)
             return result
@@ -65,7 +70,7 @@ async def reload(app: App, new_settings: Settings, trigger: str = "api") -> Relo
             fresh = await build(settings, shared=app)
         except (ConfigError, ValueError) as exc:
             problems = exc.problems if isinstance(exc, ConfigError) else [("(configuration)", str(exc))]
-            return _refused(app, trigger, problems)
+            return refused(app, trigger, problems)
         app.nodes.health_defaults = settings.health
         app.nodes.drain_s = settings.timeouts.total_s
         app.discovery.discovery_interval_s = settings.routing.discovery_interval_s
@@ -89,11 +94,12 @@ async def reload(app: App, new_settings: Settings, trigger: str = "api") -> Relo
         result = ReloadResult(
             "ok",
             trigger,
-            ConfigVersion.of(settings),
+            ConfigVersion(version, at or time.time()) if version else ConfigVersion.of(settings),
             before.hash,
             nodes,
             diff.changed,
             diff.restart_required,
+            at=at or time.time(),
         )
         app.config.record(result)
         log.info(
@@ -111,9 +117,9 @@ async def reload(app: App, new_settings: Settings, trigger: str = "api") -> Relo
         return result
 
 
-def _refused(app: App, trigger: str, problems: list[tuple[str, str]]) -> ReloadResult:
+def refused(app: App, trigger: str, problems: list[tuple[str, str]], at: float | None = None) -> ReloadResult:
     running = app.config.version
-    result = ReloadResult("error", trigger, running, running.hash, problems=tuple(problems))
+    result = ReloadResult("error", trigger, running, running.hash, problems=tuple(problems), at=at or time.time())
     app.config.record(result)
     log.error("configuration reload (%s) refused, the running one is kept: %s", trigger, result.error)
     return result
@@ -124,7 +130,7 @@ async def load_and_reload(app: App, source: ConfigSource, trigger: str) -> Reloa
     try:
         new = await asyncio.to_thread(source.load)
     except ConfigError as exc:
-        return _refused(app, trigger, exc.problems)
+        return refused(app, trigger, exc.problems)
     return await reload(app, new, trigger)
 
 

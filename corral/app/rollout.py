@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from corral.adapters.rollout_store import SqlRolloutStore
 from corral.app.fleet import Fleet, Node
@@ -50,15 +50,37 @@ class Rollouts:
         self.audit = audit
         self.drain_timeout_s = drain_timeout_s
         self.tasks: dict[str, asyncio.Task[None]] = {}
+        # With workers (app/serve.py): the models whose rollout a sibling worker runs, and the drain of a
+        # rollout step applied in the siblings too (a drain lives in each process's memory).
+        self.elsewhere: Callable[[], Awaitable[set[str]]] | None = None
+        self.drain_siblings: Callable[[str, bool], Awaitable[object]] | None = None
+        self.in_flight_elsewhere: Callable[[str], Awaitable[int]] | None = None  # a node's, in the siblings
 
     def running(self, model: str) -> bool:
         task = self.tasks.get(model)
         return task is not None and not task.done()
 
+    def running_here(self) -> set[str]:
+        return {model for model in self.tasks if self.running(model)}
+
+    async def running_anywhere(self) -> set[str]:
+        """The rollouts this replica runs, whichever worker runs each."""
+        found = self.running_here()
+        if self.elsewhere is not None:
+            found |= await self.elsewhere()
+        return found
+
+    async def _drain(self, node: Node, draining: bool) -> None:
+        if node.draining != draining:
+            node.draining = draining
+            self.fleet.capacity_changed()
+        if self.drain_siblings is not None:
+            await self.drain_siblings(node.name, draining)
+
     async def begin(
         self, model: str, nodes: list[str] | None, keep_alive: str | None, resuming: bool, by: str | None
     ) -> RolloutState:
-        if self.running(model):
+        if model in await self.running_anywhere():
             raise InvalidRequest(f"a rollout of {model} is running already", param="model")
         if resuming:
             stored = await self.store.get(model)
@@ -89,9 +111,8 @@ class Rollouts:
             # Resuming mid-node: the drain may have been lost (drain state lives in memory, and Corral may
             # have restarted since), and these steps must not run on a node that serves.
             node = self.fleet.get(current[0])
-            if node is not None and not node.draining:
-                node.draining = True
-                self.fleet.capacity_changed()
+            if node is not None:
+                await self._drain(node, True)
         while (current := state.current) is not None:
             name, step = current
             node = self.fleet.get(name)
@@ -119,10 +140,10 @@ class Rollouts:
 
     async def _step(self, node: Node, step: Step, state: RolloutState) -> None:
         if step is Step.DRAIN:
-            node.draining = True
-            self.fleet.capacity_changed()
+            await self._drain(node, True)
         elif step is Step.WAIT:
             await self.wait_idle(node, self.drain_timeout_s)
+            await self._siblings_idle(node)
         elif step is Step.PULL:
             await self.calls.pull(node, state.model)
         elif step is Step.WARM:
@@ -130,8 +151,20 @@ class Rollouts:
         elif step is Step.CHECK:
             await self.calls.check(node, state.model)
         else:
-            node.draining = False
-            self.fleet.capacity_changed()
+            await self._drain(node, False)
+
+    async def _siblings_idle(self, node: Node) -> None:
+        """With workers: the drained node's requests that the other workers still run must finish too."""
+        if self.in_flight_elsewhere is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout_s
+        while (count := await self.in_flight_elsewhere(node.name)) > 0:
+            if loop.time() > deadline:
+                raise ModelCallFailed(
+                    f"node {node.name} still has {count} request(s) in flight after {self.drain_timeout_s:g}s"
+                )
+            await asyncio.sleep(0.1)  # other processes' requests: nothing to wait on here but their count
 
     @staticmethod
     async def wait_idle(node: Node, timeout_s: float) -> None:

@@ -1,8 +1,9 @@
 """Running the assembled gateway: listen, serve until SIGTERM/SIGINT, then shut down gracefully.
 
 The same function runs one of several worker processes (`server.workers` > 1, app/workers.py): then it
-listens on the socket its parent bound, joins its siblings' channel (fleet-wide /metrics, shared health
-probes) and applies a reload on SIGHUP, which only the parent sends.
+listens on the socket its parent bound, joins its siblings' channel (app/worker_links.py: fleet-wide
+/metrics and status, shared health probes, fleet changes and rollouts seen by all) and applies the reload
+its parent orders on SIGHUP (app/worker_reload.py).
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import signal
 import ssl
 from collections.abc import Callable
 
-from corral.adapters.metrics_merge import snapshot
 from corral.adapters.migrations import open_engine, upgrade
 from corral.app.build import App, build
 from corral.app.config_state import ConfigSource
-from corral.app.reload import load_and_reload, reload, watch
-from corral.app.siblings import Siblings, WorkerContext
+from corral.app.reload import load_and_reload, watch
+from corral.app.siblings import WorkerContext
+from corral.app.worker_links import join_siblings
+from corral.app.worker_reload import WorkerReloads
 from corral.config import Settings, is_loopback
 
 log = logging.getLogger(__name__)
@@ -61,36 +63,6 @@ async def migrate(settings: Settings) -> None:
             await engine.dispose()
 
 
-async def on_reload(app: App, worker: WorkerContext) -> None:
-    """A worker was told to apply the configuration again: its parent re-read the file once, found it
-    valid and left it in the private run folder, so every worker applies the same version (app/workers.py)."""
-    settings = worker.reloaded_settings()
-    if settings is None:
-        log.warning("reload requested, but the parent left no configuration to apply")
-        return
-    await reload(app, settings, "signal")
-
-
-def _join_siblings(app: App, worker: WorkerContext) -> Siblings:
-    discovery = app.discovery
-    exposition = app.exposition
-
-    async def metrics(message: dict[str, object]) -> object:
-        return snapshot(exposition.registry) if exposition is not None else []
-
-    async def probe(message: dict[str, object]) -> None:
-        result = message.get("result")
-        if isinstance(result, dict):
-            discovery.apply_shared(str(message.get("node")), result)
-
-    siblings = Siblings(worker, {"metrics": metrics, "probe": probe})
-    if exposition is not None:
-        exposition.siblings = lambda: siblings.ask("metrics")
-    discovery.phase = (worker.index, worker.count)
-    discovery.publish = lambda name, result: siblings.tell("probe", node=name, result=result)
-    return siblings
-
-
 async def run(
     settings: Settings,
     on_ready: Callable[[App], None] | None = None,
@@ -103,7 +75,11 @@ async def run(
     `source` (app/reload.py); a worker reloads what its parent validated."""
     app = await build(settings)
     source = source or ConfigSource()
-    app.config.reloader = lambda trigger: load_and_reload(app, source, trigger)
+    reloads = WorkerReloads(app, worker) if worker is not None else None
+    if reloads is not None:  # the whole replica reloads, through the parent (app/worker_reload.py)
+        app.config.reloader = reloads.through_parent
+    else:
+        app.config.reloader = lambda trigger: load_and_reload(app, source, trigger)
     loop = asyncio.get_running_loop()
     background: set[asyncio.Task[object]] = set()
     hup = {"ready": False, "pending": False}
@@ -112,7 +88,7 @@ async def run(
         if not hup["ready"]:  # during start-up: applied once serving (SIGHUP's default would kill us)
             hup["pending"] = True
             return
-        job = on_reload(app, worker) if worker is not None else load_and_reload(app, source, "signal")
+        job = reloads.apply() if reloads is not None else load_and_reload(app, source, "signal")
         task: asyncio.Task[object] = loop.create_task(job)
         background.add(task)
         task.add_done_callback(background.discard)
@@ -122,7 +98,7 @@ async def run(
         await migrate(settings)
     if settings.auth.enabled is False and not is_loopback(settings.server.host):
         log.warning("auth.enabled is false on %s: anyone who can reach Corral can use every node", settings.server.host)
-    siblings = _join_siblings(app, worker) if worker is not None else None
+    siblings = join_siblings(app, worker, reloads) if worker is not None and reloads is not None else None
     if siblings is not None:
         await siblings.start()
     if app.fleet_sync is not None:

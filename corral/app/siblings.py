@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
 from corral.config import Settings
 
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 _LINE_LIMIT = 64 * 1024 * 1024  # a probe result carries a node's /api/tags: large for many models
-
 
 
 @dataclass(frozen=True)
@@ -42,20 +42,37 @@ class WorkerContext:
     run_dir: Path
     listener: socket.socket  # bound by the parent, SO_REUSEPORT, one per worker slot
     metrics_listener: socket.socket | None = None
+    version: str = ""  # the replica's configuration hash, as its parent computed it: every worker reports it
 
     def path(self, index: int) -> Path:
         return self.run_dir / f"worker-{index}.sock"
 
     def settings_path(self, index: int | None = None) -> Path:
-        """Where the parent leaves the configuration it validated for a reload, per worker (its share)."""
+        """Where the parent leaves its reload order for a worker: `ReloadOrder` as JSON."""
         return self.run_dir / f"settings-{self.index if index is None else index}.json"
 
-    def reloaded_settings(self) -> Settings | None:
+    def request_path(self) -> Path:
+        """A worker asking its parent for a reload (POST /admin/reload) writes the trigger's name here."""
+        return self.run_dir / "reload-trigger"
+
+    def reload_order(self) -> ReloadOrder | None:
         try:
             text = self.settings_path().read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-        return Settings.model_validate_json(text)
+        return ReloadOrder.model_validate_json(text)
+
+
+class ReloadOrder(BaseModel):
+    """What the parent tells each worker to apply: its share of the validated settings, or the problems
+    that refused the file (so every worker reports the same refusal). `seq` counts the parent's reloads."""
+
+    seq: int
+    trigger: str
+    version: str
+    at: float  # when the parent validated it: every worker reports the same reload, whichever answers
+    settings: Settings | None = None
+    problems: list[tuple[str, str]] = []
 
 
 class Siblings:
@@ -115,18 +132,19 @@ class Siblings:
         finally:
             writer.close()
 
-    async def _bounded(self, index: int, line: bytes) -> tuple[bool, Any]:
+    async def _bounded(self, index: int, line: bytes, timeout_s: float) -> tuple[bool, Any]:
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(timeout_s):
                 return True, await self._one(index, line)
         except (OSError, TimeoutError, orjson.JSONDecodeError) as exc:
             log.debug("worker %d did not answer: %s", index, exc)
             return False, None
 
-    async def ask(self, op: str, **fields: Any) -> list[Any]:
-        """Every sibling's answer to `op` (those that answered in time)."""
+    async def ask(self, op: str, *, wait_s: float | None = None, **fields: Any) -> list[Any]:
+        """Every sibling's answer to `op` (those that answered within `wait_s`, by default `timeout_s`)."""
         line = orjson.dumps({"op": op, **fields}) + b"\n"
-        results = await asyncio.gather(*(self._bounded(k, line) for k in self._others()))
+        timeout_s = self.timeout_s if wait_s is None else wait_s
+        results = await asyncio.gather(*(self._bounded(k, line, timeout_s) for k in self._others()))
         return [answer for ok, answer in results if ok]
 
     def tell(self, op: str, **fields: Any) -> None:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +50,8 @@ class FleetViews:
         self.shutting_down = False
         # models.<name>.nodes by catalog key: a node outside a model's group does not list it.
         self.model_groups: Mapping[str, Mapping[str, str]] = {}
+        # With workers (app/serve.py): the siblings' own status, for /internal/status to add up.
+        self.siblings_status: Callable[[], Awaitable[list[Any]]] | None = None
 
     def _serving(self) -> list[Node]:
         return [n for n in self.fleet if n.health.up]

@@ -10,12 +10,14 @@ reset. Linux only (elsewhere SO_REUSEPORT does not balance).
 The parent runs no event loop and serves nothing. It waits for signals: SIGCHLD (a worker exited: it is
 restarted, at once the first time and then with a doubling back-off up to 30 s while it keeps dying
 young), SIGTERM/SIGINT (every worker gets SIGTERM and drains as a single process does; the parent exits
-when they have, killing what is left after the grace period), SIGHUP (the configuration file is read and
-validated once, here; only if valid does every worker get SIGHUP and apply it, app/serve.py on_reload).
+when they have, killing what is left after the grace period), SIGHUP, or with `--watch` a change of the file's content
+seen by polling it every second (the configuration file is read and validated once, here; every worker then
+applies the same order, the new settings or the refusal: app/worker_reload.py).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -26,13 +28,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import uvloop
 
+from corral.app.config_state import ConfigVersion
 from corral.app.logs import tag_process
 from corral.app.serve import migrate, run
-from corral.app.siblings import WorkerContext
-from corral.config import ConfigError, Settings
+from corral.app.siblings import ReloadOrder, WorkerContext
+from corral.config import ConfigError, DiscoveredNode, Settings
 from corral.domain.shares import share
 
 log = logging.getLogger(__name__)
@@ -65,8 +69,8 @@ def bind(host: str, port: int, count: int, backlog: int = 2048) -> list[socket.s
 
 
 def worker_settings(settings: Settings, index: int, count: int, port: int) -> Settings:
-    """What worker `index` runs with: the bound port, and its share of each node's slots
-    (domain/shares.py: the node's cap is not exceeded N-fold)."""
+    """What worker `index` runs with: the bound port, and its share of each node's slots, static or
+    discovered (domain/shares.py: the node's cap is not exceeded N-fold)."""
     backends = [
         b.model_copy(
             update={
@@ -77,7 +81,29 @@ def worker_settings(settings: Settings, index: int, count: int, port: int) -> Se
         for b in settings.backends
     ]
     server = settings.server.model_copy(update={"port": port})
-    return settings.model_copy(update={"backends": backends, "server": server})
+    discovery = settings.discovery.model_copy(
+        update={
+            "dns": settings.discovery.dns.model_copy(
+                update={"services": [_shared(s, index, count) for s in settings.discovery.dns.services]}
+            ),
+            "files": [_shared(f, index, count) for f in settings.discovery.files],
+        }
+    )
+    return settings.model_copy(update={"backends": backends, "server": server, "discovery": discovery})
+
+
+_Source = TypeVar("_Source", bound=DiscoveredNode)
+
+
+def _shared(source: _Source, index: int, count: int) -> _Source:
+    """A discovery source's defaults for its nodes, with this worker's share of their slots."""
+    cap = source.max_concurrency
+    return source.model_copy(
+        update={
+            "parallel": share(source.parallel, index, count),
+            "max_concurrency": None if cap is None else share(cap, index, count),
+        }
+    )
 
 
 def _one_fingerprint_key(settings: Settings, key: str) -> Settings:
@@ -108,15 +134,20 @@ class Supervisor:
     stopping: bool = False
     port: int = 0
     fingerprint_key: str = field(default_factory=lambda: os.urandom(32).hex())
+    watch: Path | None = None  # `--watch`: the file this parent polls, reloading when it changes
+    watched: str | None = None  # its content's hash at the last look
+    seq: int = 0  # reloads ordered so far
+    version: str = ""  # the running configuration's hash, reported by every worker
 
     def __post_init__(self) -> None:
         self.settings = _one_fingerprint_key(self.settings, self.fingerprint_key)
+        self.version = ConfigVersion.of(self.settings).hash
 
     def _spawn(self, slot: _Slot) -> None:
         assert self.run_dir is not None
         count = len(self.slots)
         settings = worker_settings(self.settings, slot.index, count, self.port)
-        context = WorkerContext(slot.index, count, self.run_dir, slot.listener, slot.metrics_listener)
+        context = WorkerContext(slot.index, count, self.run_dir, slot.listener, slot.metrics_listener, self.version)
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
@@ -171,27 +202,66 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
 
-    def _reload(self) -> None:
+    def _trigger(self) -> str:
+        """Who asked: a worker serving POST /admin/reload leaves its word in the run folder; else a signal."""
+        assert self.run_dir is not None
+        asked = self.run_dir / "reload-trigger"
+        try:
+            word = asked.read_text(encoding="utf-8").strip()
+            asked.unlink()
+        except OSError:
+            return "signal"
+        return word or "signal"
+
+    def _order(self, slot: _Slot, order: ReloadOrder) -> None:
+        assert self.run_dir is not None
+        target = WorkerContext(slot.index, len(self.slots), self.run_dir, slot.listener).settings_path()
+        staged = target.with_suffix(".tmp")
+        staged.write_text(order.model_dump_json())
+        staged.replace(target)
+
+    def _reload(self, trigger: str) -> None:
+        """Validate the file once; every worker then applies the same order (its share of the settings, or
+        the refusal, so each reports it): app/worker_reload.py."""
+        self.seq += 1
         try:
             fresh = self.reload()
         except ConfigError as exc:
             log.error("reload refused, the running configuration stays: %s", exc)
+            refusal = ReloadOrder(
+                seq=self.seq, trigger=trigger, version=self.version, at=time.time(), problems=exc.problems
+            )
+            for slot in self.slots:
+                self._order(slot, refusal)
+            self._signal_all(signal.SIGHUP)
             return
         s = self.settings.server
         if (fresh.server.host, fresh.server.workers) != (s.host, s.workers) or fresh.server.port not in (s.port, 0):
             log.warning("server.host, server.port and server.workers change only on a restart")
+        fresh = _one_fingerprint_key(fresh, self.fingerprint_key)
         server = fresh.server.model_copy(update={"host": s.host, "port": s.port, "workers": s.workers})
-        fresh = _one_fingerprint_key(fresh.model_copy(update={"server": server}), self.fingerprint_key)
-        self.settings = fresh  # what restarted workers start with
-        assert self.run_dir is not None
-        for slot in self.slots:  # each worker applies exactly this version, with its share of the slots
-            context = WorkerContext(slot.index, len(self.slots), self.run_dir, slot.listener)
-            target = context.settings_path()
-            staged = target.with_suffix(".tmp")
-            staged.write_text(worker_settings(fresh, slot.index, len(self.slots), self.port).model_dump_json())
-            staged.replace(target)
+        self.settings = fresh.model_copy(update={"server": server})  # what restarted workers start with
+        self.version = ConfigVersion.of(self.settings).hash
+        # Each worker gets the file's own listener settings (its reload reports them as needing a restart
+        # and keeps the running ones), except a port of 0, which means the one bound.
+        port = self.port if fresh.server.port in (0, s.port) else fresh.server.port
+        at = time.time()
+        for slot in self.slots:
+            share = worker_settings(fresh, slot.index, len(self.slots), port)
+            self._order(slot, ReloadOrder(seq=self.seq, trigger=trigger, version=self.version, at=at, settings=share))
         log.info("configuration valid; telling %d worker(s) to reload", len(self.slots))
         self._signal_all(signal.SIGHUP)
+
+    def _file_changed(self) -> bool:
+        """`--watch`: whether the configuration file's content changed since the last look (polled each second)."""
+        if self.watch is None:
+            return False
+        try:
+            digest = hashlib.sha256(self.watch.read_bytes()).hexdigest()
+        except OSError:
+            return False
+        seen, self.watched = self.watched, digest
+        return seen is not None and seen != digest
 
     def _stop(self) -> None:
         self.stopping = True
@@ -216,6 +286,7 @@ class Supervisor:
         if not _migrate(self.settings):  # once, not raced by N workers
             return 1
         self.run_dir = Path(tempfile.mkdtemp(prefix="corral-workers-"))  # mode 0700
+        self._file_changed()  # the content it starts with
         deadline: float | None = None
         try:
             for slot in self.slots:
@@ -230,7 +301,9 @@ class Supervisor:
                     self._stop()
                     deadline = time.monotonic() + srv.shutdown_grace_s + 10.0
                 elif got is not None and got.si_signo == signal.SIGHUP and not self.stopping:
-                    self._reload()
+                    self._reload(self._trigger())
+                elif not self.stopping and self._file_changed():
+                    self._reload("watch")
                 self._reap()
                 if self.stopping:
                     if all(s.pid is None for s in self.slots):
@@ -276,5 +349,5 @@ def _migrate(settings: Settings) -> bool:
     return os.waitstatus_to_exitcode(status) == 0
 
 
-def supervise(settings: Settings, reload: Callable[[], Settings]) -> int:
-    return Supervisor(settings, reload).serve()
+def supervise(settings: Settings, reload: Callable[[], Settings], watch: Path | None = None) -> int:
+    return Supervisor(settings, reload, watch=watch).serve()

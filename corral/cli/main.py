@@ -59,9 +59,8 @@ def serve(
         from corral.app.workers import supervise
         from corral.config import load_settings
 
-        if watch:
-            err.print("[yellow]warning:[/] --watch watches for one process; with --workers send SIGHUP to reload")
-        raise typer.Exit(supervise(settings, lambda: load_settings(config, **overrides)))
+        reread = lambda: load_settings(config, **overrides)  # noqa: E731
+        raise typer.Exit(supervise(settings, reread, watch=config if watch else None))
     from corral.cli.runner import run_gateway
 
     try:

@@ -17,7 +17,7 @@ import openai
 import pytest
 import yaml
 
-from procs import Proc, new_key, sim_stats, start_corral, start_sim, wait_for
+from procs import Proc, new_key, sim_stats, single_process, start_corral, start_sim, wait_for
 
 MARKER = "secret-marker-9d4e1b7a"
 
@@ -233,6 +233,7 @@ def test_a_public_address_needs_keys_or_an_explicit_choice(tmp_path: Path) -> No
     assert result.returncode == 0
 
 
+@single_process("a node cap below the worker count: each worker keeps one slot and its own queue (docs/deploy.md)")
 def test_the_admission_queue_serves_keys_in_turn_and_priority_classes_first(tmp_path: Path) -> None:
     sim = start_sim("llama3.2:1b", extra=["--tokens-per-second", "20", "--load-seconds", "0"])
     config = {

@@ -19,7 +19,7 @@ import openai
 import pytest
 import yaml
 
-from procs import Proc, new_key, running, sim_stats, start_corral, start_sim, wait_for
+from procs import Proc, new_key, running, sim_stats, single_process, start_corral, start_sim, wait_for
 
 FAST = ["--tokens-per-second", "2000", "--load-seconds", "0.05"]
 OA_NAME = "meta-llama/Llama-3.2-3B-Instruct"
@@ -195,6 +195,7 @@ def test_allow_lists_apply_to_the_model_an_alias_resolves_to(groups: Groups) -> 
     assert g.get("/api/tags", g.narrow).json()["models"] == []
 
 
+@single_process("a node cap below the worker count: each worker keeps one slot and its own queue (docs/deploy.md)")
 def test_a_full_primary_falls_back_after_fallback_after_s(groups: Groups) -> None:
     g = groups
     wait_for(lambda: g.get("/internal/status", g.admin).json()["nodes"][4]["state"] == "up", 15, "prim up")
@@ -212,6 +213,7 @@ def test_a_full_primary_falls_back_after_fallback_after_s(groups: Groups) -> Non
     reset(g.prim)
 
 
+@single_process("round-robin turns are per worker: balanced over many requests, not strictly alternating")
 def test_an_openai_type_node_and_an_ollama_node_pool_under_one_catalog_name(groups: Groups) -> None:
     g = groups
     reset(g.oa, g.ol)

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from procs import Proc, free_port, sim_stats, start_corral, start_sim, wait_for
+from procs import Proc, free_port, sim_stats, single_process, start_corral, start_sim, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("dnsmasq") is None, reason="needs dnsmasq (scripts/install.sh --system)")
 
@@ -97,6 +97,7 @@ def served(sim: Proc) -> int:
     return int(sim_stats(sim)["requests"].get("/api/generate", 0))
 
 
+@single_process("it counts on round-robin turns, which are per worker (the slow request's node)")
 def test_dns_address_records_become_nodes_and_drain_when_removed(dnsmasq: Dnsmasq) -> None:
     port = free_port()
     two = sim_on("127.0.0.2", port, "--tokens-per-second", "20", "--load-seconds", "0.05")

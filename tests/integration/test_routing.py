@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from procs import Proc, sim_stats, start_corral, start_sim, wait_for
+from procs import Proc, sim_stats, single_process, start_corral, start_sim, wait_for
 
 FAST = ["--tokens-per-second", "2000", "--load-seconds", "0.05"]
 HEALTH = {"interval_s": 0.2, "timeout_s": 1, "rise": 1, "fall": 2}
@@ -171,6 +171,7 @@ def test_concurrency_caps_are_never_exceeded() -> None:
             proc.stop()
 
 
+@single_process("a node cap below the worker count: each worker keeps one slot and its own queue (docs/deploy.md)")
 def test_the_queue_is_bounded_and_fair_across_clients() -> None:
     sim = start_sim("m:1b", extra=["--tokens-per-second", "20", "--load-seconds", "0"])
     corral = start_corral(

@@ -264,3 +264,51 @@ def test_port_zero_is_picked_once_and_shared_by_the_workers(tmp_path: Path, sim:
         assert all(f"127.0.0.1:{chosen} " in x["msg"] for x in listening)
     finally:
         proc.stop()
+
+
+def test_admin_changes_answer_once_every_worker_applied_them(tmp_path: Path) -> None:
+    """A drain, a reload and a refused reload through whichever worker takes the call: the next
+    requests, whichever worker takes each, all see the result, and every worker reports one version."""
+    one, two = start_sim("m:1b", extra=FAST), start_sim("m:1b", extra=FAST)
+    config = {
+        "server": {"workers": 2},
+        "backends": [{"name": "one", "url": one.url, "parallel": 8}, {"name": "two", "url": two.url, "parallel": 8}],
+        "auth": {"store_url": f"sqlite:///{tmp_path / 'fleet.db'}"},
+        "logging": {"access": True},
+    }
+    corral = start_corral(config)
+    path: Path = corral.config_path  # type: ignore[attr-defined]
+    try:
+        wait_for(lambda: len(worker_pids(corral)) == 2, 15, "two workers")
+        assert httpx.post(corral.url + "/admin/backends/one/drain", timeout=10).status_code == 200
+        before = sim_stats(one)["requests"].get("/api/generate", 0)
+        assert all(generate(corral.url).status_code == 200 for _ in range(20))
+        assert sim_stats(one)["requests"].get("/api/generate", 0) == before  # no worker sent it one
+        assert len(served_by(corral, "/api/generate")) == 2  # and both workers served
+
+        doc = yaml.safe_load(path.read_text())
+        doc["validation"] = {"max_predict": 8}
+        path.write_text(yaml.safe_dump(doc))
+        reply = httpx.post(corral.url + "/admin/reload", timeout=30)
+        assert reply.status_code == 200 and reply.json()["changed"] == ["validation.max_predict"], reply.text
+        version = reply.json()["version"]["hash"]
+        statuses = [
+            httpx.get(corral.url + "/internal/status", headers={"Connection": "close"}).json() for _ in range(12)
+        ]
+        assert {s["config"]["hash"] for s in statuses} == {version}
+        assert all(generate(corral.url, tokens=9).status_code == 400 for _ in range(12))  # the new cap, everywhere
+
+        doc["queue"] = {"max_len": -1}
+        path.write_text(yaml.safe_dump(doc))
+        refused = httpx.post(corral.url + "/admin/reload", timeout=30)
+        assert refused.status_code == 422 and refused.json()["problems"][0]["key"] == "queue.max_len"
+        statuses = [
+            httpx.get(corral.url + "/internal/status", headers={"Connection": "close"}).json() for _ in range(12)
+        ]
+        assert all(s["config"]["last_reload"]["result"] == "error" for s in statuses)
+        assert {s["config"]["hash"] for s in statuses} == {version}
+        assert len(served_by(corral, "/internal/status")) == 2
+    finally:
+        corral.stop()
+        one.stop()
+        two.stop()

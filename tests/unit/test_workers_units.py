@@ -1,15 +1,23 @@
-"""Pure parts of the worker set-up: slot shares, the metrics merge, the worker settings."""
+"""Pure parts of the worker set-up: slot shares, the metrics and status merges, the worker settings, what
+crosses the worker channel."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from corral.adapters.keystore import KeyRecord, KeySpec, record_from_json, record_json
 from corral.adapters.metrics_merge import merge, snapshot
+from corral.app.replica_status import merge_status
 from corral.app.workers import worker_settings
 from corral.config import ConfigError, Settings, load_settings
+from corral.domain.keys import Role
 from corral.domain.shares import share
 
 
@@ -71,6 +79,17 @@ def test_worker_settings_divide_node_slots_and_carry_the_bound_port() -> None:
     assert all(s.server.port == 4321 for s in ones)
 
 
+def test_worker_settings_divide_the_slots_of_discovered_nodes_too(tmp_path: Path) -> None:
+    dns = {"services": [{"name": "fleet.test", "port": 11434, "max_concurrency": 4, "parallel": 3}]}
+    files = [{"path": str(tmp_path / "nodes.yaml"), "max_concurrency": 1}]
+    settings = Settings.model_validate({"discovery": {"dns": dns, "files": files}})
+    ones = [worker_settings(settings, k, 2, 4321) for k in range(2)]
+    service = [s.discovery.dns.services[0] for s in ones]
+    assert [x.max_concurrency for x in service] == [2, 2] and [x.parallel for x in service] == [2, 1]
+    assert [s.discovery.files[0].max_concurrency for s in ones] == [1, 1]  # never below one slot
+    assert [s.discovery.files[0].parallel for s in ones] == [1, 1]
+
+
 def test_several_workers_with_memory_limits_are_refused_with_the_setting_to_add() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(None, server={"workers": 2}, limits={"global_rpm": 100})
@@ -78,3 +97,39 @@ def test_several_workers_with_memory_limits_are_refused_with_the_setting_to_add(
     assert "limits.global_rpm" in caught.value.problems[0][1]
     assert load_settings(None, server={"workers": 2}, limits={"global_rpm": 100, "redis_url": "redis://r:6379/0"})
     assert load_settings(None, server={"workers": 1}, limits={"global_rpm": 100})
+
+
+def _node(name: str, in_flight: int, requests: int, cap: int | None) -> dict[str, Any]:
+    return {"name": name, "state": "up", "in_flight": in_flight, "requests_total": requests,
+            "failures_total": 0, "completion_tokens_total": 0, "ttft_sum_s": 0.5, "ttft_count": 1,
+            "max_concurrency": cap}  # fmt: skip
+
+
+@given(st.integers(1, 64), st.integers(1, 8), st.lists(st.integers(0, 50), min_size=8, max_size=8))
+def test_the_replica_status_adds_up_each_workers_share(cap: int, count: int, counts: list[int]) -> None:
+    """/internal/status with workers: the in-flight counts, counters and queues of every worker, and the
+    slot shares back to the node's cap (one share each, when the cap is below the worker count)."""
+    views: list[Any] = []
+    for k in range(count):
+        nodes = [_node("a", counts[k], 10 * counts[k], share(cap, k, count)), _node("b", 1, 1, None)]
+        views.append({"nodes": nodes, "queue": {"waiting": counts[k]}, "ready": True})
+    merged = merge_status(views[0], [*views[1:], "a worker that answered nonsense"])
+    a, b = merged["nodes"]
+    assert a["in_flight"] == sum(counts[:count]) and a["requests_total"] == 10 * sum(counts[:count])
+    assert a["max_concurrency"] == max(cap, count) and b["max_concurrency"] is None
+    assert b["ttft_count"] == count and merged["queue"]["waiting"] == sum(counts[:count])
+    assert merged["ready"] is True
+
+
+def test_the_replica_status_shows_the_residency_of_the_worker_whose_controller_acts() -> None:
+    idle = {"enabled": True, "pinned": {}}
+    acting = {"enabled": True, "pinned": {"m:1b": ["a", "b"]}}
+    own = {"nodes": [], "queue": {"waiting": 0}, "residency": idle}
+    assert merge_status(own, [{"nodes": [], "queue": {"waiting": 0}, "residency": acting}])["residency"] == acting
+    assert merge_status({**own, "residency": acting}, [{"nodes": [], "queue": {"waiting": 0}}])["residency"] == acting
+
+
+def test_a_key_record_crosses_the_worker_channel_unchanged() -> None:
+    spec = KeySpec("app", Role.ADMIN, ("llama3.2:1b", "qwen*"), 60, 1000, 4, 5, 2e9, {"team": "search"})
+    for record in (KeyRecord(spec, "crl_abcd1234", 1.7e9), KeyRecord(KeySpec("old"), "crl_x", 1.0, 2.0)):
+        assert record_from_json(orjson.loads(orjson.dumps(record_json(record)))) == record

@@ -3,6 +3,7 @@ on by condition, stopped by PID. Usable outside pytest too (benchmarks, demos)."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import shutil
@@ -11,10 +12,11 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 PG_BIN = Path(os.environ.get("CORRAL_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -133,3 +135,15 @@ def start_postgres(timeout: float = 30.0) -> Iterator[Server]:
             server.stop(signal.SIGINT)  # fast shutdown
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+T = TypeVar("T")
+
+
+def run(coro: Awaitable[T], timeout: float = 30.0) -> T:
+    """Run one coroutine of a contract case to its end, bounded so a hung server fails the case."""
+
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())

@@ -15,16 +15,11 @@ import sqlalchemy as sa
 from corral.adapters.audit import AuditRecord, AuditSink, FileAuditSink, SqlAuditSink, prompt_digest
 from corral.adapters.migrations import audit_log, open_engine, upgrade
 
+from .servers import run
+
 T = TypeVar("T")
 NOW = 1_700_000_000.0
 Reader = Callable[[], Awaitable[list[dict[str, Any]]]]
-
-
-def run(coro: Awaitable[T], timeout: float = 30.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
 
 
 def file_lines(path: Path) -> list[str]:

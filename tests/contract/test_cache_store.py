@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable
-from typing import TypeVar
 
 import pytest
 
 from corral.adapters.cache_store import CacheStore, MemoryCacheStore, RedisCacheStore
 
-T = TypeVar("T")
-
-
-def run(coro: Awaitable[T], timeout: float = 30.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
+from .servers import run
 
 
 @pytest.fixture(params=["memory", "redis"])

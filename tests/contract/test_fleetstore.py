@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
@@ -12,16 +11,11 @@ import pytest
 from corral.adapters.fleetstore import FleetStore, MemoryFleetStore, SqlFleetStore
 from corral.domain.fleet_state import NodeOverride
 
+from .servers import run
+
 T = TypeVar("T")
 NOW = 1_700_000_000.0
 SPEC = {"name": "gpu-9", "url": "http://10.0.0.9:11434", "type": "ollama"}
-
-
-def run(coro: Awaitable[T], timeout: float = 30.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
 
 
 @pytest.fixture(params=["memory", "sqlite", "postgresql"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
@@ -13,15 +12,10 @@ import sqlalchemy as sa
 from corral.adapters.keystore import KeyCache, KeyExists, KeyNotFound, KeySpec, SqlKeyStore
 from corral.domain.keys import Role, parse_key
 
+from .servers import run
+
 T = TypeVar("T")
 NOW = 1_700_000_000.0
-
-
-def run(coro: Awaitable[T], timeout: float = 30.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -6,8 +6,6 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Awaitable
-from typing import TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -15,16 +13,7 @@ from hypothesis import strategies as st
 
 from corral.adapters.limits import Decision, LimitStore, Scope
 
-from .servers import Server, start_redis
-
-T = TypeVar("T")
-
-
-def run(coro: Awaitable[T], timeout: float = 30.0) -> T:
-    async def bounded() -> T:
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(bounded())
+from .servers import Server, run, start_redis
 
 
 @pytest.fixture(params=["memory", "redis"])

@@ -28,9 +28,14 @@ def _default(info: FieldInfo) -> str:
     return f"`{info.default!r}`"
 
 
+# Keys written by name in YAML: `models.<name>.num_ctx` rather than the field that holds them.
+_NAMED = {"models.per_model": "models.<name>"}
+
+
 def _rows(model: type[BaseModel], prefix: str, out: list[str], sections: list[tuple[str, type[BaseModel]]]) -> None:
     for name, info in model.model_fields.items():
         key = f"{prefix}{name}"
+        key = _NAMED.get(key, key)
         nested = _model_of(info.annotation)
         if nested is not None:
             sections.append((key, nested))
@@ -45,7 +50,7 @@ def _descriptions(model: type[BaseModel], prefix: str) -> dict[str, str]:
     for name, info in model.model_fields.items():
         nested = _model_of(info.annotation)
         if nested is not None:
-            key = f"{prefix}{name}"
+            key = _NAMED.get(f"{prefix}{name}", f"{prefix}{name}")
             out[key] = info.description or ""
             out.update(_descriptions(nested, f"{key}[]." if key == "backends" else f"{key}."))
     return out

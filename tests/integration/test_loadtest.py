@@ -138,17 +138,25 @@ def test_json_and_plot_files_are_well_formed(node: Proc, tmp_path: Path) -> None
 
 def test_ctrl_c_ends_the_run_and_reports_what_finished(node: Proc, tmp_path: Path) -> None:
     out = tmp_path / "partial.json"
+    concurrency = 4
     args = ["--url", node.url, "--model", MODEL, "--max-tokens", "2", "--duration", "60s", "--json", str(out)]
+    args += ["--concurrency", str(concurrency)]
     proc = subprocess.Popen([sys.executable, "-m", "corral", "loadtest", *args], stdout=subprocess.PIPE, text=True)
+
+    def arrived() -> int:
+        return int(sim_stats(node)["requests"].get("/api/chat", 0))
+
     try:
-        wait_for(lambda: sim_stats(node)["requests"].get("/api/chat", 0) >= 20, 20, "requests at the node")
+        wait_for(lambda: arrived() >= 20 + concurrency, 20, "requests at the node")
+        before = arrived()  # all but the (at most) `concurrency` in flight have been answered
         proc.send_signal(signal.SIGINT)
         stdout, _ = proc.communicate(timeout=20)
     finally:
         proc.kill()
     assert proc.returncode == 130
     report = json.loads(out.read_text())
-    assert report["interrupted"] and report["requests"]["ok"] >= 20 and report["requests"]["errors"] == 0
+    assert report["interrupted"] and report["requests"]["errors"] == 0
+    assert before - concurrency <= report["requests"]["ok"] <= arrived()
     assert "interrupted" in stdout
 
 

@@ -1,5 +1,6 @@
-"""How the fleet commands (`corral models`, `corral nodes`) talk to a running Corral: its URL and an admin
-key (`--url`/`CORRAL_URL`, `--key`/`CORRAL_ADMIN_KEY`), JSON calls and NDJSON streams over urllib."""
+"""How the CLI talks to a running Corral (`corral models`, `corral nodes`, `corral backup`): its URL and an
+admin key (`--url`/`CORRAL_URL`, `--key`/`--api-key`/`CORRAL_ADMIN_KEY`), JSON calls and NDJSON streams
+over urllib. The one client every command uses."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import typer
 UrlOpt = Annotated[str, typer.Option("--url", help="Corral's base URL.", envvar="CORRAL_URL")]
 KeyOpt = Annotated[
     str | None,
-    typer.Option("--key", help="An admin API key (when Corral requires keys).", envvar="CORRAL_ADMIN_KEY"),
-]
+    typer.Option("--key", "--api-key", envvar=["CORRAL_ADMIN_KEY", "CORRAL_API_KEY"],
+                 help="An admin API key, when Corral requires keys.", show_default=False),
+]  # fmt: skip
 DEFAULT_URL = "http://127.0.0.1:8080"
 
 
@@ -37,6 +39,14 @@ def _error_text(raw: bytes) -> str:
     if isinstance(error, dict):  # the OpenAI shape
         error = error.get("message")
     return str(error) if error else raw.decode("utf-8", "replace")[:300]
+
+
+def _refusal(method: str, path: str, status: int, raw: bytes) -> str:
+    if status == 401:
+        return f"{method} {path}: Corral wants an API key (--key or CORRAL_ADMIN_KEY)"
+    if status == 403:
+        return f"{method} {path}: the API key is not an admin key ({_error_text(raw)})"
+    return _error_text(raw)
 
 
 class AdminClient:
@@ -62,7 +72,7 @@ class AdminClient:
         try:
             return urllib.request.urlopen(request, timeout=timeout_s or self.timeout_s)
         except urllib.error.HTTPError as exc:
-            raise AdminError(_error_text(exc.read()), exc.code) from None
+            raise AdminError(_refusal(method, path, exc.code, exc.read()), exc.code) from None
         except (urllib.error.URLError, OSError) as exc:
             raise AdminError(f"cannot reach Corral at {self.url}: {getattr(exc, 'reason', exc)}") from None
 

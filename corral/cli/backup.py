@@ -30,8 +30,9 @@ from corral.adapters.backup_files import (
     verify,
     write_manifest,
 )
+from corral.cli.admin_client import KeyOpt
+from corral.cli.backup_client import CorralClient, CorralUnreachable, UrlOpt, corral_url
 from corral.cli.backup_restore import restore_command
-from corral.cli.corral_client import CorralClient, CorralUnreachable, KeyOpt, UrlOpt, corral_url
 from corral.cli.options import ConfigOpt, load_or_exit
 
 app = typer.Typer(no_args_is_help=True, help="Back up and restore config, keys, fleet state and the model inventory.")
@@ -42,7 +43,7 @@ err = Console(stderr=True)
 def _models(client: CorralClient) -> dict[str, Any]:
     status = client.status()
     nodes: dict[str, list[dict[str, Any]]] = {}
-    for node, models in client.inventory(status).items():
+    for node, models in client.node_models(status).items():
         entries = []
         for model, digest in sorted(models.items()):
             shown = client.show(node, model)

@@ -23,7 +23,8 @@ from rich.table import Table
 
 from corral.adapters import db_snapshot
 from corral.adapters.backup_files import CONFIG_FILE, MODELS_FILE, BackupInvalid, verify
-from corral.cli.corral_client import CorralClient, CorralUnreachable, KeyOpt, UrlOpt, corral_url
+from corral.cli.admin_client import KeyOpt
+from corral.cli.backup_client import CorralClient, CorralUnreachable, UrlOpt, corral_url
 from corral.cli.options import ConfigOpt, load_or_exit
 from corral.domain.restore_plan import ModelPlan, plan_models
 
@@ -136,17 +137,17 @@ def _pull_all(client: CorralClient, pulls: tuple[tuple[str, str], ...]) -> list[
 def _models(folder: Path, client: CorralClient, apply: bool, wait_auth_s: float, listed_s: float) -> list[str]:
     recorded = json.loads((folder / MODELS_FILE).read_text(encoding="utf-8"))
     backup = {node: {e["name"]: e.get("digest") for e in entries} for node, entries in recorded["nodes"].items()}
-    plan = plan_models(backup, client.inventory(client.status(wait_auth_s)))
+    plan = plan_models(backup, client.node_models(client.status(wait_auth_s)))
     _show_plan(plan)
     if not apply or plan.done:
         return []
     failures = _pull_all(client, plan.pulls)
     # Corral lists a node's models from its discovery reads: wait for the next one (`listed_s`).
     deadline = time.monotonic() + listed_s
-    after = plan_models(backup, client.inventory(client.status()))
+    after = plan_models(backup, client.node_models(client.status()))
     while not after.done and time.monotonic() < deadline:
         time.sleep(0.2)
-        after = plan_models(backup, client.inventory(client.status()))
+        after = plan_models(backup, client.node_models(client.status()))
     for node, model in after.pulls:
         if not any(f.startswith(f"{node}: {model}:") for f in failures):
             failures.append(f"{node}: {model}: pulled, but the node does not list it")

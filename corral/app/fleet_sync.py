@@ -13,13 +13,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from corral.adapters.fleetstore import FleetStore
 from corral.app.discovery import Discovery
 from corral.app.fleet import Fleet, Node
 from corral.config import BackendSettings, HealthSettings
 from corral.domain.breaker import CircuitBreaker
-from corral.domain.fleet_state import FleetChanges, NodeOverride, WantedNode, changes, wanted
+from corral.domain.fleet_state import FleetChanges, NodeOverride, Spec, WantedNode, changes, wanted
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class FleetSync:
         # With workers: brings the sibling processes to the stored state (they answer once synced), so a
         # change answers only when every worker of this replica applies it (app/serve.py).
         self.siblings: Callable[[], Awaitable[object]] | None = None
+        # With workers: a stored node's settings as this worker runs them (its share of the node's slots,
+        # domain/shares.py); the YAML's nodes come already shared (app/workers.py worker_settings).
+        self.localize: Callable[[Spec], Spec] | None = None
 
     # -- changes made through this process -------------------------------------------------------
     async def add(self, settings: BackendSettings, by: str | None) -> Node | None:
@@ -91,6 +95,11 @@ class FleetSync:
             have = {
                 n.name: WantedNode(n.name, spec(n.settings), n.draining) for n in self.fleet if self.managed(n.name)
             }
+            if self.localize is not None:
+                local = self.localize
+                overrides = [
+                    replace(o, settings=local(o.settings)) if o.settings is not None else o for o in overrides
+                ]
             want = wanted(self.base, overrides)
             todo = changes(want, have)
             if todo:

@@ -20,6 +20,7 @@ from corral.adapters.metrics_merge import snapshot
 from corral.app.build import App
 from corral.app.siblings import Siblings, WorkerContext
 from corral.app.worker_reload import WorkerReloads
+from corral.domain.shares import spec_share
 
 
 def join_siblings(app: App, worker: WorkerContext, reloads: WorkerReloads) -> Siblings:
@@ -87,6 +88,7 @@ def join_siblings(app: App, worker: WorkerContext, reloads: WorkerReloads) -> Si
             return await siblings.ask("fleet_sync", wait_s=max(2.0, app.settings.health.timeout_s + 2.0))
 
         sync.siblings = siblings_synced
+        sync.localize = lambda spec: spec_share(spec, worker.index, worker.count)
     if app.key_cache is not None:
 
         async def key_elsewhere(digest: str) -> tuple[bool, KeyRecord | None]:

@@ -10,6 +10,8 @@ queues those requests itself (OLLAMA_NUM_PARALLEL / OLLAMA_MAX_QUEUE).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 
 def share(total: int, index: int, count: int) -> int:
     """Worker `index` (0-based) of `count`: its part of `total` slots (at least 1)."""
@@ -17,3 +19,16 @@ def share(total: int, index: int, count: int) -> int:
         raise ValueError(f"worker index {index} out of range for {count} worker(s)")
     base, extra = divmod(total, count)
     return max(1, base + (1 if index < extra else 0))
+
+
+def spec_share(spec: Mapping[str, object], index: int, count: int) -> dict[str, object]:
+    """A node's settings (as stored: `parallel`, `max_concurrency`) with worker `index`'s share of its
+    slots: what a node added at run time gets in each worker, as a YAML node does."""
+    out = dict(spec)
+    parallel = out.get("parallel")
+    if isinstance(parallel, int):
+        out["parallel"] = share(parallel, index, count)
+    cap = out.get("max_concurrency")
+    if isinstance(cap, int):
+        out["max_concurrency"] = share(cap, index, count)
+    return out

@@ -308,6 +308,13 @@ def test_admin_changes_answer_once_every_worker_applied_them(tmp_path: Path) -> 
         assert all(s["config"]["last_reload"]["result"] == "error" for s in statuses)
         assert {s["config"]["hash"] for s in statuses} == {version}
         assert len(served_by(corral, "/internal/status")) == 2
+
+        # A node added at run time is shared out like a YAML node: its cap holds for the replica.
+        added = {"name": "three", "url": two.url, "parallel": 5, "max_concurrency": 6}
+        assert httpx.post(corral.url + "/admin/backends", json=added, timeout=10).status_code in (200, 201)
+        for status in (httpx.get(corral.url + "/internal/status", headers={"Connection": "close"}) for _ in range(6)):
+            three = next(n for n in status.json()["nodes"] if n["name"] == "three")
+            assert three["max_concurrency"] == 6  # 3 + 3, not 6 in each worker
     finally:
         corral.stop()
         one.stop()

@@ -18,7 +18,7 @@ from corral.app.replica_status import merge_status
 from corral.app.workers import worker_settings
 from corral.config import ConfigError, Settings, load_settings
 from corral.domain.keys import Role
-from corral.domain.shares import share
+from corral.domain.shares import share, spec_share
 
 
 @given(st.integers(1, 512), st.integers(1, 64))
@@ -27,6 +27,16 @@ def test_shares_add_up_to_the_budget_and_never_leave_a_worker_without_a_slot(tot
     assert min(parts) >= 1
     assert max(parts) - min(parts) <= 1  # even
     assert sum(parts) == max(total, count)  # exact, unless there are fewer slots than workers
+
+
+@given(st.integers(1, 64), st.one_of(st.none(), st.integers(1, 256)), st.integers(1, 8))
+def test_a_stored_node_is_shared_out_like_a_yaml_node(parallel: int, cap: int | None, count: int) -> None:
+    spec = {"name": "n", "url": "http://127.0.0.1:1", "parallel": parallel, "max_concurrency": cap}
+    parts = [spec_share(spec, k, count) for k in range(count)]
+    assert sum(int(p["parallel"]) for p in parts) == max(parallel, count)  # type: ignore[call-overload]
+    if cap is not None:
+        assert sum(int(p["max_concurrency"]) for p in parts) == max(cap, count)  # type: ignore[call-overload]
+    assert all(p["url"] == spec["url"] and p["name"] == "n" for p in parts) and spec["parallel"] == parallel
 
 
 def test_share_refuses_an_index_out_of_range() -> None:

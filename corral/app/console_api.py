@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -26,7 +26,7 @@ from corral.app.views import send_json
 from corral.domain.errors import Forbidden, InvalidRequest
 from corral.domain.names import normalize
 from corral.domain.record import RequestRecord
-from corral.domain.traffic import WINDOW_S, TrafficRing
+from corral.domain.traffic import WINDOW_S, TrafficRing, add_keys, add_routes, key_rows
 from corral.net.response import Request, Response
 
 _NO_STORE = (b"cache-control", b"no-store")
@@ -72,6 +72,9 @@ class Console:
         self.started_at = clock()
         self.ring = TrafficRing()
         self._sampler: asyncio.Task[None] | None = None
+        # With several workers: the other workers' answers to a `console` question (app/worker_links.py),
+        # added to this one's so the console shows the replica's traffic, not one worker's part of it.
+        self.siblings: Callable[..., Awaitable[list[Any]]] | None = None
 
     # -- feeding the ring -------------------------------------------------------------------------
 
@@ -167,7 +170,7 @@ class Console:
             "queue": {"waiting": self.queue_len(), "max": self.queue_max},
             "auth": self._auth(record),
             "nodes": [node_view(n, record) for n in self.fleet],
-            "models": model_matrix(self.fleet, record, self.ring.routes(now)),
+            "models": model_matrix(self.fleet, record, await self._routes(now)),
         }
         self._send(response, record, doc)
 
@@ -196,7 +199,12 @@ class Console:
         summed = [scope]
         if scope == "all" and not self._admin(record):
             summed = [s for s in allowed if s != "all"]  # a user key's traffic is that of its models
-        series = self.ring.series(now, summed, window, step)
+        steps = self.ring.steps(now, summed, window, step)
+        if self.siblings is not None:
+            for rows in await self.siblings("console", part="steps", now=now, scopes=summed, window=window, step=step):
+                if isinstance(rows, list):
+                    steps.add(rows)
+        series = steps.series()
         doc = {
             "scope": scope,
             "scopes": allowed,
@@ -214,12 +222,39 @@ class Console:
         }
         self._send(response, record, doc)
 
+    async def _routes(self, now: float) -> dict[str, dict[str, int]]:
+        routes = self.ring.routes(now)
+        if self.siblings is not None:
+            for other in await self.siblings("console", part="routes", now=now):
+                if isinstance(other, dict):
+                    add_routes(routes, other)
+        return routes
+
+    def answer_sibling(self, message: dict[str, Any]) -> object:
+        """This worker's part of the figures another worker of the replica was asked for."""
+        now = float(message.get("now") or self.clock())
+        part = message.get("part")
+        if part == "steps":
+            scopes = [str(s) for s in message.get("scopes") or []]
+            window, step = int(message.get("window") or WINDOW_S), int(message.get("step") or 5)
+            return self.ring.steps(now, scopes, window, step).rows()
+        if part == "routes":
+            return self.ring.routes(now)
+        if part == "keys":
+            return [key_rows(self.ring.keys(now, 60)), key_rows(self.ring.keys(now, 300))]
+        return None
+
     async def keys(self, request: Request, response: Response, record: RequestRecord) -> None:
         """Admin: every key with its limits and its use of them on this replica (requests and tokens
         over the last minute, against rpm and tpm; refusals over the last five)."""
         assert self.store is not None  # bound only with a key store
         now = self.clock()
         minute, five = self.ring.keys(now, 60), self.ring.keys(now, 300)
+        if self.siblings is not None:
+            for answer in await self.siblings("console", part="keys", now=now):
+                if isinstance(answer, list) and len(answer) == 2:
+                    add_keys(minute, answer[0])
+                    add_keys(five, answer[1])
         out = []
         for key in await self.store.list(include_revoked=True):
             view = key_view(key)

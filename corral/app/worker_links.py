@@ -8,7 +8,8 @@ replica acts as one gateway (`server.workers` > 1):
 - `rollouts_running`, `rollout_drain`: a rollout runs in one worker; the others report it as running and
   drain its node too (a drain lives in each process's memory);
 - `key_known`: while the key database is down, a key any worker knew keeps working;
-- `reload_seq`: which reload order a worker applied (app/worker_reload.py).
+- `reload_seq`: which reload order a worker applied (app/worker_reload.py);
+- `console`: each worker's traffic figures, added up for the console (app/console_api.py).
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ def join_siblings(app: App, worker: WorkerContext, reloads: WorkerReloads) -> Si
         found, record = app.key_cache.known(str(message.get("digest"))) if app.key_cache else (False, None)
         return {"found": found, "record": record_json(record) if record is not None else None}
 
+    async def console(message: dict[str, object]) -> object:
+        return app.console.answer_sibling(message) if app.console is not None else None
+
     async def rollout_drain(message: dict[str, object]) -> bool:
         node = app.fleet.get(str(message.get("node")))
         draining = bool(message.get("draining"))
@@ -73,9 +77,12 @@ def join_siblings(app: App, worker: WorkerContext, reloads: WorkerReloads) -> Si
             "reload_seq": reloads.seq,
             "status": status,
             "key_known": key_known,
+            "console": console,
         },
     )
     app.views.siblings_status = lambda: siblings.ask("status")
+    if app.console is not None:
+        app.console.siblings = siblings.ask
     if exposition is not None:
         exposition.siblings = lambda: siblings.ask("metrics")
     discovery.phase = (worker.index, worker.count)

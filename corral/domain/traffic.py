@@ -14,8 +14,9 @@ a dashboard over `/metrics` agree.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 WINDOW_S = 900
 TTFT_BOUNDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 3, 5, 10, 20, 30, 60, 120)
@@ -91,6 +92,76 @@ class Series:
     ttft_p99: list[float | None]
     queue: list[int]
     in_flight: list[int]
+
+
+def _add(acc: Tally, requests: int, errors: int, tokens: int, ttft: Sequence[int] | None) -> None:
+    acc.requests += requests
+    acc.errors += errors
+    acc.tokens += tokens
+    if ttft is not None:
+        if acc.ttft is None:
+            acc.ttft = list(ttft)
+        else:
+            for i, count in enumerate(ttft):
+                acc.ttft[i] += count
+
+
+@dataclass(slots=True)
+class Steps:
+    """One process's tallies per step, before they become rates. With several worker processes each
+    holds its own ring; the one asked adds the others' rows (`rows`/`add`), so the console shows the
+    replica's traffic. Gauges are summed across workers: each has its own requests in flight and its
+    own queue (the highest sample of each in the step, so the sum is an upper bound)."""
+
+    start: int
+    step_s: int
+    tallies: list[Tally]
+
+    def rows(self) -> list[list[object]]:
+        return [[t.requests, t.errors, t.tokens, t.ttft, t.queue, t.in_flight] for t in self.tallies]
+
+    def add(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Another worker's `rows()` for the same `now`, window and step."""
+        for acc, row in zip(self.tallies, rows, strict=False):
+            requests, errors, tokens, ttft, queue, in_flight = row
+            _add(acc, int(requests), int(errors), int(tokens), ttft if isinstance(ttft, list) else None)
+            acc.queue += int(queue)
+            acc.in_flight += int(in_flight)
+
+    def series(self) -> Series:
+        step_s, steps = self.step_s, self.tallies
+        return Series(
+            t=[self.start + (i + 1) * step_s for i in range(len(steps))],
+            requests_s=[s.requests / step_s for s in steps],
+            errors_s=[s.errors / step_s for s in steps],
+            tokens_s=[s.tokens / step_s for s in steps],
+            ttft_p50=[quantile(0.5, s.ttft) if s.ttft else None for s in steps],
+            ttft_p99=[quantile(0.99, s.ttft) if s.ttft else None for s in steps],
+            queue=[s.queue for s in steps],
+            in_flight=[s.in_flight for s in steps],
+        )
+
+
+def add_routes(into: dict[str, dict[str, int]], other: Mapping[str, Mapping[str, int]]) -> None:
+    """Another worker's `TrafficRing.routes` added to `into`."""
+    for model, per_node in other.items():
+        mine = into.setdefault(model, {})
+        for node, n in per_node.items():
+            mine[node] = mine.get(node, 0) + int(n)
+
+
+def key_rows(keys: Mapping[str, KeyUse]) -> dict[str, list[int]]:
+    return {name: [u.requests, u.tokens, u.throttled, u.errors] for name, u in keys.items()}
+
+
+def add_keys(into: dict[str, KeyUse], rows: Mapping[str, Sequence[int]]) -> None:
+    """Another worker's `key_rows` added to `into`."""
+    for name, (requests, tokens, throttled, errors) in rows.items():
+        acc = into.setdefault(name, KeyUse())
+        acc.requests += int(requests)
+        acc.tokens += int(tokens)
+        acc.throttled += int(throttled)
+        acc.errors += int(errors)
 
 
 class TrafficRing:
@@ -177,6 +248,10 @@ class TrafficRing:
     def series(self, now: float, scopes: Collection[str], window_s: int = WINDOW_S, step_s: int = 5) -> Series:
         """The figures of `scopes` summed, in steps of `step_s` over the last `window_s` seconds.
         Steps are aligned to multiples of `step_s`, so a point keeps its value between two reads."""
+        return self.steps(now, scopes, window_s, step_s).series()
+
+    def steps(self, now: float, scopes: Collection[str], window_s: int = WINDOW_S, step_s: int = 5) -> Steps:
+        """What `series` reads, before counts become rates (so other workers' steps can be added)."""
         step_s = min(max(1, step_s), 60)
         window_s = max(step_s, min(window_s, self.window_s))
         end = int(now) // step_s * step_s
@@ -191,27 +266,10 @@ class TrafficRing:
                 tally = slot.tallies.get(scope)
                 if tally is None:
                     continue
-                acc.requests += tally.requests
-                acc.errors += tally.errors
-                acc.tokens += tally.tokens
-                acc.queue = max(acc.queue, tally.queue)
+                _add(acc, tally.requests, tally.errors, tally.tokens, tally.ttft)
+                acc.queue = max(acc.queue, tally.queue)  # a gauge: its highest sample in the step
                 acc.in_flight = max(acc.in_flight, tally.in_flight)
-                if tally.ttft is not None:
-                    if acc.ttft is None:
-                        acc.ttft = list(tally.ttft)
-                    else:
-                        for i, count in enumerate(tally.ttft):
-                            acc.ttft[i] += count
-        return Series(
-            t=[start + (i + 1) * step_s for i in range(count)],
-            requests_s=[s.requests / step_s for s in steps],
-            errors_s=[s.errors / step_s for s in steps],
-            tokens_s=[s.tokens / step_s for s in steps],
-            ttft_p50=[quantile(0.5, s.ttft) if s.ttft else None for s in steps],
-            ttft_p99=[quantile(0.99, s.ttft) if s.ttft else None for s in steps],
-            queue=[s.queue for s in steps],
-            in_flight=[s.in_flight for s in steps],
-        )
+        return Steps(start, step_s, steps)
 
     def routes(self, now: float, window_s: int = 300) -> dict[str, dict[str, int]]:
         """model -> node -> requests over the last `window_s` seconds."""

@@ -101,6 +101,17 @@ def test_both_workers_serve_and_one_scrape_sums_them(sim: Proc) -> None:
         text = httpx.get(corral.url + "/metrics", timeout=10).text
         assert text.count('corral_node_up{node="n"}') == 1
         assert scrape_sum(corral.url, "corral_request_duration_seconds_count", route="/api/generate") == 40
+
+        # The console too shows the replica's traffic, not the part of it the answering worker served.
+        def console_requests() -> float:
+            doc = httpx.get(corral.url + "/ui/api/traffic?window=900&step=1", headers={"Connection": "close"}).json()
+            return round(sum(doc["requests_s"]))
+
+        wait_for(lambda: console_requests() == 40, 10, "the console's count of the last complete seconds")
+        assert all(console_requests() == 40 for _ in range(6))
+        for _ in range(4):
+            overview = httpx.get(corral.url + "/ui/api/overview", headers={"Connection": "close"}).json()
+            assert [m["recent"] for m in overview["models"] if m["name"] == "m:1b"] == [{"n": 40}], overview
     finally:
         corral.stop()
     assert corral.proc.returncode == 0

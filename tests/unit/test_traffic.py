@@ -3,11 +3,13 @@ an explicit clock."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from corral.adapters.metrics import TTFT_BUCKETS
-from corral.domain.traffic import TTFT_BOUNDS, TrafficRing, quantile
+from corral.domain.traffic import TTFT_BOUNDS, TrafficRing, add_keys, add_routes, key_rows, quantile
 
 T0 = 1_800_000_000.0  # any wall-clock second
 
@@ -110,3 +112,39 @@ def test_a_window_counts_exactly_the_requests_of_its_complete_steps(offsets: lis
     expected = sum(1 for o in offsets if start <= int(T0 + o) < end)
     assert round(sum(s.requests_s) * step) == expected
     assert end <= int(now) and end - start == len(s.t) * step <= 900
+
+
+request_events = st.lists(
+    st.tuples(
+        st.floats(0, 119.99),  # seconds after T0
+        st.sampled_from(["a:1b", "b:7b"]),
+        st.sampled_from(["n1", "n2"]),
+        st.booleans(),
+        st.one_of(st.none(), st.floats(0.001, 200)),
+        st.integers(0, 500),
+        st.booleans(),  # which worker saw it
+    ),
+    max_size=60,
+)
+
+
+@given(request_events)
+def test_two_workers_rings_add_up_to_one_ring_that_saw_everything(events: list[tuple[Any, ...]]) -> None:
+    """With several workers the console adds the others' steps, routes and key use to its own: the
+    figures are those of one ring that saw every request."""
+    one, two, both = TrafficRing(), TrafficRing(), TrafficRing()
+    for at, model, node, error, ttft, tokens, first in events:
+        for ring in (one if first else two, both):
+            ring.request(T0 + at, model=model, node=node, error=error, ttft=ttft, tokens=tokens)
+            ring.key_use(T0 + at, "k", tokens=tokens, status=500 if error else 200, error=error)
+    now = T0 + 125
+    for scope in ("all", "model:a:1b", "node:n2"):
+        merged = one.steps(now, [scope], 120, 5)
+        merged.add(two.steps(now, [scope], 120, 5).rows())
+        assert merged.series() == both.series(now, [scope], 120, 5)
+    routes = one.routes(now)
+    add_routes(routes, two.routes(now))
+    assert routes == both.routes(now)
+    keys = one.keys(now, 300)
+    add_keys(keys, key_rows(two.keys(now, 300)))
+    assert keys == both.keys(now, 300)

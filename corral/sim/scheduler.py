@@ -21,6 +21,7 @@ from typing import Any
 
 from corral.sim.catalog import ModelInfo
 from corral.sim.params import needs_reload
+from corral.sim.prompt_cache import SlotCache
 
 LoadKey = tuple[tuple[str, Any], ...]
 FOREVER_S = 292 * 365 * 86400  # math.MaxInt64 nanoseconds, as /api/ps shows a keep_alive of -1
@@ -44,6 +45,11 @@ class Runner:
     expires_at: float = 0.0  # unix seconds
     timer: asyncio.TimerHandle | None = None
     loading: asyncio.Task[None] | None = None
+    # The slots' prompt cache lives and dies with the runner: an unload or a reload starts empty.
+    cache: SlotCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cache = SlotCache(self.parallel, self.num_ctx)
 
     @property
     def name(self) -> str:

@@ -33,12 +33,12 @@ def cpu_per_request(tokens: int, rounds: int) -> float:
     """Milliseconds of CPU for a follow-up turn of a `tokens`-long conversation, cache held in a slot."""
     text = SENTENCE * (tokens // 14)
     cache = SlotCache(4, 1 << 20)
-    first = cache.take(array("i", token_ids(text)))
+    first = cache.take(array("q", token_ids(text)))
     first.prompt_done = True
     cache.release(first)
     start = time.process_time()
     for i in range(rounds):
-        turn = cache.take(array("i", token_ids(text + f" user: question {i}")))
+        turn = cache.take(array("q", token_ids(text + f" user: question {i}")))
         turn.prompt_done, turn.answer = True, [" an", " answer"]
         cache.release(turn)
     return (time.process_time() - start) / rounds * 1000

@@ -36,7 +36,7 @@ def prompt_tokens(inf: Inference) -> array[int]:
     assistant header (so turn N+1 begins with turn N's prompt and answer); for /api/generate the
     tokens of `context` followed by the new prompt (GenerateHandler in server/routes.go prepends the
     detokenised context to the rendered prompt)."""
-    ids = array("i", inf.context)
+    ids = array("q", inf.context)
     ids.extend(gen.token_ids(inf.prompt))
     if inf.kind == "chat" and not inf.continues:
         ids.extend(_HEADER)
@@ -60,7 +60,7 @@ def common_prefix(a: array[int], b: array[int]) -> int:
 
 @dataclass(eq=False)
 class Slot:
-    tokens: array[int] = field(default_factory=lambda: array("i"))
+    tokens: array[int] = field(default_factory=lambda: array("q"))
     in_use: bool = False
     last_used: int = -1  # a release counter: lower is less recently used
 
@@ -86,7 +86,7 @@ class Turn:
         (routes.go tokenises the prompt plus the response for it)."""
         if not self.prompt_done:  # cancelled during prompt evaluation: only the cached part is kept
             return self.prompt[: self.cached]
-        out = array("i", self.prompt)
+        out = array("q", self.prompt)
         out.extend(gen.token_ids("".join(self.thinking)))
         out.extend(gen.token_ids("".join(self.answer)))
         return out

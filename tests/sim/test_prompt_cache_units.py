@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from corral.sim.prompt_cache import SlotCache, common_prefix
 from corral.sim.text import count_tokens, token_ids
 
-sequences = st.lists(st.integers(0, 3), max_size=40).map(lambda xs: array("i", xs))
+sequences = st.lists(st.integers(0, 3), max_size=40).map(lambda xs: array("q", xs))
 
 
 @given(sequences, sequences)
@@ -44,10 +44,10 @@ def test_a_slot_is_never_shared_and_a_prompt_always_evaluates_a_token(
 
 def test_a_finished_prompt_is_found_again_in_its_slot() -> None:
     cache = SlotCache(2, num_ctx=4096)
-    first = cache.take(array("i", token_ids("user: a long question about rivers")))
+    first = cache.take(array("q", token_ids("user: a long question about rivers")))
     first.prompt_done, first.answer = True, ["Bright", " river"]
     cache.release(first)
-    follow = array("i", token_ids("user: a long question about rivers Bright river user: more"))
+    follow = array("q", token_ids("user: a long question about rivers Bright river user: more"))
     turn = cache.take(follow)
     assert turn.slot is first.slot and turn.matched and turn.cached == len(follow) - 3
 

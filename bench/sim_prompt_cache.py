@@ -4,7 +4,8 @@
    slot by common prefix, keeping the sequence), by prompt length, in process CPU time.
 2. Live: `--conversations` chats with a long system prompt (`--system-tokens`), taken in turn (A1 B1
    C1 … A2 B2 …) against one node with `--prompt-eval-rate`, with one slot and with a slot per
-   conversation; all sharing one application's system prompt, or each its own. Per turn: mean TTFT as
+   conversation (and that with `--multiuser-cache`); all sharing one application's system prompt, or
+   each its own. Per turn: mean TTFT as
    the client saw it, and the uncached prompt tokens the node reports (prompt_eval_duration × rate).
 """
 
@@ -58,9 +59,14 @@ def ask(http: httpx.Client, messages: list[dict[str, Any]], rate: float) -> tupl
     return ttft, final["prompt_eval_duration"] / 1e9 * rate, content
 
 
-def live(a: argparse.Namespace, parallel: int, shared: bool) -> tuple[list[tuple[float, float]], dict[str, int]]:
+Scenario = tuple[bool, int, bool]  # one system prompt for all, slots, --multiuser-cache
+
+
+def live(a: argparse.Namespace, scenario: Scenario) -> tuple[list[tuple[float, float]], dict[str, int]]:
+    shared, parallel, multiuser = scenario
     port = free_port()
     args = ["--port", str(port), "--model", MODEL, "--parallel", str(parallel), "--load-seconds", "0"]
+    args += ["--multiuser-cache"] if multiuser else []
     args += ["--tokens-per-second", "200", "--prompt-eval-rate", str(a.rate)]
     proc = subprocess.Popen([sys.executable, "-m", "corral", "sim", *args], stderr=subprocess.DEVNULL)
     try:
@@ -96,10 +102,18 @@ def main() -> None:
     print("| prompt tokens | cache CPU per request (ms) |\n|---|---|")
     for tokens in (1000, 8000, 16000):
         print(f"| {tokens:,} | {cpu_per_request(tokens, a.rounds):.2f} |")
-    for shared, parallel in ((True, 1), (True, a.conversations), (False, 1), (False, a.conversations)):
-        means, stats = live(a, parallel, shared)
+    n = a.conversations
+    for shared, parallel, multiuser in (
+        (True, 1, False),
+        (True, n, False),
+        (True, n, True),
+        (False, 1, False),
+        (False, n, False),
+    ):
+        means, stats = live(a, (shared, parallel, multiuser))
         system = "one shared system prompt" if shared else "a system prompt each"
-        print(f"\n--parallel {parallel}, {a.conversations} conversations in turn, {system}, rate {a.rate:g}/s")
+        flags = f"--parallel {parallel}" + (" --multiuser-cache" if multiuser else "")
+        print(f"\n{flags}, {n} conversations in turn, {system}, rate {a.rate:g}/s")
         print("| turn | mean TTFT (ms) | mean uncached prompt tokens |\n|---|---|---|")
         for t, (ttft, uncached) in enumerate(means, 1):
             print(f"| {t} | {ttft * 1000:.0f} | {uncached:.0f} |")

@@ -32,7 +32,8 @@ class Engine:
         for spec in options.models:
             info = model_info(spec)
             self.models[info.name] = info
-        self.scheduler = Scheduler(options.max_loaded, options.parallel, options.max_queue, options.load_seconds)
+        o = options
+        self.scheduler = Scheduler(o.max_loaded, o.parallel, o.max_queue, o.load_seconds, o.multiuser_cache)
         self.stats = Stats()
         self.rng = random.Random(options.seed)
         parse_keep_alive(None, options.keep_alive_default)  # a bad default fails at start-up, not per request
@@ -104,7 +105,7 @@ class Engine:
                     load_ns = time.monotonic_ns() - started
                     self.stats.begin(inf.info.name)
                     turn = runner.cache.take(prompt_tokens(inf))
-                    self.stats.prompt(turn.matched, turn.cached, turn.evaluated)
+                    self.stats.prompt(turn.hit, turn.cached, turn.evaluated)
                     try:
                         async for chunk in self._tokens(inf, turn, started, load_ns):
                             yield chunk

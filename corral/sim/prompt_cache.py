@@ -10,10 +10,11 @@ Which slot a request takes follows llama-server, what current Ollama runs (its g
 the idle slots holding tokens, the one whose common prefix is the largest share of the new prompt, if
 that share is above 0.1 (`--slot-prompt-similarity`, which Ollama leaves at its default); otherwise the
 least recently used idle slot. So two conversations interleaved on a runner with two slots keep one slot
-each. (The old runners' default, findLongestCacheSlot, took the idle slot with the longest common prefix,
-so a second conversation overwrote the first's slot; OLLAMA_MULTIUSER_CACHE chose findBestCacheSlot.)
-llama-server's host-memory prompt cache, which saves a slot's state before overwriting it, is not
-modelled.
+each, but conversations that share a long system prompt all take the slot holding it. With `multiuser`
+(`corral sim --multiuser-cache`), the choice of the runners before v0.30 under OLLAMA_MULTIUSER_CACHE,
+findBestCacheSlot. (Their default, findLongestCacheSlot, took the idle slot with the longest common
+prefix, much as llama-server does.) llama-server's host-memory prompt cache, which saves a slot's state
+before overwriting most of it, is not modelled.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class Turn:
     slot: Slot
     prompt: array[int]
     cached: int
-    matched: bool  # chosen for its cache (shared more than SIMILARITY of the prompt): a hit
+    hit: bool  # more than a tenth of the prompt came from the slot
     prompt_done: bool = False  # the uncached tokens have been evaluated
     thinking: list[str] = field(default_factory=list)
     answer: list[str] = field(default_factory=list)  # content, and a tool call's arguments
@@ -93,13 +94,23 @@ class Turn:
 
 
 class SlotCache:
-    def __init__(self, parallel: int, num_ctx: int) -> None:
+    def __init__(self, parallel: int, num_ctx: int, multiuser: bool = False) -> None:
         self.slots = [Slot() for _ in range(max(1, parallel))]
         self.num_ctx = num_ctx
+        self.multiuser = multiuser
         self._clock = 0
 
     def take(self, prompt: array[int]) -> Turn:
         """The slot for a request; the caller holds one of the runner's slots, so one is idle."""
+        chosen, shared = self._best(prompt) if self.multiuser else self._similar(prompt)
+        chosen.in_use = True
+        # A fully cached prompt still evaluates its last token, to sample from its logits
+        # (LoadCacheSlot's `numPast--` in runner/*/cache.go; llama-server does the same).
+        cached = max(0, min(shared, len(prompt) - 1))
+        return Turn(chosen, prompt, cached, hit=cached * 10 > len(prompt))
+
+    def _similar(self, prompt: array[int]) -> tuple[Slot, int]:
+        """llama-server's choice: the best share above SIMILARITY, else the least recently used."""
         idle = [s for s in self.slots if not s.in_use]
         chosen, best, shared = None, 0.0, 0
         for slot in idle:
@@ -112,11 +123,21 @@ class SlotCache:
         if chosen is None:
             chosen = min(idle, key=lambda s: s.last_used)
             shared = common_prefix(chosen.tokens, prompt)
-        chosen.in_use = True
-        # A fully cached prompt still evaluates its last token, to sample from its logits
-        # (LoadCacheSlot's `numPast--` in runner/*/cache.go; llama-server does the same).
-        cached = max(0, min(shared, len(prompt) - 1))
-        return Turn(chosen, prompt, cached, matched=best > 0)
+        return chosen, shared
+
+    def _best(self, prompt: array[int]) -> tuple[Slot, int]:
+        """findBestCacheSlot (runner/ollamarunner/cache.go, OLLAMA_MULTIUSER_CACHE): the slot with the
+        longest common prefix if the prompt continues all it holds; otherwise the least recently used
+        idle slot, with that prefix copied into it ("forking"), so the other slot keeps its tokens."""
+        lengths = [common_prefix(s.tokens, prompt) for s in self.slots]
+        longest = max(lengths)
+        source = self.slots[lengths.index(longest)]
+        if longest == len(source.tokens) and not source.in_use:
+            return source, longest
+        oldest = min((s for s in self.slots if not s.in_use), key=lambda s: s.last_used)
+        if longest > 0 and source is not oldest:
+            oldest.tokens = source.tokens[:longest]
+        return oldest, longest
 
     def release(self, turn: Turn) -> None:
         # Ollama's slot holds at most num_ctx tokens (the KV cache is num_ctx × parallel); longer

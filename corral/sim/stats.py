@@ -24,9 +24,9 @@ class Stats:
     injected_errors: int = 0  # error_rate fault
     rejected_busy: int = 0  # 503 queue full
     tokens: int = 0
-    # The runners' prompt caches: requests whose slot was chosen for what it held (hits: it shared more
-    # than a tenth of the prompt) or not (misses), and the prompt tokens taken from a slot or evaluated.
-    # A miss may still reuse a few tokens, e.g. the chat template's header.
+    # The runners' prompt caches: requests that took more than a tenth of their prompt from a slot (hits)
+    # or not (misses), and the prompt tokens taken from a slot or evaluated. A miss may still reuse a few
+    # tokens, e.g. the chat template's header.
     prompt_cache: dict[str, int] = field(
         default_factory=lambda: {"hits": 0, "misses": 0, "cached_tokens": 0, "evaluated_tokens": 0}
     )

@@ -110,7 +110,7 @@ def test_embed_cache_a_small_corpus() -> None:
 def test_sim_prompt_cache_a_short_run() -> None:
     args = ["--system-tokens", "300", "--rate", "100000", "--conversations", "2", "--turns", "2", "--rounds", "5"]
     out = bench("bench.sim_prompt_cache", *args).stdout
-    assert out.count("prompt_cache:") == 4 and "| 16,000 |" in out
+    assert out.count("prompt_cache:") == 5 and "| 16,000 |" in out
 
 
 @needs_nginx

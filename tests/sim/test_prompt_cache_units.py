@@ -21,11 +21,11 @@ def test_common_prefix_is_the_longest_equal_start(a: array[int], b: array[int]) 
     assert common_prefix(a, b) == n
 
 
-@given(st.integers(1, 4), st.lists(st.tuples(sequences, st.booleans()), min_size=1, max_size=12))
+@given(st.integers(1, 4), st.booleans(), st.lists(st.tuples(sequences, st.booleans()), min_size=1, max_size=12))
 def test_a_slot_is_never_shared_and_a_prompt_always_evaluates_a_token(
-    parallel: int, requests: list[tuple[array[int], bool]]
+    parallel: int, multiuser: bool, requests: list[tuple[array[int], bool]]
 ) -> None:
-    cache, held = SlotCache(parallel, num_ctx=16), []
+    cache, held = SlotCache(parallel, num_ctx=16, multiuser=multiuser), []
     for prompt, finish in requests:
         if len(held) == parallel:  # every slot busy: the runner's semaphore would make this one wait
             cache.release(held.pop(0))
@@ -49,7 +49,7 @@ def test_a_finished_prompt_is_found_again_in_its_slot() -> None:
     cache.release(first)
     follow = array("q", token_ids("user: a long question about rivers Bright river user: more"))
     turn = cache.take(follow)
-    assert turn.slot is first.slot and turn.matched and turn.cached == len(follow) - 3
+    assert turn.slot is first.slot and turn.hit and turn.cached == len(follow) - 3
 
 
 @given(st.text(max_size=60))
@@ -57,3 +57,13 @@ def test_token_ids_are_deterministic_and_count_as_count_tokens(text: str) -> Non
     ids = token_ids(text)
     assert ids == token_ids(text) and all(10 <= i < 128_000 for i in ids)
     assert max(1, len(ids)) == count_tokens(text)
+
+
+def test_multiuser_forks_the_common_prefix_into_the_oldest_idle_slot() -> None:
+    cache = SlotCache(2, num_ctx=4096, multiuser=True)
+    first = cache.take(array("q", [1, 2, 3, 4]))
+    first.prompt_done = True
+    cache.release(first)
+    other = cache.take(array("q", [1, 2, 3, 9]))  # not a continuation of slot 0: slot 1 gets [1, 2, 3]
+    assert other.slot is not first.slot and other.cached == 3
+    assert list(first.slot.tokens) == [1, 2, 3, 4]  # the first conversation keeps its slot

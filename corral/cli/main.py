@@ -102,6 +102,18 @@ def sim(
     embed_tokens_per_second: Annotated[
         float | None, typer.Option(help="Embedding speed in prompt tokens/s (default: 20× generation speed).")
     ] = None,
+    prompt_eval_rate: Annotated[
+        float | None,
+        typer.Option(
+            metavar="TOKENS_PER_S",
+            help="Prompt evaluation speed: the first token waits for the prompt tokens not in the slot's "
+            "cache (default: no wait; durations report 20× generation speed).",
+        ),
+    ] = None,
+    multiuser_cache: Annotated[
+        bool,
+        typer.Option(help="OLLAMA_MULTIUSER_CACHE: choose prompt-cache slots as Ollama's runners before v0.30 did."),
+    ] = False,
     load_seconds: Annotated[float, typer.Option(help="Time to load a model.")] = 0.5,
     max_loaded: Annotated[int, typer.Option(help="OLLAMA_MAX_LOADED_MODELS.")] = 3,
     parallel: Annotated[int, typer.Option(help="OLLAMA_NUM_PARALLEL: slots per loaded model.")] = 1,
@@ -135,6 +147,8 @@ def sim(
             models=list(model),
             tokens_per_second=tokens_per_second,
             embed_tokens_per_second=embed_tokens_per_second,
+            prompt_eval_rate=prompt_eval_rate,
+            multiuser_cache=multiuser_cache,
             load_seconds=load_seconds,
             max_loaded=max_loaded,
             parallel=parallel,

@@ -19,6 +19,18 @@ def parse(argv: list[str] | None = None) -> SimOptions:
     )
     p.add_argument("--tokens-per-second", type=float, default=50.0)
     p.add_argument("--embed-tokens-per-second", type=float, default=None)
+    p.add_argument(
+        "--prompt-eval-rate",
+        type=float,
+        default=None,
+        metavar="TOKENS_PER_S",
+        help="prompt tokens evaluated per second; the first token waits for the uncached ones (unset: no wait)",
+    )
+    p.add_argument(
+        "--multiuser-cache",
+        action="store_true",
+        help="OLLAMA_MULTIUSER_CACHE: choose prompt-cache slots as the runners before v0.30 did with it",
+    )
     p.add_argument("--load-seconds", type=float, default=0.5)
     p.add_argument("--max-loaded", type=int, default=3, help="OLLAMA_MAX_LOADED_MODELS")
     p.add_argument("--parallel", type=int, default=1, help="OLLAMA_NUM_PARALLEL")
@@ -41,6 +53,8 @@ def parse(argv: list[str] | None = None) -> SimOptions:
         models=a.model or ["llama3.2:1b"],
         tokens_per_second=a.tokens_per_second,
         embed_tokens_per_second=a.embed_tokens_per_second,
+        prompt_eval_rate=a.prompt_eval_rate,
+        multiuser_cache=a.multiuser_cache,
         load_seconds=a.load_seconds,
         max_loaded=a.max_loaded,
         parallel=a.parallel,

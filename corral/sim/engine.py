@@ -16,6 +16,7 @@ from corral.sim import text as gen
 from corral.sim.catalog import ModelInfo, model_info, normalize
 from corral.sim.options import SimOptions
 from corral.sim.params import check_options, load_key, parse_keep_alive
+from corral.sim.prompt_cache import Turn, prompt_tokens
 from corral.sim.request import Inference
 from corral.sim.scheduler import LoadKey, QueueFull, Runner, Scheduler
 from corral.sim.stats import Stats
@@ -31,7 +32,8 @@ class Engine:
         for spec in options.models:
             info = model_info(spec)
             self.models[info.name] = info
-        self.scheduler = Scheduler(options.max_loaded, options.parallel, options.max_queue, options.load_seconds)
+        o = options
+        self.scheduler = Scheduler(o.max_loaded, o.parallel, o.max_queue, o.load_seconds, o.multiuser_cache)
         self.stats = Stats()
         self.rng = random.Random(options.seed)
         parse_keep_alive(None, options.keep_alive_default)  # a bad default fails at start-up, not per request
@@ -102,10 +104,13 @@ class Engine:
                     waiting = False
                     load_ns = time.monotonic_ns() - started
                     self.stats.begin(inf.info.name)
+                    turn = runner.cache.take(prompt_tokens(inf))
+                    self.stats.prompt(turn.hit, turn.cached, turn.evaluated)
                     try:
-                        async for chunk in self._tokens(inf, started, load_ns):
+                        async for chunk in self._tokens(inf, turn, started, load_ns):
                             yield chunk
                     finally:
+                        runner.cache.release(turn)
                         self.stats.end(inf.info.name)
             finally:
                 self.scheduler.release(runner)
@@ -134,7 +139,19 @@ class Engine:
             chunk["logprobs"] = [entry]
         return chunk
 
-    async def _tokens(self, inf: Inference, started: int, load_ns: int) -> AsyncGenerator[dict[str, Any], None]:
+    async def _prompt_eval(self, turn: Turn) -> int:
+        """Evaluate the uncached prompt tokens (runner.go: the first token waits for them); their
+        duration in ns, which prompt_eval_duration reports, as Ollama's runners time only this part."""
+        rate = self.options.prompt_eval_rate
+        if rate is not None and rate > 0:
+            await asyncio.sleep(turn.evaluated / rate)
+        turn.prompt_done = True
+        rate = rate if rate is not None and rate > 0 else max(self.options.tokens_per_second, 1e-3) * 20
+        return max(1, int(turn.evaluated / rate * 1e9))
+
+    async def _tokens(
+        self, inf: Inference, turn: Turn, started: int, load_ns: int
+    ) -> AsyncGenerator[dict[str, Any], None]:
         seed = inf.options.get("seed")
         seed = int(seed) if seed is not None else self.options.seed
         predict = inf.options.get("num_predict")
@@ -152,16 +169,19 @@ class Engine:
             # With num_predict the model talks until the budget is spent (tests can ask for long streams).
             tokens = gen.answer_tokens(inf.info.name, inf.prompt, seed, None if predict is None else budget)
         count, text, stopped = 0, "", False
+        prompt_ns = await self._prompt_eval(turn)
         first_token = time.monotonic_ns()
         pace = _Pacer(self.options)
         for word in thoughts[:budget]:
             await pace.next()
             count += 1
             self.stats.tokens += 1
+            turn.thinking.append(word)
             yield self._chunk(inf, "", thinking=word)
         if call is not None and count < budget:
             await pace.next()
             count += gen.count_tokens(str(call["function"]["arguments"]))
+            turn.answer.append(str(call["function"]["arguments"]))
             chunk = self._chunk(inf, "")
             chunk["message"]["tool_calls"] = [call]
             yield chunk
@@ -178,28 +198,30 @@ class Engine:
             count += 1
             text += token
             self.stats.tokens += 1
+            turn.answer.append(token)
             yield self._chunk(inf, token)
             if stopped:
                 break
         reason = "length" if count >= budget and not stopped else "stop"
-        yield self._final(inf, reason, count, started, load_ns, first_token)
+        yield self._final(inf, turn, reason, count, (started, load_ns, prompt_ns, first_token))
 
     def _final(
-        self, inf: Inference, reason: str, count: int, started: int, load_ns: int, first_token: int
+        self, inf: Inference, turn: Turn, reason: str, count: int, times: tuple[int, int, int, int]
     ) -> dict[str, Any]:
+        started, load_ns, prompt_ns, first_token = times
         final = self._chunk(inf, "")
         final.pop("logprobs", None)
         final.update(done=True, done_reason=reason)
-        prompt_count = gen.count_tokens(inf.prompt)
         if inf.kind == "generate" and not inf.raw:
-            final["context"] = gen.context_ids(inf.info.name, inf.prompt, prompt_count + count)
+            final["context"] = turn.sequence().tolist()  # routes.go: Tokenize(prompt + response)
         now = time.monotonic_ns()
-        tps = max(self.options.tokens_per_second, 1e-3)
         final.update(
             total_duration=now - started,
             load_duration=max(load_ns, 1),
-            prompt_eval_count=prompt_count,
-            prompt_eval_duration=max(1, int(prompt_count / (tps * 20) * 1e9)),  # prefill ~20× decode
+            # Ollama counts the whole prompt, cached or not (numPromptInputs in runner/*/runner.go; with
+            # llama-server, cache_n + prompt_n in llm/llama_server.go); only the duration shrinks on a hit.
+            prompt_eval_count=max(1, len(turn.prompt)),
+            prompt_eval_duration=prompt_ns,
             eval_count=count,
             eval_duration=max(1, now - first_token),
         )

@@ -18,6 +18,12 @@ class SimOptions:
     # Prompt tokens an embedding model encodes per second (one runner, one batch at a time); unset: 20×
     # tokens_per_second. A small encoder on a GPU does thousands.
     embed_tokens_per_second: float | None = None
+    # Prompt tokens a runner evaluates per second. Set: the first token waits for the uncached prompt
+    # tokens at this rate. Unset: no wait, and prompt_eval_duration reports them at 20× tokens_per_second.
+    prompt_eval_rate: float | None = None
+    # OLLAMA_MULTIUSER_CACHE of the runners before v0.30: slots chosen by findBestCacheSlot, not as
+    # llama-server chooses them (corral/sim/prompt_cache.py).
+    multiuser_cache: bool = False
     load_seconds: float = 0.5
     max_loaded: int = 3  # OLLAMA_MAX_LOADED_MODELS
     parallel: int = 1  # OLLAMA_NUM_PARALLEL

@@ -28,6 +28,8 @@ class Inference:
     raw: bool = False
     logprobs: bool = False
     top_logprobs: int = 0
+    context: list[int] = field(default_factory=list)  # /api/generate's tokens from an earlier answer
+    continues: bool = False  # a chat whose last message is the assistant's: no new assistant header
 
 
 def _format(value: Any) -> Any:
@@ -78,6 +80,8 @@ def prepare(
         system = str(doc.get("system") or "")
         text, last_user, empty = (system + "\n" + prompt if system else prompt), prompt, not prompt
         tools: list[Any] = []
+        context = [x if isinstance(x, int) else 0 for x in doc.get("context") or []]  # Go: null is 0
+        continues = False
     else:
         messages = [m for m in doc.get("messages") or [] if isinstance(m, dict)]
         if info.embedding:
@@ -89,6 +93,7 @@ def prepare(
         last = messages[-1] if messages else {}
         last_user = str(last.get("content") or "") if last.get("role") == "user" else ""
         empty = not messages
+        context, continues = [], last.get("role") == "assistant"
     options = check_options(doc.get("options"))
     return Inference(
         kind=kind,
@@ -107,4 +112,6 @@ def prepare(
         raw=bool(doc.get("raw")),
         logprobs=bool(doc.get("logprobs")),
         top_logprobs=int(doc.get("top_logprobs") or 0),
+        context=context,
+        continues=continues,
     )

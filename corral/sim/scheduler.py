@@ -21,6 +21,7 @@ from typing import Any
 
 from corral.sim.catalog import ModelInfo
 from corral.sim.params import needs_reload
+from corral.sim.prompt_cache import SlotCache
 
 LoadKey = tuple[tuple[str, Any], ...]
 FOREVER_S = 292 * 365 * 86400  # math.MaxInt64 nanoseconds, as /api/ps shows a keep_alive of -1
@@ -44,6 +45,12 @@ class Runner:
     expires_at: float = 0.0  # unix seconds
     timer: asyncio.TimerHandle | None = None
     loading: asyncio.Task[None] | None = None
+    multiuser: bool = False
+    # The slots' prompt cache lives and dies with the runner: an unload or a reload starts empty.
+    cache: SlotCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cache = SlotCache(self.parallel, self.num_ctx, self.multiuser)
 
     @property
     def name(self) -> str:
@@ -58,12 +65,15 @@ class Runner:
 
 
 class Scheduler:
-    def __init__(self, max_loaded: int, parallel: int, max_queue: int, load_seconds: float) -> None:
+    def __init__(
+        self, max_loaded: int, parallel: int, max_queue: int, load_seconds: float, multiuser_cache: bool = False
+    ) -> None:
         self.max_loaded = max(1, max_loaded)
         self.parallel = max(1, parallel)
         self.max_queue = max_queue
         self.load_seconds = load_seconds
         self.runners: dict[str, Runner] = {}
+        self.multiuser_cache = multiuser_cache  # how slots are chosen for their prompt cache
         self.pending = 0
         self.loads = self.evictions = self.reloads = self.unloads = 0
         self._lock = asyncio.Lock()
@@ -119,7 +129,7 @@ class Scheduler:
             self.evictions += 1
             await self._drain_and_unload(self._victim())
         parallel = 1 if info.embedding else self.parallel
-        runner = Runner(info, key, parallel, session_s, asyncio.Semaphore(parallel))
+        runner = Runner(info, key, parallel, session_s, asyncio.Semaphore(parallel), multiuser=self.multiuser_cache)
         self.runners[info.name] = runner
         self._attach(runner, session_s)
         runner.loading = self._loading = asyncio.get_running_loop().create_task(self._load(runner))

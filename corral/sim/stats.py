@@ -24,6 +24,12 @@ class Stats:
     injected_errors: int = 0  # error_rate fault
     rejected_busy: int = 0  # 503 queue full
     tokens: int = 0
+    # The runners' prompt caches: requests that took more than a tenth of their prompt from a slot (hits)
+    # or not (misses), and the prompt tokens taken from a slot or evaluated. A miss may still reuse a few
+    # tokens, e.g. the chat template's header.
+    prompt_cache: dict[str, int] = field(
+        default_factory=lambda: {"hits": 0, "misses": 0, "cached_tokens": 0, "evaluated_tokens": 0}
+    )
     last_headers: dict[str, str] = field(default_factory=dict)  # of the last POST outside /_sim
     headers_by_path: dict[str, dict[str, str]] = field(default_factory=dict)
 
@@ -37,6 +43,11 @@ class Stats:
     def end(self, model: str) -> None:
         self.in_flight -= 1
         self.in_flight_by_model[model] -= 1
+
+    def prompt(self, hit: bool, cached: int, evaluated: int) -> None:
+        self.prompt_cache["hits" if hit else "misses"] += 1
+        self.prompt_cache["cached_tokens"] += cached
+        self.prompt_cache["evaluated_tokens"] += evaluated
 
     def seen(self, path: str, method: str, headers: list[tuple[bytes, bytes]]) -> None:
         if path not in self.requests and len(self.requests) >= _MAX_PATHS:

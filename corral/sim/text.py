@@ -11,6 +11,7 @@ import math
 import random
 import re
 import struct
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,9 +31,32 @@ MAX_TOKENS = 1_000_000  # an unlimited num_predict still ends
 _PLACES = ("Paris", "Lisbon", "Oslo", "Kyoto", "Lima")
 
 
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_VOCAB: dict[str, int] = {}
+_VOCAB_CAP = 200_000  # memoised ids; beyond this, ids are still computed, just not remembered
+
+
 def count_tokens(text: str) -> int:
     """A plausible token count: about one per word or punctuation mark."""
-    return max(1, len(re.findall(r"\w+|[^\w\s]", text)))
+    return max(1, len(_TOKEN.findall(text)))
+
+
+def _token_id(word: str) -> int:
+    value = zlib.crc32(word.encode()) % 127_990 + 10  # ids 10..127999, a plausible vocabulary
+    if len(_VOCAB) < _VOCAB_CAP:
+        _VOCAB[word] = value
+    return value
+
+
+def token_ids(text: str) -> list[int]:
+    """The text's tokens (the words and marks count_tokens counts) as ids. The same text is the same
+    ids in every process, so a `context` returned by one node means the same tokens to another."""
+    words = _TOKEN.findall(text)
+    get = _VOCAB.get
+    ids = [get(w, -1) for w in words]
+    if -1 in ids:
+        ids = [i if i >= 0 else _token_id(w) for i, w in zip(ids, words, strict=True)]
+    return ids
 
 
 def _rng(*parts: object) -> random.Random:
@@ -114,11 +138,6 @@ def tool_call(tools: list[Any], last_user: str, seed: int) -> dict[str, Any] | N
     args = {k: _value(props.get(k), k, rng) for k in required if k in props}
     call_id = "call_" + format(stable_hash("call", fn.get("name"), last_user, seed) % 36**8, "08x")[:8]
     return {"id": call_id, "function": {"index": 0, "name": fn.get("name", ""), "arguments": args}}
-
-
-def context_ids(model: str, prompt: str, count: int) -> list[int]:
-    rng = _rng("ctx", normalize(model), prompt)
-    return [rng.randrange(10, 128_000) for _ in range(count)]
 
 
 def embedding(model: str, text: str, dims: int) -> list[float]:

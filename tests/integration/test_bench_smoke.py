@@ -92,6 +92,7 @@ COVERED = {
     "limiter_cost": "run",
     "loop_stalls": "run",
     "open_streams": "run",
+    "sim_prompt_cache": "run",
 }
 HELPERS = {"__init__", "common", "compare_parts", "asgi_edge", "stall_probe"}
 
@@ -104,6 +105,12 @@ def test_cache_hit_a_few_requests() -> None:
 def test_embed_cache_a_small_corpus() -> None:
     out = bench("bench.embed_cache", "--chunks", "32", "--embed-tps", "100000").stdout
     assert "| with cache |" in out and "speed-up of the second pass" in out
+
+
+def test_sim_prompt_cache_a_short_run() -> None:
+    args = ["--system-tokens", "300", "--rate", "100000", "--conversations", "2", "--turns", "2", "--rounds", "5"]
+    out = bench("bench.sim_prompt_cache", *args).stdout
+    assert out.count("prompt_cache:") == 5 and "| 16,000 |" in out
 
 
 @needs_nginx

@@ -72,6 +72,10 @@ class Decision:
             out["Retry-After"] = str(max(1, math.ceil(self.retry_after_s)))
         return out
 
+    def header_pairs(self) -> list[tuple[bytes, bytes]]:
+        """`headers()` as the HTTP server takes them (names in lower case)."""
+        return [(k.lower().encode(), v.encode()) for k, v in self.headers().items()]
+
 
 @dataclass(frozen=True, slots=True)
 class TokenReservation:
@@ -97,6 +101,7 @@ class Admission:
     slots_used: int = 0
 
 
+_ALLOWED = Admission(Decision(True))  # nothing to check: shared (both are frozen)
 REDIS_CONNECTIONS = 128  # per process; Redis serves thousands of clients
 _REFUSED = {REQUESTS: "rate_limited", TOKENS: "token_limited", CONCURRENCY: "concurrency_limited"}
 
@@ -166,9 +171,16 @@ class LimitStore:
     def _plan(self, requests: Sequence[Scope], tokens: Sequence[Scope], estimate: int) -> tuple[Window, ...]:
         return _plan(self.namespace, tuple(requests), tuple(tokens), max(0, estimate))
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether admissions and settlements are synchronous steps (`admit_now`, `settle_now`)."""
+        return self._redis is None
+
+    def plan(self, requests: Sequence[Scope], tokens: Sequence[Scope] = (), estimate: int = 0) -> tuple[Window, ...]:
+        """Every window an admission with these scopes checks (cached): for `admit_plan`/`admit_now`."""
+        return self._plan(requests, tokens, estimate)
+
     async def _run(self, plan: tuple[Window, ...], slot: str | None, slot_limit: int) -> Outcome:
-        if self._redis is None:
-            return self._memory.admit(plan, int(self._clock() * 1000), slot, slot_limit)
         keys = [w.name for w in plan] + ([slot] if slot is not None else [])
         args: list[Any] = ["admit", len(plan), slot_limit if slot is not None else 0, self.concurrency_ttl_s]
         for w in plan:
@@ -189,15 +201,38 @@ class LimitStore:
     ) -> Admission:
         """Admit one request against every request-rate scope (cost 1), reserve `estimate` tokens in
         every token scope and take one of `slot_limit` concurrent slots of `slot`: all in one step."""
-        plan = self._plan(requests, tokens, estimate)
+        return await self.admit_plan(self._plan(requests, tokens, estimate), bool(tokens), slot, slot_limit)
+
+    async def admit_plan(
+        self, plan: tuple[Window, ...], tokens: bool, slot: str | None = None, slot_limit: int = 0
+    ) -> Admission:
+        """`admit` with the windows already planned (`plan`); `tokens`: whether it reserves tokens."""
+        if self._redis is None:
+            return self.admit_now(plan, tokens, slot, slot_limit)
         if not plan and slot is None:
-            return Admission(Decision(True))
-        name = f"{self.namespace}:conc:{slot}" if slot is not None else None
+            return _ALLOWED
         try:
-            outcome = await self._run(plan, name, slot_limit)
+            outcome = await self._run(plan, self._slot_name(slot), slot_limit)
         except (RedisError, OSError) as exc:
             failed = self._failed(exc)
             return Admission(failed, None if failed.allowed else _REFUSED[REQUESTS])
+        return self._admission(plan, outcome, tokens, slot, slot_limit)
+
+    def admit_now(
+        self, plan: tuple[Window, ...], tokens: bool, slot: str | None = None, slot_limit: int = 0
+    ) -> Admission:
+        """`admit_plan` in memory, synchronously: no coroutine and no await on the request's path."""
+        if not plan and slot is None:
+            return _ALLOWED
+        outcome = self._memory.admit(plan, int(self._clock() * 1000), self._slot_name(slot), slot_limit)
+        return self._admission(plan, outcome, tokens, slot, slot_limit)
+
+    def _slot_name(self, slot: str | None) -> str | None:
+        return f"{self.namespace}:conc:{slot}" if slot is not None else None
+
+    def _admission(
+        self, plan: tuple[Window, ...], outcome: Outcome, tokens: bool, slot: str | None, slot_limit: int
+    ) -> Admission:
         if outcome.status == CONCURRENCY:
             decision = Decision(False, slot_limit, 0, 1.0, 1.0, slot)
             return Admission(decision, _REFUSED[CONCURRENCY])
@@ -209,7 +244,7 @@ class LimitStore:
 
         def pick(group: int) -> Decision:
             if group not in outcome.picks:
-                return Decision(True)
+                return _ALLOWED.decision
             j, remaining, reset_ms = outcome.picks[group]
             return Decision(True, plan[j].amount, remaining, reset_ms / 1000, None, plan[j].scope)
 
@@ -219,6 +254,12 @@ class LimitStore:
             reservation = TokenReservation(pick(TOKENS), charged, outcome.at_ms)
         return Admission(pick(REQUESTS), None, reservation, slot, outcome.slots_used)
 
+    def settle_now(self, reservation: TokenReservation | None, actual: int, slot: str | None) -> None:
+        """`settle` in memory, synchronously (the gateway's observer calls it as the request ends)."""
+        charges = [(n, s, actual - r) for n, s, r in reservation.charged] if reservation is not None else []
+        if any(d for _, _, d in charges) or slot is not None:
+            self._memory.settle(charges, reservation.at_ms if reservation is not None else 0, self._slot_name(slot))
+
     async def settle(self, reservation: TokenReservation | None, actual: int, slot: str | None) -> str | None:
         """Charge the tokens actually used (the difference from the reservation is charged or given
         back, over the limit if need be) and free `slot`, in one step. Returns the store's error, if any."""
@@ -226,7 +267,7 @@ class LimitStore:
         at_ms = reservation.at_ms if reservation is not None else 0
         if not any(d for _, _, d in charges) and slot is None:
             return None
-        name = f"{self.namespace}:conc:{slot}" if slot is not None else None
+        name = self._slot_name(slot)
         if self._redis is None:
             self._memory.settle(charges, at_ms, name)
             return None

@@ -214,11 +214,17 @@ class FileAuditSink(BufferedSink):
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("ab")
-        for line in lines:
-            size = self._file.tell()
+        # The file's size is asked once a batch, not once a line (a tell() per line was 4% of the
+        # gateway's CPU with every feature on); lines that fit go out in one write.
+        size = self._file.tell()
+        start = 0
+        for i, line in enumerate(lines):
             if size > 0 and size + len(line) > self.max_bytes:
+                self._file.write(b"".join(lines[start:i]))
                 self._rotate()
-            self._file.write(line)
+                size, start = 0, i
+            size += len(line)
+        self._file.write(b"".join(lines[start:]))
         self._file.flush()
 
     async def _write_batch(self, records: list[AuditRecord]) -> None:

@@ -8,12 +8,10 @@ an estimate and charged with the tokens the node reports. Concurrent requests: p
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from corral.adapters.limit_windows import Window
 from corral.adapters.limits import Admission, Decision, LimitStore, Scope, TokenReservation
@@ -68,7 +66,6 @@ class LimitGuard:
         self.on_store_error = on_store_error or (lambda: None)
         # Per request: what to settle once the answer is known.
         self._open: dict[int, tuple[TokenReservation | None, str | None]] = {}
-        self._tasks: set[asyncio.Task[object]] = set()
         self._prepared: dict[tuple[tuple[object, ...] | None, str | None, bool], _Prepared | None] = {}
 
     def _scope(self, key: str, per_minute: int) -> Scope:
@@ -161,8 +158,8 @@ class LimitGuard:
             self._open[id(record)] = (admission.tokens, admission.slot)
 
     def settle(self, record: RequestRecord) -> None:
-        """An observer: charge the tokens actually used and free the concurrency slot (one store step:
-        synchronous in memory, a task for the script call on Redis)."""
+        """An observer: charge the tokens actually used and free the concurrency slot (synchronously in
+        memory; on Redis carried by the next admission's script call: `LimitStore.settle_later`)."""
         opened = self._open.pop(id(record), None)
         if opened is None:
             return
@@ -175,17 +172,7 @@ class LimitGuard:
                 # No count from the node (a /v1 stream without include_usage, an abandoned stream, a
                 # failed request): what was relayed, and never less than the admission estimate.
                 used = max(used, self.estimate_tokens)
-        if self.store.in_memory:
-            self.store.settle_now(reservation, used, slot)
-        else:
-            self._spawn(self.store.settle(reservation, used, slot))
-
-    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
-        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.store.settle_later(reservation, used, slot)
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.store.close()

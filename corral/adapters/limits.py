@@ -198,7 +198,7 @@ class LimitStore:
 
     @property
     def in_memory(self) -> bool:
-        """Whether admissions and settlements are synchronous steps (`admit_now`, `settle_now`)."""
+        """Whether admissions are synchronous steps (`admit_now`) and settlements are done at once."""
         return self._redis is None
 
     def plan(self, requests: Sequence[Scope], tokens: Sequence[Scope] = (), estimate: int = 0) -> tuple[Window, ...]:

@@ -7,6 +7,11 @@ runs swing by ±20%; interleaved rounds and each gateway's CPU time per request 
 
 Each variant runs twice, without and with API keys and limits ("all features"), in front of nginx
 returning a fixed body. Prints per-round figures and the medians. Needs nginx and wrk.
+
+`--everything` runs only the "all features" gateways, configured as bench.compare's `corral-all` (an API
+key with request and token limits, per-address and global request limits, a global token limit,
+metrics, the audit log, validation caps and the access log, its JSON lines going to a file), which is
+issue 12's "everything on". `--c64-only` skips the concurrency-1 run (for CPU per request alone).
 """
 
 from __future__ import annotations
@@ -27,12 +32,14 @@ from bench.proxy_overhead import cpu_seconds, lua, nginx_conf, wrk
 PROMPT = '{"model":"bench:1b","prompt":"hi","stream":false}'
 
 
-def start(name: str, tree: Path, edge: str, work: Path, backend: int, keyed: bool) -> tuple[Any, int, Path]:
+def start(
+    name: str, tree: Path, edge: str, work: Path, backend: int, keyed: bool, everything: bool = False
+) -> tuple[Any, int, Path]:
     port = free_port()
     mode = "keyed" if keyed else "plain"
     config: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": port},
-        "logging": {"access": False, "level": "warning"},
+        "logging": {"access": everything, "level": "info" if everything else "warning"},
         "audit": {"path": str(work / f"audit-{name}-{mode}.log")},
         "backends": [{"name": "nginx", "url": f"http://127.0.0.1:{backend}", "models": ["bench:1b"]}],
     }
@@ -41,6 +48,9 @@ def start(name: str, tree: Path, edge: str, work: Path, backend: int, keyed: boo
     if keyed:
         config["auth"] = {"enabled": True, "store_url": f"sqlite:///{work / f'keys-{name}.db'}"}
         config["limits"] = {"per_ip_rpm": 10**9, "global_rpm": 10**9}
+        if everything:
+            config["limits"]["global_tpm"] = 10**12
+            config["validation"] = {"max_predict": 4096, "max_ctx": 131072}
     path = work / f"{name}-{mode}.json"
     path.write_text(json.dumps(config))
     if keyed:
@@ -55,7 +65,8 @@ def start(name: str, tree: Path, edge: str, work: Path, backend: int, keyed: boo
         )
         headers = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
     module = ["bench.asgi_edge"] if edge == "uvicorn" else ["corral", "serve"]
-    proc = subprocess.Popen([sys.executable, "-m", *module, "--config", str(path)], cwd=tree, env=env)
+    with (work / f"{name}-{mode}.out").open("ab") as out:  # the access lines, with --everything
+        proc = subprocess.Popen([sys.executable, "-m", *module, "--config", str(path)], cwd=tree, env=env, stderr=out)
     wait_http(f"http://127.0.0.1:{port}/health")
     return proc, port, lua(work, f"{name}-{mode}", PROMPT, headers)
 
@@ -65,6 +76,8 @@ def main() -> None:
     parser.add_argument("--variant", action="append", required=True, help="NAME=TREE or NAME=TREE:uvicorn")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--everything", action="store_true", help="only 'all features', as bench.compare's corral-all")
+    parser.add_argument("--c64-only", action="store_true", help="skip the concurrency-1 run")
     args = parser.parse_args()
     variants: dict[str, tuple[Path, str]] = {}
     for spec in args.variant:
@@ -79,9 +92,10 @@ def main() -> None:
         procs.append(subprocess.Popen(["nginx", "-e", f"{work}/error.log", "-p", str(work), "-c", str(conf)]))
         wait_http(f"http://127.0.0.1:{ports['backend']}/api/version")
         gateways = {}
+        modes = (True,) if args.everything else (False, True)
         for name, (tree, edge) in variants.items():
-            for keyed in (False, True):
-                proc, port, script = start(name, tree, edge, work, ports["backend"], keyed)
+            for keyed in modes:
+                proc, port, script = start(name, tree, edge, work, ports["backend"], keyed, args.everything)
                 procs.append(proc)
                 gateways[(name, keyed)] = (proc.pid, port, script)
         figures: dict[tuple[str, bool], dict[str, list[float]]] = {
@@ -90,11 +104,11 @@ def main() -> None:
         names = list(variants)
         for rnd in range(args.rounds):
             order = names[rnd % len(names) :] + names[: rnd % len(names)]
-            for keyed in (False, True):
+            for keyed in modes:
                 for name in order:
                     pid, port, script = gateways[(name, keyed)]
                     url = f"http://127.0.0.1:{port}/api/generate"
-                    c1 = wrk(url, script, 1, args.seconds)
+                    c1 = {} if args.c64_only else wrk(url, script, 1, args.seconds)
                     before = cpu_seconds(pid)
                     c64 = wrk(url, script, 64, args.seconds)
                     cpu_us = (cpu_seconds(pid) - before) / max(1.0, c64["rps"] * args.seconds) * 1e6

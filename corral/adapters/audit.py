@@ -10,6 +10,8 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import math
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,9 +35,12 @@ def prompt_digest(prompt: str | bytes, key: bytes | None = None) -> tuple[str, i
     return hashlib.sha256(data).hexdigest(), len(prompt)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AuditRecord:
-    """`time` is epoch seconds. `kind` is "request" or "admin" (then `action` and `detail` say what)."""
+    """`time` is epoch seconds. `kind` is "request" or "admin" (then `action` and `detail` say what).
+
+    Nothing changes a record once made, but it is not declared frozen: one is made per request, and a
+    frozen dataclass sets each of its twenty fields through `object.__setattr__` (5.5 against 1.9 µs)."""
 
     time: float
     kind: str = "request"
@@ -75,8 +80,26 @@ class AuditRecord:
 
     def to_json(self) -> bytes:
         row = self._fields()
-        row["time"] = datetime.fromtimestamp(self.time, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        row["time"] = utc_millis(self.time)
         return orjson.dumps(row)
+
+
+_second: list[tuple[int, str]] = [(-1, "")]  # the last whole second formatted: records come in bursts
+
+
+def utc_millis(epoch: float) -> str:
+    """`2026-11-30T14:40:53.123Z`: what `datetime.fromtimestamp(epoch, UTC).isoformat(timespec=
+    "milliseconds")` gives (microseconds rounded, then cut to milliseconds), with the date and time of
+    day formatted once per second rather than once per record (a third of a record's encoding cost)."""
+    second = math.floor(epoch)
+    micros = round((epoch - second) * 1_000_000)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    cached_second, text = _second[0]
+    if cached_second != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second[0] = (second, text)
+    return f"{text}.{micros // 1000:03d}Z"
 
 
 class AuditSink(Protocol):
@@ -191,11 +214,17 @@ class FileAuditSink(BufferedSink):
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("ab")
-        for line in lines:
-            size = self._file.tell()
+        # The file's size is asked once a batch, not once a line (a tell() per line was 4% of the
+        # gateway's CPU with every feature on); lines that fit go out in one write.
+        size = self._file.tell()
+        start = 0
+        for i, line in enumerate(lines):
             if size > 0 and size + len(line) > self.max_bytes:
+                self._file.write(b"".join(lines[start:i]))
                 self._rotate()
-            self._file.write(line)
+                size, start = 0, i
+            size += len(line)
+        self._file.write(b"".join(lines[start:]))
         self._file.flush()
 
     async def _write_batch(self, records: list[AuditRecord]) -> None:

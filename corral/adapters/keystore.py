@@ -63,7 +63,9 @@ class KeyRecord:
         return self.spec.name
 
     def active(self, now: float) -> bool:
-        return self.revoked_at is None and not self.principal.is_expired(now)
+        # Principal.is_expired's rule, without building a principal (this runs on every request)
+        expires_at = self.spec.expires_at
+        return self.revoked_at is None and not (expires_at is not None and now >= expires_at)
 
     @property
     def principal(self) -> Principal:
@@ -234,6 +236,7 @@ class KeyCache:
         self.store, self.ttl_s, self.max_entries = store, ttl_s, max_entries
         self._entries: OrderedDict[str, tuple[float, KeyRecord | None]] = OrderedDict()
         self._inflight: dict[str, asyncio.Future[KeyRecord | None]] = {}
+        self._principals: dict[str, tuple[KeyRecord, Principal]] = {}  # by digest: the record it came from
         # With workers: what a sibling knows of a key (by digest), asked while the database is down.
         self.elsewhere: Callable[[str], Awaitable[tuple[bool, KeyRecord | None]]] | None = None
 
@@ -258,7 +261,15 @@ class KeyCache:
                 pending = asyncio.ensure_future(self._fetch(presented, digest, now))
                 self._inflight[digest] = pending
             record = await asyncio.shield(pending)
-        return record.principal if record is not None and record.active(now) else None
+        if record is None or not record.active(now):
+            return None
+        # One principal per fetched record, not one per request (a frozen dataclass of eleven fields).
+        made = self._principals.get(digest)
+        if made is None or made[0] is not record:
+            if len(self._principals) >= self.max_entries:
+                self._principals.clear()
+            made = self._principals[digest] = (record, record.principal)
+        return made[1]
 
     async def _fetch(self, presented: str, digest: str, now: float) -> KeyRecord | None:
         try:

@@ -6,36 +6,51 @@ It mirrors `limit_windows.MemoryCounters` step for step: each window is a hash {
 p: previous count, c: current count}, read on the server's clock (`TIME`) so replicas agree, rolled
 forward when the window moved on, and written back only when the whole request is admitted.
 
-admit: KEYS = windows..., [slot]; ARGV = "admit", n, slot limit (0: none), slot ttl, then per window
-amount, seconds, cost, group. Refused: {group or 3, now_ms, window (1-based), remaining, reset_ms}.
-Admitted: {0, now_ms, used slots, then per group 1, 2: window (0: none), remaining, reset_ms}.
-settle: KEYS = windows..., [slot]; ARGV = "settle", n, release (0/1), at_ms, then per window seconds, delta.
+admit: KEYS = windows..., [slot], then the settlements' keys; ARGV = "admit", n, slot limit (0: none),
+slot ttl, then per window amount, seconds, cost, group, then m (settlements carried along: 0 or more)
+and the index in KEYS of their first key, then the settlements. Refused: {group or 3, now_ms, window
+(1-based), remaining, reset_ms}. Admitted: {0, now_ms, used slots, then per group 1, 2: window (0:
+none), remaining, reset_ms}.
+settle: KEYS = the settlements' keys; ARGV = "settle", m, then the settlements.
+A settlement: ARGV n, release (0/1), at_ms, then per window seconds, delta; KEYS its n windows, then
+its slot if it releases one. Settlements carried by an admission are applied before it is checked, so
+a process's finished requests count as finished for its next admission.
 """
 
 from __future__ import annotations
 
 SCRIPT = """
-local n = tonumber(ARGV[2])
-if ARGV[1] == 'settle' then
-  local at = tonumber(ARGV[4])
-  for j = 1, n do
-    local span = tonumber(ARGV[3 + 2 * j]) * 1000
-    local delta = tonumber(ARGV[4 + 2 * j])
-    local index = math.floor(at / span)
-    local h = redis.call('HMGET', KEYS[j], 'i', 'p', 'c')
-    local i = tonumber(h[1])
-    if i == index then
-      redis.call('HSET', KEYS[j], 'c', math.max(0, (tonumber(h[3]) or 0) + delta))
-    elseif i == index + 1 then
-      redis.call('HSET', KEYS[j], 'p', math.max(0, (tonumber(h[2]) or 0) + delta))
+local function settle(a, k, m)
+  for e = 1, m do
+    local n, release, at = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+    a = a + 3
+    for j = 1, n do
+      local span = tonumber(ARGV[a]) * 1000
+      local delta = tonumber(ARGV[a + 1])
+      a = a + 2
+      local index = math.floor(at / span)
+      local h = redis.call('HMGET', KEYS[k], 'i', 'p', 'c')
+      local i = tonumber(h[1])
+      if i == index then
+        redis.call('HSET', KEYS[k], 'c', math.max(0, (tonumber(h[3]) or 0) + delta))
+      elseif i == index + 1 then
+        redis.call('HSET', KEYS[k], 'p', math.max(0, (tonumber(h[2]) or 0) + delta))
+      end
+      k = k + 1
+    end
+    if release == 1 then
+      local left = redis.call('DECR', KEYS[k])
+      if left <= 0 then redis.call('DEL', KEYS[k]) end
+      k = k + 1
     end
   end
-  if tonumber(ARGV[3]) == 1 then
-    local left = redis.call('DECR', KEYS[n + 1])
-    if left <= 0 then redis.call('DEL', KEYS[n + 1]) end
-  end
+end
+if ARGV[1] == 'settle' then
+  settle(3, 1, tonumber(ARGV[2]))
   return 0
 end
+local n = tonumber(ARGV[2])
+settle(7 + 4 * n, tonumber(ARGV[6 + 4 * n]), tonumber(ARGV[5 + 4 * n]))
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seen = {}

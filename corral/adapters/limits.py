@@ -18,6 +18,7 @@ on".
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import math
 import time
@@ -72,6 +73,10 @@ class Decision:
             out["Retry-After"] = str(max(1, math.ceil(self.retry_after_s)))
         return out
 
+    def header_pairs(self) -> list[tuple[bytes, bytes]]:
+        """`headers()` as the HTTP server takes them (names in lower case)."""
+        return [(k.lower().encode(), v.encode()) for k, v in self.headers().items()]
+
 
 @dataclass(frozen=True, slots=True)
 class TokenReservation:
@@ -97,6 +102,24 @@ class Admission:
     slots_used: int = 0
 
 
+# A settlement: the token windows' (name, seconds, delta), the reservation's clock, the slot to free.
+_Settlement = tuple[list[tuple[str, int, int]], int, str | None]
+SETTLE_LINGER_S = 0.02  # at most this late on Redis, when no admission of this process carries it
+SETTLE_BATCH = 256  # settlements sent together at most, when they pile up faster than admissions come
+
+
+def _settle_args(settles: list[_Settlement], keys: list[str], args: list[Any]) -> None:
+    """Append settlements to a script call's KEYS and ARGV (limit_script.py's layout)."""
+    for charges, at_ms, slot in settles:
+        args += [len(charges), int(slot is not None), at_ms]
+        for name, seconds, delta in charges:
+            keys.append(name)
+            args += [seconds, delta]
+        if slot is not None:
+            keys.append(slot)
+
+
+_ALLOWED = Admission(Decision(True))  # nothing to check: shared (both are frozen)
 REDIS_CONNECTIONS = 128  # per process; Redis serves thousands of clients
 _REFUSED = {REQUESTS: "rate_limited", TOKENS: "token_limited", CONCURRENCY: "concurrency_limited"}
 
@@ -141,6 +164,9 @@ class LimitStore:
         self.on_store_error = OnStoreError(on_store_error)
         self.namespace, self.concurrency_ttl_s, self._clock = namespace, concurrency_ttl_s, clock
         self._redis: aioredis.Redis | None = None
+        self._pending: list[_Settlement] = []  # settlements waiting for the next admission (Redis)
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._sending: set[asyncio.Task[str | None]] = set()
         self._memory = MemoryCounters()
         if uri.startswith(("redis://", "rediss://")):
             opts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
@@ -156,7 +182,11 @@ class LimitStore:
             raise ValueError(f"unsupported limit store {uri!r}: use memory:// or redis://")
 
     async def close(self) -> None:
+        """Send the settlements still waiting, then close the connections."""
         if self._redis is not None:
+            self._flush()
+            if self._sending:
+                await asyncio.gather(*self._sending, return_exceptions=True)
             await self._redis.aclose()
 
     def _failed(self, exc: BaseException) -> Decision:
@@ -166,13 +196,24 @@ class LimitStore:
     def _plan(self, requests: Sequence[Scope], tokens: Sequence[Scope], estimate: int) -> tuple[Window, ...]:
         return _plan(self.namespace, tuple(requests), tuple(tokens), max(0, estimate))
 
-    async def _run(self, plan: tuple[Window, ...], slot: str | None, slot_limit: int) -> Outcome:
-        if self._redis is None:
-            return self._memory.admit(plan, int(self._clock() * 1000), slot, slot_limit)
+    @property
+    def in_memory(self) -> bool:
+        """Whether admissions are synchronous steps (`admit_now`) and settlements are done at once."""
+        return self._redis is None
+
+    def plan(self, requests: Sequence[Scope], tokens: Sequence[Scope] = (), estimate: int = 0) -> tuple[Window, ...]:
+        """Every window an admission with these scopes checks (cached): for `admit_plan`/`admit_now`."""
+        return self._plan(requests, tokens, estimate)
+
+    async def _run(
+        self, plan: tuple[Window, ...], slot: str | None, slot_limit: int, settles: list[_Settlement]
+    ) -> Outcome:
         keys = [w.name for w in plan] + ([slot] if slot is not None else [])
         args: list[Any] = ["admit", len(plan), slot_limit if slot is not None else 0, self.concurrency_ttl_s]
         for w in plan:
             args += [w.amount, w.seconds, w.cost, w.group]
+        args += [len(settles), len(keys) + 1]
+        _settle_args(settles, keys, args)
         out = [int(v) for v in await self._script(keys=keys, args=args)]
         if out[0]:
             return Outcome(out[0], out[1], {out[0]: (out[2] - 1, out[3], out[4])} if out[2] else {})
@@ -189,15 +230,40 @@ class LimitStore:
     ) -> Admission:
         """Admit one request against every request-rate scope (cost 1), reserve `estimate` tokens in
         every token scope and take one of `slot_limit` concurrent slots of `slot`: all in one step."""
-        plan = self._plan(requests, tokens, estimate)
+        return await self.admit_plan(self._plan(requests, tokens, estimate), bool(tokens), slot, slot_limit)
+
+    async def admit_plan(
+        self, plan: tuple[Window, ...], tokens: bool, slot: str | None = None, slot_limit: int = 0
+    ) -> Admission:
+        """`admit` with the windows already planned (`plan`); `tokens`: whether it reserves tokens."""
+        if self._redis is None:
+            return self.admit_now(plan, tokens, slot, slot_limit)
         if not plan and slot is None:
-            return Admission(Decision(True))
-        name = f"{self.namespace}:conc:{slot}" if slot is not None else None
+            return _ALLOWED
+        settles = self._take_pending()  # settled first, in the same step (one round trip for both)
         try:
-            outcome = await self._run(plan, name, slot_limit)
+            outcome = await self._run(plan, self._slot_name(slot), slot_limit, settles)
         except (RedisError, OSError) as exc:
+            # The settlements carried along are lost with it, as a failed settlement always was.
             failed = self._failed(exc)
             return Admission(failed, None if failed.allowed else _REFUSED[REQUESTS])
+        return self._admission(plan, outcome, tokens, slot, slot_limit)
+
+    def admit_now(
+        self, plan: tuple[Window, ...], tokens: bool, slot: str | None = None, slot_limit: int = 0
+    ) -> Admission:
+        """`admit_plan` in memory, synchronously: no coroutine and no await on the request's path."""
+        if not plan and slot is None:
+            return _ALLOWED
+        outcome = self._memory.admit(plan, int(self._clock() * 1000), self._slot_name(slot), slot_limit)
+        return self._admission(plan, outcome, tokens, slot, slot_limit)
+
+    def _slot_name(self, slot: str | None) -> str | None:
+        return f"{self.namespace}:conc:{slot}" if slot is not None else None
+
+    def _admission(
+        self, plan: tuple[Window, ...], outcome: Outcome, tokens: bool, slot: str | None, slot_limit: int
+    ) -> Admission:
         if outcome.status == CONCURRENCY:
             decision = Decision(False, slot_limit, 0, 1.0, 1.0, slot)
             return Admission(decision, _REFUSED[CONCURRENCY])
@@ -209,7 +275,7 @@ class LimitStore:
 
         def pick(group: int) -> Decision:
             if group not in outcome.picks:
-                return Decision(True)
+                return _ALLOWED.decision
             j, remaining, reset_ms = outcome.picks[group]
             return Decision(True, plan[j].amount, remaining, reset_ms / 1000, None, plan[j].scope)
 
@@ -219,22 +285,64 @@ class LimitStore:
             reservation = TokenReservation(pick(TOKENS), charged, outcome.at_ms)
         return Admission(pick(REQUESTS), None, reservation, slot, outcome.slots_used)
 
+    def _settlement(self, reservation: TokenReservation | None, actual: int, slot: str | None) -> _Settlement | None:
+        charges = [(n, s, actual - r) for n, s, r in reservation.charged] if reservation is not None else []
+        charges = [c for c in charges if c[2]]
+        if not charges and slot is None:
+            return None
+        return charges, reservation.at_ms if reservation is not None else 0, self._slot_name(slot)
+
     async def settle(self, reservation: TokenReservation | None, actual: int, slot: str | None) -> str | None:
         """Charge the tokens actually used (the difference from the reservation is charged or given
-        back, over the limit if need be) and free `slot`, in one step. Returns the store's error, if any."""
-        charges = [(n, s, actual - r) for n, s, r in reservation.charged] if reservation is not None else []
-        at_ms = reservation.at_ms if reservation is not None else 0
-        if not any(d for _, _, d in charges) and slot is None:
+        back, over the limit if need be) and free `slot`, in one step, now. Returns the store's error,
+        if any."""
+        entry = self._settlement(reservation, actual, slot)
+        if entry is None:
             return None
-        name = f"{self.namespace}:conc:{slot}" if slot is not None else None
         if self._redis is None:
-            self._memory.settle(charges, at_ms, name)
+            self._memory.settle(*entry)
             return None
-        args: list[Any] = ["settle", len(charges), int(name is not None), at_ms]
-        for _, seconds, delta in charges:
-            args += [seconds, delta]
+        return await self._send([entry])
+
+    def settle_later(self, reservation: TokenReservation | None, actual: int, slot: str | None) -> None:
+        """`settle` without waiting (the gateway's observer, as a request ends). In memory it is done
+        now. On Redis it is carried by this process's next admission (so it is always settled before
+        that admission is checked), or sent on its own, batched with others, after SETTLE_LINGER_S
+        when no admission comes first: one round trip per request instead of two. Other replicas may
+        see a settlement up to SETTLE_LINGER_S late (a slot freed, tokens charged or given back); a
+        crash loses the settlements of that last moment (the slot then frees at its TTL)."""
+        entry = self._settlement(reservation, actual, slot)
+        if entry is None:
+            return
+        if self._redis is None:
+            self._memory.settle(*entry)
+            return
+        self._pending.append(entry)
+        if len(self._pending) >= SETTLE_BATCH:
+            self._flush()
+        elif self._flush_timer is None:
+            self._flush_timer = asyncio.get_running_loop().call_later(SETTLE_LINGER_S, self._flush)
+
+    def _take_pending(self) -> list[_Settlement]:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        pending, self._pending = self._pending, []
+        return pending
+
+    def _flush(self) -> None:
+        pending = self._take_pending()
+        if pending:
+            task = asyncio.get_running_loop().create_task(self._send(pending))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, settles: list[_Settlement]) -> str | None:
+        keys: list[str] = []
+        args: list[Any] = ["settle", len(settles)]
+        _settle_args(settles, keys, args)
         try:
-            await self._script(keys=[n for n, _, _ in charges] + ([name] if name else []), args=args)
+            await self._script(keys=keys, args=args)
         except (RedisError, OSError) as exc:
             return self._failed(exc).store_error
         return None

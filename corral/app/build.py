@@ -21,6 +21,7 @@ from corral.adapters.limits import LimitStore
 from corral.adapters.metrics import Metrics
 from corral.adapters.metrics_merge import Exposition
 from corral.adapters.migrations import open_engine
+from corral.app.access_log import access_observer
 from corral.app.admin import AdminBackends
 from corral.app.admission import Admission
 from corral.app.attempts import Forwarder
@@ -40,7 +41,6 @@ from corral.app.gateway import ClientAddress, Gateway
 from corral.app.inference import InferenceHandlers
 from corral.app.limits_guard import LimitGuard
 from corral.app.listeners import console_side, host_check
-from corral.app.logs import access_observer
 from corral.app.model_admin import AdminModels, assemble_models_admin
 from corral.app.naming import ModelTargets
 from corral.app.node_ops import NodeOps
@@ -272,7 +272,7 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         "rollouts_list": models_admin.rollout_list,
         "rollouts_start": models_admin.rollout_start,
     }
-    observers: list[Observer] = [access_observer] if settings.logging.access else []
+    observers: list[Observer] = [access_observer()] if settings.logging.access else []
     if metrics is not None and not shared:
         metrics.known_models = fleet.known_models
         metrics.preset(inference_paths())

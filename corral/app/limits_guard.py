@@ -8,15 +8,16 @@ an estimate and charged with the tokens the node reports. Concurrent requests: p
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
-from corral.adapters.limits import Decision, LimitStore, Scope, TokenReservation
+from corral.adapters.limit_windows import Window
+from corral.adapters.limits import Admission, Decision, LimitStore, Scope, TokenReservation
 from corral.app.routes import RouteSpec
 from corral.domain.errors import RateLimited
+from corral.domain.keys import Principal
 from corral.domain.record import RequestRecord
 from corral.net.response import Request
 
@@ -26,6 +27,21 @@ _WHAT = {
     "token_limited": "token rate limit",
     "concurrency_limited": "concurrent request limit",
 }
+
+
+_PREPARED_MAX = 4096
+_UNSEEN = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One combination of limits, planned once: the windows, whether tokens are reserved, the slot."""
+
+    plan: tuple[Window, ...]
+    tokens: bool
+    slot: str | None
+    limit: int
+    requests: bool  # whether request-rate scopes are among them (then RateLimit-* headers are sent)
 
 
 class LimitGuard:
@@ -50,7 +66,7 @@ class LimitGuard:
         self.on_store_error = on_store_error or (lambda: None)
         # Per request: what to settle once the answer is known.
         self._open: dict[int, tuple[TokenReservation | None, str | None]] = {}
-        self._tasks: set[asyncio.Task[object]] = set()
+        self._prepared: dict[tuple[tuple[object, ...] | None, str | None, bool], _Prepared | None] = {}
 
     def _scope(self, key: str, per_minute: int) -> Scope:
         burst = math.ceil(per_minute * self.burst_share) if self.burst_share else None
@@ -68,7 +84,7 @@ class LimitGuard:
 
     def _refuse(self, reason: str, what: str, decision: Decision, record: RequestRecord) -> RateLimited:
         self.on_reject(reason)
-        record.limit_headers = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
+        record.limit_headers = decision.header_pairs()
         scope = f" ({decision.scope})" if decision.scope else ""
         if decision.store_error is not None:
             message = "rate limits are unavailable and the policy is to refuse requests"
@@ -76,20 +92,17 @@ class LimitGuard:
             message = f"{what} exceeded{scope}; retry after {decision.retry_after_s or 1:.0f}s"
         return RateLimited(message, retry_after=decision.retry_after_s or 1.0)
 
-    async def __call__(self, request: Request, record: RequestRecord, spec: RouteSpec) -> None:
-        if not spec.limited:
-            return
-        principal = record.principal
+    def _prepare(self, principal: Principal | None, client_ip: str, tokens: bool) -> _Prepared | None:
         scopes = []
         if principal is not None and principal.rpm:
             scopes.append(self._scope(principal.bucket, principal.rpm))
         if self.per_ip_rpm:
-            scopes.append(self._scope(f"ip:{record.client_ip}", self.per_ip_rpm))
+            scopes.append(self._scope(f"ip:{client_ip}", self.per_ip_rpm))
         if self.global_rpm:
             scopes.append(self._scope("global", self.global_rpm))
         token_scopes = []
         slot: str | None = None
-        if spec.tokens:
+        if tokens:
             if principal is not None and principal.tpm:
                 token_scopes.append(Scope(f"tokens:{principal.bucket}", principal.tpm))
             if self.global_tpm:
@@ -97,20 +110,56 @@ class LimitGuard:
             if principal is not None and principal.max_concurrency:
                 slot = f"concurrency:{principal.bucket}"
         if not scopes and not token_scopes and slot is None:
-            return
-        # Every limit in one step (one Redis round trip): a request one of them refuses uses up nothing.
+            return None
         limit = principal.max_concurrency if principal is not None and principal.max_concurrency else 0
-        admission = await self.store.admit(scopes, token_scopes, self.estimate_tokens, slot, limit)
+        plan = self.store.plan(scopes, token_scopes, self.estimate_tokens)
+        return _Prepared(plan, bool(token_scopes), slot, limit, bool(scopes))
+
+    def __call__(self, request: Request, record: RequestRecord, spec: RouteSpec) -> Awaitable[None] | None:
+        """Admit the request on every limit, in one step: synchronously in memory (no coroutine on the
+        path), one awaited script call on Redis."""
+        if not spec.limited:
+            return None
+        principal = record.principal
+        # The same few combinations come back request after request (a key, an address): plan each once.
+        # The key holds every principal field a plan reads, so a key's changed limits make a new entry.
+        who = (
+            (principal.source, principal.name, principal.rpm, principal.tpm, principal.max_concurrency)
+            if principal is not None
+            else None
+        )
+        key = (who, record.client_ip if self.per_ip_rpm else None, spec.tokens)
+        prepared = self._prepared.get(key, _UNSEEN)
+        if prepared is _UNSEEN:
+            if len(self._prepared) >= _PREPARED_MAX:  # bounded: every client address is an entry
+                self._prepared.clear()
+            prepared = self._prepared[key] = self._prepare(principal, record.client_ip, spec.tokens)
+        if prepared is None:
+            return None
+        assert isinstance(prepared, _Prepared)
+        if self.store.in_memory:
+            self._admitted(
+                self.store.admit_now(prepared.plan, prepared.tokens, prepared.slot, prepared.limit), record, prepared
+            )
+            return None
+        return self._admit_remote(prepared, record)
+
+    async def _admit_remote(self, prepared: _Prepared, record: RequestRecord) -> None:
+        admission = await self.store.admit_plan(prepared.plan, prepared.tokens, prepared.slot, prepared.limit)
+        self._admitted(admission, record, prepared)
+
+    def _admitted(self, admission: Admission, record: RequestRecord, prepared: _Prepared) -> None:
         decision = self._noted(admission.decision)
         if admission.refused is not None:
             raise self._refuse(admission.refused, _WHAT[admission.refused], decision, record)
-        if scopes:
-            record.limit_headers = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
+        if prepared.requests:
+            record.limit_headers = decision.header_pairs()
         if admission.tokens is not None or admission.slot is not None:
             self._open[id(record)] = (admission.tokens, admission.slot)
 
     def settle(self, record: RequestRecord) -> None:
-        """An observer: charge the tokens actually used and free the concurrency slot (one store step)."""
+        """An observer: charge the tokens actually used and free the concurrency slot (synchronously in
+        memory; on Redis carried by the next admission's script call: `LimitStore.settle_later`)."""
         opened = self._open.pop(id(record), None)
         if opened is None:
             return
@@ -123,14 +172,7 @@ class LimitGuard:
                 # No count from the node (a /v1 stream without include_usage, an abandoned stream, a
                 # failed request): what was relayed, and never less than the admission estimate.
                 used = max(used, self.estimate_tokens)
-        self._spawn(self.store.settle(reservation, used, slot))
-
-    def _spawn(self, work: Coroutine[Any, Any, object]) -> None:
-        task: asyncio.Task[object] = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.store.settle_later(reservation, used, slot)
 
     async def close(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.store.close()

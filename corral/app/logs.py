@@ -6,16 +6,21 @@ import json
 import logging
 import sys
 import time
+from typing import TextIO
 
-from corral.app.context import RequestRecord
+import orjson
+
+from corral.app.context import Observer, RequestRecord
+
+__all__ = ["ACCESS", "Observer", "access_observer", "configure", "json_handler", "tag_process"]
 
 ACCESS = logging.getLogger("corral.access")
-_PROCESS: dict[str, object] = {}  # fields every line of this process carries (a worker's index and pid)
+PROCESS_FIELDS: dict[str, object] = {}  # fields every line of this process carries (a worker's index and pid)
 
 
 def tag_process(**fields: object) -> None:
     """Add `fields` to every log line this process writes (set once, at a worker's start)."""
-    _PROCESS.update(fields)
+    PROCESS_FIELDS.update(fields)
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,20 +30,23 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
-            **_PROCESS,
+            **PROCESS_FIELDS,
         }
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             out.update(fields)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, ensure_ascii=True, default=str)
+        try:  # orjson: the access lines' encoder too (app/access_log.py), so one stream has one style
+            return orjson.dumps(out, default=str).decode()
+        except TypeError:  # what orjson refuses (keys that are not strings, integers past 64 bits)
+            return json.dumps(out, ensure_ascii=True, default=str)
 
 
 class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
-        worker = f"[{_PROCESS['worker']}] " if "worker" in _PROCESS else ""
+        worker = f"[{PROCESS_FIELDS['worker']}] " if "worker" in PROCESS_FIELDS else ""
         line = f"{stamp} {record.levelname.lower():7} {worker}{record.name}: {record.getMessage()}"
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
@@ -57,8 +65,21 @@ def configure(level: str = "info", fmt: str = "auto") -> None:
     root.setLevel(level.upper())
 
 
+def json_handler() -> logging.StreamHandler[TextIO] | None:
+    """The handler `configure` installed, when it writes JSON lines and is the only one: then the access
+    log may write its lines itself, batched (app/access_log.py), and they read the same."""
+    handlers = logging.getLogger().handlers
+    if ACCESS.handlers or not ACCESS.propagate or len(handlers) != 1:
+        return None
+    handler = handlers[0]
+    if type(handler) is not logging.StreamHandler or not isinstance(handler.formatter, JsonFormatter):
+        return None
+    return handler
+
+
 def access_observer(record: RequestRecord) -> None:
-    """One line per request. Never the prompt, never a key."""
+    """One line per request through `logging` (console lines, or handlers other than the standard one).
+    Never the prompt, never a key."""
     ACCESS.info(
         "%s %s %d",
         record.method,

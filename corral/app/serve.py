@@ -16,6 +16,7 @@ import ssl
 from collections.abc import Callable
 
 from corral.adapters.migrations import open_engine, upgrade
+from corral.app import access_log
 from corral.app.build import App, build
 from corral.app.config_state import ConfigSource
 from corral.app.reload import load_and_reload, watch
@@ -177,6 +178,7 @@ async def run(
         await app.limits.close()
     if app.cache is not None:
         await app.cache.store.close()
+    await access_log.close()  # every access line of the finished requests is written
     if app.audit is not None:
         await app.audit.close()  # every record of the finished requests reaches its sinks
     if app.audit_engine is not None:

@@ -237,6 +237,69 @@ def test_an_admission_is_one_round_trip_to_redis(redis_server: Server) -> None:
     admin.close()
 
 
+def test_a_settlement_left_for_later_counts_before_the_next_admission(uri: str) -> None:
+    """The gateway settles with `settle_later` (no round trip of its own on Redis): the slot it frees
+    and the tokens it gives back are there for this store's very next admission."""
+
+    async def body() -> None:
+        store = store_for(uri)
+        rpm, tpm, slot = [Scope("key:a", 100)], [Scope("tokens:key:a", 1000)], "concurrency:key:a"
+        first = await store.admit(rpm, tpm, 600, slot, 1)
+        assert first.refused is None and first.tokens is not None
+        assert (await store.admit(rpm, tpm, 100, slot, 1)).refused == "concurrency_limited"
+        store.settle_later(first.tokens, 100, first.slot)  # used 100 of the 600 reserved
+        second = await store.admit(rpm, tpm, 900, slot, 1)  # needs the slot back and 500 tokens back
+        assert second.refused is None and second.tokens is not None
+        assert second.tokens.decision.remaining == 0  # 1000 - 100 - 900
+        await store.close()
+
+    run(body())
+
+
+def test_settlements_left_for_later_ride_on_admissions_and_are_sent_alone_when_none_comes(
+    redis_server: Server,
+) -> None:
+    import redis
+
+    from corral.adapters.limits import SETTLE_LINGER_S
+
+    admin = redis.Redis.from_url(redis_server.url)
+
+    def evalsha() -> int:
+        return int(admin.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0))
+
+    async def body() -> None:
+        store = store_for(redis_server.url)
+        scopes, tokens = [Scope("key:a", 1000), Scope("global", 1000)], [Scope("tokens:key:a", 10**6)]
+        slot = "concurrency:key:a"
+        await store.admit(scopes, tokens, 10, slot, 1)  # loads the script; holds the only slot
+        admin.config_resetstat()
+        admission = await store.admit(scopes, tokens, 10, slot, 1)
+        assert admission.refused == "concurrency_limited"
+        store.settle_later(None, 0, slot)  # the first request ends
+        for _ in range(20):  # one request after another on one slot: each frees it for the next
+            admission = await store.admit(scopes, tokens, 10, slot, 1)
+            assert admission.refused is None and admission.tokens is not None
+            store.settle_later(admission.tokens, 12, admission.slot)
+        assert evalsha() == 21  # one round trip per request: the settlements rode on the admissions
+        # The last settlement has no admission to ride on: it goes alone, within the linger.
+        deadline = time.monotonic() + 5
+        while evalsha() < 22 and time.monotonic() < deadline:
+            await asyncio.sleep(SETTLE_LINGER_S)
+        assert evalsha() == 22
+        assert (await store.admit(scopes, tokens, 10, slot, 1)).refused is None  # the slot is free
+        store.settle_later(None, 0, slot)
+        await store.close()  # sends what waits
+        assert evalsha() == 24
+        other = store_for(redis_server.url)
+        other.namespace = store.namespace
+        assert (await other.admit(scopes, tokens, 10, slot, 1)).refused is None
+        await other.close()
+
+    run(body())
+    admin.close()
+
+
 def test_many_concurrent_requests_wait_for_a_connection_rather_than_fail(uri: str) -> None:
     async def body() -> None:
         store = store_for(uri)

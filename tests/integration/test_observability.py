@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -124,6 +125,44 @@ def test_no_audit_record_is_lost_on_graceful_shutdown(tmp_path: Path) -> None:
         assert corral.proc.wait(15) == 0
         lines = [json.loads(line) for line in audit.read_text().splitlines()]
         assert sum(1 for e in lines if e["route"] == "/api/generate") == 40
+    finally:
+        corral.stop()
+        sim.stop()
+
+
+def test_access_lines_are_written_in_batches_soon_and_all_of_them_by_shutdown() -> None:
+    """The access log writes its lines in batches (app/access_log.py): each line still appears within
+    the linger (well under a second), once, whole, and a clean shutdown writes the last ones."""
+    sim = start_sim("m:1b", extra=["--tokens-per-second", "2000", "--load-seconds", "0"])
+    corral = start_corral({"backends": [{"name": "n", "url": sim.url}]})
+
+    def ids(prefix: str) -> list[str]:
+        out = []
+        for line in corral.output().splitlines():
+            entry = json.loads(line)  # every line whole: batches never cut a line or interleave two
+            if str(entry.get("request_id", "")).startswith(prefix):
+                assert entry["logger"] == "corral.access" and entry["route"] == "/api/generate"
+                out.append(entry["request_id"])
+        return out
+
+    def burst(prefix: str, n: int) -> None:
+        body = {"model": "m:1b", "prompt": "x", "stream": False, "options": {"num_predict": 2}}
+
+        def one(i: int) -> int:
+            headers = {"X-Request-ID": f"{prefix}-{i}"}
+            return httpx.post(corral.url + "/api/generate", json=body, headers=headers, timeout=30).status_code
+
+        with ThreadPoolExecutor(16) as pool:
+            assert set(pool.map(one, range(n))) == {200}
+
+    try:
+        burst("early", 100)
+        wait_for(lambda: len(ids("early-")) == 100 or None, 5, "100 access lines without a shutdown")
+        burst("late", 100)
+        corral.proc.terminate()
+        assert corral.proc.wait(15) == 0
+        assert sorted(ids("late-")) == sorted(f"late-{i}" for i in range(100))
+        assert len(ids("early-")) == 100
     finally:
         corral.stop()
         sim.stop()

@@ -28,6 +28,20 @@ def single_process(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(workers > 1, reason=f"single process only: {reason}")
 
 
+def log_records(text: str) -> list[dict[str, Any]]:
+    """The JSON lines of a Corral process's output (access and other log lines), parsed."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

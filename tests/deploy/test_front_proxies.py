@@ -27,7 +27,7 @@ import httpx
 import orjson
 import pytest
 
-from procs import Proc, free_port, start_corral, start_sim, wait_for
+from procs import Proc, free_port, log_records, start_corral, start_sim, wait_for
 from tests.deploy.tools import COMPOSE, DEPLOY, run, tool
 
 HAPROXY_CFG = DEPLOY / "haproxy" / "haproxy.cfg"
@@ -190,7 +190,7 @@ def stream_timing(url: str, **kwargs: Any) -> tuple[float, float]:
 
 
 def served_by(proc: Proc, request_id: str) -> bool:
-    return f'"request_id": "{request_id}"' in proc.output()
+    return any(r.get("request_id") == request_id for r in log_records(proc.output()))
 
 
 def wait_served(proc: Proc, ids: list[str]) -> None:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import yaml
 
-from procs import Proc, sim_stats, start_corral, start_sim, wait_for
+from procs import Proc, log_records, sim_stats, start_corral, start_sim, wait_for
 from tests.contract.servers import ServerUnavailable, start_redis
 
 FAST = ["--tokens-per-second", "2000", "--load-seconds", "0", "--parallel", "8"]
@@ -35,14 +35,7 @@ def workers_config(sim: Proc, workers: int = 2, **extra: Any) -> dict[str, Any]:
 
 
 def lines(proc: Proc) -> list[dict[str, Any]]:
-    out = []
-    for line in proc.output().splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass
-    return out
+    return log_records(proc.output())
 
 
 def worker_pids(proc: Proc) -> dict[int, int]:

@@ -110,6 +110,11 @@ class Ledger:
         if not entries:
             self._drop(node, model)
 
+    def prune(self, now: float, max_age_s: float) -> None:
+        """Forget requests sent longer ago than any request lasts (a node removed since, say)."""
+        for key in [k for k, entries in self._runners.items() if now - entries[-1].sent_at > max_age_s]:
+            self._drop(*key)
+
     def _drop(self, node: str, model: str) -> None:
         self._runners.pop((node, model), None)
         models = self._busy.get(node)

@@ -80,7 +80,8 @@ class Costs:
     # away: then a load that evicts another model is weighed without the stability charge.
     replicate_after: float = math.inf
     queue_weight: float = 1.5  # a queue's estimated wait is its mean; the tail is longer
-    saturation: float = math.inf  # nodes this full of requests (÷ their slots) are saturated: no eviction helps
+    ledger_max_age_s: float = 3600.0  # a runner whose newest request is older than this is forgotten
+    saturation: float = 1.0  # nodes this full of requests (÷ their slots) are saturated: no eviction helps
     prefill_queue: float = 1.0  # a free slot behind more than this many load times of prompts is no free slot
 
 
@@ -213,12 +214,14 @@ class ModelAware:
         model = req.model
         ready: list[_Option] = []
         busy: list[tuple[float, int]] = []  # (requests in flight ÷ weight, position) of the copies seen
+        tried = 0  # copies with a slot free that were weighed: a bounded number of them
         for i in positions:  # every copy, cheaply: one free slot anywhere is found
             node = views[i]
             count = node.in_flight_by_model.get(model, 0)
             busy.append((count / (node.weight or 1e-9), i))
-            if count >= (node.parallel or 1) or not admissible(node, req):
+            if count >= (node.parallel or 1) or tried >= 4 * k or not admissible(node, req):
                 continue
+            tried += 1
             if (o := self._ready(node, req, now)) is not None:
                 ready.append(o)
                 if len(ready) >= self.costs.ready_scan:
@@ -563,6 +566,7 @@ class ModelAware:
         self._pipeline = {k: t for k, t in self._pipeline.items() if t > now}
         self._gone = {k: t for k, t in self._gone.items() if t > now}
         self._last = {k: t for k, t in self._last.items() if now - t < c.in_use_s}
+        self.ledger.prune(now, c.ledger_max_age_s)
 
 
 class _Capacity(dict[Key, float]):

@@ -110,3 +110,11 @@ def test_answers_that_overtake_each_other_are_matched_by_their_length() -> None:
     ledger.started("n", "m", 1.0)
     ledger.finished("n", "m", 0.135)  # the short one, batched with the long one (1.35x slower)
     assert ledger.wait("n", "m", 1, 0.01, PREFILL, 1.0, NONE) == pytest.approx(10.0)
+
+
+def test_runners_not_heard_of_for_an_hour_are_forgotten() -> None:
+    ledger = Ledger()
+    ledger.dispatched("gone", "m", 100, 100, 0.0, ready=True)
+    ledger.dispatched("here", "m", 100, 100, 3000.0, ready=True)
+    ledger.prune(3700.0, 3600.0)
+    assert ledger.ahead("gone", "m") == 0 and ledger.ahead("here", "m") == 1

@@ -72,7 +72,11 @@ class Costs:
     scan_nodes: int = 16
     ready_scan: int = 4  # ... and stops looking for copies with a free slot once it has this many
     weigh_nodes: int = 4  # with none, it weighs this many copies and this many nodes to load on (index)
-    # Work, not requests (corral/domain/ledger.py): the per-token priors, before anything is learnt.
+    # Work, not requests (corral/domain/ledger.py). False: queues counted in requests, as before issue 17
+    # (with `saturation` at infinity, the decisions of a fleet of up to `scan_nodes` nodes are then the
+    # same as before it, request for request).
+    work_waits: bool = True
+    # The per-token priors, before anything is learnt.
     tpot_s: float = 0.01  # seconds per output token, one sequence alone, for a model of `reference_size`
     prefill_share: float = 1 / 30  # a prompt token's prefill ÷ an output token's decode
     batching: float = 0.35  # b sequences batched on one runner each decode (1 + batching·(b − 1)) slower
@@ -302,9 +306,10 @@ class ModelAware:
         than a load (then it is weighed as the queue it is). Prefer a GPU fewer other models are busy
         on, then the fewest requests in flight."""
         others = _others(node, req.model)
-        prefill = self._work_wait(node, req.model, now) * (1 + others) / _speed(node)
-        if prefill > self.costs.prefill_queue * self.load_s(node, req.model):
-            return _Option(node, True, self.costs.queue_weight * prefill)
+        if self.costs.work_waits and self.ledger.ahead(node.name, req.model):
+            prefill = self._work_wait(node, req.model, now) * (1 + others) / _speed(node)
+            if prefill > self.costs.prefill_queue * self.load_s(node, req.model):
+                return _Option(node, True, self.costs.queue_weight * prefill)
         cost = 0.1 * others + 0.01 * node.in_flight / _speed(node)
         return _Option(node, True, cost, ready_slot=True)
 
@@ -386,8 +391,11 @@ class ModelAware:
             left = max(0.0, load.ready_at - now) if load is not None else 0.0
             if left == 0 and busy < slots:
                 return self._free_slot(node, req, now)
-            wait = left + self.costs.queue_weight * self._work_wait(node, req.model, now) * (1 + others) / _speed(node)
-            return _Option(node, True, wait)
+            if self.costs.work_waits:
+                queue = self.costs.queue_weight * self._work_wait(node, req.model, now)
+            else:  # requests, not work: each ahead beyond the slots holds one for a typical time
+                queue = max(0, busy - slots + 1) * self.service_s(node, req.model) / slots
+            return _Option(node, True, left + queue * (1 + others) / _speed(node))
         pipeline = max(0.0, self._pipeline.get(node.name, now) - now)
         cost = pipeline + self.load_s(node, req.model) + 0.25 * others
         victims = self._victims(node, held, req)

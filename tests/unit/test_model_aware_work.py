@@ -4,7 +4,7 @@ answers is a long wait, and a free slot behind long prompts is not free."""
 from __future__ import annotations
 
 from corral.domain.fleet import LoadedModel, NodeView, Pick, RouteRequest
-from corral.domain.model_aware import ModelAware
+from corral.domain.model_aware import Costs, ModelAware
 
 GB = 1_000_000_000
 MODELS = frozenset({"a:7b", "b:7b"})
@@ -67,3 +67,24 @@ def test_what_a_copy_has_done_is_learnt_and_leaves_the_queue() -> None:
     assert strategy.ledger.ahead("x", "a:7b") == 0
     assert strategy.ledger.tpot("a:7b", 1.0) == 0.01  # 500 tokens in 5 s, alone on the GPU
     assert strategy.ledger.prefill("a:7b", 1.0) == 0.25 / 1000
+
+
+def test_when_every_node_is_saturated_requests_queue_where_the_model_is_resident() -> None:
+    idle = NodeView(
+        "idle",
+        available=MODELS | {"c:7b"},
+        model_sizes={**SIZES, "c:7b": 4 * GB},
+        parallel=4,
+        max_loaded=2,
+        loaded=(LoadedModel("b:7b", size=5 * GB), LoadedModel("c:7b", size=5 * GB)),
+    )
+    warm = node("warm", {"a:7b": 12}, parallel=4)  # as many requests in flight as the fleet has slots
+    picks = {}
+    for saturation in (1.0, float("inf")):
+        strategy = ModelAware(Costs(saturation=saturation))
+        for t in range(60):  # a:7b arrives faster than its one copy serves
+            strategy.pick([warm], ask(), t / 10)
+        picks[saturation] = strategy.pick([warm, idle], ask(), 6.0)
+    # Evicting an idle model would start this request sooner, and only move the queue: it stays.
+    assert picks[1.0] == Pick("warm")
+    assert picks[float("inf")] == Pick("idle", cold=True)

@@ -223,7 +223,7 @@ class ModelAware:
             node = views[i]
             count = node.in_flight_by_model.get(model, 0)
             busy.append((count / (node.weight or 1e-9), i))
-            if count >= (node.parallel or 1) or tried >= 4 * k or not admissible(node, req):
+            if count >= (node.parallel or 1) or tried >= 2 * k or not admissible(node, req):
                 continue
             tried += 1
             if (o := self._ready(node, req, now)) is not None:
@@ -579,12 +579,13 @@ class ModelAware:
 
 class _Capacity(dict[Key, float]):
     """Requests per second each (model, options) is served at by its runners on the nodes weighed,
-    summed when first asked (a decision asks for a few of the models held)."""
+    summed in one pass when first asked (a decision that finds a free slot never asks)."""
 
     def __init__(self, owner: ModelAware, nodes: Sequence[NodeView], held: dict[str, list[LoadedModel]]) -> None:
         super().__init__()
         self._owner, self._nodes, self._held = owner, nodes, held
         self._saturated: bool | None = None
+        self._summed = False
 
     @property
     def saturated(self) -> bool:
@@ -596,13 +597,13 @@ class _Capacity(dict[Key, float]):
         return self._saturated
 
     def __missing__(self, key: Key) -> float:
-        model, options = key
-        total = 0.0
-        for node in self._nodes:
-            if _holds_fast(self._held.get(node.name, ()), model, options):
-                total += self._owner._slot_rate(node, model)
-        self[key] = total
-        return total
+        if not self._summed:
+            self._summed = True
+            for node in self._nodes:
+                for m in self._held.get(node.name, ()):
+                    runner = (m.model, m.options_key)
+                    self[runner] = self.get(runner, 0.0) + self._owner._slot_rate(node, m.model)
+        return self.setdefault(key, 0.0)
 
 
 def _holds_fast(runners: Sequence[LoadedModel], model: str, options_key: str) -> bool:

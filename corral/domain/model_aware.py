@@ -66,12 +66,12 @@ class Costs:
     affinity_slack_s: float = 1.0  # stay on a session's node unless another is this much sooner
     affinity_max: int = 65_536  # sessions remembered
     learn_rate: float = 0.2  # weight of each new observation in the learnt service and load times
-    # In a fleet of more nodes than this, a decision weighs at most this many of each kind (copies with
-    # a free slot; busy copies; nodes with room for a load; others), so that it costs the same at 256
-    # nodes as at 16 (docs/benchmarks.md, decision time).
+    # In a fleet of more nodes than this, a decision uses the per-model index (fleet_index.py) and
+    # bounded scans, so that it costs about the same at 256 nodes as at 16 (docs/benchmarks.md, decision
+    # time); where the full filter must decide, it weighs at most this many of each kind.
     scan_nodes: int = 16
-    ready_scan: int = 4  # ... and stops looking for copies with a free slot once it has this many
-    weigh_nodes: int = 4  # with none, it weighs this many copies and this many nodes to load on (index)
+    ready_scan: int = 4  # with the index: enough copies with a free slot to choose among
+    weigh_nodes: int = 4  # ... and, with none, the copies and the nodes to load on weighed (each)
     # Work, not requests (corral/domain/ledger.py). False: queues counted in requests, as before issue 17
     # (with `saturation` at infinity, the decisions of a fleet of up to `scan_nodes` nodes are then the
     # same as before it, request for request).
@@ -197,7 +197,7 @@ class ModelAware:
     def _indexed(
         self, nodes: Sequence[NodeView], req: RouteRequest, now: float
     ) -> tuple[list[_Option], list[NodeView]] | None:
-        """From the per-model index: copies with a free slot (a few suffice), else the `scan_nodes`
+        """From the per-model index: copies with a free slot (a few suffice), else the `weigh_nodes`
         least busy copies (those we are loading included); None when the full filter must decide."""
         index = self._index
         index.update(nodes)
@@ -246,8 +246,8 @@ class ModelAware:
         return ready, resident
 
     def _spare(self, req: RouteRequest, skip: set[str], probe: bool = False) -> list[NodeView]:
-        """Nodes of the index to weigh a load on: up to `scan_nodes` with room for another runner, then
-        others to make up `scan_nodes`, each from a bounded scan at a rotating start."""
+        """Nodes of the index to weigh a load on: up to `weigh_nodes` with room for another runner, then
+        others to make up `weigh_nodes`, each from a bounded scan at a rotating start."""
         index = self._index
         k = 1 if probe else self.costs.weigh_nodes
         out: list[NodeView] = []

@@ -1,12 +1,14 @@
 """How long one routing decision takes: `python -m bench.decision_time [--decisions N] [--sizes 3,16,64,256]`.
 
 Random fleets of 3 to 256 nodes, twelve 7B models loaded three per node (a hundred more on disk),
-four slots per model, one core, no I/O (the strategies are pure). Three cases:
+four slots per model, one core, no I/O (the strategies are pure). Four cases:
 
 - free slot: 0-3 requests in flight per loaded copy, so some copy has a free slot (the common case);
 - no free slot: every slot of every copy taken, so model-aware weighs the queue on each copy, loads
   elsewhere and their victims (the path that cost 1.9 ms at 256 nodes);
-- cold: the model is loaded nowhere, so every decision weighs loads.
+- cold: the model is loaded nowhere, so every decision weighs loads;
+- long prompts: as "free slot", but every copy's requests in flight are 16k-token prompts still being
+  prefilled (model-aware's ledger knows them), so no free slot is free and every option is weighed.
 
 The last column is the gateway's side: `Fleet.snapshot` after one node's request began or ended (what
 the gateway does before every decision), with real `Node` objects.
@@ -27,6 +29,7 @@ from corral.app.fleet import Fleet, Node
 from corral.config import BackendSettings, HealthSettings
 from corral.domain.breaker import CircuitBreaker
 from corral.domain.fleet import LoadedModel, NodeView, RouteRequest
+from corral.domain.model_aware import ModelAware
 from corral.domain.routing import Strategy, make_strategy
 
 LOADED = [f"m{i}:7b" for i in range(12)]
@@ -55,7 +58,23 @@ def fleet(size: int, full: bool, rng: random.Random) -> list[NodeView]:
     return nodes
 
 
-def measure(name: str, size: int, full: bool, model: Callable[[random.Random], str], decisions: int) -> float:
+def long_prompts(strategy: Strategy, nodes: list[NodeView]) -> None:
+    """Tell model-aware's ledger that every request in flight is a 16k-token prompt not yet prefilled."""
+    if isinstance(strategy, ModelAware):
+        for node in nodes:
+            for model, count in node.in_flight_by_model.items():
+                for _ in range(count):
+                    strategy.ledger.dispatched(node.name, model, 16_000, 200, 0.0, ready=True)
+
+
+def measure(
+    name: str,
+    size: int,
+    full: bool,
+    model: Callable[[random.Random], str],
+    decisions: int,
+    prepare: Callable[[Strategy, list[NodeView]], None] = lambda strategy, nodes: None,
+) -> float:
     """µs per decision."""
     rng = random.Random(size)
     nodes = fleet(size, full, rng)
@@ -64,6 +83,7 @@ def measure(name: str, size: int, full: bool, model: Callable[[random.Random], s
     for i in range(decisions):
         if i % 100 == 0:  # a fresh strategy now and then: its own loads must not change the case measured
             strategy = make_strategy(name, random.Random(i))
+            prepare(strategy, nodes)
         req = RouteRequest(model(rng), est_tokens=rng.randint(50, 2000))
         started = time.thread_time()
         strategy.pick(nodes, req, i * 0.01)
@@ -108,18 +128,26 @@ def main() -> None:
     parser.add_argument("--decisions", type=int, default=2000)
     parser.add_argument("--sizes", default="3,16,64,256")
     args = parser.parse_args()
-    cases: list[tuple[str, bool, Callable[[random.Random], str]]] = [
-        ("free slot", False, lambda rng: rng.choice(LOADED)),
-        ("no free slot", True, lambda rng: rng.choice(LOADED)),
-        ("cold", False, lambda rng: f"cold{rng.randrange(100)}:7b"),
+
+    def loaded(rng: random.Random) -> str:
+        return rng.choice(LOADED)
+
+    def cold(rng: random.Random) -> str:
+        return f"cold{rng.randrange(100)}:7b"
+
+    cases: list[tuple[str, bool, Callable[[random.Random], str], Callable[[Strategy, list[NodeView]], None]]] = [
+        ("free slot", False, loaded, lambda strategy, nodes: None),
+        ("no free slot", True, loaded, lambda strategy, nodes: None),
+        ("cold", False, cold, lambda strategy, nodes: None),
+        ("long prompts", False, loaded, long_prompts),
     ]
     print("| nodes | case | least-connections µs | model-aware µs | snapshot µs |")
     print("|---|---|---|---|---|")
     for size in map(int, args.sizes.split(",")):
         snap = snapshot_us(size, args.decisions)
-        for label, full, model in cases:
+        for label, full, model, prepare in cases:
             lc = measure("least-connections", size, full, model, args.decisions)
-            ma = measure("model-aware", size, full, model, args.decisions)
+            ma = measure("model-aware", size, full, model, args.decisions, prepare)
             print(f"| {size} | {label} | {lc:.0f} | {ma:.0f} | {snap:.1f} |", flush=True)
 
 

@@ -200,6 +200,7 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             options_key=ctx_key(req.num_ctx),
             exclude=exclude,
             est_tokens=req.prompt + req.output,
+            est_prompt_tokens=req.prompt,
         )
         pick = strategy.pick(views(), route, now)
         if isinstance(pick, NoRoute):

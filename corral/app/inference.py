@@ -168,6 +168,7 @@ class InferenceHandlers:
                 exclude=self._unsuitable(route_name) | self._not_named(request),
                 key_nodes=principal.nodes if principal is not None else None,
                 est_tokens=record.est_prompt_tokens + expected_output_tokens(doc, route_name),
+                est_prompt_tokens=record.est_prompt_tokens,
             ),
             lambda name: self._gateway_allows(name) and (principal is None or principal.allows_model(name)),
         )

@@ -75,6 +75,7 @@ class RouteRequest:
     # Expected prompt + output tokens, for work-aware scoring: the gateway fills it with the prompt's
     # length ÷ 4 plus the client's output cap (num_predict, max_tokens; 256 without one; 0 to embed).
     est_tokens: int = 256
+    est_prompt_tokens: int = 0  # the prompt's share of est_tokens (the rest is expected output)
     nodes: Mapping[str, str] | None = None  # the model's node group (models.<name>.nodes)
     key_nodes: Mapping[str, str] | None = None  # the API key's node group: never a node outside it
     max_wait_s: float | None = None  # a fallback waits: no pick estimated to start later than this

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 
 from corral.domain.candidates import candidates, holds, is_loaded
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, NoRouteReason, Pick, RouteRequest
+from corral.domain.fleet_index import FleetIndex, admissible
+from corral.domain.ledger import Ledger
 
 Key = tuple[str, str]  # (model, load-time options)
 
@@ -64,10 +66,27 @@ class Costs:
     affinity_slack_s: float = 1.0  # stay on a session's node unless another is this much sooner
     affinity_max: int = 65_536  # sessions remembered
     learn_rate: float = 0.2  # weight of each new observation in the learnt service and load times
-    # In a fleet of more nodes than this, a decision weighs at most this many of each kind (copies with
-    # a free slot; busy copies; nodes with room for a load; others), so that it costs the same at 256
-    # nodes as at 16 (docs/benchmarks.md, decision time).
+    # In a fleet of more nodes than this, a decision uses the per-model index (fleet_index.py) and
+    # bounded scans, so that it costs about the same at 256 nodes as at 16 (docs/benchmarks.md, decision
+    # time); where the full filter must decide, it weighs at most this many of each kind.
     scan_nodes: int = 16
+    ready_scan: int = 4  # with the index: enough copies with a free slot to choose among
+    weigh_nodes: int = 4  # ... and, with none, the copies and the nodes to load on weighed (each)
+    # Work, not requests (corral/domain/ledger.py). False: queues counted in requests, as before issue 17
+    # (with `saturation` at infinity, the decisions of a fleet of up to `scan_nodes` nodes are then the
+    # same as before it, request for request).
+    work_waits: bool = True
+    # The per-token priors, before anything is learnt.
+    tpot_s: float = 0.01  # seconds per output token, one sequence alone, for a model of `reference_size`
+    prefill_share: float = 1 / 30  # a prompt token's prefill ÷ an output token's decode
+    batching: float = 0.35  # b sequences batched on one runner each decode (1 + batching·(b − 1)) slower
+    # A model's copies are queued when the soonest start on any of them is this many of its load times
+    # away: then a load that evicts another model is weighed without the stability charge.
+    replicate_after: float = math.inf
+    queue_weight: float = 1.5  # a queue's estimated wait is its mean; the tail is longer
+    ledger_max_age_s: float = 3600.0  # a runner whose newest request is older than this is forgotten
+    saturation: float = 1.0  # nodes this full of requests (÷ their slots) are saturated: no eviction helps
+    prefill_queue: float = 1.0  # a free slot behind more than this many load times of prompts is no free slot
 
 
 @dataclass(slots=True)
@@ -103,34 +122,48 @@ class ModelAware:
         self._arrivals: dict[Key, tuple[float, float]] = {}  # (model, options) -> (decayed count, at)
         self._cursor = 0
         self._pruned_at = float("-inf")
+        self.ledger = Ledger(self.costs.batching, self.costs.learn_rate)
+        self._index = FleetIndex()
 
     # deciding
 
     def pick(self, nodes: Sequence[NodeView], req: RouteRequest, now: float) -> Pick | NoRoute:
-        free = candidates(nodes, req)
-        if isinstance(free, NoRoute):
-            return free
+        # In a big fleet, the per-model index finds the copies and a few others without a pass over
+        # every node; when its bounded scans find nothing, the full filter decides (and says why).
+        found = self._indexed(nodes, req, now) if len(nodes) > self.costs.scan_nodes else None
+        spare: list[NodeView] | None = None
+        if found is not None:
+            big = True
+            ready, pool = found
+        else:
+            free = candidates(nodes, req)
+            if isinstance(free, NoRoute):
+                return free
+            self._cursor += 1
+            start = self._cursor % len(free)
+            rotated = free[start:] + free[:start]
+            big = len(rotated) > self.costs.scan_nodes
+            if big:
+                ready, pool = self._shortlist(rotated, req, now)
+                spare = []
+            else:
+                ready = [o for n in rotated if (o := self._ready(n, req, now))]
+                pool = rotated
+                spare = []
         if now - self._pruned_at > self.costs.forget_s:
             self._prune(now)
         self._count((req.model, req.options_key), now)
-        self._cursor += 1
-        start = self._cursor % len(free)
-        rotated = free[start:] + free[:start]
         # The common case, decided cheaply: the model is loaded and ready somewhere with a free slot.
         # (Affinity may prefer a busier resident node, so it always weighs every option.)
-        big = len(rotated) > self.costs.scan_nodes
-        if big:
-            ready, pool = self._shortlist(rotated, req, now)
-            options = [] if req.affinity is not None else ready
-        else:
-            options = [] if req.affinity is not None else [o for n in rotated if (o := self._ready(n, req, now))]
-            pool = rotated
+        options = [] if req.affinity is not None else ready
         discounted = False
-        if not options:
+        if not options or not self._quick(options, req):
+            if spare is None:
+                pool = pool + self._spare(req, {n.name for n in pool})
             scope = pool if big else nodes  # capacities are counted over the nodes weighed
             held = {n.name: self._held(n, now) for n in scope if n.eligible}
             capacity = self._capacity(scope, held)
-            options = [self._option(n, req, now, held[n.name], capacity) for n in pool]
+            options = self._weigh(pool, req, now, held, capacity)
             if not any(o.ready_slot for o in options):
                 discounted = True
                 for o in options:
@@ -146,6 +179,7 @@ class ModelAware:
                 return NoRoute(NoRouteReason.TOO_SLOW)  # before any bookkeeping: nothing was dispatched
         if not best.resident:
             self._start_load(best, req, now)
+        self._dispatched(best, req, now)
         self._last[(best.node.name, req.model)] = now
         return Pick(best.node.name, cold=not best.resident)
 
@@ -159,6 +193,75 @@ class ModelAware:
         if len(self._affinity) > self.costs.affinity_max:
             self._affinity.popitem(last=False)
         return best
+
+    def _indexed(
+        self, nodes: Sequence[NodeView], req: RouteRequest, now: float
+    ) -> tuple[list[_Option], list[NodeView]] | None:
+        """From the per-model index: copies with a free slot (a few suffice), else the `weigh_nodes`
+        least busy copies (those we are loading included); None when the full filter must decide."""
+        index = self._index
+        index.update(nodes)
+        if index.refused:
+            return None  # a node refused a model for memory: fit.py's rules need the whole group
+        k = self.costs.weigh_nodes
+        key = (req.model, req.options_key)
+        self._cursor += 1
+        cursor = self._cursor
+        positions = index.holders(key)
+        if self._loads:
+            loading = [index.positions.get(n, -1) for n, loads in self._loads.items() if key in loads]
+            if loading:
+                positions = tuple(dict.fromkeys([*positions, *(i for i in loading if i >= 0)]))
+        start = cursor % len(positions) if positions else 0
+        positions = positions[start:] + positions[:start]
+        views = index.views
+        model = req.model
+        ready: list[_Option] = []
+        busy: list[tuple[float, int]] = []  # (requests in flight ÷ weight, position) of the copies seen
+        tried = 0  # copies with a slot free that were weighed: a bounded number of them
+        for i in positions:  # every copy, cheaply: one free slot anywhere is found
+            node = views[i]
+            count = node.in_flight_by_model.get(model, 0)
+            busy.append((count / (node.weight or 1e-9), i))
+            if count >= (node.parallel or 1) or tried >= 2 * k or not admissible(node, req):
+                continue
+            tried += 1
+            if (o := self._ready(node, req, now)) is not None:
+                ready.append(o)
+                if len(ready) >= self.costs.ready_scan:
+                    break
+        if ready and req.affinity is None and self._quick(ready, req):
+            return ready, []
+        for i in positions[len(busy) :]:
+            busy.append((views[i].in_flight_by_model.get(model, 0) / (views[i].weight or 1e-9), i))
+        # The least busy copies: a pass over the copies alone, not the fleet.
+        resident: list[NodeView] = []
+        for _, i in heapq.nsmallest(4 * k, busy):
+            if admissible(node := views[i], req):
+                resident.append(node)
+                if len(resident) == k:
+                    break
+        if not ready and not resident and not self._spare(req, set(), probe=True):
+            return None
+        return ready, resident
+
+    def _spare(self, req: RouteRequest, skip: set[str], probe: bool = False) -> list[NodeView]:
+        """Nodes of the index to weigh a load on: up to `weigh_nodes` with room for another runner, then
+        others to make up `weigh_nodes`, each from a bounded scan at a rotating start."""
+        index = self._index
+        k = 1 if probe else self.costs.weigh_nodes
+        out: list[NodeView] = []
+        taken = set(skip)
+        for positions, want in ((index.roomy(), k), (range(len(index)), k)):
+            count = len(positions)
+            for j in range(min(count, 4 * self.costs.scan_nodes)):
+                if len(out) >= want:
+                    break
+                node = index.views[positions[(self._cursor + j) % count]]
+                if node.name not in taken and admissible(node, req):
+                    taken.add(node.name)
+                    out.append(node)
+        return out
 
     def _shortlist(
         self, rotated: list[NodeView], req: RouteRequest, now: float
@@ -195,35 +298,110 @@ class ModelAware:
         load = self._loads.get(node.name, {}).get((req.model, req.options_key))
         if load is not None and load.ready_at > now:
             return None
-        return self._free_slot(node, req)
+        option = self._free_slot(node, req, now)
+        return option if option.ready_slot else None
 
-    def _free_slot(self, node: NodeView, req: RouteRequest) -> _Option:
-        """A ready runner with a free slot: no wait. Prefer a GPU fewer other models are busy on, then
-        the fewest requests in flight."""
-        cost = 0.1 * _others(node, req.model) + 0.01 * node.in_flight / _speed(node)
+    def _free_slot(self, node: NodeView, req: RouteRequest, now: float) -> _Option:
+        """A ready runner with a free slot: no wait, unless the prompts ahead of it would take longer
+        than a load (then it is weighed as the queue it is). Prefer a GPU fewer other models are busy
+        on, then the fewest requests in flight."""
+        others = _others(node, req.model)
+        if self.costs.work_waits and self.ledger.ahead(node.name, req.model):
+            prefill = self._work_wait(node, req.model, now) * (1 + others) / _speed(node)
+            if prefill > self.costs.prefill_queue * self.load_s(node, req.model):
+                return _Option(node, True, self.costs.queue_weight * prefill)
+        cost = 0.1 * others + 0.01 * node.in_flight / _speed(node)
         return _Option(node, True, cost, ready_slot=True)
 
+    def _quick(self, ready: list[_Option], req: RouteRequest) -> bool:
+        """A ready copy starts the request sooner than any load could: no need to weigh the rest."""
+        best = min(ready, key=lambda o: o.cost)
+        return best.cost <= self.costs.replicate_discount * self.load_s(best.node, req.model)
+
+    def _weigh(
+        self,
+        pool: list[NodeView],
+        req: RouteRequest,
+        now: float,
+        held: dict[str, list[LoadedModel]],
+        capacity: _Capacity,
+    ) -> list[_Option]:
+        """Every node of the pool: the copies first, whose soonest start says whether the model is
+        queued (then loading it elsewhere may evict), then the others."""
+        options: list[_Option] = []
+        rest: list[NodeView] = []
+        for n in pool:
+            if _holds_fast(held[n.name], req.model, req.options_key):
+                options.append(self._option(n, req, now, held[n.name], capacity, resident=True))
+            else:
+                rest.append(n)
+        soonest = min((o.cost for o in options), default=math.inf)
+        calm: bool | None = None
+        for n in rest:
+            load = self.load_s(n, req.model)
+            queued = soonest > self.costs.replicate_after * load
+            # No load costs less than this (discounted; or, on a full node, a victim's unload and, while
+            # the model's copies keep up, the stability charge): one that cannot beat the soonest copy
+            # is not weighed at all.
+            if len(held[n.name]) < n.max_loaded:
+                floor = load * self.costs.replicate_discount
+            else:
+                if calm is None:
+                    calm = self._calm(req, capacity, now)
+                floor = load + self.costs.unload_s + (0.0 if queued or not calm else self.costs.stability_loads * load)
+            if floor >= soonest:
+                continue
+            options.append(self._option(n, req, now, held[n.name], capacity, queued=queued, resident=False))
+        return options
+
+    def _work_wait(self, node: NodeView, model: str, now: float) -> float:
+        """The ledger's wait on the node's runner of `model`, on a GPU to itself."""
+        busy = node.in_flight_by_model.get(model, 0)
+        self.ledger.sync(node.name, model, busy)
+        tpot = self.ledger.tpot(model, self._prior_tpot(node, model))
+        prefill = self.ledger.prefill(model, tpot * self.costs.prefill_share)
+        unknown = (busy - self.ledger.ahead(node.name, model), self.service_s(node, model))
+        return self.ledger.wait(node.name, model, node.parallel, tpot, prefill, now, unknown)
+
+    def _prior_tpot(self, node: NodeView, model: str) -> float:
+        size = node.model_sizes.get(model) or self.costs.reference_size
+        return self.costs.tpot_s * (0.4 + 0.6 * size / self.costs.reference_size)
+
+    def _dispatched(self, best: _Option, req: RouteRequest, now: float) -> None:
+        prompt = min(req.est_prompt_tokens, req.est_tokens)
+        load = self._loads.get(best.node.name, {}).get((req.model, req.options_key))
+        ready = best.resident and (load is None or load.ready_at <= now)
+        self.ledger.dispatched(best.node.name, req.model, prompt, req.est_tokens - prompt, now, ready)
+
     def _option(
-        self, node: NodeView, req: RouteRequest, now: float, held: list[LoadedModel], capacity: dict[Key, float]
+        self,
+        node: NodeView,
+        req: RouteRequest,
+        now: float,
+        held: list[LoadedModel],
+        capacity: _Capacity,
+        queued: bool = False,
+        resident: bool | None = None,
     ) -> _Option:
         slots = max(1, node.parallel)
         busy = node.in_flight_by_model.get(req.model, 0)
         others = _others(node, req.model)
-        if holds(held, req):
+        if resident if resident is not None else holds(held, req):
             load = self._loads.get(node.name, {}).get((req.model, req.options_key))
             left = max(0.0, load.ready_at - now) if load is not None else 0.0
             if left == 0 and busy < slots:
-                return self._free_slot(node, req)
-            queued = max(0, busy - slots + 1)
-            wait = left + queued * self.service_s(node, req.model) * (1 + others) / (slots * _speed(node))
-            return _Option(node, True, wait)
+                return self._free_slot(node, req, now)
+            if self.costs.work_waits:
+                queue = self.costs.queue_weight * self._work_wait(node, req.model, now)
+            else:  # requests, not work: each ahead beyond the slots holds one for a typical time
+                queue = max(0, busy - slots + 1) * self.service_s(node, req.model) / slots
+            return _Option(node, True, left + queue * (1 + others) / _speed(node))
         pipeline = max(0.0, self._pipeline.get(node.name, now) - now)
         cost = pipeline + self.load_s(node, req.model) + 0.25 * others
         victims = self._victims(node, held, req)
         if not victims:
             return _Option(node, False, cost, replica=pipeline == 0)
-        key = (req.model, req.options_key)
-        if capacity.get(key, 0.0) > 0 and self._utilisation(key, capacity[key], now) < self.costs.overload:
+        if not queued and self._calm(req, capacity, now):
             # Its replicas keep up with its traffic: the queue there is a passing burst, and evicting
             # another model for it would only move a queue from one model to the other.
             cost += self.costs.stability_loads * self.load_s(node, req.model)
@@ -275,6 +453,14 @@ class ModelAware:
             rest.remove(victim)
         return tuple(out)
 
+    def _calm(self, req: RouteRequest, capacity: _Capacity, now: float) -> bool:
+        """The model's copies keep up with its traffic (a one-minute average), or the nodes weighed are
+        saturated: every option is bad then, and an eviction only moves a queue (it stays put)."""
+        key = (req.model, req.options_key)
+        if capacity.saturated:
+            return True
+        return capacity[key] > 0 and self._utilisation(key, capacity[key], now) < self.costs.overload
+
     def _drain_s(self, node: NodeView, model: str) -> float:
         """Until a runner's requests in flight have all finished (Ollama waits for them)."""
         busy = node.in_flight_by_model.get(model, 0)
@@ -285,13 +471,13 @@ class ModelAware:
         longest = sum(1 / k for k in range(1, min(busy, slots) + 1))
         return self.service_s(node, model) * (max(0, busy - slots) / slots + longest)
 
-    def _eviction_cost(self, node: NodeView, victim: LoadedModel, now: float, capacity: dict[Key, float]) -> float:
+    def _eviction_cost(self, node: NodeView, victim: LoadedModel, now: float, capacity: _Capacity) -> float:
         cost = self.costs.unload_s + self._drain_s(node, victim.model)
         if now - self._last.get((node.name, victim.model), float("-inf")) >= self.costs.in_use_s:
             return cost
         # In use: its traffic moves to its other replicas, or waits for a reload somewhere.
         key = (victim.model, victim.options_key)
-        left = capacity.get(key, 0.0) - self._slot_rate(node, victim.model)
+        left = capacity[key] - self._slot_rate(node, victim.model)
         cost += self.load_s(node, victim.model)
         if left <= 0 or self._utilisation(key, left, now) >= self.costs.overload:
             cost += self.costs.stability_loads * self.load_s(node, victim.model)
@@ -313,13 +499,8 @@ class ModelAware:
         """Requests per second one runner of `model` on `node` completes with every slot busy."""
         return max(1, node.parallel) * _speed(node) / self.service_s(node, model)
 
-    def _capacity(self, nodes: Sequence[NodeView], held: dict[str, list[LoadedModel]]) -> dict[Key, float]:
-        capacity: dict[Key, float] = {}
-        for node in nodes:
-            for m in held.get(node.name, ()):
-                key = (m.model, m.options_key)
-                capacity[key] = capacity.get(key, 0.0) + self._slot_rate(node, m.model)
-        return capacity
+    def _capacity(self, nodes: Sequence[NodeView], held: dict[str, list[LoadedModel]]) -> _Capacity:
+        return _Capacity(self, nodes, held)
 
     # estimates, from priors and what the gateway observed
 
@@ -359,6 +540,7 @@ class ModelAware:
     def first_token(self, node: str, model: str, options_key: str, now: float, timed: bool = True) -> None:
         """The first byte of an answer for `model` came from `node`: if we had it loading there, it is
         loaded now, and the first timed answer after a clean load teaches the node's load rate."""
+        self.ledger.started(node, model, now, timed)
         load = self._loads.get(node, {}).get((model, options_key))
         if load is None or load.seen:
             return
@@ -372,6 +554,7 @@ class ModelAware:
 
     def finished(self, node: str, model: str, service_s: float, now: float) -> None:
         """A request held a slot for `service_s` (first token to last)."""
+        self.ledger.finished(node, model, service_s)
         if service_s > 0:
             previous = self._service.get(model)
             self._service[model] = service_s if previous is None else self._ewma(previous, service_s)
@@ -391,9 +574,39 @@ class ModelAware:
         self._pipeline = {k: t for k, t in self._pipeline.items() if t > now}
         self._gone = {k: t for k, t in self._gone.items() if t > now}
         self._last = {k: t for k, t in self._last.items() if now - t < c.in_use_s}
+        self.ledger.prune(now, c.ledger_max_age_s)
 
 
-def _holds_fast(runners: tuple[LoadedModel, ...], model: str, options_key: str) -> bool:
+class _Capacity(dict[Key, float]):
+    """Requests per second each (model, options) is served at by its runners on the nodes weighed,
+    summed in one pass when first asked (a decision that finds a free slot never asks)."""
+
+    def __init__(self, owner: ModelAware, nodes: Sequence[NodeView], held: dict[str, list[LoadedModel]]) -> None:
+        super().__init__()
+        self._owner, self._nodes, self._held = owner, nodes, held
+        self._saturated: bool | None = None
+        self._summed = False
+
+    @property
+    def saturated(self) -> bool:
+        """The nodes' requests in flight fill `Costs.saturation` of their loaded runners' slots."""
+        if self._saturated is None:
+            slots = sum(max(1, n.parallel) * len(self._held.get(n.name, ())) for n in self._nodes)
+            busy = sum(n.in_flight for n in self._nodes if n.eligible)
+            self._saturated = slots > 0 and busy >= self._owner.costs.saturation * slots
+        return self._saturated
+
+    def __missing__(self, key: Key) -> float:
+        if not self._summed:
+            self._summed = True
+            for node in self._nodes:
+                for m in self._held.get(node.name, ()):
+                    runner = (m.model, m.options_key)
+                    self[runner] = self.get(runner, 0.0) + self._owner._slot_rate(node, m.model)
+        return self.setdefault(key, 0.0)
+
+
+def _holds_fast(runners: Sequence[LoadedModel], model: str, options_key: str) -> bool:
     """candidates.holds, as a plain loop (it runs once per node per decision in big fleets)."""
     for m in runners:  # noqa: SIM110 (a generator in any() costs twice as much here)
         if m.model == model and m.options_key == options_key:

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 from corral.domain.candidates import candidates, holds, is_loaded
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, NoRouteReason, Pick, RouteRequest
+from corral.domain.prefix_index import prefer
 
 Key = tuple[str, str]  # (model, load-time options)
 
@@ -119,11 +120,12 @@ class ModelAware:
         # The common case, decided cheaply: the model is loaded and ready somewhere with a free slot.
         # (Affinity may prefer a busier resident node, so it always weighs every option.)
         big = len(rotated) > self.costs.scan_nodes
+        weigh_all = req.affinity is not None or req.prefer is not None
         if big:
             ready, pool = self._shortlist(rotated, req, now)
-            options = [] if req.affinity is not None else ready
+            options = [] if weigh_all else ready
         else:
-            options = [] if req.affinity is not None else [o for n in rotated if (o := self._ready(n, req, now))]
+            options = [] if weigh_all else [o for n in rotated if (o := self._ready(n, req, now))]
             pool = rotated
         discounted = False
         if not options:
@@ -139,6 +141,8 @@ class ModelAware:
         best = min(options, key=lambda o: (not o.ready_slot, o.cost))
         if req.affinity is not None:
             best = self._sticky(req.affinity, options, best)
+        elif req.prefer is not None:  # explicit affinity wins over the prompt cache's
+            best = prefer(options, best, req.prefer, req.prefer_slack_s)
         if req.max_wait_s is not None and not best.ready_slot:
             # The wait itself, without the discount that favours replicas in the comparison.
             wait = best.cost / self.costs.replicate_discount if discounted and best.replica else best.cost

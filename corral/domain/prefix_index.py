@@ -20,7 +20,13 @@ from corral.domain.fleet import NodeView
 
 DEFAULT_SIZE = 65_536  # entries: about 10 MB with the dictionary's own overhead
 DEFAULT_EVAL_RATE = 2_000.0  # prompt tokens/s a node evaluates, to price a cache hit, until configured
-MAX_SLACK_S = 30.0  # never wait longer than this behind a busy node for its cache
+MAX_SLACK_S = 10.0  # never wait longer than this behind a busy node for its cache
+# Of the prompt evaluation a cache hit saves, the share the request may spend waiting for the node that
+# holds it. Not all of it: a wait estimate is uncertain (it starts from the service time, and more
+# requests join the queue), and on a busier node the answer also decodes slower, which a comparison of
+# start times does not count. In the policy simulation's multi-turn scenario, shares from 1/32 to 1/4
+# give the same p50 (about 5x better than none); 1 (all of it) doubles the p99 waits (docs/benchmarks.md).
+WAIT_SHARE = 0.125
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +63,11 @@ class PrefixIndex:
 
 
 def slack_s(cached_tokens: int, eval_rate: float = DEFAULT_EVAL_RATE) -> float:
-    """Seconds of prompt evaluation a cache hit of `cached_tokens` saves: how much later the preferred
-    node may be estimated to start the request and still finish its first token no later."""
+    """How much later than the best node the preferred one may be estimated to start the request: a
+    share (WAIT_SHARE) of the prompt evaluation that a cache hit of `cached_tokens` saves there."""
     if eval_rate <= 0:
         return 0.0
-    return min(MAX_SLACK_S, cached_tokens / eval_rate)
+    return min(MAX_SLACK_S, WAIT_SHARE * cached_tokens / eval_rate)
 
 
 class Weighed(Protocol):

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from corral.domain.fleet import LoadedModel, NodeView, Pick, RouteRequest
 from corral.domain.model_aware import ModelAware
-from corral.domain.prefix_index import MAX_SLACK_S, PrefixIndex, slack_s
+from corral.domain.prefix_index import MAX_SLACK_S, WAIT_SHARE, PrefixIndex, slack_s
 
 
 @given(st.integers(1, 50), st.lists(st.tuples(st.integers(0, 200), st.sampled_from("abc")), max_size=300))
@@ -47,7 +47,7 @@ def test_the_longest_known_prefix_wins() -> None:
 
 
 def test_the_slack_is_the_prompt_evaluation_saved_within_a_cap() -> None:
-    assert slack_s(4000, 2000.0) == 2.0
+    assert slack_s(4000, 2000.0) == 2.0 * WAIT_SHARE  # 2 s of evaluation saved
     assert slack_s(10**9, 2000.0) == MAX_SLACK_S
     assert slack_s(100, 0.0) == 0.0
 

@@ -14,7 +14,7 @@ What is hashed, from the document corral.protocol.body already parsed (no second
   BLOCK_CHARS characters (a client that sends the whole transcript as one growing prompt shares the
   leading blocks). With `context` (token ids of the previous exchange), Ollama prepends the detokenized
   context to the prompt (server/routes.go, GenerateHandler), so boundaries fall every BLOCK_TOKENS
-  tokens of it instead, and the system prompt and prompt are only hashed into the last value.
+  tokens of it instead (the system prompt and prompt come after it, and are not a shared prefix).
 
 Only integers are kept, never text. Python's `hash` of a string is a keyed SipHash whose key is drawn
 per process, so the values mean nothing outside this process and cannot be aimed at by a client.
@@ -110,7 +110,7 @@ def _generate(doc: dict[str, Any], model: str, options_key: str) -> Prefix | Non
     system = doc.get("system")
     system = system if type(system) is str else ""
     context = doc.get("context")
-    # raw and template change what the prompt renders to; suffix and images join the last value only.
+    # raw and template change what the prompt renders to.
     h = hash(("generate", model, options_key, doc.get("raw") is True, doc.get("template")))
     hashes: list[int] = []
     tokens: list[int] = []
@@ -122,11 +122,7 @@ def _generate(doc: dict[str, Any], model: str, options_key: str) -> Prefix | Non
             tokens.append(start + BLOCK_TOKENS)
         # The next turn's context begins with this one: its last whole block is what they share.
         full = hashes[-1] if hashes else None
-        h = hash((h, tuple(context[whole:]), system, prompt))
-        count = len(context) + (len(system) + len(prompt)) // BYTES_PER_TOKEN
     else:
-        if not prompt and not system:
-            return None
         chars = len(system)
         if system:
             h = hash((h, "system", system))
@@ -138,10 +134,6 @@ def _generate(doc: dict[str, Any], model: str, options_key: str) -> Prefix | Non
             hashes.append(h)
             tokens.append((chars + start + BLOCK_CHARS) // BYTES_PER_TOKEN)
         full = hashes[-1] if hashes else None
-        h = hash((h, prompt[whole:]))
-        count = (chars + len(prompt)) // BYTES_PER_TOKEN
-    first = hashes[0] if hashes else None
-    h = hash((h, doc.get("suffix"), _freeze(doc.get("images"))))
-    hashes.append(h)  # the whole request: the same prompt again (a retry, another sample) matches it
-    tokens.append(count)
-    return Prefix(tuple(hashes[-MAX_BOUNDARIES:]), tuple(tokens[-MAX_BOUNDARIES:]), full, first)
+    if not hashes:
+        return None  # a short prompt: no boundary a next request could share
+    return Prefix(tuple(hashes[-MAX_BOUNDARIES:]), tuple(tokens[-MAX_BOUNDARIES:]), full, hashes[0])

@@ -91,7 +91,7 @@ def test_generate_shares_the_system_prompt_and_the_leading_blocks_of_a_growing_p
     assert last.first == nxt.first
     assert last.tokens[last.hashes.index(last.full)] == (3 + 2 * BLOCK_CHARS) // 4
     assert gen(system="other", prompt=transcript).first != last.first
-    assert gen(prompt="short").full is None  # nothing a next turn could share
+    assert gen(prompt="short") is None  # no boundary a next request could share
     assert gen() is None
 
 

@@ -1,7 +1,7 @@
 """The multi-turn workload of the live routing benchmark (`python -m bench.routing_live --multi-turn`).
 
 Conversations over /api/chat, streamed, that resend their history each turn: several applications,
-each with a shared system prompt of 1,000-8,000 tokens (about 4 characters a token), conversations of
+each with a shared system prompt of 1,000-8,000 tokens (words, as `corral sim` counts them), conversations of
 2-20 turns starting at random, a think time after each answer. The nodes are `corral sim` with
 `--prompt-eval-rate`, so a turn that reaches a slot holding its history waits only for its new
 tokens, as on Ollama (bench/policy_sim/multiturn.py is the virtual-time version).
@@ -43,7 +43,7 @@ def sim_supports_prompt_eval() -> bool:
 
 
 def _text(rng: random.Random, tokens: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(max(1, tokens * 4 // 6)))  # about 6 characters a word
+    return " ".join(rng.choice(WORDS) for _ in range(max(1, tokens)))  # `corral sim` counts a word a token
 
 
 async def _turn(

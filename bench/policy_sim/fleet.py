@@ -79,20 +79,27 @@ class Runner:
     # Per slot, the sequence it evaluated last (prompt and answer), and whether a request holds it.
     cache: list[tuple[tuple[int, int], ...]] = field(default_factory=list)
     taken: list[bool] = field(default_factory=list)
+    used: list[int] = field(default_factory=list)  # when each slot was last taken (a counter)
+    _clock: int = 0
 
     def take_slot(self, req: Request) -> None:
-        """Give a request with segments the free slot whose cache shares the longest prefix with its
-        prompt (as Ollama's runner picks a slot) and leave only the rest to evaluate."""
+        """Give a request with segments an idle slot as llama-server (what Ollama runs) picks one: the
+        slot whose cache shares the longest prefix with its prompt if that is over 10% of the prompt
+        (--slot-prompt-similarity), else the least recently used; only the rest is evaluated."""
         if not self.cache:
             self.cache = [() for _ in range(self.slots)]
             self.taken = [False] * self.slots
-        best, common = -1, -1
-        for i, held in enumerate(self.cache):
-            if not self.taken[i] and (shared := _common(held, req.segments)) > common:
-                best, common = i, shared
+            self.used = [0] * self.slots
+        idle = [i for i in range(self.slots) if not self.taken[i]]
+        shares = {i: _common(self.cache[i], req.segments) for i in idle}
+        best = max(idle, key=lambda i: shares[i])
+        if shares[best] <= 0.1 * req.prompt:
+            best = min(idle, key=lambda i: self.used[i])
         self.taken[best] = True
-        req.slot, req.cached = best, common
-        req.prefill_left = float(max(1, req.prompt - common))  # at least the last token is evaluated
+        self._clock += 1
+        self.used[best] = self._clock
+        req.slot, req.cached = best, shares[best]
+        req.prefill_left = float(max(1, req.prompt - shares[best]))  # at least the last token is evaluated
 
     def free_slot(self, req: Request) -> None:
         self.taken[req.slot] = False

@@ -21,12 +21,15 @@ from corral.domain.fleet import NodeView
 DEFAULT_SIZE = 65_536  # entries: about 10 MB with the dictionary's own overhead
 DEFAULT_EVAL_RATE = 2_000.0  # prompt tokens/s a node evaluates, to price a cache hit, until configured
 MAX_SLACK_S = 10.0  # never wait longer than this behind a busy node for its cache
-# Of the prompt evaluation a cache hit saves, the share the request may spend waiting for the node that
-# holds it. Not all of it: a wait estimate is uncertain (it starts from the service time, and more
-# requests join the queue), and on a busier node the answer also decodes slower, which a comparison of
-# start times does not count. In the policy simulation's multi-turn scenario, shares from 1/32 to 1/4
-# give the same p50 (about 5x better than none); 1 (all of it) doubles the p99 waits (docs/benchmarks.md).
-WAIT_SHARE = 0.125
+# Of the prompt evaluation a cache hit saves, the share the request may be estimated to start later on
+# the node that holds it. A small one: a node whose free slot is taken by more requests also decodes
+# every answer slower, which a comparison of start times does not count, and a wait estimate behind a
+# full node is uncertain. In today's cost model a free slot costs 0.01 s per request in flight there,
+# so with this share a 5,000-token prefix at 4,000 tokens/s (1.25 s saved) lets the preferred node have
+# about two requests more in flight than the best. In the policy simulation's multi-turn scenario, 1/64
+# beat 1/8 (the p50 alike, the p99 of TTFT and of end-to-end times about 10% better); all of the
+# saving (1) made the p99 1.4x worse; 0 (only an exact tie) lost most of the gain (docs/benchmarks.md).
+WAIT_SHARE = 1 / 64
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,10 @@ def test_it_waits_for_the_preferred_node_only_while_the_wait_is_worth_the_saving
     nodes = [node("a", 0), node("b", 2)]  # b's slots are all taken: the next one waits about 1 s there
     assert strategy.pick(nodes, RouteRequest("m", prefer="b", prefer_slack_s=3.0), 1.0) == Pick("b")
     assert strategy.pick(nodes, RouteRequest("m", prefer="b", prefer_slack_s=0.2), 1.0) == Pick("a")
+    # A free slot on b with more in flight than on a: within the slack, b; beyond it, a.
+    nodes = [node("a", 0, parallel=8), node("b", 5, parallel=8)]
+    assert strategy.pick(nodes, RouteRequest("m", prefer="b", prefer_slack_s=slack_s(40_000, 2000)), 2.0) == Pick("b")
+    assert strategy.pick(nodes, RouteRequest("m", prefer="b", prefer_slack_s=slack_s(1_000, 2000)), 2.0) == Pick("a")
 
 
 def test_a_node_that_no_longer_holds_the_model_has_lost_the_cache() -> None:

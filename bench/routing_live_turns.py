@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
 import random
 import subprocess
 import sys
@@ -36,8 +37,9 @@ class Shape:
 
 def sim_supports_prompt_eval() -> bool:
     """Whether this checkout's `corral sim` models the prompt cache (its --prompt-eval-rate flag)."""
+    wide = {**os.environ, "COLUMNS": "300"}  # the help's table would cut the flag's name short
     helped = subprocess.run(
-        [sys.executable, "-m", "corral", "sim", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "corral", "sim", "--help"], capture_output=True, text=True, timeout=60, env=wide
     ).stdout
     return "--prompt-eval-rate" in helped
 

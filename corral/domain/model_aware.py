@@ -120,12 +120,13 @@ class ModelAware:
         # The common case, decided cheaply: the model is loaded and ready somewhere with a free slot.
         # (Affinity may prefer a busier resident node, so it always weighs every option.)
         big = len(rotated) > self.costs.scan_nodes
-        weigh_all = req.affinity is not None or req.prefer is not None
         if big:
             ready, pool = self._shortlist(rotated, req, now)
-            options = [] if weigh_all else ready
+            if req.prefer is not None and all(o.node.name != req.prefer for o in ready):
+                ready += [o for n in rotated if n.name == req.prefer and (o := self._ready(n, req, now))]
+            options = [] if req.affinity is not None else ready
         else:
-            options = [] if weigh_all else [o for n in rotated if (o := self._ready(n, req, now))]
+            options = [] if req.affinity is not None else [o for n in rotated if (o := self._ready(n, req, now))]
             pool = rotated
         discounted = False
         if not options:

@@ -74,13 +74,24 @@ def test_model_aware_goes_to_the_preferred_node_while_it_has_a_free_slot() -> No
 def test_it_waits_for_the_preferred_node_only_while_the_wait_is_worth_the_saving() -> None:
     strategy = ModelAware()
     strategy.finished("b", "m", 2.0, 0.0)  # a request holds a slot about 2 s
-    nodes = [node("a", 0), node("b", 2)]  # b's slots are all taken: the next one waits about 1 s there
+    # Every slot taken: the next request waits about 1 s on a, 2 s on b.
+    nodes = [node("a", 2), node("b", 3)]
     assert strategy.pick(nodes, RouteRequest("m", prefer="b", prefer_slack_s=3.0), 1.0) == Pick("b")
     assert strategy.pick(nodes, RouteRequest("m", prefer="b", prefer_slack_s=0.2), 1.0) == Pick("a")
+    # A free slot elsewhere is never given up for a queue on the preferred node.
+    nodes = [node("a", 0), node("b", 2)]
+    assert strategy.pick(nodes, RouteRequest("m", prefer="b", prefer_slack_s=3.0), 1.0) == Pick("a")
     # A free slot on b with more in flight than on a: within the slack, b; beyond it, a.
     nodes = [node("a", 0, parallel=8), node("b", 5, parallel=8)]
     assert strategy.pick(nodes, RouteRequest("m", prefer="b", prefer_slack_s=slack_s(40_000, 2000)), 2.0) == Pick("b")
     assert strategy.pick(nodes, RouteRequest("m", prefer="b", prefer_slack_s=slack_s(1_000, 2000)), 2.0) == Pick("a")
+
+
+def test_in_a_big_fleet_the_preferred_node_is_weighed_wherever_it_is() -> None:
+    nodes = [node(f"n{i:02}", 0) for i in range(40)]
+    strategy = ModelAware()
+    for t in range(10):
+        assert strategy.pick(nodes, RouteRequest("m", prefer="n37", prefer_slack_s=0.5), float(t)) == Pick("n37")
 
 
 def test_a_node_that_no_longer_holds_the_model_has_lost_the_cache() -> None:

@@ -231,8 +231,8 @@ class RoutingSettings(_Section):
     prefix_affinity: bool = Field(
         True,
         description="model-aware: send a request whose conversation prefix (system prompt, earlier turns) "
-        "a node served last to that node, for its prompt cache, unless another node is sooner by more than "
-        "the prompt evaluation saved.",
+        "a node served last back to that node, for its prompt cache, unless another can start it sooner by "
+        "more than a small share of the prompt evaluation saved (docs/routing.md).",
     )
     prefix_index_size: int = Field(
         65_536, ge=1, le=16_777_216, description="Prefix hashes remembered for prefix_affinity (LRU; no prompt text)."

@@ -105,6 +105,7 @@ def run_policy(
     warmup: float = 0.0,
     tokens: int = 20,
     eval_rate: float | None = None,
+    parallel: int = 2,
 ) -> dict[str, float]:
     """One policy on fresh nodes; `eval_rate` (prompt tokens/s): the multi-turn workload instead."""
     later: list[float] = []
@@ -120,7 +121,7 @@ def run_policy(
                 "--max-loaded",
                 "2",
                 "--parallel",
-                "2",
+                str(parallel),
                 "--load-seconds",
                 "1.5",
                 "--tokens-per-second",
@@ -150,7 +151,8 @@ def run_policy(
                     },
                     "residency": {"enabled": policy == RESIDENCY},
                     "backends": [
-                        {"name": f"n{i}", "url": url, "parallel": 2, "max_loaded": 2} for i, url in enumerate(sims)
+                        {"name": f"n{i}", "url": url, "parallel": parallel, "max_loaded": 2}
+                        for i, url in enumerate(sims)
                     ],
                 }
             )
@@ -164,7 +166,11 @@ def run_policy(
             turns = asyncio.run(conversations(url, seconds, rate, seed))
             results = [(ttft, e2e) for _, ttft, e2e in turns]
             later = sorted(ttft for k, ttft, _ in turns if k > 1 and not math.isnan(ttft))
-        loads = sum(httpx.get(s + "/_sim/stats").json()["loads"] for s in sims)
+        stats = [httpx.get(s + "/_sim/stats").json() for s in sims]
+        loads = sum(s["loads"] for s in stats)
+        caches = [s["prompt_cache"] for s in stats if "prompt_cache" in s]
+        cached = sum(c["cached_tokens"] for c in caches)
+        cached_share = cached / max(1, cached + sum(c["evaluated_tokens"] for c in caches))
     finally:
         for proc in procs:
             proc.terminate()
@@ -178,7 +184,9 @@ def run_policy(
         return values[min(len(values) - 1, int(q * len(values)))] if values else math.nan
 
     return {
-        **({"later_p50": pct(later, 0.5), "later_p99": pct(later, 0.99)} if later else {}),
+        **(
+            {"later_p50": pct(later, 0.5), "later_p99": pct(later, 0.99), "cached_share": cached_share} if later else {}
+        ),
         "requests": len(results),
         "ttft_p50": pct(ttft, 0.5),
         "ttft_p95": pct(ttft, 0.95),
@@ -203,6 +211,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.0, help="seconds of arrivals not counted (cold start)")
     parser.add_argument("--multi-turn", action="store_true", help="conversations over a prompt cache (see above)")
     parser.add_argument("--prompt-eval-rate", type=float, default=8000.0, help="the nodes' prompt tokens/s")
+    parser.add_argument("--parallel", type=int, default=2, help="slots per model on each node")
     args = parser.parse_args()
     if args.multi_turn and not sim_supports_prompt_eval():
         parser.exit(2, "--multi-turn needs `corral sim --prompt-eval-rate` (the simulator's prompt cache)\n")
@@ -214,17 +223,18 @@ def main() -> None:
     burst += f", the first {args.warmup:g} s not counted" if args.warmup else ""
     burst += f", median {args.tokens} tokens" if args.tokens != 20 else ""
     burst += f", multi-turn conversations, prompt evaluation {args.prompt_eval_rate:g} tokens/s" if eval_rate else ""
+    burst += f", {args.parallel} slots per model" if args.parallel != 2 else ""
     lines = [
         f"Live run: {args.seconds:g} s of arrivals at {args.rate:g} req/s per policy, seed {args.seed}{burst}.",
         "",
         "| policy | requests | TTFT p50 | p95 | p99 | E2E p50 | p99 | loads/1k | failed | TTFT ≤ 2 s |"
-        + (" later turns: TTFT p50 | p99 |" if eval_rate else ""),
-        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|" if eval_rate else ""),
+        + (" later turns: TTFT p50 | p99 | prompt tokens cached |" if eval_rate else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if eval_rate else ""),
     ]
     table: dict[str, dict[str, float]] = {}
     for policy in policies:
         m = table[policy] = run_policy(
-            policy, args.seconds, args.rate, args.seed, args.burst, args.warmup, args.tokens, eval_rate
+            policy, args.seconds, args.rate, args.seed, args.burst, args.warmup, args.tokens, eval_rate, args.parallel
         )
         lines.append(
             f"| {policy} | {m['requests']:.0f} | {m['ttft_p50']:.2f} s | {m['ttft_p95']:.2f} s | "
@@ -232,7 +242,7 @@ def main() -> None:
             f"{m['loads_per_1k']:.0f} | {m['failed']:.0f} | {100 * m['slo_share']:.0f}% |"
         )
         if "later_p50" in m:
-            lines[-1] += f" {m['later_p50']:.2f} s | {m['later_p99']:.2f} s |"
+            lines[-1] += f" {m['later_p50']:.2f} s | {m['later_p99']:.2f} s | {100 * m['cached_share']:.0f}% |"
         print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import httpx
 
 MODEL = "llama3.1:8b"
+NUM_CTX = 32768
 Turn = tuple[int, float, float]  # (turn number from 1, TTFT or NaN on failure, end to end)
 WORDS = ("fleet", "node", "model", "token", "slot", "cache", "route", "queue", "answer", "prompt")
 
@@ -54,7 +55,9 @@ async def _turn(
     started = time.monotonic()
     first = math.nan
     content: list[str] = []
-    body = {"model": MODEL, "messages": messages, "options": {"num_predict": tokens}}
+    # A context that holds the whole conversation: a slot keeps at most num_ctx tokens, and a longer
+    # prompt would be truncated (Ollama's default of 4096 is shorter than most of these).
+    body = {"model": MODEL, "messages": messages, "options": {"num_predict": tokens, "num_ctx": NUM_CTX}}
     try:
         async with client.stream("POST", url + "/api/chat", json=body) as reply:
             async for line in reply.aiter_lines():

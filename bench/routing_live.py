@@ -10,6 +10,14 @@ short streamed generations. Each policy gets fresh nodes and a fresh Corral. TTF
 client (first NDJSON line); model loads are read from the nodes' /_sim/stats. `--burst`: for the
 middle third of the run the least popular model takes 60% of the requests (the hot-burst scenario).
 `model-aware+residency` is model-aware with `residency.enabled`.
+
+    .venv/bin/python -m bench.routing_live --multi-turn --seconds 120 --rate 2 \
+        --out docs/bench/routing_live_turns.md
+
+`--multi-turn`: conversations that resend their history (bench/routing_live_turns.py) to one model on
+nodes with a prompt cache (`corral sim --prompt-eval-rate`); it compares least-connections,
+model-aware without and with `routing.prefix_affinity` (`model-aware+prefix`), and adds the TTFT of
+the turns after the first.
 """
 
 from __future__ import annotations
@@ -28,10 +36,13 @@ from pathlib import Path
 import httpx
 
 from bench.common import free_port, wait_http
+from bench.routing_live_turns import MODEL, conversations, sim_supports_prompt_eval
 
 MODELS = ["llama3.2:1b", "llama3.2:3b", "qwen2.5:7b", "llama3.1:8b", "gemma2:9b"]
 POLICIES = ("round-robin", "least-connections", "model-aware")
 RESIDENCY = "model-aware+residency"
+PREFIX = "model-aware+prefix"  # model-aware with routing.prefix_affinity (the others run without it)
+TURN_POLICIES = ("least-connections", "model-aware", PREFIX)
 
 
 def start(args: list[str]) -> subprocess.Popen[bytes]:
@@ -86,8 +97,18 @@ async def workload(
 
 
 def run_policy(
-    policy: str, seconds: float, rate: float, seed: int, burst: bool = False, warmup: float = 0.0, tokens: int = 20
+    policy: str,
+    seconds: float,
+    rate: float,
+    seed: int,
+    burst: bool = False,
+    warmup: float = 0.0,
+    tokens: int = 20,
+    eval_rate: float | None = None,
+    parallel: int = 2,
 ) -> dict[str, float]:
+    """One policy on fresh nodes; `eval_rate` (prompt tokens/s): the multi-turn workload instead."""
+    later: list[float] = []
     sims = []
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -100,13 +121,15 @@ def run_policy(
                 "--max-loaded",
                 "2",
                 "--parallel",
-                "2",
+                str(parallel),
                 "--load-seconds",
                 "1.5",
                 "--tokens-per-second",
                 "100",
             ]
-            for model in MODELS:
+            if eval_rate is not None:
+                args += ["--prompt-eval-rate", str(eval_rate), "--model", MODEL]
+            for model in MODELS if eval_rate is None else ():
                 args += ["--model", model]
             procs.append(start(args))
             sims.append(f"http://127.0.0.1:{port}")
@@ -120,10 +143,16 @@ def run_policy(
                     "server": {"port": port},
                     "logging": {"access": False, "level": "warning"},
                     "audit": {"path": str(config.parent / "audit.log")},
-                    "routing": {"strategy": policy.split("+")[0], "discovery_interval_s": 1},
+                    "routing": {
+                        "strategy": policy.split("+")[0],
+                        "discovery_interval_s": 1,
+                        "prefix_affinity": policy == PREFIX,
+                        "prompt_eval_rate": eval_rate or 2000.0,
+                    },
                     "residency": {"enabled": policy == RESIDENCY},
                     "backends": [
-                        {"name": f"n{i}", "url": url, "parallel": 2, "max_loaded": 2} for i, url in enumerate(sims)
+                        {"name": f"n{i}", "url": url, "parallel": parallel, "max_loaded": 2}
+                        for i, url in enumerate(sims)
                     ],
                 }
             )
@@ -131,8 +160,17 @@ def run_policy(
         procs.append(start(["serve", "--config", str(config)]))
         url = f"http://127.0.0.1:{port}"
         wait_http(url + "/ready", 60)
-        results = asyncio.run(workload(url, seconds, rate, seed, burst, warmup, tokens))
-        loads = sum(httpx.get(s + "/_sim/stats").json()["loads"] for s in sims)
+        if eval_rate is None:
+            results = asyncio.run(workload(url, seconds, rate, seed, burst, warmup, tokens))
+        else:
+            turns = asyncio.run(conversations(url, seconds, rate, seed))
+            results = [(ttft, e2e) for _, ttft, e2e in turns]
+            later = sorted(ttft for k, ttft, _ in turns if k > 1 and not math.isnan(ttft))
+        stats = [httpx.get(s + "/_sim/stats").json() for s in sims]
+        loads = sum(s["loads"] for s in stats)
+        caches = [s["prompt_cache"] for s in stats if "prompt_cache" in s]
+        cached = sum(c["cached_tokens"] for c in caches)
+        cached_share = cached / max(1, cached + sum(c["evaluated_tokens"] for c in caches))
     finally:
         for proc in procs:
             proc.terminate()
@@ -146,6 +184,9 @@ def run_policy(
         return values[min(len(values) - 1, int(q * len(values)))] if values else math.nan
 
     return {
+        **(
+            {"later_p50": pct(later, 0.5), "later_p99": pct(later, 0.99), "cached_share": cached_share} if later else {}
+        ),
         "requests": len(results),
         "ttft_p50": pct(ttft, 0.5),
         "ttft_p95": pct(ttft, 0.95),
@@ -168,25 +209,40 @@ def main() -> None:
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--tokens", type=int, default=20, help="median generated tokens per request")
     parser.add_argument("--warmup", type=float, default=0.0, help="seconds of arrivals not counted (cold start)")
+    parser.add_argument("--multi-turn", action="store_true", help="conversations over a prompt cache (see above)")
+    parser.add_argument("--prompt-eval-rate", type=float, default=8000.0, help="the nodes' prompt tokens/s")
+    parser.add_argument("--parallel", type=int, default=2, help="slots per model on each node")
     args = parser.parse_args()
+    if args.multi_turn and not sim_supports_prompt_eval():
+        parser.exit(2, "--multi-turn needs `corral sim --prompt-eval-rate` (the simulator's prompt cache)\n")
+    if args.multi_turn and args.policies == ",".join(POLICIES):
+        args.policies = ",".join(TURN_POLICIES)
     policies = tuple(args.policies.split(","))
+    eval_rate = args.prompt_eval_rate if args.multi_turn else None
     burst = ", the least popular model taking 60% of requests in the middle third" if args.burst else ""
     burst += f", the first {args.warmup:g} s not counted" if args.warmup else ""
     burst += f", median {args.tokens} tokens" if args.tokens != 20 else ""
+    burst += f", multi-turn conversations, prompt evaluation {args.prompt_eval_rate:g} tokens/s" if eval_rate else ""
+    burst += f", {args.parallel} slots per model" if args.parallel != 2 else ""
     lines = [
         f"Live run: {args.seconds:g} s of arrivals at {args.rate:g} req/s per policy, seed {args.seed}{burst}.",
         "",
-        "| policy | requests | TTFT p50 | p95 | p99 | E2E p50 | p99 | loads/1k | failed | TTFT ≤ 2 s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| policy | requests | TTFT p50 | p95 | p99 | E2E p50 | p99 | loads/1k | failed | TTFT ≤ 2 s |"
+        + (" later turns: TTFT p50 | p99 | prompt tokens cached |" if eval_rate else ""),
+        "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if eval_rate else ""),
     ]
     table: dict[str, dict[str, float]] = {}
     for policy in policies:
-        m = table[policy] = run_policy(policy, args.seconds, args.rate, args.seed, args.burst, args.warmup, args.tokens)
+        m = table[policy] = run_policy(
+            policy, args.seconds, args.rate, args.seed, args.burst, args.warmup, args.tokens, eval_rate, args.parallel
+        )
         lines.append(
             f"| {policy} | {m['requests']:.0f} | {m['ttft_p50']:.2f} s | {m['ttft_p95']:.2f} s | "
             f"{m['ttft_p99']:.2f} s | {m['e2e_p50']:.2f} s | {m['e2e_p99']:.2f} s | "
             f"{m['loads_per_1k']:.0f} | {m['failed']:.0f} | {100 * m['slo_share']:.0f}% |"
         )
+        if "later_p50" in m:
+            lines[-1] += f" {m['later_p50']:.2f} s | {m['later_p99']:.2f} s | {100 * m['cached_share']:.0f}% |"
         print(lines[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")

@@ -228,6 +228,20 @@ class RoutingSettings(_Section):
     retry_backoff_s: float = Field(0.05, ge=0, description="Pause before a retry, doubled on each further one.")
     affinity_header: str = Field("x-session-id", description="Requests with the same value go to the same node.")
     discovery_interval_s: float = Field(5.0, gt=0, description="Seconds between reads of /api/tags and /api/ps.")
+    prefix_affinity: bool = Field(
+        True,
+        description="model-aware: send a request whose conversation prefix (system prompt, earlier turns) "
+        "a node served last back to that node, for its prompt cache, unless another can start it sooner by "
+        "more than a small share of the prompt evaluation saved (docs/routing.md).",
+    )
+    prefix_index_size: int = Field(
+        65_536, ge=1, le=16_777_216, description="Prefix hashes remembered for prefix_affinity (LRU; no prompt text)."
+    )
+    prompt_eval_rate: float = Field(
+        2000.0,
+        gt=0,
+        description="Prompt tokens per second a node evaluates: what a prompt-cache hit is worth to prefix_affinity.",
+    )
 
 
 class TimeoutSettings(_Section):

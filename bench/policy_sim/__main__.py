@@ -73,9 +73,21 @@ def main() -> None:
                 f"{m['throughput_rps']:.2f} | {100 * m['slo_share']:.1f}% |"
             )
         lines.append("")
+        lines += turns_table(table, name)
     (args.out / "policy_sim.md").write_text("\n".join(lines))
     print("\n".join(lines))
     charts(table, names, args.out)
+
+
+def turns_table(table: dict[str, dict[str, float]], name: str) -> list[str]:
+    """Multi-turn scenarios: the turns after the first, and how much of their prompts slots held."""
+    rows = [(p, table[f"{name}/{p}"]) for p in POLICIES if "later_p50" in table.get(f"{name}/{p}", {})]
+    if not rows:
+        return []
+    lines = ["| policy | later turns: TTFT p50 | p99 | prompt tokens cached |", "|---|---|---|---|"]
+    for policy, m in rows:
+        lines.append(f"| {policy} | {m['later_p50']:.2f} s | {m['later_p99']:.2f} s | {100 * m['cached_share']:.0f}% |")
+    return [*lines, ""]
 
 
 def charts(table: dict[str, dict[str, float]], names: list[str], out: Path) -> None:

@@ -56,6 +56,12 @@ class Request:
     decode_left: float = 0.0
     loaded_for: bool = False  # this request waited for a model load
     preload: bool = False  # sent by the residency controller, not a client: not in the figures
+    # Multi-turn scenarios (bench/policy_sim/multiturn.py): the prompt as (segment id, tokens), one per
+    # message, for the slots' prompt cache; empty: a prompt shares nothing and is evaluated whole.
+    segments: tuple[tuple[int, int], ...] = ()
+    turn: int = 0  # 1 for a conversation's first turn
+    cached: int = 0  # prompt tokens its slot already held
+    slot: int = -1
 
 
 @dataclass(eq=False)
@@ -70,6 +76,34 @@ class Runner:
     session_s: float = 300.0
     idle_since: float | None = None
     unloading: bool = False
+    # Per slot, the sequence it evaluated last (prompt and answer), and whether a request holds it.
+    cache: list[tuple[tuple[int, int], ...]] = field(default_factory=list)
+    taken: list[bool] = field(default_factory=list)
+    used: list[int] = field(default_factory=list)  # when each slot was last taken (a counter)
+    _clock: int = 0
+
+    def take_slot(self, req: Request) -> None:
+        """Give a request with segments an idle slot as llama-server (what Ollama runs) picks one: the
+        slot whose cache shares the longest prefix with its prompt if that is over 10% of the prompt
+        (--slot-prompt-similarity), else the least recently used; only the rest is evaluated."""
+        if not self.cache:
+            self.cache = [() for _ in range(self.slots)]
+            self.taken = [False] * self.slots
+            self.used = [0] * self.slots
+        idle = [i for i in range(self.slots) if not self.taken[i]]
+        shares = {i: _common(self.cache[i], req.segments) for i in idle}
+        best = max(idle, key=lambda i: shares[i])
+        if shares[best] <= 0.1 * req.prompt:
+            best = min(idle, key=lambda i: self.used[i])
+        self.taken[best] = True
+        self._clock += 1
+        self.used[best] = self._clock
+        req.slot, req.cached = best, shares[best]
+        req.prefill_left = float(max(1, req.prompt - shares[best]))  # at least the last token is evaluated
+
+    def free_slot(self, req: Request) -> None:
+        self.taken[req.slot] = False
+        self.cache[req.slot] = (*req.segments, (req.segments[-1][0] + 1, req.output))
 
     @property
     def ref(self) -> int:
@@ -216,7 +250,9 @@ class Node:
             if runner.ready_at > now:
                 continue
             while runner.fifo and len(runner.active) < runner.slots:
-                runner.active.append(runner.fifo.popleft())
+                runner.active.append(req := runner.fifo.popleft())
+                if req.segments:
+                    runner.take_slot(req)
             if runner.active:
                 busy.append(runner)
         if not busy:
@@ -244,6 +280,8 @@ class Node:
                     req.decode_left -= rate * budget
             for req in [r for r in runner.active if r.prefill_left <= 0 and r.decode_left <= 0]:
                 runner.active.remove(req)
+                if req.segments:
+                    runner.free_slot(req)
                 req.done_at = now + dt
                 finished.append(req)
             if runner.ref == 0:
@@ -257,3 +295,13 @@ class Node:
             if expired and runner is not self.blocked_on and runner is not self.loading:
                 self._unload(runner, now)
                 self.evictions -= 1  # an expiry, not an eviction
+
+
+def _common(held: tuple[tuple[int, int], ...], prompt: tuple[tuple[int, int], ...]) -> int:
+    """Tokens of the longest common prefix, counted in whole segments (messages)."""
+    tokens = 0
+    for a, b in zip(held, prompt, strict=False):
+        if a != b:
+            break
+        tokens += a[1]
+    return tokens

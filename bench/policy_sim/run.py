@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.policy_sim.fleet import GIB, MODELS, ModelSpec, Node, NodeParams, Request
+from bench.policy_sim.multiturn import MultiTurn, PrefixRouting, conversation_rate, first_turns, next_turn
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, RouteRequest
 from corral.domain.model_aware import ModelAware
 from corral.domain.num_ctx import effective, parse
@@ -44,6 +45,7 @@ class Scenario:
     overload: tuple[float, float, float] | None = None  # (start, end) shares of the run at this load
     prompt_median: float = 400.0
     prompt_cap: int = 2048
+    multiturn: MultiTurn | None = None  # conversations resending their history (bench/policy_sim/multiturn.py)
 
     def node(self, i: int) -> NodeParams:
         return self.node_params[i] if self.node_params else self.params
@@ -62,6 +64,8 @@ class Result:
     requests: int
     duration: float
     tokens: int
+    ttft_later: list[float] = field(default_factory=list)  # multi-turn: TTFT of the turns after the first
+    cached_share: float = 0.0  # multi-turn: share of prompt tokens a slot already held
 
     def pct(self, values: list[float], q: float) -> float:
         if not values:
@@ -104,6 +108,9 @@ def nominal_capacity(s: Scenario, mix: dict[str, float]) -> float:
 
 
 def workload(s: Scenario, rng: random.Random) -> list[Request]:
+    if s.multiturn is not None:
+        rate = conversation_rate(s.multiturn, s.load, [s.node(i) for i in range(s.nodes)], s.models[0])
+        return first_turns(s.multiturn, rate, s.duration_s, s.models[0], rng)
     names = [m.name for m in s.models]
     rng.shuffle(names)
     weights = [1 / (i + 1) ** s.zipf for i in range(len(names))]  # Zipf
@@ -157,7 +164,10 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
     unfit: list[set[str]] = [set() for _ in nodes]  # models a node refused for memory (the gateway learns it)
     specs = {m.name: m for m in s.models}
     controller = Residency() if policy == RESIDENCY else None
-    base = "model-aware" if controller is not None else policy
+    prefixes = PrefixRouting(s.models[0].pp) if policy == PREFIX else None  # prompt_eval_rate as configured
+    base = "model-aware" if controller is not None or prefixes is not None else policy
+    later: list[tuple[float, int, Request]] = []  # multi-turn: next turns, after their think time
+    turns_issued = 0
     strategy: Strategy = Oracle() if policy == "oracle" else make_strategy(base, random.Random(seed))
     pins: dict[tuple[int, str], float] = {}  # (node, model) -> keep-alive the controller asked for
     next_decision = 0.0
@@ -195,12 +205,15 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
 
     def dispatch(req: Request, exclude: frozenset[str]) -> None:
         nonlocal rejected, failed
+        prefer, slack = prefixes.prefer(req) if prefixes is not None else (None, 0.0)
         route = RouteRequest(
             req.model,
             options_key=ctx_key(req.num_ctx),
             exclude=exclude,
             est_tokens=req.prompt + req.output,
             est_prompt_tokens=req.prompt,
+            prefer=prefer,
+            prefer_slack_s=slack,
         )
         pick = strategy.pick(views(), route, now)
         if isinstance(pick, NoRoute):
@@ -263,6 +276,8 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
         while retry_heap and retry_heap[0][0] <= now:
             _, _, req = heapq.heappop(retry_heap)
             dispatch(req, getattr(req, "_exclude", frozenset()))
+        while later and later[0][0] <= now:
+            dispatch(heapq.heappop(later)[2], frozenset())
         while upcoming is not None and upcoming.arrival <= now:
             if controller is not None:
                 controller.observe(upcoming.model, now)
@@ -315,8 +330,16 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             if req.first_token is not None and req.done_at is not None:
                 strategy.finished(str(req.node), req.model, req.done_at - req.first_token, now)
         finished += [r for r in done_now if not r.preload]
+        for req in done_now:
+            if prefixes is not None:
+                prefixes.served(req)
+            follow = next_turn(req, now, len(requests) + turns_issued)
+            if follow is not None and follow.arrival < s.duration_s + 300:
+                turns_issued += 1
+                heapq.heappush(later, (follow.arrival, follow.rid, follow))
         if (
             upcoming is None
+            and not later
             and not retry_heap
             and all(not n.pending and all(r.ref == 0 for r in n.runners.values()) for n in nodes)
         ):
@@ -333,9 +356,11 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
         failed,
         cut,
         len(finished),
-        len(requests),
+        len(requests) + turns_issued,
         s.duration_s,
         sum(r.output for r in finished),
+        [r.first_token - r.arrival for r in finished if r.turn > 1 and r.first_token is not None],
+        sum(r.cached for r in finished) / max(1, sum(r.prompt for r in finished if r.segments)),
     )
 
 
@@ -344,7 +369,15 @@ def summarize(results: list[Result]) -> dict[str, float]:
     e2e = [x for r in results for x in r.e2e]
     total = sum(r.requests for r in results)
     merged = Result(ttft, e2e, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    later = [x for r in results for x in r.ttft_later]
+    turns = {
+        "later_p50": merged.pct(later, 0.5),
+        "later_p99": merged.pct(later, 0.99),
+        "cached_share": sum(r.cached_share for r in results) / len(results),
+    }
+    turns = turns if later else {}
     return {
+        **turns,
         "ttft_p50": merged.pct(ttft, 0.50),
         "ttft_p95": merged.pct(ttft, 0.95),
         "ttft_p99": merged.pct(ttft, 0.99),
@@ -374,7 +407,10 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "num-ctx-normalize-50": lambda: Scenario(
         "num-ctx-normalize-50", 0.5, alt_ctx_share=0.3, num_ctx_policy="normalize"
     ),
+    # Conversations resending their history over shared system prompts (issue 13 §1).
+    "multi-turn-50": lambda: Scenario("multi-turn-50", 0.5, models=(MODELS[3],), multiturn=MultiTurn()),
 }
 RESIDENCY = "model-aware+residency"  # model-aware routing with the residency controller (residency.enabled)
 RESIDENCY_INTERVAL_S = 1.0
-POLICIES = ("round-robin", "least-connections", "power-of-two", "model-aware", RESIDENCY, "oracle")
+PREFIX = "model-aware+prefix"  # model-aware with routing.prefix_affinity (docs/routing.md)
+POLICIES = ("round-robin", "least-connections", "power-of-two", "model-aware", PREFIX, RESIDENCY, "oracle")

@@ -56,6 +56,7 @@ from corral.app.views import FleetViews, send_json
 from corral.config import CacheSettings, Settings
 from corral.domain.breaker import CircuitBreaker
 from corral.domain.cors import CorsPolicy
+from corral.domain.prefix_index import PrefixIndex
 from corral.domain.routing import make_strategy
 from corral.net.response import Request, Response
 from corral.net.server import HttpServer, ServerLimits
@@ -95,6 +96,7 @@ class App:
     exposition: Exposition | None = None  # /metrics; merged over the workers when there are several
     residency: ResidencyTask | None = None
     key_cache: KeyCache | None = None
+    prefixes: PrefixIndex | None = None  # routing.prefix_affinity's index, kept across reloads
 
     @property
     def port(self) -> int:
@@ -114,6 +116,15 @@ def _fleet_store(settings: Settings, keys: SqlKeyStore | None) -> FleetStore:
     if settings.server.workers > 1:
         return SqlFleetStore(settings.auth.store_url)
     return MemoryFleetStore()
+
+
+def _prefixes(settings: Settings, shared: App | None) -> PrefixIndex | None:
+    """The prefix index of routing.prefix_affinity (model-aware only); a reload keeps what it knows."""
+    r = settings.routing
+    if not r.prefix_affinity or r.strategy != "model-aware":
+        return None
+    old = shared.prefixes if shared else None
+    return old if old is not None and old.size == r.prefix_index_size else PrefixIndex(r.prefix_index_size)
 
 
 def _same_store(a: CacheSettings, b: CacheSettings) -> bool:
@@ -214,6 +225,8 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         targets,
         {name: p.num_ctx_policy for name, p in settings.models.per_model.items() if p.num_ctx_policy is not None},
         residency.observe if residency is not None else None,
+        _prefixes(settings, shared),
+        settings.routing.prompt_eval_rate,
     )
     node_ops = NodeOps(fleet, forwarder, discovery, settings.timeouts.total_s)
     node_ops.fanout, inference.fleet_load = fleet_operations(fleet, discovery, settings, audit.admin if audit else None)
@@ -403,4 +416,5 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         exposition,
         residency,
         key_cache=cache if store is not None else None,
+        prefixes=inference.prefixes,
     )

@@ -24,9 +24,12 @@ from corral.domain.fleet import NodeKind, RouteRequest
 from corral.domain.keys import model_allowed
 from corral.domain.names import normalize
 from corral.domain.num_ctx import NumCtxPolicy, rewrite
+from corral.domain.prefix_index import PrefixIndex, slack_s
 from corral.net.response import Request, Response
 from corral.protocol.body import encode, read_body
 from corral.protocol.multipart import form_field
+from corral.protocol.prefix import ROUTES as PREFIX_ROUTES
+from corral.protocol.prefix import Prefix, prefix_hashes
 from corral.protocol.prompts import BYTES_PER_TOKEN, expected_output_tokens, prompt_text
 from corral.protocol.validation import Caps, validate
 
@@ -87,7 +90,12 @@ class InferenceHandlers:
         targets: ModelTargets | None = None,
         num_ctx: dict[str, NumCtxPolicy] | None = None,
         observe: Callable[[str], None] | None = None,
+        prefixes: PrefixIndex | None = None,
+        prompt_eval_rate: float = 2000.0,
     ) -> None:
+        # routing.prefix_affinity: who served each conversation prefix (docs/routing.md); None when off
+        self.prefixes = prefixes
+        self.prompt_eval_rate = prompt_eval_rate
         self.observe = observe  # every routed request's model, for the residency controller
         # models.<name>.num_ctx, by normalised name; only native routes carry options (docs/routing.md)
         self.num_ctx = {normalize(name): policy for name, policy in (num_ctx or {}).items()}
@@ -160,15 +168,27 @@ class InferenceHandlers:
         user = doc.get("user")
         record.est_prompt_tokens = max(1, len(prompt) // BYTES_PER_TOKEN)
         principal = record.principal
+        load_options = options_key(doc)
+        session = affinity.decode("latin-1") if affinity else (user if isinstance(user, str) else None)
+        prefix = None
+        prefer, slack = None, 0.0
+        if self.prefixes is not None and route_name in PREFIX_ROUTES:
+            prefix = prefix_hashes(route_name, doc, key, load_options)
+            if prefix is not None and session is None:  # explicit affinity wins
+                found = self.prefixes.find(prefix.hashes, prefix.tokens)
+                if found is not None:
+                    prefer, slack = found.node, slack_s(found.cached_tokens, self.prompt_eval_rate)
         route, fallbacks = self.targets.chain(
             RouteRequest(
                 model=key,
-                options_key=options_key(doc),
-                affinity=affinity.decode("latin-1") if affinity else (user if isinstance(user, str) else None),
+                options_key=load_options,
+                affinity=session,
                 exclude=self._unsuitable(route_name) | self._not_named(request),
                 key_nodes=principal.nodes if principal is not None else None,
                 est_tokens=record.est_prompt_tokens + expected_output_tokens(doc, route_name),
                 est_prompt_tokens=record.est_prompt_tokens,
+                prefer=prefer,
+                prefer_slack_s=slack,
             ),
             lambda name: self._gateway_allows(name) and (principal is None or principal.allows_model(name)),
         )
@@ -184,6 +204,8 @@ class InferenceHandlers:
                 request, response, record, route, out, doc, fallbacks, requested
             ):
                 await self.forwarder.forward(record, route, out, response, doc, fallbacks, requested)
+            if prefix is not None:
+                self._served(prefix, record)
         except OutsideKeyGroup:
             raise  # its message names the key's node group
         except NoSuchModel as exc:
@@ -226,6 +248,17 @@ class InferenceHandlers:
         await self.forwarder.forward(record, route, out, tee, doc, fallbacks, requested)
         self.responses.keep(key, control, tee, record)
         return True
+
+    def _served(self, prefix: Prefix, record: RequestRecord) -> None:
+        """A node answered the whole prompt: its slot holds the prefix now (not after an error, nor
+        when a fallback model served, whose runner holds another cache)."""
+        node = record.node
+        if self.prefixes is None or node is None or not 200 <= record.status < 400 or record.fallback_from:
+            return
+        if prefix.first is not None:
+            self.prefixes.record(prefix.first, node)  # other conversations of the application share it
+        if prefix.full is not None:
+            self.prefixes.record(prefix.full, node)  # this conversation's next turn
 
     def _gateway_allows(self, model: str) -> bool:
         return self.allowed_models is None or model_allowed(self.allowed_models, model)

@@ -91,7 +91,8 @@ class ModelTargets:
         routes = [primary]
         for key in names:
             own = self.policies.get(key)
-            routes.append(replace(base, model=key, nodes=own.nodes if own else None))
+            # Another model's runner holds another prompt cache: no prefix preference.
+            routes.append(replace(base, model=key, nodes=own.nodes if own else None, prefer=None))
         # Every model but the last waits at most its fallback_after_s for a node.
         for i in range(len(routes) - 1):
             own = self.policies.get(routes[i].model)

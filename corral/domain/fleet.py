@@ -79,6 +79,10 @@ class RouteRequest:
     nodes: Mapping[str, str] | None = None  # the model's node group (models.<name>.nodes)
     key_nodes: Mapping[str, str] | None = None  # the API key's node group: never a node outside it
     max_wait_s: float | None = None  # a fallback waits: no pick estimated to start later than this
+    # Prompt-cache affinity (domain/prefix_index.py): the node that last served this conversation's
+    # longest known prefix, and how much later than the best it may start and still answer sooner.
+    prefer: str | None = None
+    prefer_slack_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

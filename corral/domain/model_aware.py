@@ -41,6 +41,7 @@ from corral.domain.candidates import candidates, holds, is_loaded
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, NoRouteReason, Pick, RouteRequest
 from corral.domain.fleet_index import FleetIndex, admissible
 from corral.domain.ledger import Ledger
+from corral.domain.prefix_index import prefer
 
 Key = tuple[str, str]  # (model, load-time options)
 
@@ -155,6 +156,11 @@ class ModelAware:
         self._count((req.model, req.options_key), now)
         # The common case, decided cheaply: the model is loaded and ready somewhere with a free slot.
         # (Affinity may prefer a busier resident node, so it always weighs every option.)
+        if big and req.prefer is not None and all(o.node.name != req.prefer for o in ready):
+            # The prompt cache's node is weighed among the free slots even when the shortlist missed it.
+            ready += [
+                o for n in nodes if n.name == req.prefer and admissible(n, req) and (o := self._ready(n, req, now))
+            ]
         options = [] if req.affinity is not None else ready
         discounted = False
         if not options or not self._quick(options, req):
@@ -172,6 +178,8 @@ class ModelAware:
         best = min(options, key=lambda o: (not o.ready_slot, o.cost))
         if req.affinity is not None:
             best = self._sticky(req.affinity, options, best)
+        elif req.prefer is not None:  # explicit affinity wins over the prompt cache's
+            best = prefer(options, best, req.prefer, req.prefer_slack_s)
         if req.max_wait_s is not None and not best.ready_slot:
             # The wait itself, without the discount that favours replicas in the comparison.
             wait = best.cost / self.costs.replicate_discount if discounted and best.replica else best.cost

@@ -129,6 +129,7 @@ class Residency:
             for lm in n.loaded:
                 if lm.size or lm.size_vram:
                     self._sizes[lm.model] = max(lm.size, lm.size_vram)
+        wanting: list[tuple[str, _Model, list[str], float]] = []
         for model, m in self._models.items():
             share = max(
                 self.share(model, nodes, service_s, now), self.occupancy(model, nodes) * self.p.hot / self.p.busy
@@ -140,7 +141,7 @@ class Residency:
                 actions += [self._act("pin", n, model, PIN, f"hot: {share:.0%} of its replicas' capacity")
                             for n in holders if n not in m.pinned]  # fmt: skip
                 m.pinned.update(holders)
-                actions += self._preload(model, m, nodes, holders, hot, share, service_s, now)
+                wanting.append((model, m, holders, share))
                 continue
             if share < self.p.cool:
                 m.cool_since = now if m.cool_since is None else m.cool_since
@@ -149,6 +150,9 @@ class Residency:
             if m.pinned and m.cool_since is not None and now - m.cool_since >= self.p.cool_s:
                 actions += [self._act("unpin", n, model, self.p.keep_alive, "cooled") for n in sorted(m.pinned)]
                 m.pinned.clear()
+        # Replicas once every hot model is known and pinned: a preload must not evict one found hot later.
+        for model, m, holders, share in wanting:
+            actions += self._preload(model, m, nodes, holders, hot, share, service_s, now)
         for _, m in self._models.items():
             m.pinned &= {n.name for n in nodes}  # a node removed from the fleet
         self._forget(now)

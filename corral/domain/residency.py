@@ -4,8 +4,10 @@ models resident, and let them go when they cool (docs/routing.md, "Residency").
 Routing alone adds a replica only once a request finds every loaded copy busy, and that request (and
 the ones behind it) pay the load. This controller watches each model's arrival rate against what its
 loaded replicas serve (slots ÷ service time, the routing cost model's figures) and, once that share
-passes `hot`, asks for one more replica at a time on a node with free room: one where the load evicts
-nothing, else one whose runners Ollama would unload are all cold (idle, unpinned, little traffic).
+passes `hot` while the model is asked for well above its usual rate (a turn: steady traffic is
+routing's to place), asks for one more replica at a time on a node with free room: one where the load
+evicts nothing, else one where every runner Ollama would unload is idle, unpinned and either barely
+used or using far fewer slots than the hot model lacks.
 Replicas of a hot model are pinned (`keep_alive` -1: Ollama sorts them last when it picks a victim and
 never expires them, server/sched.go `ByDurationAndName`); once the model's share stays below `cool` for
 `cool_s`, they are unpinned (the default keep_alive again).

@@ -3,13 +3,16 @@
     .venv/bin/python -m bench.routing_live [--seconds 60] [--rate 3] [--out docs/bench/routing_live.md]
     .venv/bin/python -m bench.routing_live --burst --policies model-aware,model-aware+residency \
         --out docs/bench/routing_live_burst.md
+    .venv/bin/python -m bench.routing_live --burst --repeat 2 --policies model-aware,model-aware+residency ...
 
 A smaller, time-scaled version of the thrash regime: 3 nodes that each keep 2 of 5 models loaded
 (1.5 s loads, 2 slots per model, 100 tokens/s), Poisson arrivals with Zipf(1.0) model popularity and
 short streamed generations. Each policy gets fresh nodes and a fresh Corral. TTFT is measured at the
 client (first NDJSON line); model loads are read from the nodes' /_sim/stats. `--burst`: for the
 middle third of the run the least popular model takes 60% of the requests (the hot-burst scenario).
-`model-aware+residency` is model-aware with `residency.enabled`.
+`model-aware+residency` is model-aware with `residency.enabled`. `--repeat N` runs the policies in turn N
+times (A, B, A, B: an A/B comparison interleaved, so that the machine's load drifts alike for both), run
+r with seed `--seed` + r for every policy.
 
     .venv/bin/python -m bench.routing_live --multi-turn --seconds 120 --rate 2 \
         --out docs/bench/routing_live_turns.md
@@ -212,6 +215,7 @@ def main() -> None:
     parser.add_argument("--multi-turn", action="store_true", help="conversations over a prompt cache (see above)")
     parser.add_argument("--prompt-eval-rate", type=float, default=8000.0, help="the nodes' prompt tokens/s")
     parser.add_argument("--parallel", type=int, default=2, help="slots per model on each node")
+    parser.add_argument("--repeat", type=int, default=1, help="run the policies in turn this many times")
     args = parser.parse_args()
     if args.multi_turn and not sim_supports_prompt_eval():
         parser.exit(2, "--multi-turn needs `corral sim --prompt-eval-rate` (the simulator's prompt cache)\n")
@@ -224,20 +228,32 @@ def main() -> None:
     burst += f", median {args.tokens} tokens" if args.tokens != 20 else ""
     burst += f", multi-turn conversations, prompt evaluation {args.prompt_eval_rate:g} tokens/s" if eval_rate else ""
     burst += f", {args.parallel} slots per model" if args.parallel != 2 else ""
+    last = args.seed + args.repeat - 1
+    turns = f"; the policies in turn, {args.repeat} times (seeds {args.seed}-{last})" if args.repeat > 1 else ""
     lines = [
-        f"Live run: {args.seconds:g} s of arrivals at {args.rate:g} req/s per policy, seed {args.seed}{burst}.",
+        f"Live run: {args.seconds:g} s of arrivals at {args.rate:g} req/s per policy, seed {args.seed}{burst}{turns}.",
         "",
         "| policy | requests | TTFT p50 | p95 | p99 | E2E p50 | p99 | loads/1k | failed | TTFT ≤ 2 s |"
         + (" later turns: TTFT p50 | p99 | prompt tokens cached |" if eval_rate else ""),
         "|---|---|---|---|---|---|---|---|---|---|" + ("---|---|---|" if eval_rate else ""),
     ]
     table: dict[str, dict[str, float]] = {}
-    for policy in policies:
-        m = table[policy] = run_policy(
-            policy, args.seconds, args.rate, args.seed, args.burst, args.warmup, args.tokens, eval_rate, args.parallel
+    runs = [(r, policy) for r in range(args.repeat) for policy in policies]
+    for r, policy in runs:
+        name = policy if args.repeat == 1 else f"{policy} #{r + 1}"
+        m = table[name] = run_policy(
+            policy,
+            args.seconds,
+            args.rate,
+            args.seed + r,
+            args.burst,
+            args.warmup,
+            args.tokens,
+            eval_rate,
+            args.parallel,
         )
         lines.append(
-            f"| {policy} | {m['requests']:.0f} | {m['ttft_p50']:.2f} s | {m['ttft_p95']:.2f} s | "
+            f"| {name} | {m['requests']:.0f} | {m['ttft_p50']:.2f} s | {m['ttft_p95']:.2f} s | "
             f"{m['ttft_p99']:.2f} s | {m['e2e_p50']:.2f} s | {m['e2e_p99']:.2f} s | "
             f"{m['loads_per_1k']:.0f} | {m['failed']:.0f} | {100 * m['slo_share']:.0f}% |"
         )
@@ -247,7 +263,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
     args.out.with_suffix(".json").write_text(json.dumps(table, indent=2))
-    chart(table, args.out.with_suffix(".png"), policies)
+    if args.repeat == 1:
+        chart(table, args.out.with_suffix(".png"), policies)
 
 
 def chart(table: dict[str, dict[str, float]], path: Path, policies: tuple[str, ...] = POLICIES) -> None:

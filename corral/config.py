@@ -705,6 +705,15 @@ class ResidencySettings(_Section):
     cool: float = Field(0.3, gt=0, description="A hot model cools below this share (and is unpinned after cool_s).")
     window_s: float = Field(10.0, gt=0, description="Arrival rates are averaged over about this long.")
     cool_s: float = Field(60.0, ge=0, description="Seconds a model stays below `cool` before it is unpinned.")
+    trend_window_s: float = Field(
+        300.0, gt=0, description="A model's usual arrival rate is averaged over about this long."
+    )
+    rise: float = Field(
+        1.5,
+        gt=0,
+        description="A replica is preloaded only while a hot model's recent rate (over window_s) is at least this "
+        "many times its usual rate (over trend_window_s): a turn, not the steady traffic routing already places.",
+    )
     keep_alive: str = Field("5m", description="The keep_alive an unpinned replica goes back to (Ollama's default).")
 
     @model_validator(mode="after")

@@ -30,7 +30,15 @@ class ResidencyTask:
         self.settings = settings
         self.timeout_s = timeout_s
         s = settings
-        params = ResidencyParams(hot=s.hot, cool=s.cool, window_s=s.window_s, cool_s=s.cool_s, keep_alive=s.keep_alive)
+        params = ResidencyParams(
+            hot=s.hot,
+            cool=s.cool,
+            window_s=s.window_s,
+            cool_s=s.cool_s,
+            keep_alive=s.keep_alive,
+            trend_window_s=s.trend_window_s,
+            rise=s.rise,
+        )
         self.controller = Residency(params)
         # Service times are the routing cost model's, learnt when model-aware routes; priors otherwise.
         self._estimates = strategy if isinstance(strategy, ModelAware) else ModelAware()

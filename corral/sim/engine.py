@@ -33,10 +33,13 @@ class Engine:
             info = model_info(spec)
             self.models[info.name] = info
         o = options
-        self.scheduler = Scheduler(o.max_loaded, o.parallel, o.max_queue, o.load_seconds, o.multiuser_cache)
+        # A bad default fails at start-up, not per request.
+        default_s = parse_keep_alive(None, o.keep_alive_default)
+        self.scheduler = Scheduler(
+            o.max_loaded, o.parallel, o.max_queue, o.load_seconds, default_s, multiuser_cache=o.multiuser_cache
+        )
         self.stats = Stats()
         self.rng = random.Random(options.seed)
-        parse_keep_alive(None, options.keep_alive_default)  # a bad default fails at start-up, not per request
 
     def find(self, name: object, pull_hint: bool = False) -> ModelInfo:
         """The model by any spelling of its name, or the 404 Ollama gives for that route."""
@@ -57,7 +60,7 @@ class Engine:
             self.stats.injected_errors += 1
             raise BadRequest(500, "simulated failure (error_rate fault)")
 
-    async def _acquire(self, info: ModelInfo, key: LoadKey, session_s: float) -> Runner:
+    async def _acquire(self, info: ModelInfo, key: LoadKey, session_s: float | None) -> Runner:
         memory = self.options.memory_gb
         if memory is not None and info.size > memory * 2**30:
             # NewLlamaServer's refusal (llm/server.go), answered 500 by handleScheduleError.
@@ -231,7 +234,8 @@ class Engine:
         self, doc: dict[str, Any], info: ModelInfo, inputs: list[str], dims: int | None
     ) -> tuple[list[list[float]], int]:
         """Vectors for the inputs (empty: just load the model), and the prompt token count."""
-        session_s = parse_keep_alive(doc.get("keep_alive"), self.options.keep_alive_default)
+        keep_alive = doc.get("keep_alive")
+        session_s = None if keep_alive is None else parse_keep_alive(keep_alive, self.options.keep_alive_default)
         options = check_options(doc.get("options"))
         key = load_key(options, info.context_length)
         tokens = [gen.count_tokens(t) for t in inputs]

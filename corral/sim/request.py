@@ -21,7 +21,7 @@ class Inference:
     empty: bool  # no prompt / messages: [] → load or unload
     options: dict[str, Any]
     key: LoadKey
-    session_s: float
+    session_s: float | None  # None: no keep_alive sent (a loaded runner keeps its own)
     think: bool
     tools: list[Any] = field(default_factory=list)
     fmt: Any = None
@@ -62,7 +62,8 @@ def prepare(
     """Everything Ollama rejects before scheduling, in its order (server/routes.go): raw mode,
     thinking, then scheduleRunner's capability check, then the options (Options.FromMap, a 500).
     `relax_thinking` is the Anthropic route's: `think` on a model without thinking is dropped."""
-    session_s = parse_keep_alive(doc.get("keep_alive"), keep_alive_default)
+    keep_alive = doc.get("keep_alive")
+    session_s = None if keep_alive is None else parse_keep_alive(keep_alive, keep_alive_default)
     model = str(doc.get("model"))
     think_value = parse_think(doc.get("think"))
     if kind == "generate" and doc.get("raw") and (doc.get("template") or doc.get("system") or doc.get("context")):

@@ -8,8 +8,10 @@
 - At `max_loaded` runners one is evicted: the idle one with the shortest keep-alive first (ties by name);
   if none is idle, the first in that order once its requests drain. A runner being evicted takes no new
   requests; they queue for a fresh load. (Real Ollama keeps attaching them, which can starve the queue.)
-- A runner that goes idle expires after its keep-alive (the last request's value wins); 0 unloads at
-  once; negative keeps it forever. Unloading does not model Ollama's wait for VRAM to recover.
+- A runner that goes idle expires after its keep-alive: the last value a request sent wins, and a request
+  without one leaves it as it is (the default applies only to a fresh load: server/sched.go sets
+  sessionDuration in load() from OLLAMA_KEEP_ALIVE, and useLoadedRunner changes it only when the request
+  has one); 0 unloads at once; negative keeps it forever. Unloading does not model Ollama's wait for VRAM to recover.
 """
 
 from __future__ import annotations
@@ -66,8 +68,15 @@ class Runner:
 
 class Scheduler:
     def __init__(
-        self, max_loaded: int, parallel: int, max_queue: int, load_seconds: float, multiuser_cache: bool = False
+        self,
+        max_loaded: int,
+        parallel: int,
+        max_queue: int,
+        load_seconds: float,
+        default_session_s: float = 300.0,
+        multiuser_cache: bool = False,
     ) -> None:
+        self.default_session_s = default_session_s  # OLLAMA_KEEP_ALIVE, for a load by a request without one
         self.max_loaded = max(1, max_loaded)
         self.parallel = max(1, parallel)
         self.max_queue = max_queue
@@ -85,8 +94,9 @@ class Scheduler:
     def _usable(self, runner: Runner | None, key: LoadKey) -> bool:
         return runner is not None and not runner.evicting and not needs_reload(runner.key, key)
 
-    async def acquire(self, info: ModelInfo, key: LoadKey, session_s: float) -> Runner:
-        """Attach to a ready runner for the model, loading it if needed. Pair with release()."""
+    async def acquire(self, info: ModelInfo, key: LoadKey, session_s: float | None) -> Runner:
+        """Attach to a ready runner for the model, loading it if needed. Pair with release(). `session_s`
+        None: the request sent no keep_alive."""
         runner = self.runners.get(info.name)
         if runner is not None and self._usable(runner, key):
             self._attach(runner, session_s)
@@ -116,7 +126,7 @@ class Scheduler:
             raise
         return runner
 
-    async def _schedule(self, info: ModelInfo, key: LoadKey, session_s: float) -> Runner:
+    async def _schedule(self, info: ModelInfo, key: LoadKey, session_s: float | None) -> Runner:
         if self._loading is not None and not self._loading.done():
             await asyncio.shield(self._loading)  # a cancelled predecessor's load is still running
         runner = self.runners.get(info.name)
@@ -129,7 +139,8 @@ class Scheduler:
             self.evictions += 1
             await self._drain_and_unload(self._victim())
         parallel = 1 if info.embedding else self.parallel
-        runner = Runner(info, key, parallel, session_s, asyncio.Semaphore(parallel), multiuser=self.multiuser_cache)
+        first = self.default_session_s if session_s is None else session_s
+        runner = Runner(info, key, parallel, first, asyncio.Semaphore(parallel), multiuser=self.multiuser_cache)
         self.runners[info.name] = runner
         self._attach(runner, session_s)
         runner.loading = self._loading = asyncio.get_running_loop().create_task(self._load(runner))
@@ -157,9 +168,10 @@ class Scheduler:
             self._unload(runner)
         await runner.gone.wait()
 
-    def _attach(self, runner: Runner, session_s: float) -> Runner:
+    def _attach(self, runner: Runner, session_s: float | None) -> Runner:
         runner.ref += 1
-        runner.session_s = session_s
+        if session_s is not None:
+            runner.session_s = session_s
         if runner.timer is not None:
             runner.timer.cancel()
             runner.timer = None

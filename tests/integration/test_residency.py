@@ -1,5 +1,6 @@
-"""Residency control against real `corral sim` nodes: a model whose requests queue on its one replica
-gets another on a node with free room, pinned with keep_alive -1, and is unpinned once it cools."""
+"""Residency control against real `corral sim` nodes: a model that turns hot (its requests queue on its
+one replica, well above its usual rate) gets another on a node with free room, pinned with keep_alive
+-1, and is unpinned once it cools."""
 
 from __future__ import annotations
 
@@ -26,7 +27,14 @@ def fleet() -> Iterator[tuple[Proc, Proc, Proc]]:
             {
                 "backends": [{"name": "a", "url": a.url}, {"name": "b", "url": b.url}],
                 "routing": {"discovery_interval_s": 0.2},
-                "residency": {"enabled": True, "interval_s": 0.2, "window_s": 2, "cool_s": 1, "keep_alive": "4m"},
+                "residency": {
+                    "enabled": True,
+                    "interval_s": 0.2,
+                    "window_s": 1,
+                    "trend_window_s": 30,
+                    "cool_s": 1,
+                    "keep_alive": "4m",
+                },
             }
         )
         with running(corral):
@@ -50,6 +58,13 @@ def test_a_hot_model_gets_a_pinned_replica_and_is_unpinned_when_it_cools(fleet: 
     corral, a, b = fleet
     stop = threading.Event()
     body = {"model": MODEL, "prompt": "hi", "stream": False, "options": {"num_predict": 20}}
+    # Some history first: another model, one request at a time (each takes half a second). MODEL's usual
+    # rate is then nil, so its traffic below is a turn (a model at the same rate from the start is
+    # steady traffic, which routing places: the controller only pins it).
+    with httpx.Client(base_url=corral.url, timeout=30) as http:
+        for _ in range(10):
+            other = {**body, "model": "qwen2.5:0.5b"}
+            assert http.post("/api/generate", json=other).status_code == 200
 
     def client() -> None:
         # Held on node a (X-Corral-Node), so only the controller can put the model on b.
@@ -62,10 +77,11 @@ def test_a_hot_model_gets_a_pinned_replica_and_is_unpinned_when_it_cools(fleet: 
         t.start()
     try:
         wait_for(lambda: (e := expiry_s(b)) is not None and e > 10 * 365 * 86400, 20, "a pinned replica on b")
-        # The busy replica on a is pinned too (a decision below); its expiry is not checked, since `corral
-        # sim` resets a runner's keep_alive on every request that sends none, where Ollama keeps it.
+        # The busy replica on a is pinned too, and stays so under requests that send no keep_alive (Ollama
+        # keeps a loaded runner's own then: server/sched.go useLoadedRunner).
+        wait_for(lambda: (e := expiry_s(a)) is not None and e > 10 * 365 * 86400, 10, "the replica on a pinned")
         state = status(corral)
-        assert state["enabled"] and state["pinned"] == {MODEL: ["a", "b"]}
+        assert state["enabled"] and state["pinned"][MODEL] == ["a", "b"]
         kinds = {(d["action"], d["node"]) for d in state["decisions"]}
         assert ("preload", "b") in kinds and ("pin", "a") in kinds
     finally:

@@ -68,6 +68,20 @@ def test_keep_alive_sets_expires_at(sim: Sim) -> None:
     assert expires_in(sim, "llama3.2:1b") > timedelta(days=365 * 200)
 
 
+def test_a_request_without_keep_alive_keeps_the_runners_own(sim: Sim) -> None:
+    # Ollama applies OLLAMA_KEEP_ALIVE only when it loads a runner; a request without keep_alive leaves a
+    # loaded runner's duration alone (server/sched.go useLoadedRunner), so a pin (-1) survives traffic.
+    load(sim, "gemma3:1b", keep_alive=0)  # the module's node may hold it from another test
+    assert generate(sim, "gemma3:1b").status_code == 200  # a fresh load without one: the default, 5m
+    assert abs(expires_in(sim, "gemma3:1b") - timedelta(minutes=5)) < timedelta(seconds=30)
+    load(sim, "llama3.2:1b", keep_alive=-1)
+    assert generate(sim, "llama3.2:1b").status_code == 200
+    assert generate(sim, "llama3.2:1b", stream=True).status_code == 200
+    assert expires_in(sim, "llama3.2:1b") > timedelta(days=365 * 200)
+    assert generate(sim, "llama3.2:1b", keep_alive="10m").status_code == 200  # one that sends it wins
+    assert abs(expires_in(sim, "llama3.2:1b") - timedelta(minutes=10)) < timedelta(seconds=30)
+
+
 @pytest.mark.parametrize("value", ["300", True, [1], {"a": 1}, "5 minutes"])
 def test_bad_keep_alive_is_400(sim: Sim, value: Any) -> None:
     reply = httpx.post(sim.url + "/api/generate", json={"model": "llama3.2:1b", "keep_alive": value})

@@ -74,41 +74,141 @@ def node(name: str, loaded: tuple[str, ...], busy: dict[str, int] | None = None,
     )
 
 
+def turn(controller: Residency, models: tuple[str, ...], seconds: float = 20.0) -> float:
+    """Five minutes of light traffic on another model, then `models` at 3 requests/s each for `seconds`
+    (against one replica serving 2 slots / 2 s = 1/s): they turn hot. Returns the time at the end."""
+    for i in range(60):
+        controller.observe("z", i * 5.0)
+    for i in range(int(seconds * 3)):
+        for m in models:
+            controller.observe(m, T0 + i / 3)
+    return T0 + seconds
+
+
+T0 = 300.0
+
+
 def test_a_hot_model_gets_a_replica_in_free_room_is_pinned_and_unpinned_when_it_cools() -> None:
     controller = Residency(ResidencyParams(cool_s=30.0))
-    for i in range(60):  # 3 requests/s for 20 s, against one replica serving 2 slots / 2 s = 1/s
-        controller.observe("a", i / 3)
+    now = turn(controller, ("a",))
     fleet = [node("n0", ("a",), {"a": 3}), node("n1", ("b",)), node("n2", ("b", "c"))]
-    actions = controller.decide(fleet, service, 20.0)
+    actions = controller.decide(fleet, service, now)
     assert [(x.kind, x.node) for x in actions] == [("pin", "n0"), ("preload", "n1")]  # n2 is full
     assert controller.pinned() == {"a": ["n0", "n1"]}
     fleet[1] = node("n1", ("b", "a"))
     quiet = [node("n0", ("a",)), fleet[1], fleet[2]]
-    assert controller.decide(quiet, service, 60.0) == []  # cooling starts
-    unpins = controller.decide(quiet, service, 91.0)
+    assert controller.decide(quiet, service, now + 40) == []  # cooling starts
+    unpins = controller.decide(quiet, service, now + 71)
     assert sorted((x.kind, x.node, x.keep_alive) for x in unpins) == [("unpin", "n0", "5m"), ("unpin", "n1", "5m")]
     assert controller.pinned() == {}
 
 
+def test_steady_traffic_gets_no_replica_from_the_controller() -> None:
+    # The same 3 requests/s, but for the whole five minutes: routing already placed it; only pin it.
+    controller = Residency()
+    for i in range(int(T0 * 3)):
+        controller.observe("a", i / 3)
+    fleet = [node("n0", ("a",), {"a": 3}), node("n1", ("b",)), node("n2", ("b", "c"))]
+    assert [(x.kind, x.node) for x in controller.decide(fleet, service, T0)] == [("pin", "n0")]
+
+
 def test_no_replica_by_eviction_while_the_fleet_has_lost_a_node() -> None:
     controller = Residency()
-    for i in range(60):
-        controller.observe("a", i / 3)
+    now = turn(controller, ("a",))
     full = [node("n0", ("a",), {"a": 3}), node("n1", ("b", "c")), node("n2", ("d",), up=False)]
-    assert not [x for x in controller.decide(full, service, 20.0) if x.kind == "preload"]
+    assert not [x for x in controller.decide(full, service, now) if x.kind == "preload"]
     healthy = [full[0], full[1], node("n2", ("c", "d"))]
     controller = Residency()
-    for i in range(60):
-        controller.observe("a", i / 3)
+    now = turn(controller, ("a",))
     # b, c and d get no requests, and the fleet is not busy: evicting an idle one is free.
-    assert [x.node for x in controller.decide(healthy, service, 20.0) if x.kind == "preload"] == ["n1"]
+    assert [x.node for x in controller.decide(healthy, service, now) if x.kind == "preload"] == ["n1"]
 
 
 def test_a_model_in_use_alone_on_a_node_is_not_evicted_for_another() -> None:
     controller = Residency()
-    for i in range(60):
-        controller.observe("a", i / 3)
-        controller.observe("b", i / 3)  # b keeps its one replica busy enough
+    for i in range(int(T0 * 3)):
+        controller.observe("b", i / 3)  # b keeps its one replica busy, all along
+    now = turn(controller, ("a",))
     fleet = [node("n0", ("a",), {"a": 3}), node("n1", ("b", "c"))]
     # n1's victim in Ollama's order is b (idle now, but in use): the replica is not made there.
-    assert not [x for x in controller.decide(fleet, service, 20.0) if x.kind == "preload" and x.model == "a"]
+    assert not [x for x in controller.decide(fleet, service, now) if x.kind == "preload" and x.model == "a"]
+
+
+GIB = 2**30
+SIZES = {"a": 6 * GIB, "b": 9 * GIB, "c": 4 * GIB, "d": 12 * GIB}
+
+
+@st.composite
+def memory_fleets(draw: st.DrawFn) -> list[NodeView]:
+    nodes = []
+    for i in range(draw(st.integers(1, 4))):
+        loaded: list[str] = []
+        for m in draw(st.permutations(MODELS)):
+            if len(loaded) < 3 and sum(SIZES[x] for x in loaded) + SIZES[m] <= 24 * GIB and draw(st.booleans()):
+                loaded.append(m)
+        busy = {m: draw(st.integers(0, 3)) for m in loaded}
+        nodes.append(
+            NodeView(
+                name=f"n{i}",
+                parallel=2,
+                max_loaded=3,
+                vram_bytes=24 * GIB,
+                available=frozenset(MODELS),
+                model_sizes={m: int(s / 1.3) for m, s in SIZES.items()},
+                loaded=tuple(LoadedModel(m, size=SIZES[m], digest=m) for m in loaded),
+                in_flight=sum(busy.values()),
+                in_flight_by_model=busy,
+            )
+        )
+    return nodes
+
+
+def ollama_victims(node: NodeView, model: str, pinned: set[str]) -> list[str]:
+    """What Ollama unloads to load `model` (server/sched.go): until a slot is free and it fits in 80% of
+    what is left, each time the first idle runner by (keep_alive, digest), pinned ones last."""
+    left = sorted(node.loaded, key=lambda m: (m.model in pinned, m.digest))
+    out = []
+    while left and (len(left) >= node.max_loaded or SIZES[model] > 0.8 * (24 * GIB - sum(m.size for m in left))):
+        idle = [m for m in left if node.in_flight_by_model.get(m.model, 0) == 0]
+        victim = (idle or left)[0]
+        out.append(victim.model)
+        left.remove(victim)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(memory_fleets(), st.lists(st.sampled_from(MODELS), min_size=1, max_size=3, unique=True), st.floats(0.5, 6))
+def test_a_preload_never_unloads_a_pinned_replica(nodes: list[NodeView], turning: list[str], rate: float) -> None:
+    """Never more pinned than fits: what a preload makes Ollama unload is never a replica the controller
+    pinned (those stay resident until it unpins them)."""
+    controller = Residency()
+    for i in range(60):
+        controller.observe("z", i * 5.0)
+    for i in range(int(20 * rate)):
+        for m in turning:
+            controller.observe(m, T0 + i / rate)
+    actions = controller.decide(nodes, service, T0 + 20)
+    pinned = {(node, model) for model, where in controller.pinned().items() for node in where}
+    by_name = {n.name: n for n in nodes}
+    for a in actions:
+        if a.kind == "preload":
+            node = by_name[a.node]
+            here = {m for (n, m) in pinned if n == a.node and m != a.model}
+            assert not set(ollama_victims(node, a.model, here)) & here
+
+
+@settings(max_examples=200, deadline=None)
+@given(fleets(), st.lists(st.tuples(st.sampled_from(MODELS), st.floats(0, 60)), max_size=300))
+def test_every_pin_is_released_once_its_model_cools(nodes: list[NodeView], arrivals: list[tuple[str, float]]) -> None:
+    controller = Residency(ResidencyParams(cool_s=30.0))
+    for model, at in sorted(arrivals, key=lambda x: x[1]):
+        controller.observe(model, at)
+        controller.decide(nodes, service, at)
+    before = {(model, node) for model, where in controller.pinned().items() for node in where}
+    quiet = [NodeView(n.name, up=n.up, draining=n.draining, parallel=n.parallel, max_loaded=n.max_loaded,
+                      available=n.available, loaded=n.loaded) for n in nodes]  # fmt: skip
+    # No requests after t=60: below `cool` within a few windows, and unpinned cool_s later.
+    unpins = [a for t in (120.0, 151.0) for a in controller.decide(quiet, service, t) if a.kind == "unpin"]
+    assert controller.pinned() == {}
+    assert {(a.model, a.node) for a in unpins} == before
+    assert all(a.keep_alive == controller.p.keep_alive for a in unpins)

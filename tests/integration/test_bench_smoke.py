@@ -67,6 +67,13 @@ def test_long_benchmarks_start(module: str) -> None:
     assert "usage:" in bench(module, "--help").stdout
 
 
+def test_routing_live_multi_turn_a_few_seconds(tmp_path: Path) -> None:
+    out = tmp_path / "turns.md"
+    args = ["--multi-turn", "--seconds", "4", "--rate", "2", "--policies", "model-aware+prefix", "--out", str(out)]
+    bench("bench.routing_live", *args, timeout=180)
+    assert "| model-aware+prefix |" in out.read_text() and "later turns: TTFT p50" in out.read_text()
+
+
 @pytest.mark.parametrize("module", ["bench.admission_cost", "bench.body_read"])
 def test_long_microbenchmarks_import(module: str) -> None:
     # They take no flags and run for 30-45 s: only that they still import what they measure is checked.
@@ -88,6 +95,7 @@ COVERED = {
     "proxy_overhead": "run",
     "routing": "--help",
     "routing_live": "--help",
+    "routing_live_turns": "run",  # the workload of `bench.routing_live --multi-turn`
     "workers": "run",
     "limiter_cost": "run",
     "loop_stalls": "run",

@@ -53,32 +53,13 @@ class AccessWriter:
 
     def observe(self, record: RequestRecord) -> None:
         """One line per request. Never the prompt, never a key (the record holds neither)."""
-        ttft = record.ttft
-        queued = record.queued_s
-        kind = record.error_kind
         line = {
             "ts": round(time.time(), 6),
             "level": "info",
             "logger": "corral.access",
             "msg": f"{record.method} {record.path} {record.status}",
             **logs.PROCESS_FIELDS,
-            "request_id": record.request_id,
-            "client_ip": record.client_ip,
-            "method": record.method,
-            "route": record.route,
-            "status": record.status,
-            "model": record.model,
-            "node": record.node,
-            "attempts": record.attempts,
-            "cache": record.cache,
-            "stream": record.stream,
-            "prompt_tokens": record.prompt_tokens,
-            "completion_tokens": record.completion_tokens,
-            "ttft_ms": round(ttft * 1000, 2) if ttft is not None else None,
-            "latency_ms": round(record.latency * 1000, 2),
-            "queued_ms": round(queued * 1000, 2) if queued else None,
-            "error_kind": kind.value if kind else None,
-            "error": record.error,
+            **logs.access_fields(record),
         }
         lines = self._lines
         lines.append(orjson.dumps(line, default=str, option=orjson.OPT_APPEND_NEWLINE))

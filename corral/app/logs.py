@@ -77,33 +77,31 @@ def json_handler() -> logging.StreamHandler[TextIO] | None:
     return handler
 
 
+def access_fields(record: RequestRecord) -> dict[str, object]:
+    """What an access line says about a request. Never the prompt, never a key (the record holds
+    neither)."""
+    ttft, queued, kind = record.ttft, record.queued_s, record.error_kind
+    return {
+        "request_id": record.request_id,
+        "client_ip": record.client_ip,
+        "method": record.method,
+        "route": record.route,
+        "status": record.status,
+        "model": record.model,
+        "node": record.node,
+        "attempts": record.attempts,
+        "cache": record.cache,
+        "stream": record.stream,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "ttft_ms": round(ttft * 1000, 2) if ttft is not None else None,
+        "latency_ms": round(record.latency * 1000, 2),
+        "queued_ms": round(queued * 1000, 2) if queued else None,
+        "error_kind": kind.value if kind else None,
+        "error": record.error,
+    }
+
+
 def access_observer(record: RequestRecord) -> None:
-    """One line per request through `logging` (console lines, or handlers other than the standard one).
-    Never the prompt, never a key."""
-    ACCESS.info(
-        "%s %s %d",
-        record.method,
-        record.path,
-        record.status,
-        extra={
-            "fields": {
-                "request_id": record.request_id,
-                "client_ip": record.client_ip,
-                "method": record.method,
-                "route": record.route,
-                "status": record.status,
-                "model": record.model,
-                "node": record.node,
-                "attempts": record.attempts,
-                "cache": record.cache,
-                "stream": record.stream,
-                "prompt_tokens": record.prompt_tokens,
-                "completion_tokens": record.completion_tokens,
-                "ttft_ms": round(record.ttft * 1000, 2) if record.ttft is not None else None,
-                "latency_ms": round(record.latency * 1000, 2),
-                "queued_ms": round(record.queued_s * 1000, 2) if record.queued_s else None,
-                "error_kind": record.error_kind.value if record.error_kind else None,
-                "error": record.error,
-            }
-        },
-    )
+    """One line per request through `logging` (console lines, or handlers other than the standard one)."""
+    ACCESS.info("%s %s %d", record.method, record.path, record.status, extra={"fields": access_fields(record)})

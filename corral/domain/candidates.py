@@ -36,6 +36,12 @@ def candidates(nodes: Sequence[NodeView], req: RouteRequest) -> list[NodeView] |
     return free
 
 
+def rotate(free: list[NodeView], turn: int) -> list[NodeView]:
+    """`free` started at position `turn` (modulo its length): ties between equal nodes go round."""
+    start = turn % len(free)
+    return free[start:] + free[:start]
+
+
 def is_loaded(node: NodeView, req: RouteRequest) -> bool:
     """The node holds a runner for the model with the request's load-time options."""
     return holds(node.loaded, req)

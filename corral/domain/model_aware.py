@@ -37,7 +37,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from corral.domain.candidates import candidates, holds, is_loaded
+from corral.domain.candidates import candidates, holds, is_loaded, rotate
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, NoRouteReason, Pick, RouteRequest
 from corral.domain.fleet_index import FleetIndex, admissible
 from corral.domain.ledger import Ledger
@@ -141,8 +141,7 @@ class ModelAware:
             if isinstance(free, NoRoute):
                 return free
             self._cursor += 1
-            start = self._cursor % len(free)
-            rotated = free[start:] + free[:start]
+            rotated = rotate(free, self._cursor)
             big = len(rotated) > self.costs.scan_nodes
             if big:
                 ready, pool = self._shortlist(rotated, req, now)

@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 from typing import Protocol
 
-from corral.domain.candidates import candidates, is_loaded
+from corral.domain.candidates import candidates, is_loaded, rotate
 from corral.domain.fleet import NodeView, NoRoute, Pick, RouteRequest
 from corral.domain.model_aware import ModelAware
 
@@ -59,8 +59,7 @@ class LeastConnections(_Blind):
         if isinstance(free, NoRoute):
             return free
         self._cursor += 1
-        start = self._cursor % len(free)
-        rotated = free[start:] + free[:start]
+        rotated = rotate(free, self._cursor)
         node = min(rotated, key=lambda n: n.in_flight / n.weight)
         return Pick(node.name, cold=not is_loaded(node, req))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import fields
 from typing import Any
 
 import orjson
@@ -29,15 +30,10 @@ class ResidencyTask:
         self.strategy = strategy
         self.settings = settings
         self.timeout_s = timeout_s
-        s = settings
+        # Every controller parameter the `residency:` section sets, by name (the others keep their defaults).
+        configured = type(settings).model_fields
         params = ResidencyParams(
-            hot=s.hot,
-            cool=s.cool,
-            window_s=s.window_s,
-            cool_s=s.cool_s,
-            keep_alive=s.keep_alive,
-            trend_window_s=s.trend_window_s,
-            rise=s.rise,
+            **{f.name: getattr(settings, f.name) for f in fields(ResidencyParams) if f.name in configured}
         )
         self.controller = Residency(params)
         # Service times are the routing cost model's, learnt when model-aware routes; priors otherwise.

@@ -105,6 +105,7 @@ def sim(
     prompt_eval_rate: Annotated[
         float | None,
         typer.Option(
+            min=1.0,
             metavar="TOKENS_PER_S",
             help="Prompt evaluation speed: the first token waits for the prompt tokens not in the slot's "
             "cache (default: no wait; durations report 20× generation speed).",

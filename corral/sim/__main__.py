@@ -7,6 +7,13 @@ import argparse
 from corral.sim import SimOptions, serve
 
 
+def _rate(text: str) -> float:
+    value = float(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: at least 1 token per second")
+    return value
+
+
 def parse(argv: list[str] | None = None) -> SimOptions:
     p = argparse.ArgumentParser(prog="corral-sim", description="A simulated Ollama node.")
     p.add_argument("--host", default="127.0.0.1")
@@ -21,7 +28,7 @@ def parse(argv: list[str] | None = None) -> SimOptions:
     p.add_argument("--embed-tokens-per-second", type=float, default=None)
     p.add_argument(
         "--prompt-eval-rate",
-        type=float,
+        type=_rate,
         default=None,
         metavar="TOKENS_PER_S",
         help="prompt tokens evaluated per second; the first token waits for the uncached ones (unset: no wait)",

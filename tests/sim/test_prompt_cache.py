@@ -13,7 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from corral.cli.main import app
 from corral.sim.__main__ import parse
 from tests.procs import Proc, running, sim_stats, start_sim
 
@@ -209,6 +211,13 @@ def test_one_slot_loses_a_conversation_to_the_next(one_slot: Proc) -> None:
 def test_the_module_entry_point_takes_the_rate_too() -> None:
     assert parse(["--prompt-eval-rate", "2500"]).prompt_eval_rate == 2500
     assert parse([]).prompt_eval_rate is None  # no wait unless asked for
+
+
+def test_a_rate_below_one_token_a_second_is_refused_by_name() -> None:
+    with pytest.raises(SystemExit):
+        parse(["--prompt-eval-rate", "0"])
+    result = CliRunner().invoke(app, ["sim", "--model", "m:1b", "--prompt-eval-rate", "-5"])
+    assert result.exit_code == 2 and "--prompt-eval-rate" in result.output
 
 
 def same_app(question: str) -> list[dict[str, Any]]:

@@ -76,3 +76,12 @@ def test_vram_gb_reaches_routing_and_bad_values_name_the_key(tmp_path: Path) -> 
         with pytest.raises(ConfigError) as err:
             load_settings(path)
         assert [key for key, _ in err.value.problems] == ["backends[0].vram_gb"]
+
+
+def test_prefix_affinity_settings_are_checked_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("routing: {prefix_index_size: 0, prompt_eval_rate: -1, prefix_affinity: maybe}\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    keys = {key for key, _ in err.value.problems}
+    assert keys == {"routing.prefix_index_size", "routing.prompt_eval_rate", "routing.prefix_affinity"}

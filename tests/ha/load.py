@@ -51,7 +51,10 @@ class Load:
         return len(self.outcomes)
 
     async def _run(self) -> None:
-        limits = httpx.Limits(max_connections=self.clients, max_keepalive_connections=self.clients)
+        # A connection per request: a request sent on a kept-alive connection that HAProxy closes at that
+        # moment (after a replica died under it) fails in the client before reaching any replica, the
+        # HTTP keep-alive race every proxy has; it says nothing of Corral's failover.
+        limits = httpx.Limits(max_connections=self.clients, max_keepalive_connections=0)
         async with httpx.AsyncClient(timeout=30, limits=limits) as client:
             await asyncio.gather(*(self._client(client, i) for i in range(self.clients)))
 

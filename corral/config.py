@@ -699,19 +699,27 @@ class ResidencySettings(_Section):
     hot: float = Field(
         1.0,
         gt=0,
-        description="A model is hot when its arrival rate exceeds this share of what its loaded replicas serve, "
-        "or its requests in flight exceed their slots.",
+        description="A model is queued (hot) when routing's estimated wait on its best loaded copy is at least this "
+        "many of its load times; its replicas are pinned.",
     )
-    cool: float = Field(0.3, gt=0, description="A hot model cools below this share (and is unpinned after cool_s).")
+    cool: float = Field(
+        0.3,
+        gt=0,
+        description="A hot model cools when its best estimated wait is below this many load times and its requests "
+        "fit its slots (it is unpinned after cool_s).",
+    )
+    hold_s: float = Field(
+        1.0, ge=0, description="Seconds a model stays queued before a replica is preloaded (a passing queue: routing)."
+    )
     window_s: float = Field(10.0, gt=0, description="Arrival rates are averaged over about this long.")
-    cool_s: float = Field(60.0, ge=0, description="Seconds a model stays below `cool` before it is unpinned.")
+    cool_s: float = Field(60.0, ge=0, description="Seconds a model stays cool before it is unpinned.")
     trend_window_s: float = Field(
         300.0, gt=0, description="A model's usual arrival rate is averaged over about this long."
     )
     rise: float = Field(
-        1.5,
+        5.0,
         gt=0,
-        description="A replica is preloaded only while a hot model's recent rate (over window_s) is at least this "
+        description="A replica is preloaded only while a queued model's recent rate (over window_s) is at least this "
         "many times its usual rate (over trend_window_s): a turn, not the steady traffic routing already places.",
     )
     keep_alive: str = Field("5m", description="The keep_alive an unpinned replica goes back to (Ollama's default).")

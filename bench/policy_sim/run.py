@@ -297,7 +297,7 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             next_poll = now + POLL_S
         if controller is not None and now >= next_decision:
             assert isinstance(strategy, ModelAware)
-            for action in controller.decide(views(), strategy.service_s, now):
+            for action in controller.decide(views(), strategy, now):
                 act(action)
             next_decision = now + RESIDENCY_INTERVAL_S
         done_now: list[Request] = []

@@ -67,7 +67,7 @@ class ResidencyTask:
     def tick(self) -> list[Action]:
         now = self.loop.time()
         views = [v for v in self.fleet.snapshot(now) if v.kind is NodeKind.OLLAMA]
-        actions = self.controller.decide(views, self._estimates.service_s, now)
+        actions = self.controller.decide(views, self._estimates, now)
         for action in actions:
             if action.kind == "preload" and isinstance(self.strategy, ModelAware):
                 self._announce(views, action, now)

@@ -566,6 +566,22 @@ class ModelAware:
             previous = self._service.get(model)
             self._service[model] = service_s if previous is None else self._ewma(previous, service_s)
 
+    # for the residency controller (corral/domain/residency.py)
+
+    def wait_s(self, node: NodeView, model: str, now: float) -> float:
+        """Routing's estimate of the seconds a new request for `model` (default options) would wait on
+        the node's copy before its prefill starts: what is left of a load, then the work queued ahead
+        (the ledger's), slower by the other models busy on the same GPU. 0 with a slot free and no
+        prompts ahead; only meaningful where the node holds the model."""
+        load = self._loads.get(node.name, {}).get((model, ""))
+        left = max(0.0, load.ready_at - now) if load is not None else 0.0
+        if self.costs.work_waits:
+            queue = self._work_wait(node, model, now)
+        else:
+            slots = max(1, node.parallel)
+            queue = max(0, node.in_flight_by_model.get(model, 0) - slots + 1) * self.service_s(node, model) / slots
+        return left + queue * (1 + _others(node, model)) / _speed(node)
+
     def _ewma(self, old: float, new: float) -> float:
         return old + self.costs.learn_rate * (new - old)
 

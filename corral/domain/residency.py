@@ -1,16 +1,18 @@
-"""Residency control: load a replica of a model that turns hot before requests queue for it, keep hot
-models resident, and let them go when they cool (docs/routing.md, "Residency").
+"""Residency control: load a replica of a model that turns hot before requests queue long for it, keep
+hot models resident, and let them go when they cool (docs/routing.md, "Residency").
 
-Routing alone adds a replica only once a request finds every loaded copy busy, and that request (and
-the ones behind it) pay the load. This controller watches each model's arrival rate against what its
-loaded replicas serve (slots ÷ service time, the routing cost model's figures) and, once that share
-passes `hot` while the model is asked for well above its usual rate (a turn: steady traffic is
-routing's to place), asks for one more replica at a time on a node with free room: one where the load
-evicts nothing, else one where every runner Ollama would unload is idle, unpinned and either barely
-used or using far fewer slots than the hot model lacks.
-Replicas of a hot model are pinned (`keep_alive` -1: Ollama sorts them last when it picks a victim and
-never expires them, server/sched.go `ByDurationAndName`); once the model's share stays below `cool` for
-`cool_s`, they are unpinned (the default keep_alive again).
+Routing alone adds a replica only when a request finds every loaded copy busy, and that request (and
+the ones behind it) pay the load. This controller reads routing's own estimates (`Estimates`, the cost
+model of corral/domain/model_aware.py and its ledger of queued work): a model is **queued** when the
+wait a new request would see on its best copy is at least `hot` of its load times, so that a replica
+loaded now would serve sooner than its copies. A model queued for `hold_s` on end while asked for well
+above its usual rate (a turn: a passing queue or steady traffic is routing's to place) gets one more
+replica at a time: into free room (no eviction), else, only while the fleet is neither saturated nor
+thrashing and has lost no node, on a node whose runners Ollama would unload are idle, unpinned and
+barely used, or keep busy far fewer slots than the hot model lacks.
+A queued model's replicas are pinned (`keep_alive` -1: Ollama sorts them last when it picks a victim
+and never expires them, server/sched.go `ByDurationAndName`); once its best wait stays below `cool`
+load times with its requests within its slots for `cool_s`, they are unpinned (the default keep_alive).
 
 Pure: `observe` counts arrivals, `decide` returns actions for the caller to carry out (an empty-prompt
 generate with keep_alive); time is an argument.
@@ -19,8 +21,10 @@ generate with keep_alive); time is an argument.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from corral.domain.fleet import LoadedModel, NodeView
 
@@ -28,13 +32,29 @@ PIN = "-1"
 MAX_BACKOFF_S = 300.0
 
 
+class Estimates(Protocol):
+    """What the controller reads from routing's cost model (`ModelAware` has all three)."""
+
+    def wait_s(self, node: NodeView, model: str, now: float) -> float:
+        """Seconds a new request for the model would wait on the node's copy."""
+        ...
+
+    def load_s(self, node: NodeView, model: str) -> float:
+        """Seconds loading the model on the node takes."""
+        ...
+
+    def service_s(self, node: NodeView, model: str) -> float:
+        """Seconds a request of the model holds a slot."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class ResidencyParams:
-    hot: float = 1.0  # a model is hot above this share of what its loaded replicas can serve
-    busy: float = 1.5  # ... or with more requests in flight than this share of its replicas' slots
-    cool: float = 0.3  # ... and cool again below this, for `cool_s`
+    hot: float = 1.0  # queued: the wait on its best copy is at least this many of its load times
+    cool: float = 0.3  # cool: the best wait below this many load times, requests within its slots ...
+    cool_s: float = 60.0  # ... for this long: unpinned
+    hold_s: float = 1.0  # queued this long on end before a replica is preloaded (a passing queue is routing's)
     window_s: float = 10.0  # arrival rates are averaged over about this long
-    cool_s: float = 60.0
     min_rate: float = 0.05  # requests/s below which a model is never hot (one-off requests)
     settle_s: float = 10.0  # after a preload of a model, wait this long before another (it must load)
     keep_alive: str = "5m"  # what an unpinned replica goes back to
@@ -42,8 +62,10 @@ class ResidencyParams:
     idle_node: float = 0.25  # only nodes with fewer requests in flight than this share of their slots
     fleet_busy: float = 0.3  # no eviction for a replica while the fleet has more than this share busy
     trend_window_s: float = 300.0  # the model's usual rate, averaged over about this long
-    rise: float = 1.5  # a replica is preloaded only while the recent rate is this many times the usual one
+    rise: float = 5.0  # a replica is preloaded only while the recent rate is this many times the usual one
     trade: float = 0.5  # runners in use may be evicted for a replica if they keep busy this share of the slots it lacks
+    churn_window_s: float = 60.0  # runners unloaded in the fleet are counted over this long ...
+    churn: float = 1.0  # ... and above this many per node, the fleet is thrashing: no eviction for a replica
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +82,13 @@ class _Model:
     rate: float = 0.0  # decayed arrival count
     usual: float = 0.0  # the same over trend_window_s
     at: float = 0.0
+    queued_since: float | None = None
+    queued_at: float = -math.inf  # the last decision that found it queued
     cool_since: float | None = None
     preload_at: float = -math.inf
     backoff_s: float = 0.0  # grows while preloads of this model do not stick (churn), resets when one does
     replicas_at_preload: int = 0
     pinned: set[str] = field(default_factory=set)  # nodes where we pinned it
-
-
-ServiceTime = Callable[[NodeView, str], float]
 
 
 class Residency:
@@ -77,6 +98,8 @@ class Residency:
         self.recent: list[tuple[float, Action]] = []  # the last decisions, for /internal/status
         self._sizes: dict[str, int] = {}  # model -> resident bytes seen in /api/ps
         self._since: float | None = None  # the first arrival seen: how much history the usual rates have
+        self._held: dict[str, frozenset[str]] = {}  # node -> models loaded at the last decision
+        self._unloads: deque[float] = deque()  # when runners left nodes still up, over churn_window_s
 
     def observe(self, model: str, now: float) -> None:
         """A request for `model` arrived."""
@@ -104,13 +127,11 @@ class Residency:
         """Asked for much more than usual: a turn, not the steady traffic routing already places."""
         return self.rate(model, now) >= self.p.rise * self.usual_rate(model, now)
 
-    def share(
-        self, model: str, nodes: Sequence[NodeView], service_s: ServiceTime, now: float, usual: bool = False
-    ) -> float:
+    def share(self, model: str, nodes: Sequence[NodeView], est: Estimates, now: float, usual: bool = False) -> float:
         """Arrival rate (the recent one, or with `usual` the long-run one) over the rate its loaded
         replicas serve with every slot busy."""
         capacity = sum(
-            max(1, n.parallel) * max(n.weight, 1e-9) / max(service_s(n, model), 1e-3)
+            max(1, n.parallel) * max(n.weight, 1e-9) / max(est.service_s(n, model), 1e-3)
             for n in nodes
             if n.eligible and _holds(n, model)
         )
@@ -124,28 +145,39 @@ class Residency:
         busy = sum(n.in_flight_by_model.get(model, 0) for n in holders)
         return busy / slots if slots else 0.0
 
-    def decide(self, nodes: Sequence[NodeView], service_s: ServiceTime, now: float) -> list[Action]:
+    def queue(self, model: str, nodes: Sequence[NodeView], est: Estimates, now: float) -> float:
+        """Routing's estimated wait on the model's best copy, in load times (inf with no copy)."""
+        holders = [n for n in nodes if n.eligible and _holds(n, model)]
+        if not holders:
+            return math.inf
+        wait = min(est.wait_s(n, model, now) for n in holders)
+        return wait / max(min(est.load_s(n, model) for n in holders), 1e-3)
+
+    def decide(self, nodes: Sequence[NodeView], est: Estimates, now: float) -> list[Action]:
         actions: list[Action] = []
+        self._watch(nodes, now)
         hot: set[str] = set()
-        for n in nodes:
-            for lm in n.loaded:
-                if lm.size or lm.size_vram:
-                    self._sizes[lm.model] = max(lm.size, lm.size_vram)
         wanting: list[tuple[str, _Model, list[str], float]] = []
         for model, m in self._models.items():
-            share = max(
-                self.share(model, nodes, service_s, now), self.occupancy(model, nodes) * self.p.hot / self.p.busy
-            )
             holders = [n.name for n in nodes if n.eligible and _holds(n, model)]
-            if share > self.p.hot and self.rate(model, now) >= self.p.min_rate and holders:
+            if not holders:
+                m.queued_since = None
+                continue  # the first copy is routing's to load, for the request that asks
+            waits = self.queue(model, nodes, est, now)
+            if waits >= self.p.hot and self.rate(model, now) >= self.p.min_rate:
                 hot.add(model)
+                m.queued_since = now if m.queued_since is None else m.queued_since
+                m.queued_at = now
                 m.cool_since = None
-                actions += [self._act("pin", n, model, PIN, f"hot: {share:.0%} of its replicas' capacity")
+                actions += [self._act("pin", n, model, PIN, f"queued: {waits:.1f} load times on its best copy")
                             for n in holders if n not in m.pinned]  # fmt: skip
                 m.pinned.update(holders)
-                wanting.append((model, m, holders, share))
+                if now - m.queued_since >= self.p.hold_s:
+                    wanting.append((model, m, holders, waits))
                 continue
-            if share < self.p.cool:
+            if now - m.queued_at > self.p.hold_s:
+                m.queued_since = None  # a dip shorter than hold_s (one request just done) does not count
+            if m.pinned and waits < self.p.cool and self.occupancy(model, nodes) <= 1.0:
                 m.cool_since = now if m.cool_since is None else m.cool_since
             else:
                 m.cool_since = None
@@ -153,8 +185,12 @@ class Residency:
                 actions += [self._act("unpin", n, model, self.p.keep_alive, "cooled") for n in sorted(m.pinned)]
                 m.pinned.clear()
         # Replicas once every hot model is known and pinned: a preload must not evict one found hot later.
-        for model, m, holders, share in wanting:
-            actions += self._preload(model, m, nodes, holders, hot, share, service_s, now)
+        # At most one per node and decision: the room seen is for one load (two would evict).
+        taken: set[str] = set()
+        for model, m, holders, waits in wanting:
+            preload = self._preload(model, m, nodes, holders, hot, waits, est, now, taken)
+            taken.update(a.node for a in preload)
+            actions += preload
         for _, m in self._models.items():
             m.pinned &= {n.name for n in nodes}  # a node removed from the fleet
         self._forget(now)
@@ -163,6 +199,25 @@ class Residency:
         del self.recent[:-50]
         return actions
 
+    def _watch(self, nodes: Sequence[NodeView], now: float) -> None:
+        """Learn sizes, and count the runners that left nodes still up since the last decision (evicted
+        or expired): the fleet's churn."""
+        for n in nodes:
+            for lm in n.loaded:
+                if lm.size or lm.size_vram:
+                    self._sizes[lm.model] = max(lm.size, lm.size_vram)
+            held = frozenset(lm.model for lm in n.loaded)
+            before = self._held.get(n.name)
+            if before is not None and n.up:
+                self._unloads.extend(now for _ in before - held)
+            self._held[n.name] = held
+        while self._unloads and now - self._unloads[0] > self.p.churn_window_s:
+            self._unloads.popleft()
+
+    def thrashing(self, nodes: Sequence[NodeView]) -> bool:
+        """More runners unloaded over `churn_window_s` than `churn` per node."""
+        return len(self._unloads) > self.p.churn * max(1, len(nodes))
+
     def _preload(
         self,
         model: str,
@@ -170,26 +225,27 @@ class Residency:
         nodes: Sequence[NodeView],
         holders: list[str],
         hot: set[str],
-        share: float,
-        service_s: ServiceTime,
+        waits: float,
+        est: Estimates,
         now: float,
+        taken: set[str],
     ) -> list[Action]:
-        """One more replica for a hot model, only while it is asked for well above its usual rate: a turn,
-        not the steady traffic routing already places (and that a replica more would only churn)."""
+        """One more replica for a queued model, only while it is asked for well above its usual rate: a
+        turn, not the steady traffic routing already places (and that a replica more would only churn)."""
         if m.backoff_s and now - m.preload_at >= self.p.settle_s and len(holders) > m.replicas_at_preload:
             m.backoff_s = 0.0  # the last replica stuck
         if now - m.preload_at < self.p.settle_s + m.backoff_s or not self.rising(model, now):
             return []
-        target = self._room(nodes, model, hot | self._pinned_models(), service_s, now)
+        target = self._room(nodes, model, hot | self._pinned_models(), est, now, taken)
         if target is None:
             return []
         if now - m.preload_at < 2 * (self.p.settle_s + m.backoff_s) + self.p.window_s:
-            # Hot again soon after the last preload: it did not stick, or did not help.
+            # Queued again soon after the last preload: it did not stick, or did not help.
             m.backoff_s = min(MAX_BACKOFF_S, max(self.p.settle_s, 2 * m.backoff_s))
         m.replicas_at_preload = len(holders)
         m.preload_at = now
         m.pinned.add(target)
-        return [self._act("preload", target, model, PIN, f"hot: {share:.0%}, one more replica")]
+        return [self._act("preload", target, model, PIN, f"queued: {waits:.1f} load times, one more replica")]
 
     def pinned(self) -> dict[str, list[str]]:
         return {model: sorted(m.pinned) for model, m in sorted(self._models.items()) if m.pinned}
@@ -205,8 +261,9 @@ class Residency:
         nodes: Sequence[NodeView],
         model: str,
         hot_models: set[str],
-        service_s: ServiceTime,
+        est: Estimates,
         now: float,
+        taken: set[str],
     ) -> str | None:
         """A node to load a replica on: free room first (fewest runners), else one whose predicted victims
         are all idle and cold; never a node that lacks the model or already holds it."""
@@ -218,9 +275,9 @@ class Residency:
         slots = sum(max(1, n.parallel) * sum(m.model != model for m in n.loaded) for n in live)
         others = sum(n.in_flight - n.in_flight_by_model.get(model, 0) for n in live)
         may_evict = slots > 0 and others <= self.p.fleet_busy * slots
-        may_evict = may_evict and len(live) == len(nodes)
+        may_evict = may_evict and len(live) == len(nodes) and not self.thrashing(nodes)
         for n in nodes:
-            if not n.eligible or not n.serves(model) or _holds(n, model):
+            if not n.eligible or not n.serves(model) or _holds(n, model) or n.name in taken:
                 continue
             if n.max_concurrency is not None and n.in_flight >= n.max_concurrency:
                 continue
@@ -229,7 +286,7 @@ class Residency:
             free = len(n.loaded) < n.max_loaded and self._fits(n, model)
             if free:
                 rank = (0, len(n.loaded), n.name)
-            elif may_evict and self._cold_victim(n, model, nodes, hot_models, service_s, now):
+            elif may_evict and self._cold_victim(n, model, nodes, hot_models, est, now):
                 rank = (1, n.in_flight, n.name)
             else:
                 continue
@@ -242,7 +299,7 @@ class Residency:
         model: str,
         nodes: Sequence[NodeView],
         hot_models: set[str],
-        service_s: ServiceTime,
+        est: Estimates,
         now: float,
     ) -> bool:
         """Take a full node only if every runner Ollama would unload for the replica is idle, not hot or
@@ -258,21 +315,19 @@ class Residency:
         # What the victims keep busy, on the long-run rate (at high load every model has quiet spells of a
         # few seconds), against the slots the hot model lacks: a model in use is evicted only for a much
         # larger shortfall, since its requests then wait for a load of their own.
-        used = sum(self.usual_rate(v.model, now) * service_s(node, v.model) for v in victims)
-        if used <= self.p.trade * self._shortfall(model, nodes, service_s, now):
+        used = sum(self.usual_rate(v.model, now) * est.service_s(node, v.model) for v in victims)
+        if used <= self.p.trade * self._shortfall(model, nodes, est, now):
             return True
         for victim in victims:
             if (
                 max(self.rate(victim.model, now), self.usual_rate(victim.model, now)) >= self.p.min_rate
-                and max(
-                    self.share(victim.model, rest, service_s, now), self.share(victim.model, rest, service_s, now, True)
-                )
+                and max(self.share(victim.model, rest, est, now), self.share(victim.model, rest, est, now, True))
                 >= self.p.victim_share
             ):
                 return False
         return True
 
-    def _shortfall(self, model: str, nodes: Sequence[NodeView], service_s: ServiceTime, now: float) -> float:
+    def _shortfall(self, model: str, nodes: Sequence[NodeView], est: Estimates, now: float) -> float:
         """Slots the model lacks: its requests queued beyond its replicas' slots, or what its recent
         arrivals keep busy beyond them."""
         holders = [n for n in nodes if n.eligible and _holds(n, model)]
@@ -283,7 +338,7 @@ class Residency:
         # The queue itself, too: the service time is a request's own, and slots that share a GPU serve
         # less than their number, so the rate alone understates what a model lacks.
         queued = sum(n.in_flight_by_model.get(model, 0) for n in holders) - slots
-        return max(0.0, queued, self.rate(model, now) * service_s(node, model) - slots)
+        return max(0.0, queued, self.rate(model, now) * est.service_s(node, model) - slots)
 
     def _victims(self, node: NodeView, model: str, hot_models: set[str]) -> list[LoadedModel]:
         """What loading `model` evicts: runners in Ollama's order (idle first) until a slot is free and,

@@ -32,6 +32,10 @@ def fleet() -> Iterator[tuple[Proc, Proc, Proc]]:
                     "interval_s": 0.2,
                     "window_s": 1,
                     "trend_window_s": 30,
+                    # Its history is seconds long, not minutes: a turn is a smaller rise over it, and its queue
+                    # of half-second requests on one slot dips below a load time between decisions.
+                    "rise": 1.5,
+                    "hold_s": 0,
                     "cool_s": 1,
                     "keep_alive": "4m",
                 },
@@ -72,7 +76,7 @@ def test_a_hot_model_gets_a_pinned_replica_and_is_unpinned_when_it_cools(fleet: 
             while not stop.is_set():
                 assert http.post("/api/generate", json=body).status_code == 200
 
-    clients = [threading.Thread(target=client) for _ in range(4)]
+    clients = [threading.Thread(target=client) for _ in range(8)]
     for t in clients:
         t.start()
     try:

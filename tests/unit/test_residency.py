@@ -1,4 +1,7 @@
-"""The residency controller's decisions (corral.domain.residency), as properties over random fleets."""
+"""The residency controller's decisions (corral.domain.residency), as properties over random fleets.
+
+Its estimates are routing's own (`ModelAware`, priors only: with no request dispatched through it, a
+runner's requests in flight are typical ones of the prior service time, 5 s, and a load takes 3.1 s)."""
 
 from __future__ import annotations
 
@@ -6,13 +9,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.domain.fleet import LoadedModel, NodeView
-from corral.domain.residency import PIN, Residency, ResidencyParams
+from corral.domain.model_aware import ModelAware
+from corral.domain.residency import PIN, Action, Residency, ResidencyParams
 
 MODELS = ("a", "b", "c", "d")
 
 
-def service(_node: NodeView, _model: str) -> float:
-    return 2.0  # seconds a request holds a slot
+def decide(controller: Residency, nodes: list[NodeView], now: float) -> list[Action]:
+    """Two decisions a `hold_s` apart (a model must stay queued that long for a replica): both's actions."""
+    est = ModelAware()
+    return controller.decide(nodes, est, now - controller.p.hold_s) + controller.decide(nodes, est, now)
 
 
 @st.composite
@@ -45,7 +51,9 @@ def test_a_preload_goes_only_where_the_model_can_be_and_is_not(
     controller = Residency()
     for model, at in sorted(arrivals, key=lambda x: x[1]):
         controller.observe(model, at)
-    actions = controller.decide(nodes, service, 30.0)
+    est = ModelAware()
+    decided = [(t, controller.decide(nodes, est, t)) for t in (30.0 - controller.p.hold_s, 30.0)]
+    actions = [a for _, acts in decided for a in acts]
     by_name = {n.name: n for n in nodes}
     preloads = [a for a in actions if a.kind == "preload"]
     assert len({a.model for a in preloads}) == len(preloads)  # one replica at a time per model
@@ -54,10 +62,11 @@ def test_a_preload_goes_only_where_the_model_can_be_and_is_not(
         assert node.eligible and node.serves(a.model)
         assert not any(m.model == a.model for m in node.loaded)
         assert a.keep_alive == PIN
-    for a in actions:
-        assert controller.rate(a.model, 30.0) >= controller.p.min_rate  # never for a model nobody asks for
+    for t, acts in decided:
+        for a in acts:
+            assert controller.rate(a.model, t) >= controller.p.min_rate  # never for a model nobody asks for
     # Asking again at once changes nothing: a preload must have time to load.
-    assert not [a for a in controller.decide(nodes, service, 30.5) if a.kind == "preload"]
+    assert not [a for a in controller.decide(nodes, est, 30.5) if a.kind == "preload"]
 
 
 def node(name: str, loaded: tuple[str, ...], busy: dict[str, int] | None = None, up: bool = True) -> NodeView:
@@ -92,13 +101,13 @@ def test_a_hot_model_gets_a_replica_in_free_room_is_pinned_and_unpinned_when_it_
     controller = Residency(ResidencyParams(cool_s=30.0))
     now = turn(controller, ("a",))
     fleet = [node("n0", ("a",), {"a": 3}), node("n1", ("b",)), node("n2", ("b", "c"))]
-    actions = controller.decide(fleet, service, now)
+    actions = decide(controller, fleet, now)
     assert [(x.kind, x.node) for x in actions] == [("pin", "n0"), ("preload", "n1")]  # n2 is full
     assert controller.pinned() == {"a": ["n0", "n1"]}
     fleet[1] = node("n1", ("b", "a"))
     quiet = [node("n0", ("a",)), fleet[1], fleet[2]]
-    assert controller.decide(quiet, service, now + 40) == []  # cooling starts
-    unpins = controller.decide(quiet, service, now + 71)
+    assert controller.decide(quiet, ModelAware(), now + 40) == []  # cooling starts
+    unpins = controller.decide(quiet, ModelAware(), now + 71)
     assert sorted((x.kind, x.node, x.keep_alive) for x in unpins) == [("unpin", "n0", "5m"), ("unpin", "n1", "5m")]
     assert controller.pinned() == {}
 
@@ -109,19 +118,19 @@ def test_steady_traffic_gets_no_replica_from_the_controller() -> None:
     for i in range(int(T0 * 3)):
         controller.observe("a", i / 3)
     fleet = [node("n0", ("a",), {"a": 3}), node("n1", ("b",)), node("n2", ("b", "c"))]
-    assert [(x.kind, x.node) for x in controller.decide(fleet, service, T0)] == [("pin", "n0")]
+    assert [(x.kind, x.node) for x in decide(controller, fleet, T0)] == [("pin", "n0")]
 
 
 def test_no_replica_by_eviction_while_the_fleet_has_lost_a_node() -> None:
     controller = Residency()
     now = turn(controller, ("a",))
     full = [node("n0", ("a",), {"a": 3}), node("n1", ("b", "c")), node("n2", ("d",), up=False)]
-    assert not [x for x in controller.decide(full, service, now) if x.kind == "preload"]
+    assert not [x for x in decide(controller, full, now) if x.kind == "preload"]
     healthy = [full[0], full[1], node("n2", ("c", "d"))]
     controller = Residency()
     now = turn(controller, ("a",))
     # b, c and d get no requests, and the fleet is not busy: evicting an idle one is free.
-    assert [x.node for x in controller.decide(healthy, service, now) if x.kind == "preload"] == ["n1"]
+    assert [x.node for x in decide(controller, healthy, now) if x.kind == "preload"] == ["n1"]
 
 
 def test_a_model_in_use_alone_on_a_node_is_not_evicted_for_another() -> None:
@@ -131,7 +140,7 @@ def test_a_model_in_use_alone_on_a_node_is_not_evicted_for_another() -> None:
     now = turn(controller, ("a",))
     fleet = [node("n0", ("a",), {"a": 3}), node("n1", ("b", "c"))]
     # n1's victim in Ollama's order is b (idle now, but in use): the replica is not made there.
-    assert not [x for x in controller.decide(fleet, service, now) if x.kind == "preload" and x.model == "a"]
+    assert not [x for x in decide(controller, fleet, now) if x.kind == "preload" and x.model == "a"]
 
 
 GIB = 2**30
@@ -187,7 +196,7 @@ def test_a_preload_never_unloads_a_pinned_replica(nodes: list[NodeView], turning
     for i in range(int(20 * rate)):
         for m in turning:
             controller.observe(m, T0 + i / rate)
-    actions = controller.decide(nodes, service, T0 + 20)
+    actions = decide(controller, nodes, T0 + 20)
     pinned = {(node, model) for model, where in controller.pinned().items() for node in where}
     by_name = {n.name: n for n in nodes}
     for a in actions:
@@ -201,14 +210,74 @@ def test_a_preload_never_unloads_a_pinned_replica(nodes: list[NodeView], turning
 @given(fleets(), st.lists(st.tuples(st.sampled_from(MODELS), st.floats(0, 60)), max_size=300))
 def test_every_pin_is_released_once_its_model_cools(nodes: list[NodeView], arrivals: list[tuple[str, float]]) -> None:
     controller = Residency(ResidencyParams(cool_s=30.0))
+    est = ModelAware()
     for model, at in sorted(arrivals, key=lambda x: x[1]):
         controller.observe(model, at)
-        controller.decide(nodes, service, at)
+        controller.decide(nodes, est, at)
     before = {(model, node) for model, where in controller.pinned().items() for node in where}
     quiet = [NodeView(n.name, up=n.up, draining=n.draining, parallel=n.parallel, max_loaded=n.max_loaded,
                       available=n.available, loaded=n.loaded) for n in nodes]  # fmt: skip
     # No requests after t=60: below `cool` within a few windows, and unpinned cool_s later.
-    unpins = [a for t in (120.0, 151.0) for a in controller.decide(quiet, service, t) if a.kind == "unpin"]
+    unpins = [a for t in (120.0, 151.0) for a in controller.decide(quiet, est, t) if a.kind == "unpin"]
     assert controller.pinned() == {}
     assert {(a.model, a.node) for a in unpins} == before
     assert all(a.keep_alive == controller.p.keep_alive for a in unpins)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    memory_fleets(),
+    st.lists(st.sampled_from(MODELS), min_size=1, max_size=3, unique=True),
+    st.floats(0.5, 6),
+    st.integers(0, 8),
+    st.booleans(),
+)
+def test_while_the_fleet_is_busy_or_thrashing_a_preload_only_takes_free_room(
+    nodes: list[NodeView], turning: list[str], rate: float, unloads: int, lost: bool
+) -> None:
+    """No eviction for a replica while other models keep the fleet busy, while runners come and go
+    (thrash), or after a node is lost: a preload then makes Ollama unload nothing. And never more than
+    one preload per node in a decision (the room seen is for one)."""
+    controller = Residency()
+    for i in range(60):
+        controller.observe("z", i * 5.0)
+    for i in range(int(20 * rate)):
+        for m in turning:
+            controller.observe(m, T0 + i / rate)
+    est = ModelAware()
+    now = T0 + 20
+    # Earlier snapshots: node n0 held runners that left it, `unloads` times (evictions Ollama made).
+    for k in range(unloads):
+        first = nodes[0]
+        gone = LoadedModel("c", size=SIZES["c"], digest="c") if k % 2 == 0 else None
+        shown = (*first.loaded, gone) if gone is not None and not any(m.model == "c" for m in first.loaded) else ()
+        controller.decide([NodeView(first.name, parallel=2, max_loaded=3, loaded=shown), *nodes[1:]], est, now - 30 + k)
+    if lost:
+        nodes = [*nodes, NodeView("down", up=False, parallel=2, max_loaded=3, available=frozenset(MODELS))]
+    preloads = []
+    for t in (now - controller.p.hold_s, now):
+        these = [a for a in controller.decide(nodes, est, t) if a.kind == "preload"]
+        assert len({a.node for a in these}) == len(these)
+        preloads += these
+    live = [n for n in nodes if n.eligible]
+    by_name = {n.name: n for n in nodes}
+    for a in preloads:
+        slots = sum(2 for n in live for m in n.loaded if m.model != a.model)
+        others = sum(n.in_flight - n.in_flight_by_model.get(a.model, 0) for n in live)
+        busy = others > controller.p.fleet_busy * slots
+        if busy or lost or controller.thrashing(nodes):
+            node = by_name[a.node]
+            assert len(node.loaded) < node.max_loaded
+            assert ollama_victims(node, a.model, set()) == []
+
+
+def test_a_fleet_that_thrashes_gets_no_replica_by_eviction() -> None:
+    controller = Residency()
+    now = turn(controller, ("a",))
+    healthy = [node("n0", ("a",), {"a": 3}), node("n1", ("b", "c")), node("n2", ("c", "d"))]
+    est = ModelAware()
+    # Runners come and go on n1 and n2 (each snapshot a different pair): more unloads than one per node.
+    for k, pair in enumerate([("b", "d"), ("c", "d"), ("b", "c"), ("b", "d"), ("c", "d")]):
+        controller.decide([healthy[0], node("n1", pair), node("n2", pair[::-1])], est, now - 10 + k)
+    assert controller.thrashing(healthy)
+    assert not [x for x in decide(controller, healthy, now) if x.kind == "preload"]

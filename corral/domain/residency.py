@@ -160,11 +160,10 @@ class Residency:
         wanting: list[tuple[str, _Model, list[str], float]] = []
         for model, m in self._models.items():
             holders = [n.name for n in nodes if n.eligible and _holds(n, model)]
-            if not holders:
-                m.queued_since = None
-                continue  # the first copy is routing's to load, for the request that asks
-            waits = self.queue(model, nodes, est, now)
-            if waits >= self.p.hot and self.rate(model, now) >= self.p.min_rate:
+            # With no copy there is no queue: the first is routing's to load, for the request that asks
+            # (and pins left on copies that are gone cool off like any other).
+            waits = self.queue(model, nodes, est, now) if holders else 0.0
+            if holders and waits >= self.p.hot and self.rate(model, now) >= self.p.min_rate:
                 hot.add(model)
                 m.queued_since = now if m.queued_since is None else m.queued_since
                 m.queued_at = now

@@ -32,8 +32,9 @@ def fleet() -> Iterator[tuple[Proc, Proc, Proc]]:
                     "interval_s": 0.2,
                     "window_s": 1,
                     "trend_window_s": 30,
-                    # Its history is seconds long, not minutes: a turn is a smaller rise over it, and its queue
-                    # of half-second requests on one slot dips below a load time between decisions.
+                    # Its history is seconds long, not minutes: a turn is a smaller rise over it. And the
+                    # clients below are closed-loop (each waits for its answer), so their rate rises only as
+                    # they start: the controller must act on the first decision that finds the model queued.
                     "rise": 1.5,
                     "hold_s": 0,
                     "cool_s": 1,

@@ -281,3 +281,16 @@ def test_a_fleet_that_thrashes_gets_no_replica_by_eviction() -> None:
         controller.decide([healthy[0], node("n1", pair), node("n2", pair[::-1])], est, now - 10 + k)
     assert controller.thrashing(healthy)
     assert not [x for x in decide(controller, healthy, now) if x.kind == "preload"]
+
+
+def test_a_pin_on_a_copy_that_is_gone_is_released_too() -> None:
+    controller = Residency(ResidencyParams(cool_s=30.0))
+    now = turn(controller, ("a",))
+    assert ("pin", "n0") in {(x.kind, x.node) for x in decide(controller, [node("n0", ("a",), {"a": 3})], now)}
+    # Ollama unloaded it anyway (a client's keep_alive 0, say): no copy left, and the pin must not stay.
+    est = ModelAware()
+    empty = [node("n0", ())]
+    controller.decide(empty, est, now + 1)
+    unpins = controller.decide(empty, est, now + 32)
+    assert [(x.kind, x.node) for x in unpins] == [("unpin", "n0")]
+    assert controller.pinned() == {}

@@ -36,7 +36,8 @@ class ResidencyTask:
             **{f.name: getattr(settings, f.name) for f in fields(ResidencyParams) if f.name in configured}
         )
         self.controller = Residency(params)
-        # Service times are the routing cost model's, learnt when model-aware routes; priors otherwise.
+        # Waits, load and service times are the routing cost model's (corral.domain.residency.Estimates),
+        # learnt when model-aware routes; priors otherwise.
         self._estimates = strategy if isinstance(strategy, ModelAware) else ModelAware()
         self._task: asyncio.Task[None] | None = None
         self._sending: set[asyncio.Task[None]] = set()

@@ -44,6 +44,11 @@ def test_policy_sim_generated_draws_report(tmp_path: Path) -> None:
     assert "| kind | draws | median p99 ratio |" in report and (tmp_path / "draws-tuning.png").stat().st_size > 0
 
 
+def test_policy_sim_speed_a_short_run() -> None:
+    out = bench("bench.policy_sim.speed", "--nodes", "8", "--models", "6", "--duration", "20").stdout
+    assert "| least-connections |" in out and "| model-aware |" in out
+
+
 @needs_nginx
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk: scripts/install.sh --system")
 def test_proxy_overhead_one_second_a_point(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ class Scenario:
     prompt_cap: int = 2048
     multiturn: MultiTurn | None = None  # conversations resending their history (bench/policy_sim/multiturn.py)
     embed_share: float = 0.0  # share of requests to the embedding models among `models` (ModelSpec.embedding)
-    ramp: tuple[float, float] | None = None  # load rising linearly from the first to the second over the run
+    ramp: tuple[float, float] | None = None  # load from the first share of capacity to the second, linearly
 
     def node(self, i: int) -> NodeParams:
         return self.node_params[i] if self.node_params else self.params
@@ -217,7 +217,7 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
     sizes = {m.name: int(m.disk_gb * GIB) for m in s.models}
     available = frozenset(specs)
     # Speed without changing an event: a node's snapshot is rebuilt only when what it shows changed
-    # (`stale`), its /api/ps residency only when its runners changed or a dispatch edited it
+    # (`snapshot`), its /api/ps residency only when its runners changed or a dispatch edited it
     # (`polled`), and a node with nothing to do is not stepped until its next keep-alive expiry (`quiet`).
     snapshot: list[NodeView | None] = [None for _ in nodes]
     polled: list[int] = [-1 for _ in nodes]  # Node.version the residency was last read at (-1: edited since)

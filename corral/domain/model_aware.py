@@ -40,7 +40,9 @@ from dataclasses import dataclass
 from corral.domain.candidates import candidates, holds, is_loaded, rotate
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, NoRouteReason, Pick, RouteRequest
 from corral.domain.fleet_index import FleetIndex, admissible
+from corral.domain.homes import Homes, crowds
 from corral.domain.ledger import Ledger
+from corral.domain.load_queue import LoadQueues
 from corral.domain.prefix_index import prefer
 
 Key = tuple[str, str]  # (model, load-time options)
@@ -88,6 +90,7 @@ class Costs:
     ledger_max_age_s: float = 3600.0  # a runner whose newest request is older than this is forgotten
     saturation: float = 1.0  # nodes this full of requests (÷ their slots) are saturated: no eviction helps
     prefill_queue: float = 1.0  # a free slot behind more than this many load times of prompts is no free slot
+    homes: bool = True  # keep models that fit smaller nodes off the only home of a big model in use (homes.py)
 
 
 @dataclass(slots=True)
@@ -114,7 +117,7 @@ class ModelAware:
         self.costs = costs or Costs()
         self._affinity: OrderedDict[str, str] = OrderedDict()
         self._loads: dict[str, dict[Key, _Load]] = {}  # node -> (model, options) -> a load we started
-        self._pipeline: dict[str, float] = {}  # node -> when the loads started there are done
+        self._queue = LoadQueues(self.costs.forget_s)  # node -> the loads sent there, in order (load_queue.py)
         self._gone: dict[tuple[str, str], float] = {}  # (node, model) -> evicted by us; trusted until
         self._last: dict[tuple[str, str], float] = {}  # (node, model) -> last request routed there
         self._sizes: dict[tuple[str, str], int] = {}  # (model, options) -> resident bytes seen in /api/ps
@@ -125,12 +128,15 @@ class ModelAware:
         self._pruned_at = float("-inf")
         self.ledger = Ledger(self.costs.batching, self.costs.learn_rate)
         self._index = FleetIndex()
+        self._homes = Homes(self.costs.fit_share)
+        self._fleet: Sequence[NodeView] = ()
 
     # deciding
 
     def pick(self, nodes: Sequence[NodeView], req: RouteRequest, now: float) -> Pick | NoRoute:
         # In a big fleet, the per-model index finds the copies and a few others without a pass over
         # every node; when its bounded scans find nothing, the full filter decides (and says why).
+        self._fleet = nodes
         found = self._indexed(nodes, req, now) if len(nodes) > self.costs.scan_nodes else None
         spare: list[NodeView] | None = None
         if found is not None:
@@ -344,6 +350,7 @@ class ModelAware:
                 rest.append(n)
         soonest = min((o.cost for o in options), default=math.inf)
         calm: bool | None = None
+        homes = self._crowding(req, now) if rest and self.costs.homes else None
         for n in rest:
             load = self.load_s(n, req.model)
             queued = soonest > self.costs.replicate_after * load
@@ -358,8 +365,27 @@ class ModelAware:
                 floor = load + self.costs.unload_s + (0.0 if queued or not calm else self.costs.stability_loads * load)
             if floor >= soonest:
                 continue
-            options.append(self._option(n, req, now, held[n.name], capacity, queued=queued, resident=False))
+            option = self._option(n, req, now, held[n.name], capacity, queued=queued, resident=False)
+            if homes is not None and n.vram_bytes is not None:
+                option.cost += crowds(homes[0], n.vram_bytes, homes[1])
+            options.append(option)
         return options
+
+    def _crowding(self, req: RouteRequest, now: float) -> tuple[int | None, list[tuple[int | None, float]]] | None:
+        """The request's model's smallest home, and the models in use with theirs and their reload's
+        charge (homes.py); None where a node's memory is unknown."""
+        memories = self._index.memories() if len(self._fleet) > self.costs.scan_nodes else _memories(self._fleet)
+        if memories is None or len(memories) < 2:
+            return None
+        node = self._fleet[0]
+        own = self._homes.smallest(memories, self._resident_bytes(node, req.model, req.options_key))
+        others = []
+        for (model, options), (_, at) in self._arrivals.items():
+            if now - at < self.costs.in_use_s and model != req.model:
+                home = self._homes.smallest(memories, self._resident_bytes(node, model, options))
+                if home is not None and own is not None and home > own:
+                    others.append((home, self.costs.stability_loads * self.load_s(node, model)))
+        return own, others
 
     def _work_wait(self, node: NodeView, model: str, now: float) -> float:
         """The ledger's wait on the node's runner of `model`, on a GPU to itself."""
@@ -403,7 +429,7 @@ class ModelAware:
             else:  # requests, not work: each ahead beyond the slots holds one for a typical time
                 queue = max(0, busy - slots + 1) * self.service_s(node, req.model) / slots
             return _Option(node, True, left + queue * (1 + others) / _speed(node))
-        pipeline = max(0.0, self._pipeline.get(node.name, now) - now)
+        pipeline = self._queue.free_at(node.name, now) - now
         cost = pipeline + self.load_s(node, req.model) + 0.25 * others
         victims = self._victims(node, held, req)
         if not victims:
@@ -527,20 +553,21 @@ class ModelAware:
 
     def _start_load(self, best: _Option, req: RouteRequest, now: float) -> None:
         node = best.node
-        start = max(now, self._pipeline.get(node.name, now))
+        idle = self._queue.free_at(node.name, now) <= now
         drain = max((self._drain_s(node, v.model) for v in best.victims), default=0.0)
         predicted = self.load_s(node, req.model)
-        ready = start + drain + self.costs.unload_s * len(best.victims) + predicted
+        key = (req.model, req.options_key)
+        ready = self._queue.push(node.name, key, now, drain, self.costs.unload_s * len(best.victims) + predicted)
         for victim in best.victims:
             self._gone[(node.name, victim.model)] = ready + self.costs.forget_s
             started = self._loads.get(node.name, {})
-            for key in [k for k in started if k[0] == victim.model]:
-                del started[key]
+            for k in [k for k in started if k[0] == victim.model]:
+                del started[k]
+                self._queue.drop(node.name, k)
         self._gone.pop((node.name, req.model), None)
-        clean = start == now and not best.victims
+        clean = idle and not best.victims
         prior = self._prior_load_s(node, req.model)
-        self._loads.setdefault(node.name, {})[(req.model, req.options_key)] = _Load(now, ready, clean, prior)
-        self._pipeline[node.name] = ready
+        self._loads.setdefault(node.name, {})[key] = _Load(now, ready, clean, prior)
 
     # what the gateway observed
 
@@ -548,6 +575,7 @@ class ModelAware:
         """The first byte of an answer for `model` came from `node`: if we had it loading there, it is
         loaded now, and the first timed answer after a clean load teaches the node's load rate."""
         self.ledger.started(node, model, now, timed)
+        self._queue.seen(node, (model, options_key))
         load = self._loads.get(node, {}).get((model, options_key))
         if load is None or load.seen:
             return
@@ -556,8 +584,6 @@ class ModelAware:
             ratio = min(20.0, max(0.05, (now - load.started_at) / load.prior_s))
             self._load_scale[node] = self._ewma(self._load_scale.get(node, 1.0), ratio)
         load.ready_at = min(load.ready_at, now)
-        if self._pipeline.get(node, now) > now:
-            self._pipeline[node] = now
 
     def finished(self, node: str, model: str, service_s: float, now: float) -> None:
         """A request held a slot for `service_s` (first token to last)."""
@@ -578,7 +604,7 @@ class ModelAware:
                 self._loads[name] = kept
             else:
                 del self._loads[name]
-        self._pipeline = {k: t for k, t in self._pipeline.items() if t > now}
+        self._queue.prune(now)
         self._gone = {k: t for k, t in self._gone.items() if t > now}
         self._last = {k: t for k, t in self._last.items() if now - t < c.in_use_s}
         self.ledger.prune(now, c.ledger_max_age_s)
@@ -624,6 +650,15 @@ def _holds_fast(runners: Sequence[LoadedModel], model: str, options_key: str) ->
 def _others(node: NodeView, model: str) -> int:
     """Other models with requests in flight on the node: they time-share its GPU."""
     return sum(1 for m, k in node.in_flight_by_model.items() if k > 0 and m != model)
+
+
+def _memories(nodes: Sequence[NodeView]) -> frozenset[int] | None:
+    out = set()
+    for n in nodes:
+        if n.vram_bytes is None:
+            return None
+        out.add(n.vram_bytes)
+    return frozenset(out)
 
 
 def _speed(node: NodeView) -> float:

@@ -1,0 +1,114 @@
+"""Each node's queue of pending loads: when a further load there could start (issue 17).
+
+Ollama loads one model at a time per node and handles its pending requests first in, first out
+(`server/sched.go`, processPending): a request whose model is not loaded waits at the head of the
+queue until its victims have finished their requests and been unloaded, and every later request that
+needs a load waits behind it, whatever its own model. So a cheap-looking load on a node that is
+already swapping a busy model in waits for that swap first: minutes, when the victim has a long queue.
+
+The router keeps, per node, the loads it sent there in order, each as the earliest moment its victims
+can have drained (`earliest`: they drain from the moment it was sent, in parallel with the loads
+ahead, because the router sends nothing more to a victim) and what it takes once at the head (`tail`:
+unloading the victims and the load itself). A load is at the head after the one before it is ready:
+
+    ready[i] = max(ready[i - 1], earliest[i]) + tail[i]
+
+A first token from a loaded model says its load is done: that moment replaces the estimate, and the
+loads behind it move with it (earlier or later). A load whose estimate has passed without a first token
+is still under way as far as the router knows: it holds the loader until at least now. Loads are
+forgotten `forget_s` after their estimate (a request that failed never sends a first token).
+
+Pure bookkeeping, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Key = tuple[str, str]  # (model, load-time options)
+SEQUENTIAL = False
+CLAMP = True
+
+
+@dataclass(slots=True)
+class Pending:
+    key: Key
+    sent_at: float
+    earliest: float  # the victims have drained by then, at the earliest
+    tail: float  # at the head of the queue: unload the victims, then load
+
+
+class LoadQueues:
+    def __init__(self, forget_s: float = 10.0, patience: float = 3.0) -> None:
+        self.forget_s = forget_s
+        # A load with no first token this many times its estimated duration (plus `forget_s`) after it
+        # was sent is forgotten: its request failed or went elsewhere.
+        self.patience = patience
+        self._queues: dict[str, list[Pending]] = {}
+
+    def push(self, node: str, key: Key, now: float, drain_s: float, tail_s: float) -> float:
+        """A load was sent to the node: its victims drain for `drain_s`, then unloading them and the load
+        take `tail_s`. Returns when the model should be ready there (never before now + tail_s)."""
+        start = self.free_at(node, now) if SEQUENTIAL else now
+        queue = self._queues.setdefault(node, [])
+        queue.append(Pending(key, now, start + max(0.0, drain_s), max(0.0, tail_s)))
+        at = now
+        for p in queue:
+            at = _ready(p, at, now)
+        return at
+
+    def free_at(self, node: str, now: float) -> float:
+        """When the node's loader could start another load: now, or after the loads queued there."""
+        at = now
+        for p in self._queues.get(node, ()):
+            at = _ready(p, at, now)
+        return at
+
+    def queued(self, node: str) -> int:
+        return len(self._queues.get(node, ()))
+
+    def seen(self, node: str, key: Key) -> bool:
+        """The first token of `key` came from the node: its oldest load there is done, and so is every
+        load sent there before it (the node handles its pending loads in order)."""
+        queue = self._queues.get(node)
+        if not queue:
+            return False
+        for i, p in enumerate(queue):
+            if p.key == key:
+                del queue[: i + 1]
+                if not queue:
+                    del self._queues[node]
+                return True
+        return False
+
+    def drop(self, node: str, key: Key) -> None:
+        """The node's loads of `key` will not happen: another load the router sent evicts that model."""
+        queue = self._queues.get(node)
+        if queue:
+            queue[:] = [p for p in queue if p.key != key]
+            if not queue:
+                del self._queues[node]
+
+    def prune(self, now: float) -> None:
+        """Forget loads that sent no first token long after their estimate."""
+        for node in list(self._queues):
+            at = float("-inf")
+            kept = []
+            for p in self._queues[node]:
+                at = max(at, p.earliest) + p.tail  # the estimate as first made, not held at now
+                if now < p.sent_at + self.patience * (at - p.sent_at) + self.forget_s:
+                    kept.append(p)
+            if kept:
+                self._queues[node] = kept
+            else:
+                del self._queues[node]
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+
+def _ready(p: Pending, before: float, now: float) -> float:
+    """When the load is done, after the one before it: at the head once that one is done and its victims
+    have drained; past its estimate with no first token, still under way (now) as far as anyone knows."""
+    estimate = max(before, p.earliest) + p.tail
+    return estimate if estimate > now or not CLAMP else now

@@ -148,6 +148,9 @@ class ModelAware(Scan):
             else:
                 rest.append(n)
         soonest = min((o.cost for o in options), default=math.inf)
+        # Batch a cold model's requests: while every copy is still loading, they wait for the load under
+        # way (it serves them together), and no other node evicts a model for one more load of it.
+        loading = self.costs.batch_cold and bool(options) and all(self._loading(o.node.name, req, now) for o in options)
         calm: bool | None = None
         homes = self._crowding(req, now) if rest and self.costs.homes else None
         for n in rest:
@@ -165,10 +168,16 @@ class ModelAware(Scan):
             if floor >= soonest:
                 continue
             option = self._option(n, req, now, held[n.name], capacity, queued=queued, resident=False)
+            if loading and option.victims:
+                continue
             if homes is not None and n.vram_bytes is not None:
                 option.cost += crowds(homes[0], n.vram_bytes, homes[1])
             options.append(option)
         return options
+
+    def _loading(self, node: str, req: RouteRequest, now: float) -> bool:
+        load = self._loads.get(node, {}).get((req.model, req.options_key))
+        return load is not None and load.ready_at > now
 
     def _dispatched(self, best: Option, req: RouteRequest, now: float) -> None:
         prompt = min(req.est_prompt_tokens, req.est_tokens)
@@ -224,7 +233,6 @@ class ModelAware(Scan):
             started = self._loads.get(node.name, {})
             for k in [k for k in started if k[0] == victim.model]:
                 del started[k]
-                self._queue.drop(node.name, k)
         self._gone.pop((node.name, req.model), None)
         clean = idle and not best.victims
         prior = self._prior_load_s(node, req.model)

@@ -57,6 +57,7 @@ class Costs:
     ledger_max_age_s: float = 3600.0  # a runner whose newest request is older than this is forgotten
     saturation: float = 1.0  # nodes this full of requests (÷ their slots) are saturated: no eviction helps
     prefill_queue: float = 1.0  # a free slot behind more than this many load times of prompts is no free slot
+    batch_cold: bool = True  # while every copy of a model is loading, its requests wait for them: no eviction
     homes: bool = True  # keep models that fit smaller nodes off the only home of a big model in use (homes.py)
 
 

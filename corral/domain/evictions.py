@@ -87,20 +87,32 @@ class Evictions(Estimates):
     def _capacity(self, nodes: Sequence[NodeView], held: dict[str, list[LoadedModel]]) -> Capacity:
         return Capacity(self, nodes, held)
 
+    def _memories(self) -> frozenset[int] | None:
+        """The fleet's configured node memories; None where some node's is unknown."""
+        return self._index.memories() if len(self._fleet) > self.costs.scan_nodes else fleet_memories(self._fleet)
+
+    def _mark_big(self, req: RouteRequest, now: float) -> None:
+        """Note a request for a model too big for the fleet's smallest nodes: it is in use (homes.py)."""
+        memories = self._memories()
+        if memories is None or len(memories) < 2 or not self._fleet:
+            return
+        node = self._fleet[0]
+        home = self._homes.smallest(memories, self._resident_bytes(node, req.model, req.options_key))
+        if home is not None and home > min(memories):
+            reload = self.costs.stability_loads * self.load_s(node, req.model)
+            self._big[(req.model, req.options_key)] = (now, home, reload)
+
     def _crowding(self, req: RouteRequest, now: float) -> tuple[int | None, list[tuple[int | None, float]]] | None:
-        """The request's model's smallest home, and the models in use with theirs and their reload's
-        charge (homes.py); None where a node's memory is unknown."""
-        memories = self._index.memories() if len(self._fleet) > self.costs.scan_nodes else fleet_memories(self._fleet)
+        """The request's model's smallest home, and the big models in use with theirs and their reload's
+        charge (homes.py); None where a node's memory is unknown or all are alike."""
+        memories = self._memories()
         if memories is None or len(memories) < 2:
             return None
-        node = self._fleet[0]
-        own = self._homes.smallest(memories, self._resident_bytes(node, req.model, req.options_key))
+        own = self._homes.smallest(memories, self._resident_bytes(self._fleet[0], req.model, req.options_key))
         others: list[tuple[int | None, float]] = []
-        for (model, options), (_, at) in self._arrivals.items():
-            if now - at < self.costs.in_use_s and model != req.model:
-                home = self._homes.smallest(memories, self._resident_bytes(node, model, options))
-                if home is not None and own is not None and home > own:
-                    others.append((home, self.costs.stability_loads * self.load_s(node, model)))
+        for (model, _), (at, home, reload) in self._big.items():
+            if now - at < self.costs.in_use_s and model != req.model and own is not None and home > own:
+                others.append((home, reload))
         return own, others
 
 

@@ -82,6 +82,8 @@ class ModelAware(Scan):
         if now - self._pruned_at > self.costs.forget_s:
             self._prune(now)
         self._count((req.model, req.options_key), now)
+        if self.costs.homes:
+            self._mark_big(req, now)
         # The common case, decided cheaply: the model is loaded and ready somewhere with a free slot.
         # (Affinity may prefer a busier resident node, so it always weighs every option.)
         if big and req.prefer is not None and all(o.node.name != req.prefer for o in ready):
@@ -273,4 +275,5 @@ class ModelAware(Scan):
         self._queue.prune(now)
         self._gone = {k: t for k, t in self._gone.items() if t > now}
         self._last = {k: t for k, t in self._last.items() if now - t < c.in_use_s}
+        self._big = {k: v for k, v in self._big.items() if now - v[0] < c.in_use_s}
         self.ledger.prune(now, c.ledger_max_age_s)

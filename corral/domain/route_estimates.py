@@ -46,6 +46,8 @@ class Estimates:
         self._index = FleetIndex()
         self._homes = Homes(self.costs.fit_share)
         self._fleet: Sequence[NodeView] = ()
+        # (model, options) too big for the smallest nodes -> (last request, smallest home, reload charge)
+        self._big: dict[Key, tuple[float, int, float]] = {}
 
     # time estimates
 

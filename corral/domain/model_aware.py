@@ -150,9 +150,12 @@ class ModelAware(Scan):
             else:
                 rest.append(n)
         soonest = min((o.cost for o in options), default=math.inf)
-        # Batch a cold model's requests: while every copy is still loading, they wait for the load under
-        # way (it serves them together), and no other node evicts a model for one more load of it.
+        # Batch a cold model's requests: while every copy is still loading and one still has a slot for
+        # the request, it waits for that load (which starts them together), and no other node evicts a
+        # model for one more copy. Beyond the slots, the queue is weighed against a load as usual.
         loading = self.costs.batch_cold and bool(options) and all(self._loading(o.node.name, req, now) for o in options)
+        if loading:
+            loading = any(o.node.in_flight_by_model.get(req.model, 0) < max(1, o.node.parallel) for o in options)
         calm: bool | None = None
         homes = self._crowding(req, now) if rest and self.costs.homes else None
         for n in rest:

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.domain.fleet import LoadedModel, NodeView, Pick, RouteRequest
-from corral.domain.model_aware import ModelAware
+from corral.domain.model_aware import Costs, ModelAware
 
 GB = 2**30
 SIZES = {"tiny:1b": 1 * GB, "small:8b": 5 * GB, "mid:32b": 20 * GB, "big:70b": 42 * GB, "huge:70b": 42 * GB}
@@ -71,11 +71,14 @@ def test_the_only_home_still_serves_a_small_model_when_nowhere_else_can() -> Non
 
 
 def test_a_cold_models_requests_wait_for_the_load_under_way_instead_of_evicting_elsewhere() -> None:
-    strategy = ModelAware()
-    busy = {"tiny:1b": 1, "small:8b": 1, "mid:32b": 1}
-    fleet = [node(f"n{i}", 48, busy) for i in range(4)]
+    # Without the stability charge, only the batching rule keeps the next requests off the other nodes,
+    # where an idle runner has since made a load look cheaper than the one waiting for busy victims.
+    strategy = ModelAware(Costs(stability_loads=0.0))
+    busy = {"tiny:1b": 4, "small:8b": 4, "mid:32b": 4}
+    fleet = [node(f"n{i}", 80, busy, parallel=4) for i in range(4)]
     first = strategy.pick(fleet, RouteRequest("huge:70b", est_tokens=500), 0.0)
     assert isinstance(first, Pick) and first.cold
-    for k in range(1, 6):  # the gateway counts each in flight on the node it went to
-        fleet = [n if n.name != first.node else node(n.name, 48, {**busy, "huge:70b": k}) for n in fleet]
+    idle = {"tiny:1b": 4, "small:8b": 4, "mid:32b": 0}
+    for k in range(1, 4):  # as many as the loading copy has slots: the load starts them together
+        fleet = [node(n.name, 80, {**busy, "huge:70b": k} if n.name == first.node else idle, parallel=4) for n in fleet]
         assert strategy.pick(fleet, RouteRequest("huge:70b", est_tokens=500), 0.1 * k) == Pick(first.node)

@@ -1,32 +1,31 @@
 """Model-aware routing: send a request where its model is already loaded, and load it elsewhere only
-when that is cheaper than waiting (docs/routing.md).
+when that is cheaper than waiting (docs/routing.md). This module decides; what it weighs lives in
+route_costs.py (the priors), route_estimates.py (what is learnt), route_scan.py (which nodes are
+weighed), evictions.py (victims and their cost), load_queue.py (each node's pending loads) and
+homes.py (the nodes a big model needs).
 
 Every suitable node gets an estimated time until the request could start there:
 
 - the model is resident with the request's load-time options and a slot is free now: no wait. These
   nodes always win; among them the least contended GPU, then the fewest requests in flight;
 - resident, but every slot is taken (or the runner is still loading): what is left of the load, plus
-  the requests queued ahead × the model's service time ÷ slots, slower by the other models busy on
-  the same GPU (they time-share it);
-- not resident: the loads already started on that node (Ollama loads one model at a time), the load
-  itself (fixed cost + size ÷ disk bandwidth), and the evictions Ollama will make to fit it. The
-  victims are predicted with Ollama's own rule (idle runners first, in digest order; `max_loaded` and,
-  when the node's memory is configured, 80% of free memory). Each victim costs its unload, the wait
-  for its requests to finish, and, when it was in use within `in_use_s`, its own reload elsewhere:
-  that is what stops two models from evicting each other in turn.
+  the work queued ahead on the runner (ledger.py), slower by the other models busy on the same GPU
+  (they time-share it);
+- not resident: the node's queue of pending loads (Ollama loads one model at a time, first in, first
+  out), the load itself (fixed cost + size ÷ disk bandwidth), and the evictions Ollama will make to
+  fit it, each victim with its drain, its unload and, when it is in use, its reload elsewhere; a load
+  onto the only home of a big model in use costs that model's reload.
 
 A load into free room (no victim, no load ahead) is an investment later requests share, so once no
 resident replica has a free slot its cost is discounted: hot models get replicas, cold ones do not.
-A runner with other load-time options (`num_ctx`...) counts as another model: it is never "resident"
-for the request, and replacing it is an eviction like any other, so option sets end up on their own
-nodes instead of reloading each other.
+While every copy of a model is still loading, its next requests wait for that load (up to its slots)
+rather than evict another model elsewhere. A runner with other load-time options (`num_ctx`...)
+counts as another model: it is never "resident" for the request, and replacing it is an eviction like
+any other, so option sets end up on their own nodes instead of reloading each other.
 
 The router's own decisions are authoritative between `/api/ps` polls: a node it just sent a cold
 request to holds the model from then on (loading until its estimated ready time or the first token,
 whichever comes first), and the victims it expects Ollama to evict count as gone.
-
-Service and load times start from size-based priors and are learnt online from what the gateway sees
-(`first_token`, `finished`), so the same constants work for fast and slow fleets alike.
 """
 
 from __future__ import annotations
@@ -42,7 +41,7 @@ from corral.domain.fleet_index import admissible
 from corral.domain.homes import crowds
 from corral.domain.prefix_index import prefer
 from corral.domain.route_costs import Costs, Option, busy_others, holds_fast, speed
-from corral.domain.route_estimates import _Load
+from corral.domain.route_estimates import StartedLoad
 from corral.domain.route_scan import Scan
 
 __all__ = ["Costs", "ModelAware"]
@@ -241,7 +240,7 @@ class ModelAware(Scan):
         self._gone.pop((node.name, req.model), None)
         clean = idle and not best.victims
         prior = self._prior_load_s(node, req.model)
-        self._loads.setdefault(node.name, {})[key] = _Load(now, ready, clean, prior)
+        self._loads.setdefault(node.name, {})[key] = StartedLoad(now, ready, clean, prior)
 
     # what the gateway observed
 

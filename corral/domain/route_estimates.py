@@ -20,7 +20,7 @@ from corral.domain.route_costs import Costs, Key, speed
 
 
 @dataclass(slots=True)
-class _Load:
+class StartedLoad:
     started_at: float
     ready_at: float
     clean: bool  # started with no victim and no load ahead: its duration teaches the load rate
@@ -33,7 +33,7 @@ class Estimates:
 
     def __init__(self, costs: Costs | None = None) -> None:
         self.costs = costs or Costs()
-        self._loads: dict[str, dict[Key, _Load]] = {}  # node -> (model, options) -> a load we started
+        self._loads: dict[str, dict[Key, StartedLoad]] = {}  # node -> (model, options) -> a load we started
         self._queue = LoadQueues(self.costs.forget_s)  # node -> the loads sent there, in order (load_queue.py)
         self._gone: dict[tuple[str, str], float] = {}  # (node, model) -> evicted by us; trusted until
         self._last: dict[tuple[str, str], float] = {}  # (node, model) -> last request routed there

@@ -1,7 +1,8 @@
 """Prometheus metrics: every collector in one class on an injected registry.
 
 Per-request metrics are recorded by `observe(record)` at the end of a request (an observer, not calls
-sprinkled through the logic). Per-node state (up, breaker, in flight, loaded models and their VRAM) is
+sprinkled through the logic), into lock-free counters and histograms (`metric_types.py`: all of them are
+updated on the event loop thread). Per-node state (up, breaker, in flight, loaded models and their VRAM) is
 read from the fleet at scrape time by a custom collector, so it costs nothing per request.
 Label values come only from closed sets: route templates, configured node names, models the fleet
 knows (anything else is `other`), status classes and ErrorKind values.

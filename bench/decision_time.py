@@ -8,7 +8,9 @@ four slots per model, one core, no I/O (the strategies are pure). Four cases:
   elsewhere and their victims (the path that cost 1.9 ms at 256 nodes);
 - cold: the model is loaded nowhere, so every decision weighs loads;
 - long prompts: as "free slot", but every copy's requests in flight are 16k-token prompts still being
-  prefilled (model-aware's ledger knows them), so no free slot is free and every option is weighed.
+  prefilled (model-aware's ledger knows them), so no free slot is free and every option is weighed;
+- mixed memory: nodes of 12, 24, 48 or 80 GB, so that loads also weigh which nodes are the only home of
+  a model in use (corral/domain/homes.py), without a free slot and cold.
 
 The last column is the gateway's side: `Fleet.snapshot` after one node's request began or ended (what
 the gateway does before every decision), with real `Node` objects.
@@ -38,9 +40,10 @@ SIZES = dict.fromkeys(ON_DISK, 4_700_000_000)
 SLOTS = 4
 
 
-def fleet(size: int, full: bool, rng: random.Random) -> list[NodeView]:
+def fleet(size: int, full: bool, rng: random.Random, mixed: bool = False) -> list[NodeView]:
     nodes = []
     for i in range(size):
+        memory = rng.choice((12, 24, 48, 80)) if mixed else 24
         loaded = rng.sample(LOADED, 3)
         busy = {m: SLOTS if full else rng.randint(0, SLOTS - 1) for m in loaded}
         nodes.append(
@@ -49,7 +52,7 @@ def fleet(size: int, full: bool, rng: random.Random) -> list[NodeView]:
                 available=frozenset(ON_DISK),
                 model_sizes=SIZES,
                 parallel=SLOTS,
-                vram_bytes=24 * 2**30,
+                vram_bytes=memory * 2**30,
                 loaded=tuple(LoadedModel(m, size=6_000_000_000, digest=m) for m in loaded),
                 in_flight=sum(busy.values()),
                 in_flight_by_model={m: k for m, k in busy.items() if k},
@@ -74,10 +77,11 @@ def measure(
     model: Callable[[random.Random], str],
     decisions: int,
     prepare: Callable[[Strategy, list[NodeView]], None] = lambda strategy, nodes: None,
+    mixed: bool = False,
 ) -> float:
     """µs per decision."""
     rng = random.Random(size)
-    nodes = fleet(size, full, rng)
+    nodes = fleet(size, full, rng, mixed)
     strategy: Strategy = make_strategy(name, random.Random(0))
     total = 0.0
     for i in range(decisions):
@@ -135,19 +139,25 @@ def main() -> None:
     def cold(rng: random.Random) -> str:
         return f"cold{rng.randrange(100)}:7b"
 
-    cases: list[tuple[str, bool, Callable[[random.Random], str], Callable[[Strategy, list[NodeView]], None]]] = [
-        ("free slot", False, loaded, lambda strategy, nodes: None),
-        ("no free slot", True, loaded, lambda strategy, nodes: None),
-        ("cold", False, cold, lambda strategy, nodes: None),
-        ("long prompts", False, loaded, long_prompts),
+    def nothing(strategy: Strategy, nodes: list[NodeView]) -> None:
+        pass
+
+    Case = tuple[str, bool, Callable[[random.Random], str], Callable[[Strategy, list[NodeView]], None], bool]
+    cases: list[Case] = [
+        ("free slot", False, loaded, nothing, False),
+        ("no free slot", True, loaded, nothing, False),
+        ("cold", False, cold, nothing, False),
+        ("long prompts", False, loaded, long_prompts, False),
+        ("mixed memory, no free slot", True, loaded, nothing, True),
+        ("mixed memory, cold", False, cold, nothing, True),
     ]
     print("| nodes | case | least-connections µs | model-aware µs | snapshot µs |")
     print("|---|---|---|---|---|")
     for size in map(int, args.sizes.split(",")):
         snap = snapshot_us(size, args.decisions)
-        for label, full, model, prepare in cases:
-            lc = measure("least-connections", size, full, model, args.decisions)
-            ma = measure("model-aware", size, full, model, args.decisions, prepare)
+        for label, full, model, prepare, mixed in cases:
+            lc = measure("least-connections", size, full, model, args.decisions, mixed=mixed)
+            ma = measure("model-aware", size, full, model, args.decisions, prepare, mixed)
             print(f"| {size} | {label} | {lc:.0f} | {ma:.0f} | {snap:.1f} |", flush=True)
 
 

@@ -12,6 +12,9 @@ returning a fixed body. Prints per-round figures and the medians. Needs nginx an
 key with request and token limits, per-address and global request limits, a global token limit,
 metrics, the audit log, validation caps and the access log, its JSON lines going to a file), which is
 issue 12's "everything on". `--c64-only` skips the concurrency-1 run (for CPU per request alone).
+`--nginx` also measures, in every round, the node directly at c=1 and nginx `proxy_pass` at c=1 and 64,
+and reports each gateway's added p50 over direct and its c=64 requests/s as a ratio to nginx's in the
+same round (issue 12's targets: medians of the per-round figures).
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--everything", action="store_true", help="only 'all features', as bench.compare's corral-all")
     parser.add_argument("--c64-only", action="store_true", help="skip the concurrency-1 run")
+    parser.add_argument("--nginx", action="store_true", help="also direct and nginx proxy_pass, in every round")
     args = parser.parse_args()
     variants: dict[str, tuple[Path, str]] = {}
     for spec in args.variant:
@@ -99,11 +103,18 @@ def main() -> None:
                 procs.append(proc)
                 gateways[(name, keyed)] = (proc.pid, port, script)
         figures: dict[tuple[str, bool], dict[str, list[float]]] = {
-            key: {"p50_us": [], "rps_c64": [], "cpu_us": []} for key in gateways
+            key: {"p50_us": [], "rps_c64": [], "cpu_us": [], "added_us": [], "vs_nginx": []} for key in gateways
         }
         names = list(variants)
+        plain = lua(work, "plain", PROMPT)
         for rnd in range(args.rounds):
             order = names[rnd % len(names) :] + names[: rnd % len(names)]
+            if args.nginx:
+                direct = wrk(f"http://127.0.0.1:{ports['backend']}/api/generate", plain, 1, args.seconds)
+                proxied = f"http://127.0.0.1:{ports['nginx']}/api/generate"
+                nginx1, nginx64 = wrk(proxied, plain, 1, args.seconds), wrk(proxied, plain, 64, args.seconds)
+                print(f"round {rnd} direct p50 {direct['p50_us']:.0f} µs; nginx p50 {nginx1['p50_us']:.0f} µs, "
+                      f"{nginx64['rps']:,.0f} req/s", flush=True)  # fmt: skip
             for keyed in modes:
                 for name in order:
                     pid, port, script = gateways[(name, keyed)]
@@ -116,15 +127,21 @@ def main() -> None:
                     row["p50_us"].append(c1.get("p50_us", 0.0))
                     row["rps_c64"].append(c64["rps"])
                     row["cpu_us"].append(cpu_us)
+                    if args.nginx:
+                        row["added_us"].append(c1.get("p50_us", 0.0) - direct["p50_us"])
+                        row["vs_nginx"].append(c64["rps"] / nginx64["rps"])
                     label = f"{name}{', all features' if keyed else ''}"
                     print(f"round {rnd} {label}: p50 {c1.get('p50_us', 0):.0f} µs, {c64['rps']:,.0f} req/s, "
                           f"{cpu_us:.0f} µs CPU/req", flush=True)  # fmt: skip
-        print("\n| gateway | p50 at c=1 | req/s at c=64 | CPU per request at c=64 |\n|---|---|---|---|")
+        extra = " added p50 at c=1 | c=64 vs nginx |" if args.nginx else ""
+        print(f"\n| gateway | p50 at c=1 | req/s at c=64 | CPU per request at c=64 |{extra}")
+        print("|---" * (6 if args.nginx else 4) + "|")
         for (name, keyed), row in figures.items():
-            med = {k: statistics.median(v) for k, v in row.items()}
+            med = {k: statistics.median(v) if v else 0.0 for k, v in row.items()}
+            more = f" +{med['added_us'] / 1000:.3f} ms | {med['vs_nginx']:.3f}x |" if args.nginx else ""
             print(
                 f"| {name}{', all features' if keyed else ''} | {med['p50_us'] / 1000:.3f} ms | "
-                f"{med['rps_c64']:,.0f} | {med['cpu_us']:.0f} µs |"
+                f"{med['rps_c64']:,.0f} | {med['cpu_us']:.0f} µs |{more}"
             )
     finally:
         for proc in procs:

@@ -46,6 +46,8 @@ class Scenario:
     prompt_median: float = 400.0
     prompt_cap: int = 2048
     multiturn: MultiTurn | None = None  # conversations resending their history (bench/policy_sim/multiturn.py)
+    embed_share: float = 0.0  # share of requests to the embedding models among `models` (ModelSpec.embedding)
+    ramp: tuple[float, float] | None = None  # load from the first share of capacity to the second, linearly
 
     def node(self, i: int) -> NodeParams:
         return self.node_params[i] if self.node_params else self.params
@@ -76,6 +78,20 @@ class Result:
 
 PROMPT_MEAN = 400 * math.exp(1.0**2 / 2)  # lognormal(median 400, sigma 1.0)
 OUTPUT_MEAN = 180 * math.exp(0.9**2 / 2)  # lognormal(median 180, sigma 0.9)
+EMBED_MEDIAN, EMBED_SIGMA, EMBED_CAP = 256.0, 0.8, 2048  # an embedding request: one chunk of a document
+EMBED_MEAN = EMBED_MEDIAN * math.exp(EMBED_SIGMA**2 / 2)
+
+
+def popularity(s: Scenario, names: list[str]) -> dict[str, float]:
+    """Each model's share of requests: Zipf over the chat models in `names` order, the embedding
+    models splitting `embed_share` evenly."""
+    specs = {m.name: m for m in s.models}
+    chat = [n for n in names if not specs[n].embedding]
+    embed = [n for n in names if specs[n].embedding]
+    weights = [1 / (i + 1) ** s.zipf for i in range(len(chat))]
+    rest = 1.0 - (s.embed_share if embed else 0.0)
+    mix = {n: rest * w / sum(weights) for n, w in zip(chat, weights, strict=True)}
+    return mix | {n: s.embed_share / len(embed) for n in embed}
 
 
 def nominal_capacity(s: Scenario, mix: dict[str, float]) -> float:
@@ -90,6 +106,9 @@ def nominal_capacity(s: Scenario, mix: dict[str, float]) -> float:
         out = 0.0
         for name, share in shares.items():
             spec = specs[name]
+            if spec.embedding:
+                out += share * EMBED_MEAN / spec.pp
+                continue
             aggregate = spec.tg1 * b / (1 + params.serial_frac * (b - 1))
             out += share * (prompt_mean / spec.pp + OUTPUT_MEAN / aggregate)
         return out
@@ -111,10 +130,14 @@ def workload(s: Scenario, rng: random.Random) -> list[Request]:
     if s.multiturn is not None:
         rate = conversation_rate(s.multiturn, s.load, [s.node(i) for i in range(s.nodes)], s.models[0])
         return first_turns(s.multiturn, rate, s.duration_s, s.models[0], rng)
-    names = [m.name for m in s.models]
+    embed = [m.name for m in s.models if m.embedding] if s.embed_share > 0 else []
+    names = [m.name for m in s.models if m.name not in embed]
     rng.shuffle(names)
     weights = [1 / (i + 1) ** s.zipf for i in range(len(names))]  # Zipf
-    rate = s.load * nominal_capacity(s, {n: w / sum(weights) for n, w in zip(names, weights, strict=True)})
+    if embed:
+        rate = s.load * nominal_capacity(s, popularity(s, names + embed))
+    else:  # the published scenarios: exactly as before
+        rate = s.load * nominal_capacity(s, {n: w / sum(weights) for n, w in zip(names, weights, strict=True)})
     out: list[Request] = []
     t = 0.0
     rid = 0
@@ -124,6 +147,9 @@ def workload(s: Scenario, rng: random.Random) -> list[Request]:
         over = s.overload
         if over is not None and over[0] * s.duration_s <= t < over[1] * s.duration_s:
             t += rng.expovariate(rate * over[2] / s.load)
+        elif s.ramp is not None:  # the rate at this instant: slow enough a change for a Poisson step
+            low, high = s.ramp
+            t += rng.expovariate(rate / s.load * (low + (high - low) * min(1.0, t / s.duration_s)))
         else:
             t += rng.expovariate(rate)
         if t >= s.duration_s:
@@ -131,6 +157,11 @@ def workload(s: Scenario, rng: random.Random) -> list[Request]:
         while shifts is not None and t >= next_shift:
             shifts.shuffle(names)  # which model is popular changes; the shape of popularity does not
             next_shift += s.shift_every_s or math.inf
+        if embed and rng.random() < s.embed_share:
+            prompt = min(EMBED_CAP, int(rng.lognormvariate(math.log(EMBED_MEDIAN), EMBED_SIGMA)) + 1)
+            out.append(Request(rid, rng.choice(embed), 4096, prompt, 0, t))
+            rid += 1
+            continue
         if s.burst and s.burst[0] * s.duration_s <= t < s.burst[1] * s.duration_s and rng.random() < 0.6:
             model = names[-1]
         else:
@@ -184,24 +215,46 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
     end = s.duration_s + 600.0  # drain
 
     sizes = {m.name: int(m.disk_gb * GIB) for m in s.models}
+    available = frozenset(specs)
+    # Speed without changing an event: a node's snapshot is rebuilt only when what it shows changed
+    # (`snapshot`), its /api/ps residency only when its runners changed or a dispatch edited it
+    # (`polled`), and a node with nothing to do is not stepped until its next keep-alive expiry (`quiet`).
+    snapshot: list[NodeView | None] = [None for _ in nodes]
+    polled: list[int] = [-1 for _ in nodes]  # Node.version the residency was last read at (-1: edited since)
+    quiet: list[float] = [-math.inf for _ in nodes]
+
+    def view(n: Node) -> NodeView:
+        return NodeView(
+            name=str(n.index),
+            up=n.index not in marked_down or now < marked_down[n.index],
+            parallel=n.p.parallel,
+            max_loaded=n.p.max_loaded,
+            vram_bytes=int(n.p.vram_gb * GIB),
+            available=available,
+            model_sizes=sizes,
+            loaded=residency[n.index],
+            in_flight=sum(in_flight[n.index].values()),
+            in_flight_by_model=dict(in_flight[n.index]),
+            unfit=frozenset(unfit[n.index]),
+        )
 
     def views() -> list[NodeView]:
-        return [
-            NodeView(
-                name=str(n.index),
-                up=n.index not in marked_down or now < marked_down[n.index],
-                parallel=n.p.parallel,
-                max_loaded=n.p.max_loaded,
-                vram_bytes=int(n.p.vram_gb * GIB),
-                available=frozenset(specs),
-                model_sizes=sizes,
-                loaded=residency[n.index],
-                in_flight=sum(in_flight[n.index].values()),
-                in_flight_by_model=dict(in_flight[n.index]),
-                unfit=frozenset(unfit[n.index]),
-            )
-            for n in nodes
-        ]
+        out = []
+        for n in nodes:
+            cached = snapshot[n.index]
+            if cached is None or n.index in marked_down:  # `up` depends on the time there
+                cached = snapshot[n.index] = view(n)
+            out.append(cached)
+        return out
+
+    def sent(index: int, model: str) -> None:
+        in_flight[index][model] = in_flight[index].get(model, 0) + 1
+        snapshot[index] = None
+        quiet[index] = -math.inf
+
+    def settled(index: int, model: str) -> None:
+        in_flight[index][model] -= 1
+        snapshot[index] = None
 
     def dispatch(req: Request, exclude: frozenset[str]) -> None:
         nonlocal rejected, failed
@@ -226,11 +279,12 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
         req.prefill_left, req.decode_left = float(req.prompt), float(req.output)
         error = nodes[index].arrive(req, now)
         if error is None:
-            in_flight[index][req.model] = in_flight[index].get(req.model, 0) + 1
+            sent(index, req.model)
             loaded = residency[index]
             key = route.options_key
             if not any(m.model == req.model and m.options_key == key for m in loaded):
                 residency[index] = (*[m for m in loaded if m.model != req.model], LoadedModel(req.model, key))
+                polled[index] = -1
             return
         if error == "503":
             rejected += 1
@@ -246,6 +300,7 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
         """What the gateway's residency task sends: an empty-prompt generate with keep_alive, to one node."""
         index = int(action.node)
         pins[(index, action.model)] = math.inf if action.keep_alive == "-1" else 300.0
+        quiet[index] = -math.inf  # its runners' keep-alive changes at the next step
         if action.kind != "preload":
             return
         others = frozenset(str(n.index) for n in nodes if n.index != index)
@@ -255,15 +310,16 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
         req = Request(-1, action.model, 4096, 0, 0, now, preload=True)
         req.node = index
         if nodes[index].arrive(req, now) is None:
-            in_flight[index][req.model] = in_flight[index].get(req.model, 0) + 1
+            sent(index, req.model)
             if not any(m.model == req.model for m in residency[index]):
                 residency[index] = (*residency[index], LoadedModel(req.model))
+                polled[index] = -1
 
     while now < end:
         if s.kill_node_at is not None and nodes[0].up and now >= s.kill_node_at * s.duration_s:
             marked_down[0] = now + FALL_S
             for req in nodes[0].fail():
-                in_flight[0][req.model] -= 1
+                settled(0, req.model)
                 if req.first_token is not None:
                     cut += 1
                     req.failed = "node died mid-stream"
@@ -285,6 +341,10 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             upcoming = next(arrivals, None)
         if now >= next_poll:
             for n in nodes:
+                if polled[n.index] == n.version:
+                    continue  # the same runners: the same /api/ps
+                polled[n.index] = n.version
+                snapshot[n.index] = None
                 residency[n.index] = tuple(
                     LoadedModel(
                         r.spec.name,
@@ -303,18 +363,23 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
         done_now: list[Request] = []
         started: list[Request] = []
         for n in nodes:
+            if n.up and now < quiet[n.index] - 1e-6:
+                continue  # nothing to do there before a keep-alive runs out (Node.quiet_until)
             if n.up:
-                for runner in n.runners.values():
+                for runner in n.runners.values() if pins else ():
                     wanted = pins.get((n.index, runner.spec.name))
                     if wanted is not None and not runner.unloading:
                         runner.session_s = wanted  # the keep_alive of the controller's last request
                 n.schedule(now, specs)
+                done_before = len(done_now)
                 n.step(now, DT, done_now, started)
                 n.expire(now)
+                # A busy node can only fall quiet when a request of it finished or was refused.
+                recheck = len(done_now) > done_before or n.unfit or quiet[n.index] > -math.inf
                 for req in n.unfit:
                     # Ollama's 500 "model requires more system memory", before any byte: the gateway
                     # retries it elsewhere and keeps the model off this node (corral/app/attempts.py).
-                    in_flight[n.index][req.model] -= 1
+                    settled(n.index, req.model)
                     unfit[n.index].add(req.model)
                     if req.attempts <= 2:
                         req.failed = None
@@ -323,10 +388,12 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
                     else:
                         failed += 1
                 n.unfit.clear()
+                if recheck:
+                    quiet[n.index] = n.quiet_until()
         for req in started:
             strategy.first_token(str(req.node), req.model, ctx_key(req.num_ctx), now)
         for req in done_now:
-            in_flight[req.node][req.model] -= 1
+            settled(req.node, req.model)
             if req.first_token is not None and req.done_at is not None:
                 strategy.finished(str(req.node), req.model, req.done_at - req.first_token, now)
         finished += [r for r in done_now if not r.preload]
@@ -341,7 +408,10 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             upcoming is None
             and not later
             and not retry_heap
-            and all(not n.pending and all(r.ref == 0 for r in n.runners.values()) for n in nodes)
+            and all(
+                quiet[n.index] > -math.inf or (not n.pending and all(r.ref == 0 for r in n.runners.values()))
+                for n in nodes
+            )
         ):
             break
         now += DT

@@ -228,6 +228,13 @@ class SqlKeyStore:
         return _record(row)
 
 
+class Miss:
+    """KeyCache.cached's answer when the cache cannot say: the key store must be asked."""
+
+
+MISS = Miss()
+
+
 class KeyCache:
     """Look-ups through a small cache: a result (found or not) is reused for `ttl_s`, so a revocation or
     rotation on any replica takes effect everywhere within that time. Time is an argument."""
@@ -245,22 +252,32 @@ class KeyCache:
         hit = self._entries.get(digest)
         return (False, None) if hit is None else (True, hit[1])
 
-    async def principal(self, presented: str, now: float) -> Principal | None:
-        """The principal of a live key, or None for an unknown, malformed, revoked or expired key."""
+    def cached(self, presented: str, now: float) -> Principal | Miss | None:
+        """`principal()` without awaiting when the answer is cached (nearly every request): the
+        principal, None for a key known to be unusable, or MISS when the store must be asked."""
         if parse_key(presented) is None:
             return None
         digest = hash_key(presented)  # the cache never holds a key in the clear
         hit = self._entries.get(digest)
-        if hit is not None and now - hit[0] < self.ttl_s:
-            record = hit[1]
-        else:
-            pending = self._inflight.get(digest)
-            if pending is None:
-                # One look-up per key at a time: when an entry expires under load, the concurrent
-                # requests share it instead of each opening a database connection.
-                pending = asyncio.ensure_future(self._fetch(presented, digest, now))
-                self._inflight[digest] = pending
-            record = await asyncio.shield(pending)
+        if hit is None or now - hit[0] >= self.ttl_s:
+            return MISS
+        return self._principal(digest, hit[1], now)
+
+    async def principal(self, presented: str, now: float) -> Principal | None:
+        """The principal of a live key, or None for an unknown, malformed, revoked or expired key."""
+        found = self.cached(presented, now)
+        if not isinstance(found, Miss):
+            return found
+        digest = hash_key(presented)
+        pending = self._inflight.get(digest)
+        if pending is None:
+            # One look-up per key at a time: when an entry expires under load, the concurrent
+            # requests share it instead of each opening a database connection.
+            pending = asyncio.ensure_future(self._fetch(presented, digest, now))
+            self._inflight[digest] = pending
+        return self._principal(digest, await asyncio.shield(pending), now)
+
+    def _principal(self, digest: str, record: KeyRecord | None, now: float) -> Principal | None:
         if record is None or not record.active(now):
             return None
         # One principal per fetched record, not one per request (a frozen dataclass of eleven fields).

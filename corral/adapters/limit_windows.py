@@ -28,7 +28,9 @@ class Window:
     group: int
 
 
-@dataclass(frozen=True, slots=True)
+# Built per request, never changed: not `frozen`, whose __init__ sets each field through
+# object.__setattr__ (about three times the cost; docs/benchmarks.md §5).
+@dataclass(slots=True)
 class Outcome:
     """One admission's answer. `status`: 0 admitted, else the group that refused (REQUESTS, TOKENS) or 3
     for the concurrency slot; `at_ms`: the clock the windows were read at (settling charges that window).

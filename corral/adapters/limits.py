@@ -49,7 +49,9 @@ class Scope:
     burst: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+# Built per request, never changed: not `frozen`, whose __init__ sets each field through
+# object.__setattr__ (about three times the cost; docs/benchmarks.md §5).
+@dataclass(slots=True)
 class Decision:
     """What the gateway needs to answer and label a request. When the store failed, `store_error` says
     why and `allowed` follows the configured policy."""
@@ -64,21 +66,31 @@ class Decision:
 
     def headers(self) -> dict[str, str]:
         """`RateLimit-*` for the tightest scope, and `Retry-After` on a rejection (whole seconds, ≥ 1)."""
-        out: dict[str, str] = {}
-        if self.limit is not None and self.remaining is not None:
-            out["RateLimit-Limit"] = str(self.limit)
-            out["RateLimit-Remaining"] = str(max(0, self.remaining))
-            out["RateLimit-Reset"] = str(max(0, math.ceil(self.reset_s)))
-        if not self.allowed and self.retry_after_s is not None:
-            out["Retry-After"] = str(max(1, math.ceil(self.retry_after_s)))
-        return out
+        return {_SPELLED[name]: value.decode() for name, value in self.header_pairs()}
 
     def header_pairs(self) -> list[tuple[bytes, bytes]]:
-        """`headers()` as the HTTP server takes them (names in lower case)."""
-        return [(k.lower().encode(), v.encode()) for k, v in self.headers().items()]
+        """`headers()` as the HTTP server takes them (names in lower case); once per limited request."""
+        out = []
+        if self.limit is not None and self.remaining is not None:
+            out = [
+                (b"ratelimit-limit", str(self.limit).encode()),
+                (b"ratelimit-remaining", str(max(0, self.remaining)).encode()),
+                (b"ratelimit-reset", str(max(0, math.ceil(self.reset_s))).encode()),
+            ]
+        if not self.allowed and self.retry_after_s is not None:
+            out.append((b"retry-after", str(max(1, math.ceil(self.retry_after_s))).encode()))
+        return out
 
 
-@dataclass(frozen=True, slots=True)
+_SPELLED = {
+    b"ratelimit-limit": "RateLimit-Limit",
+    b"ratelimit-remaining": "RateLimit-Remaining",
+    b"ratelimit-reset": "RateLimit-Reset",
+    b"retry-after": "Retry-After",
+}
+
+
+@dataclass(slots=True)
 class TokenReservation:
     """Tokens set aside at admission: `charged` is (window name, window seconds, tokens) for each token
     window, `at_ms` the store's clock then (settling corrects that same window)."""
@@ -88,7 +100,7 @@ class TokenReservation:
     at_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Admission:
     """One request's admission over all of its limits. `refused`: None, or which limit refused it
     ("rate_limited", "token_limited", "concurrency_limited"), with `decision` saying why; admitted,
@@ -119,7 +131,18 @@ def _settle_args(settles: list[_Settlement], keys: list[str], args: list[Any]) -
             keys.append(slot)
 
 
-_ALLOWED = Admission(Decision(True))  # nothing to check: shared (both are frozen)
+_ALLOWED = Admission(Decision(True))  # nothing to check: shared, so never changed
+
+
+def _picked(plan: tuple[Window, ...], pick: tuple[int, int, int] | None) -> Decision:
+    """The admitted decision of one group: its tightest window (index, remaining, reset ms), if any."""
+    if pick is None:
+        return _ALLOWED.decision
+    j, remaining, reset_ms = pick
+    w = plan[j]
+    return Decision(True, w.amount, remaining, reset_ms / 1000, None, w.scope)
+
+
 REDIS_CONNECTIONS = 128  # per process; Redis serves thousands of clients
 _REFUSED = {REQUESTS: "rate_limited", TOKENS: "token_limited", CONCURRENCY: "concurrency_limited"}
 
@@ -273,17 +296,12 @@ class LimitStore:
             decision = Decision(False, w.amount, remaining, reset_ms / 1000, reset_ms / 1000, w.scope)
             return Admission(decision, _REFUSED[outcome.status])
 
-        def pick(group: int) -> Decision:
-            if group not in outcome.picks:
-                return _ALLOWED.decision
-            j, remaining, reset_ms = outcome.picks[group]
-            return Decision(True, plan[j].amount, remaining, reset_ms / 1000, None, plan[j].scope)
-
+        picks = outcome.picks
         reservation = None
         if tokens:
             charged = tuple((w.name, w.seconds, w.cost) for w in plan if w.group == TOKENS)
-            reservation = TokenReservation(pick(TOKENS), charged, outcome.at_ms)
-        return Admission(pick(REQUESTS), None, reservation, slot, outcome.slots_used)
+            reservation = TokenReservation(_picked(plan, picks.get(TOKENS)), charged, outcome.at_ms)
+        return Admission(_picked(plan, picks.get(REQUESTS)), None, reservation, slot, outcome.slots_used)
 
     def _settlement(self, reservation: TokenReservation | None, actual: int, slot: str | None) -> _Settlement | None:
         charges = [(n, s, actual - r) for n, s, r in reservation.charged] if reservation is not None else []

@@ -1,7 +1,8 @@
 """Prometheus metrics: every collector in one class on an injected registry.
 
 Per-request metrics are recorded by `observe(record)` at the end of a request (an observer, not calls
-sprinkled through the logic). Per-node state (up, breaker, in flight, loaded models and their VRAM) is
+sprinkled through the logic), into lock-free counters and histograms (`metric_types.py`: all of them are
+updated on the event loop thread). Per-node state (up, breaker, in flight, loaded models and their VRAM) is
 read from the fleet at scrape time by a custom collector, so it costs nothing per request.
 Label values come only from closed sets: route templates, configured node names, models the fleet
 knows (anything else is `other`), status classes and ErrorKind values.
@@ -10,12 +11,13 @@ knows (anything else is `other`), status classes and ErrorKind values.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from corral.adapters.metric_types import PlainCounter, PlainHistogram
 from corral.domain.names import normalize
 from corral.domain.record import RequestRecord
 
@@ -116,105 +118,104 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series double the exposition for nothing an alert uses
         self.registry = registry
         self.per_key = per_key
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.known_models: Callable[[], frozenset[str]] = frozenset
-        self.requests = Counter(
+        self.requests = PlainCounter(
             "corral_requests",
             "Requests answered, by route, model, node and status class.",
             ["route", "model", "node", "status_class"],
             registry=registry,
         )
-        self.latency = Histogram(
+        self.latency = PlainHistogram(
             "corral_request_duration_seconds",
             "Whole request latency.",
             ["route", "model"],
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.ttft = Histogram(
+        self.ttft = PlainHistogram(
             "corral_time_to_first_token_seconds",
             "Time to the first streamed token.",
             ["model", "node"],
             buckets=TTFT_BUCKETS,
             registry=registry,
         )
-        self.itl = Histogram(
+        self.itl = PlainHistogram(
             "corral_inter_token_latency_seconds",
             "Mean time between tokens of a stream.",
             ["model", "node"],
             buckets=ITL_BUCKETS,
             registry=registry,
         )
-        self.tokens = Counter(
+        self.tokens = PlainCounter(
             "corral_tokens",
             "Tokens processed, by kind (prompt or completion).",
             ["model", "node", "kind"],
             registry=registry,
         )
-        self.speed = Histogram(
+        self.speed = PlainHistogram(
             "corral_generation_tokens_per_second",
             "Completion tokens per second of a request.",
             ["model", "node"],
             buckets=SPEED_BUCKETS,
             registry=registry,
         )
-        self.queue_wait = Histogram(
+        self.queue_wait = PlainHistogram(
             "corral_queue_wait_seconds",
             "Time requests waited for a free node slot.",
             buckets=QUEUE_BUCKETS,
             registry=registry,
         )
-        self.model_loads = Counter(
+        self.model_loads = PlainCounter(
             "corral_model_loads",
             "Requests that had to wait for a model load.",
             ["node", "model"],
             registry=registry,
         )
-        self.model_load_duration = Histogram(
+        self.model_load_duration = PlainHistogram(
             "corral_model_load_duration_seconds",
             "Model load time seen by requests.",
             ["node", "model"],
             buckets=LOAD_BUCKETS,
             registry=registry,
         )
-        self.retries = Counter(
+        self.retries = PlainCounter(
             "corral_retries",
             "Requests retried on another node before any byte was sent.",
             ["route"],
             registry=registry,
         )
-        self.errors = Counter(
+        self.errors = PlainCounter(
             "corral_errors", "Requests that ended in an error, by kind.", ["route", "kind"], registry=registry
         )
-        self.rejections = Counter(
+        self.rejections = PlainCounter(
             "corral_rejections",
             "Requests refused by auth or limits, by reason.",
             ["reason"],
             registry=registry,
         )
-        self.limit_store_errors = Counter(
+        self.limit_store_errors = PlainCounter(
             "corral_limit_store_errors", "Limit checks that could not reach the limit store.", registry=registry
         )
-        self._reloads = Counter(
+        self._reloads = PlainCounter(
             "corral_config_reloads", "Configuration reloads, by result (ok, error).", ["result"], registry=registry
         )
         for result in ("ok", "error"):
             self._reloads.labels(result)
         self._cache_size: Callable[[], int | None] | None = None
-        self.cache_requests = Counter(
+        self.cache_requests = PlainCounter(
             "corral_cache_requests",
             "Requests that consulted a cache, by kind (responses, embeddings) and result "
             "(hit, miss, partial: some inputs cached, bypass: the client asked for a fresh answer).",
             ["kind", "result"],
             registry=registry,
         )
-        self.fallbacks = Counter(
+        self.fallbacks = PlainCounter(
             "corral_fallbacks",
             "Requests a fallback model served, by the model asked for and the one that served.",
             ["from", "to"],
             registry=registry,
         )
-        self.health_checks = Histogram(
+        self.health_checks = PlainHistogram(
             "corral_health_check_duration_seconds",
             "Health check latency.",
             ["node", "result"],
@@ -247,47 +248,38 @@ class Metrics:
         name = normalize(asked)
         return name if name in self.known_models() else "other"
 
-    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
-        # prometheus-client validates labels on every .labels() call; a hit here skips that.
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
-
     def observe(self, record: RequestRecord) -> None:
         model = self._model(record)
         node = record.node or "none"
-        child = self._child
-        child(self.requests, record.route, model, node, status_class(record.status)).inc()
-        child(self.latency, record.route, model).observe(record.latency)
+        self.requests.labels(record.route, model, node, status_class(record.status)).inc()
+        self.latency.labels(record.route, model).observe(record.latency)
         if record.attempts > 1:
             self.retries.labels(record.route).inc(record.attempts - 1)
         if record.error_kind is not None:
             self.errors.labels(record.route, record.error_kind.value).inc()
         if record.fallback_from is not None and record.served_model is not None:
             # Both names come from models.<name>.fallbacks in the configuration: a closed set.
-            child(self.fallbacks, record.fallback_from, record.served_model).inc()
+            self.fallbacks.labels(record.fallback_from, record.served_model).inc()
         if record.queued_s:
             self.queue_wait.observe(record.queued_s)
         if record.ttft is not None and record.stream:
-            child(self.ttft, model, node).observe(record.ttft)
+            self.ttft.labels(model, node).observe(record.ttft)
         prompt, completion = record.prompt_tokens, record.completion_tokens
         if prompt:
-            child(self.tokens, model, node, "prompt").inc(prompt)
+            self.tokens.labels(model, node, "prompt").inc(prompt)
         if completion:
-            child(self.tokens, model, node, "completion").inc(completion)
+            self.tokens.labels(model, node, "completion").inc(completion)
             generating = record.latency - (record.ttft or 0.0)
             if generating > 0:
-                child(self.speed, model, node).observe(completion / generating)
+                self.speed.labels(model, node).observe(completion / generating)
                 if record.stream and completion > 1:
-                    child(self.itl, model, node).observe(generating / (completion - 1))
+                    self.itl.labels(model, node).observe(generating / (completion - 1))
         if record.load_s is not None and record.load_s > _MODEL_LOAD_THRESHOLD_S:
             self.model_loads.labels(node, model).inc()
             self.model_load_duration.labels(node, model).observe(record.load_s)
 
     def cache_counted(self, kind: str, result: str) -> None:
-        self._child(self.cache_requests, kind, result).inc()
+        self.cache_requests.labels(kind, result).inc()
 
     def watch_cache(self, size: Callable[[], int | None]) -> None:
         """`corral_cache_bytes`: what the in-memory cache holds, read at scrape time."""

@@ -247,7 +247,8 @@ class Forwarder:
         self, node: Node, out: Outbound, head_timeout_s: float
     ) -> tuple[UpstreamConnection, UpstreamResponse]:
         pool = node.pool
-        target = node.settings.base_path.encode() + out.target if node.settings.base_path else out.target
+        prefix = node.path_prefix
+        target = prefix + out.target if prefix else out.target
         body_len = len(out.body) if out.body or out.method in ("POST", "PUT", "DELETE") else None
         head = build_head(out.method, target, pool.host_header, out.headers, body_len)
         for fresh in (False, True):

@@ -8,12 +8,12 @@ without its check. `/health` and `/ready` need no key; `/metrics` is configurabl
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import orjson
 
 from corral.adapters.jwt_auth import JwtVerifier
-from corral.adapters.keystore import KeyCache, KeyExists, KeyNotFound, KeySpec, SqlKeyStore
+from corral.adapters.keystore import KeyCache, KeyExists, KeyNotFound, KeySpec, Miss, SqlKeyStore
 from corral.app.routes import Access, RouteSpec
 from corral.app.views import send_json
 from corral.domain.errors import Forbidden, InvalidRequest, NotFound, Unauthenticated
@@ -52,27 +52,41 @@ class AuthGuard:
             self.on_reject(reason)
         return error
 
-    async def __call__(self, request: Request, record: RequestRecord, spec: RouteSpec) -> None:
+    def __call__(self, request: Request, record: RequestRecord, spec: RouteSpec) -> Awaitable[None] | None:
+        """Synchronous when the key's answer is cached (no coroutine on the request's path); else the
+        look-up to await."""
         access = spec.access
         if access is Access.PUBLIC or (access is Access.METRICS and self.metrics_open):
-            return
+            return None
         key = presented_key(request)
         if key is None:
             raise self._reject("unauthenticated", Unauthenticated("unauthorized"))
-        principal: Principal | None
         if self.jwt is not None and key.count(".") == 2 and not key.startswith("crl_"):
-            try:
-                principal = await self.jwt.verify(key, time.time())
-            except Unauthenticated:
-                principal = None
-        else:
-            principal = await self.cache.principal(key, time.time())
+            return self._verify_jwt(key, record, spec)
+        principal = self.cache.cached(key, time.time())
+        if isinstance(principal, Miss):
+            return self._look_up(key, record, spec)
+        self._admit(principal, record, spec)
+        return None
+
+    async def _verify_jwt(self, key: str, record: RequestRecord, spec: RouteSpec) -> None:
+        assert self.jwt is not None
+        try:
+            principal = await self.jwt.verify(key, time.time())
+        except Unauthenticated:
+            principal = None
+        self._admit(principal, record, spec)
+
+    async def _look_up(self, key: str, record: RequestRecord, spec: RouteSpec) -> None:
+        self._admit(await self.cache.principal(key, time.time()), record, spec)
+
+    def _admit(self, principal: Principal | None, record: RequestRecord, spec: RouteSpec) -> None:
         if principal is None:
             raise self._reject("unauthenticated", Unauthenticated("unauthorized"))
         record.principal = principal
         record.key_name = principal.name
         record.priority = principal.priority
-        if access is Access.ADMIN and not principal.is_admin:
+        if spec.access is Access.ADMIN and not principal.is_admin:
             raise self._reject("forbidden", Forbidden(f"key '{principal.name}' may not call {spec.path}"))
 
 

@@ -72,6 +72,15 @@ class Node:
         return self.settings.name
 
     @property
+    def path_prefix(self) -> bytes:
+        """The node URL's path (`http://host/ollama` -> b"/ollama"), put before every request's target:
+        parsed once per settings object, not per request."""
+        cached: tuple[BackendSettings, bytes] | None = self.__dict__.get("_prefix")
+        if cached is None or cached[0] is not self.settings:
+            cached = self.__dict__["_prefix"] = (self.settings, self.settings.base_path.encode())
+        return cached[1]
+
+    @property
     def kind(self) -> NodeKind:
         return NodeKind.OPENAI if self.settings.type == "openai" else NodeKind.OLLAMA
 

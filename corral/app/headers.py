@@ -48,7 +48,9 @@ DROP_RESPONSE = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
+# Built per request, never changed: not `frozen`, whose __init__ sets each field through
+# object.__setattr__ (about three times the cost; docs/benchmarks.md §5).
+@dataclass(slots=True)
 class Outbound:
     """What to send to the chosen node."""
 

@@ -32,6 +32,8 @@ class FleetIndex:
         self._roomy_ordered: tuple[int, ...] | None = None
         self.refused = 0  # nodes that refused some model for memory: the full filter's rules apply then
         self.positions: dict[str, int] = {}
+        self._memories: dict[int | None, int] = {}  # configured memory -> nodes with it
+        self._memory_set: frozenset[int] | None = None  # built when first asked
 
     def update(self, nodes: Sequence[NodeView]) -> None:
         views = self._views
@@ -59,6 +61,14 @@ class FleetIndex:
             self._roomy_ordered = tuple(self._roomy)
         return self._roomy_ordered
 
+    def memories(self) -> frozenset[int] | None:
+        """The nodes' configured memories (bytes); None when some node's is unknown."""
+        if None in self._memories:
+            return None
+        if self._memory_set is None:
+            self._memory_set = frozenset(m for m in self._memories if m is not None)
+        return self._memory_set
+
     @property
     def views(self) -> list[NodeView]:
         return self._views
@@ -71,6 +81,8 @@ class FleetIndex:
         self._holders, self._ordered, self._roomy, self._roomy_ordered = {}, {}, {}, None
         self.refused = 0
         self.positions = {}
+        self._memories = {}
+        self._memory_set = None
         for i, node in enumerate(nodes):
             self._views.append(node)
             self._keys.append(())
@@ -88,6 +100,10 @@ class FleetIndex:
             self._roomy[i] = None
             self._roomy_ordered = None
         self.refused += bool(node.unfit)
+        count = self._memories.get(node.vram_bytes, 0)
+        self._memories[node.vram_bytes] = count + 1
+        if not count:
+            self._memory_set = None
 
     def _unindex(self, i: int, node: NodeView) -> None:
         for key in self._keys[i]:
@@ -100,6 +116,12 @@ class FleetIndex:
         if self._roomy.pop(i, 0) is None:
             self._roomy_ordered = None
         self.refused -= bool(node.unfit)
+        left = self._memories.get(node.vram_bytes, 0) - 1
+        if left > 0:
+            self._memories[node.vram_bytes] = left
+        else:
+            self._memories.pop(node.vram_bytes, None)
+            self._memory_set = None
 
 
 def admissible(node: NodeView, req: RouteRequest) -> bool:

@@ -75,7 +75,7 @@ def slack_s(cached_tokens: int, eval_rate: float = DEFAULT_EVAL_RATE) -> float:
 
 
 class Weighed(Protocol):
-    """A node with the routing cost model's estimate for the request (model_aware._Option)."""
+    """A node with the routing cost model's estimate for the request (route_costs.Option)."""
 
     @property
     def node(self) -> NodeView: ...

@@ -10,9 +10,11 @@ above its usual rate (a turn: a passing queue or steady traffic is routing's to 
 replica at a time: into free room (no eviction), else, only while the fleet is neither saturated nor
 thrashing and has lost no node, on a node whose runners Ollama would unload are idle, unpinned and
 barely used, or keep busy far fewer slots than the hot model lacks.
-A queued model's replicas are pinned (`keep_alive` -1: Ollama sorts them last when it picks a victim
-and never expires them, server/sched.go `ByDurationAndName`); once its best wait stays below `cool`
+The replicas it preloads are pinned (`keep_alive` -1: Ollama sorts them last when it picks a victim and
+never expires them, server/sched.go `ByDurationAndName`); once the model's best wait stays below `cool`
 load times with its requests within its slots for `cool_s`, they are unpinned (the default keep_alive).
+Copies routing loaded are left as they are: routing predicts Ollama's victims without knowing of pins,
+and pinning them made it mispredict (docs/routing.md, Residency).
 
 Pure: `observe` counts arrivals, `decide` returns actions for the caller to carry out (an empty-prompt
 generate with keep_alive); time is an argument.
@@ -70,7 +72,7 @@ class ResidencyParams:
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    kind: str  # "preload" (load and pin), "pin", "unpin"
+    kind: str  # "preload" (load and pin), "unpin"
     node: str
     model: str
     keep_alive: str
@@ -168,9 +170,6 @@ class Residency:
                 m.queued_since = now if m.queued_since is None else m.queued_since
                 m.queued_at = now
                 m.cool_since = None
-                actions += [self._act("pin", n, model, PIN, f"queued: {waits:.1f} load times on its best copy")
-                            for n in holders if n not in m.pinned]  # fmt: skip
-                m.pinned.update(holders)
                 if now - m.queued_since >= self.p.hold_s:
                     wanting.append((model, m, holders, waits))
                 continue

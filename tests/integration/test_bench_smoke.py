@@ -35,6 +35,20 @@ def test_policy_sim_quick(tmp_path: Path) -> None:
     assert (tmp_path / "policy_sim.png").stat().st_size > 0
 
 
+def test_policy_sim_generated_draws_report(tmp_path: Path) -> None:
+    args = ("--set", "tuning", "--draws", "2", "--duration", "20", "--workers", "1", "--out", str(tmp_path))
+    bench("bench.policy_sim.generate", *args)
+    rows = json.loads((tmp_path / "draws-tuning.json").read_text())
+    assert sorted(rows) == ["0", "1"] and all({"least-connections", "model-aware"} <= set(r) for r in rows.values())
+    report = (tmp_path / "draws-tuning.md").read_text()
+    assert "| kind | draws | median p99 ratio |" in report and (tmp_path / "draws-tuning.png").stat().st_size > 0
+
+
+def test_policy_sim_speed_a_short_run() -> None:
+    out = bench("bench.policy_sim.speed", "--nodes", "8", "--models", "6", "--duration", "20").stdout
+    assert "| least-connections |" in out and "| model-aware |" in out
+
+
 @needs_nginx
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="needs wrk: scripts/install.sh --system")
 def test_proxy_overhead_one_second_a_point(tmp_path: Path) -> None:

@@ -82,20 +82,18 @@ def test_a_hot_model_gets_a_pinned_replica_and_is_unpinned_when_it_cools(fleet: 
         t.start()
     try:
         wait_for(lambda: (e := expiry_s(b)) is not None and e > 10 * 365 * 86400, 20, "a pinned replica on b")
-        # The busy replica on a is pinned too, and stays so under requests that send no keep_alive (Ollama
-        # keeps a loaded runner's own then: server/sched.go useLoadedRunner).
-        wait_for(lambda: (e := expiry_s(a)) is not None and e > 10 * 365 * 86400, 10, "the replica on a pinned")
         state = status(corral)
-        assert state["enabled"] and state["pinned"][MODEL] == ["a", "b"]
-        kinds = {(d["action"], d["node"]) for d in state["decisions"]}
-        assert ("preload", "b") in kinds and ("pin", "a") in kinds
+        # The replica it loaded is pinned; routing's own copy on a is left to routing.
+        assert state["enabled"] and state["pinned"][MODEL] == ["b"]
+        assert ("preload", "b") in {(d["action"], d["node"]) for d in state["decisions"]}
     finally:
         stop.set()
         for t in clients:
             t.join(30)
     # Quiet for cool_s: both replicas go back to the configured keep_alive, and stay loaded.
     wait_for(lambda: status(corral)["pinned"] == {}, 20, "unpinned")
-    wait_for(lambda: all((e := expiry_s(s)) is not None and e <= 240 for s in (a, b)), 10, "keep_alive 4m again")
+    wait_for(lambda: (e := expiry_s(b)) is not None and e <= 240, 10, "keep_alive 4m again on b")
+    assert expiry_s(a) is not None  # a's copy is still loaded
 
 
 def test_off_by_default_and_shown_as_off(tmp_path: Any) -> None:

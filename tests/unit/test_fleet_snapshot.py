@@ -64,3 +64,15 @@ def test_nodes_added_removed_and_reordered() -> None:
     fleet.reorder(["n2", "n0"])
     nodes[2].begin("m:1b")
     assert [(v.name, v.in_flight) for v in fleet.snapshot(0.2)] == [("n2", 1), ("n0", 0)]
+
+
+def test_the_path_of_a_node_url_prefixes_its_requests_and_follows_new_settings() -> None:
+    fleet = Fleet()
+    node = fleet.add(
+        BackendSettings(name="p", url="http://127.0.0.1:20000/ollama/"), HealthSettings(), CircuitBreaker()
+    )
+    assert node.path_prefix == b"/ollama"
+    node.settings = BackendSettings(name="p", url="http://127.0.0.1:20000/v2/ollama")  # a reload's new settings
+    assert node.path_prefix == b"/v2/ollama"
+    node.settings = BackendSettings(name="p", url="http://127.0.0.1:20000")
+    assert node.path_prefix == b""

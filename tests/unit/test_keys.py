@@ -91,6 +91,15 @@ def test_model_globs_match_normalised_names() -> None:
     assert not Principal("x", "abcdefgh", models=()).allows_model("llama3")
 
 
+def test_the_answer_is_the_same_asked_again_and_for_names_too_long_to_keep() -> None:
+    p = Principal("team", "abcdefgh", models=("llama3*",))
+    long_name = "llama3-" + "x" * 400  # past the length whose answers are kept
+    for _ in range(2):
+        assert p.allows_model("llama3.2:1b") and not p.allows_model("mistral")
+        assert p.allows_model(long_name) and not p.allows_model("mistral-" + "x" * 400)
+    assert not Principal("x", "abcdefgh", models=("qwen*",)).allows_model("llama3.2:1b")  # another key's list
+
+
 name_part = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,12}", fullmatch=True)
 
 

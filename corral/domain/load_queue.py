@@ -1,0 +1,97 @@
+"""Each node's queue of pending loads: when a further load there could start (issue 17).
+
+Ollama loads one model at a time per node and handles its pending requests first in, first out
+(`server/sched.go`, processPending): a request whose model is not loaded waits at the head of the
+queue until its victims have finished their requests and been unloaded, and every later request that
+needs a load waits behind it, whatever its own model. So a cheap-looking load on a node that is
+already swapping a busy model in waits for that swap first: minutes, when the victim has a long queue.
+
+The router keeps, per node, the loads it sent there in order, each as the earliest moment its victims
+can have drained (`earliest`: they drain from the moment it was sent, in parallel with the loads
+ahead, because the router sends nothing more to a victim) and what it takes once at the head (`tail`:
+unloading the victims and the load itself). A load is at the head after the one before it is ready:
+
+    ready[i] = max(ready[i - 1], earliest[i]) + tail[i]
+
+A load whose estimate has passed with no first token is still under way as far as the router knows:
+it holds the loader until at least now. A first token of a queued load frees the node's loader (see
+`seen`). Loads that never send one (their request failed or went elsewhere) are forgotten once
+`patience` times their estimated duration, plus `forget_s`, has passed since they were sent.
+
+Pure bookkeeping, no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+Key = tuple[str, str]  # (model, load-time options)
+
+
+@dataclass(slots=True)
+class Pending:
+    key: Key
+    sent_at: float
+    earliest: float  # the victims have drained by then, at the earliest
+    tail: float  # at the head of the queue: unload the victims, then load
+
+
+class LoadQueues:
+    def __init__(self, forget_s: float = 10.0, patience: float = 3.0) -> None:
+        self.forget_s = forget_s
+        # A load with no first token this many times its estimated duration (plus `forget_s`) after it
+        # was sent is forgotten: its request failed or went elsewhere.
+        self.patience = patience
+        self._queues: dict[str, list[Pending]] = {}
+
+    def push(self, node: str, key: Key, now: float, drain_s: float, tail_s: float) -> float:
+        """A load was sent to the node: its victims drain for `drain_s`, then unloading them and the load
+        take `tail_s`. Returns when the model should be ready there (never before now + tail_s)."""
+        queue = self._queues.setdefault(node, [])
+        queue.append(Pending(key, now, now + max(0.0, drain_s), max(0.0, tail_s)))
+        return self.free_at(node, now)
+
+    def free_at(self, node: str, now: float) -> float:
+        """When the node's loader could start another load: now, or after the loads queued there."""
+        at = float("-inf")
+        for p in self._queues.get(node, ()):
+            at = _ready(p, at, now)
+        return at if at > now else now
+
+    def queued(self, node: str) -> int:
+        return len(self._queues.get(node, ()))
+
+    def seen(self, node: str, key: Key) -> bool:
+        """The first token of `key` came from the node, and a load of it was queued there: the node's
+        loader is free from now on. (That first token comes after the load and the request's own prompt;
+        by then the loads sent after it have usually been made too. Keeping them queued until their own
+        first tokens made the published thrash scenarios' tails 15% longer: docs/benchmarks.md.)"""
+        queue = self._queues.get(node)
+        if queue and any(p.key == key for p in queue):
+            del self._queues[node]
+            return True
+        return False
+
+    def prune(self, now: float) -> None:
+        """Forget loads that sent no first token long after their estimate."""
+        for node in list(self._queues):
+            at = float("-inf")
+            kept = []
+            for p in self._queues[node]:
+                at = max(at, p.earliest) + p.tail  # the estimate as first made, not held at now
+                if now < p.sent_at + self.patience * (at - p.sent_at) + self.forget_s:
+                    kept.append(p)
+            if kept:
+                self._queues[node] = kept
+            else:
+                del self._queues[node]
+
+    def __len__(self) -> int:
+        return sum(len(q) for q in self._queues.values())
+
+
+def _ready(p: Pending, before: float, now: float) -> float:
+    """When the load is done, after the one before it: at the head once that one is done and its victims
+    have drained; past its estimate with no first token, still under way (now) as far as anyone knows."""
+    estimate = max(before, p.earliest) + p.tail
+    return estimate if estimate > now else now

@@ -36,7 +36,7 @@ class ResidencyTask:
             **{f.name: getattr(settings, f.name) for f in fields(ResidencyParams) if f.name in configured}
         )
         self.controller = Residency(params)
-        # Waits, load and service times are the routing cost model's (corral.domain.residency.Estimates),
+        # Waits, load and service times are the routing cost model's (corral.domain.residency.RoutingEstimates),
         # learnt when model-aware routes; priors otherwise.
         self._estimates = strategy if isinstance(strategy, ModelAware) else ModelAware()
         self._task: asyncio.Task[None] | None = None

@@ -2,7 +2,7 @@
 hot models resident, and let them go when they cool (docs/routing.md, "Residency").
 
 Routing alone adds a replica only when a request finds every loaded copy busy, and that request (and
-the ones behind it) pay the load. This controller reads routing's own estimates (`Estimates`, the cost
+the ones behind it) pay the load. This controller reads routing's own estimates (`RoutingEstimates`, the cost
 model of corral/domain/model_aware.py and its ledger of queued work): a model is **queued** when the
 wait a new request would see on its best copy is at least `hot` of its load times, so that a replica
 loaded now would serve sooner than its copies. A model queued for `hold_s` on end while asked for well
@@ -34,7 +34,7 @@ PIN = "-1"
 MAX_BACKOFF_S = 300.0
 
 
-class Estimates(Protocol):
+class RoutingEstimates(Protocol):
     """What the controller reads from routing's cost model (`ModelAware` has all three)."""
 
     def wait_s(self, node: NodeView, model: str, now: float) -> float:
@@ -129,7 +129,9 @@ class Residency:
         """Asked for much more than usual: a turn, not the steady traffic routing already places."""
         return self.rate(model, now) >= self.p.rise * self.usual_rate(model, now)
 
-    def share(self, model: str, nodes: Sequence[NodeView], est: Estimates, now: float, usual: bool = False) -> float:
+    def share(
+        self, model: str, nodes: Sequence[NodeView], est: RoutingEstimates, now: float, usual: bool = False
+    ) -> float:
         """Arrival rate (the recent one, or with `usual` the long-run one) over the rate its loaded
         replicas serve with every slot busy."""
         capacity = sum(
@@ -147,7 +149,7 @@ class Residency:
         busy = sum(n.in_flight_by_model.get(model, 0) for n in holders)
         return busy / slots if slots else 0.0
 
-    def queue(self, model: str, nodes: Sequence[NodeView], est: Estimates, now: float) -> float:
+    def queue(self, model: str, nodes: Sequence[NodeView], est: RoutingEstimates, now: float) -> float:
         """Routing's estimated wait on the model's best copy, in load times (inf with no copy)."""
         holders = [n for n in nodes if n.eligible and _holds(n, model)]
         if not holders:
@@ -155,7 +157,7 @@ class Residency:
         wait = min(est.wait_s(n, model, now) for n in holders)
         return wait / max(min(est.load_s(n, model) for n in holders), 1e-3)
 
-    def decide(self, nodes: Sequence[NodeView], est: Estimates, now: float) -> list[Action]:
+    def decide(self, nodes: Sequence[NodeView], est: RoutingEstimates, now: float) -> list[Action]:
         actions: list[Action] = []
         self._watch(nodes, now)
         hot: set[str] = set()
@@ -224,7 +226,7 @@ class Residency:
         holders: list[str],
         hot: set[str],
         waits: float,
-        est: Estimates,
+        est: RoutingEstimates,
         now: float,
         taken: set[str],
     ) -> list[Action]:
@@ -259,7 +261,7 @@ class Residency:
         nodes: Sequence[NodeView],
         model: str,
         hot_models: set[str],
-        est: Estimates,
+        est: RoutingEstimates,
         now: float,
         taken: set[str],
     ) -> str | None:
@@ -297,7 +299,7 @@ class Residency:
         model: str,
         nodes: Sequence[NodeView],
         hot_models: set[str],
-        est: Estimates,
+        est: RoutingEstimates,
         now: float,
     ) -> bool:
         """Take a full node only if every runner Ollama would unload for the replica is idle, not hot or
@@ -325,7 +327,7 @@ class Residency:
                 return False
         return True
 
-    def _shortfall(self, model: str, nodes: Sequence[NodeView], est: Estimates, now: float) -> float:
+    def _shortfall(self, model: str, nodes: Sequence[NodeView], est: RoutingEstimates, now: float) -> float:
         """Slots the model lacks: its requests queued beyond its replicas' slots, or what its recent
         arrivals keep busy beyond them."""
         holders = [n for n in nodes if n.eligible and _holds(n, model)]

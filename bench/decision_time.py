@@ -4,8 +4,6 @@ Random fleets of 1 to 256 nodes, twelve 7B models loaded three per node (a hundr
 four slots per model, one core, no I/O (the strategies are pure). Four cases:
 
 - free slot: 0-3 requests in flight per loaded copy, so some copy has a free slot (the common case);
-  the model asked for is one of those loaded somewhere in the fleet (in a fleet of 1 or 3 nodes most
-  of the twelve are not, and asking for those measured cold decisions instead);
 - no free slot: every slot of every copy taken, so model-aware weighs the queue on each copy, loads
   elsewhere and their victims (the path that cost 1.9 ms at 256 nodes);
 - cold: the model is loaded nowhere, so every decision weighs loads;
@@ -13,6 +11,9 @@ four slots per model, one core, no I/O (the strategies are pure). Four cases:
   prefilled (model-aware's ledger knows them), so no free slot is free and every option is weighed;
 - mixed memory: nodes of 12, 24, 48 or 80 GB, so that loads also weigh which nodes are the only home of
   a model in use (corral/domain/homes.py), without a free slot and cold.
+
+Every case but "cold" asks for a model loaded somewhere in the fleet (in a fleet of 1 or 3 nodes most
+of the twelve are not, and asking for those would measure cold decisions instead).
 
 The last column is the gateway's side: `Fleet.snapshot` after one node's request began or ended (what
 the gateway does before every decision), with real `Node` objects.

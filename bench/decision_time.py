@@ -1,6 +1,6 @@
-"""How long one routing decision takes: `python -m bench.decision_time [--decisions N] [--sizes 3,16,64,256]`.
+"""How long one routing decision takes: `python -m bench.decision_time [--decisions N] [--sizes 1,3,16,64,256]`.
 
-Random fleets of 3 to 256 nodes, twelve 7B models loaded three per node (a hundred more on disk),
+Random fleets of 1 to 256 nodes, twelve 7B models loaded three per node (a hundred more on disk),
 four slots per model, one core, no I/O (the strategies are pure). Four cases:
 
 - free slot: 0-3 requests in flight per loaded copy, so some copy has a free slot (the common case);
@@ -11,6 +11,9 @@ four slots per model, one core, no I/O (the strategies are pure). Four cases:
   prefilled (model-aware's ledger knows them), so no free slot is free and every option is weighed;
 - mixed memory: nodes of 12, 24, 48 or 80 GB, so that loads also weigh which nodes are the only home of
   a model in use (corral/domain/homes.py), without a free slot and cold.
+
+Every case but "cold" asks for a model loaded somewhere in the fleet (in a fleet of 1 or 3 nodes most
+of the twelve are not, and asking for those would measure cold decisions instead).
 
 The last column is the gateway's side: `Fleet.snapshot` after one node's request began or ended (what
 the gateway does before every decision), with real `Node` objects.
@@ -74,7 +77,7 @@ def measure(
     name: str,
     size: int,
     full: bool,
-    model: Callable[[random.Random], str],
+    model: Callable[[random.Random, list[str]], str],
     decisions: int,
     prepare: Callable[[Strategy, list[NodeView]], None] = lambda strategy, nodes: None,
     mixed: bool = False,
@@ -82,13 +85,14 @@ def measure(
     """µs per decision."""
     rng = random.Random(size)
     nodes = fleet(size, full, rng, mixed)
+    held = [m for m in LOADED if any(r.model == m for n in nodes for r in n.loaded)]
     strategy: Strategy = make_strategy(name, random.Random(0))
     total = 0.0
     for i in range(decisions):
         if i % 100 == 0:  # a fresh strategy now and then: its own loads must not change the case measured
             strategy = make_strategy(name, random.Random(i))
             prepare(strategy, nodes)
-        req = RouteRequest(model(rng), est_tokens=rng.randint(50, 2000))
+        req = RouteRequest(model(rng, held), est_tokens=rng.randint(50, 2000))
         started = time.thread_time()
         strategy.pick(nodes, req, i * 0.01)
         total += time.thread_time() - started
@@ -130,19 +134,19 @@ def snapshot_us(size: int, decisions: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--decisions", type=int, default=2000)
-    parser.add_argument("--sizes", default="3,16,64,256")
+    parser.add_argument("--sizes", default="1,3,16,64,256")
     args = parser.parse_args()
 
-    def loaded(rng: random.Random) -> str:
-        return rng.choice(LOADED)
+    def loaded(rng: random.Random, held: list[str]) -> str:
+        return rng.choice(held)  # all twelve from 64 nodes up: the same draws as before
 
-    def cold(rng: random.Random) -> str:
+    def cold(rng: random.Random, held: list[str]) -> str:
         return f"cold{rng.randrange(100)}:7b"
 
     def nothing(strategy: Strategy, nodes: list[NodeView]) -> None:
         pass
 
-    Case = tuple[str, bool, Callable[[random.Random], str], Callable[[Strategy, list[NodeView]], None], bool]
+    Case = tuple[str, bool, Callable[[random.Random, list[str]], str], Callable[[Strategy, list[NodeView]], None], bool]
     cases: list[Case] = [
         ("free slot", False, loaded, nothing, False),
         ("no free slot", True, loaded, nothing, False),

@@ -13,43 +13,75 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from corral.domain.fleet import LoadedModel, NodeView, RouteRequest
-from corral.domain.route_costs import Key, fleet_memories
-from corral.domain.route_estimates import Estimates
+from corral.domain.route_costs import Key, fleet_memories, holds_fast, speed
+from corral.domain.route_estimates import UNSET_MEMORIES, Estimates
 
 
 class Evictions(Estimates):
     def _held(self, node: NodeView, now: float) -> list[LoadedModel]:
         """The node's runners: /api/ps (with the gateway's dispatches), less what we expect evicted."""
-        held = []
-        for m in node.loaded:
-            if self._gone.get((node.name, m.model), -1.0) > now:
-                continue
-            if m.size:
-                self._sizes[(m.model, m.options_key)] = m.size
-            held.append(m)
+        gone, sizes, name = self._gone, self._sizes, node.name
+        if gone:
+            held = []
+            for m in node.loaded:
+                if gone.get((name, m.model), -1.0) > now:
+                    continue
+                if m.size:
+                    sizes[(m.model, m.options_key)] = m.size
+                held.append(m)
+        else:  # nothing evicted by us: every runner, their sizes noted in one call (same order, same result)
+            seen = self._seen_sizes.get(name)
+            if seen is None or seen[0] is not node:
+                pairs = [((m.model, m.options_key), m.size) for m in node.loaded if m.size]
+                seen = self._seen_sizes[name] = (node, pairs)
+            sizes.update(seen[1])
+            held = list(node.loaded)
+        loads = self._loads.get(name)
+        if not loads:
+            return held
         # A load we started that /api/ps does not show yet (Ollama lists a runner only once its load
         # begins, after any victim has drained): it is coming.
-        for (model, options), load in self._loads.get(node.name, {}).items():
-            fresh = now < load.ready_at + self.costs.forget_s
-            if fresh and not any(m.model == model and m.options_key == options for m in held):
+        for key, load in loads.items():
+            model, options = key
+            if now < load.ready_at + self.costs.forget_s and not holds_fast(held, model, options):
                 held = [m for m in held if m.model != model]
-                held.append(LoadedModel(model, options))
+                held.append(self._coming(key))
         return held
+
+    def _coming(self, key: Key) -> LoadedModel:
+        """The runner a load we started will be, as /api/ps would list it (one per key, kept: building
+        one costs more than the rest of `_held`)."""
+        runner = self._placeholders.get(key)
+        if runner is None:
+            if len(self._placeholders) >= 4096:
+                self._placeholders.clear()
+            runner = self._placeholders[key] = LoadedModel(*key)
+        return runner
 
     def _victims(self, node: NodeView, held: list[LoadedModel], req: RouteRequest) -> tuple[LoadedModel, ...]:
         """The runners Ollama will unload to fit the request's model, in order (docs/ollama-behaviour.md §5):
         the model's own runner with other options first, then idle runners in digest (blob path) order,
         else the first in that order."""
-        out = [m for m in held if m.model == req.model]
-        rest = sorted((m for m in held if m.model != req.model), key=lambda m: m.digest or m.model)
-        need = self._resident_bytes(node, req.model, req.options_key)
+        model = req.model
+        out = [m for m in held if m.model == model]
+        rest = [m for m in held if m.model != model]
+        rest.sort(key=_blob)
+        need = -1  # the model's resident bytes, worked out when the memory is checked
+        busy = node.in_flight_by_model
         while rest:
-            used = sum(m.size or self._resident_bytes(node, m.model, m.options_key) for m in rest)
-            fits = node.vram_bytes is None or need <= self.costs.fit_share * (node.vram_bytes - used)
-            if len(rest) < node.max_loaded and fits:
-                break
-            idle = [m for m in rest if node.in_flight_by_model.get(m.model, 0) == 0]
-            victim = (idle or rest)[0]
+            if len(rest) < node.max_loaded:  # the memory is summed only when the count allows it
+                if node.vram_bytes is None:
+                    break
+                if need < 0:
+                    need = self._resident_bytes(node, model, req.options_key)
+                used = sum(m.size or self._resident_bytes(node, m.model, m.options_key) for m in rest)
+                if need <= self.costs.fit_share * (node.vram_bytes - used):
+                    break
+            victim = rest[0]
+            for m in rest:  # the first idle one, else the first
+                if busy.get(m.model, 0) == 0:
+                    victim = m
+                    break
             out.append(victim)
             rest.remove(victim)
         return tuple(out)
@@ -79,9 +111,10 @@ class Evictions(Estimates):
         # In use: its traffic moves to its other replicas, or waits for a reload somewhere.
         key = (victim.model, victim.options_key)
         left = capacity[key] - self._slot_rate(node, victim.model)
-        cost += self.load_s(node, victim.model)
+        reload = self.load_s(node, victim.model)
+        cost += reload
         if left <= 0 or self._utilisation(key, left, now) >= self.costs.overload:
-            cost += self.costs.stability_loads * self.load_s(node, victim.model)
+            cost += self.costs.stability_loads * reload
         return cost
 
     def _capacity(self, nodes: Sequence[NodeView], held: dict[str, list[LoadedModel]]) -> Capacity:
@@ -89,7 +122,11 @@ class Evictions(Estimates):
 
     def _memories(self) -> frozenset[int] | None:
         """The fleet's configured node memories; None where some node's is unknown."""
-        return self._index.memories() if len(self._fleet) > self.costs.scan_nodes else fleet_memories(self._fleet)
+        if len(self._fleet) > self.costs.scan_nodes:
+            return self._index.memories()
+        if self._fleet_memories is UNSET_MEMORIES:  # once per decision (`pick` resets it)
+            self._fleet_memories = fleet_memories(self._fleet)
+        return self._fleet_memories
 
     def _mark_big(self, req: RouteRequest, now: float) -> None:
         """Note a request for a model too big for the fleet's smallest nodes: it is in use (homes.py)."""
@@ -116,30 +153,56 @@ class Evictions(Estimates):
         return own, others
 
 
+def _blob(m: LoadedModel) -> str:
+    """Ollama's order among runners to evict: by blob path, i.e. digest (the name when unknown)."""
+    return m.digest or m.model
+
+
 class Capacity(dict[Key, float]):
     """Requests per second each (model, options) is served at by its runners on the nodes weighed,
-    summed in one pass when first asked (a decision that finds a free slot never asks)."""
+    summed when first asked (a decision that finds a free slot never asks)."""
 
     def __init__(self, owner: Evictions, nodes: Sequence[NodeView], held: dict[str, list[LoadedModel]]) -> None:
         super().__init__()
         self._owner, self._nodes, self._held = owner, nodes, held
         self._saturated: bool | None = None
-        self._summed = False
+        self._asked = 0  # keys summed alone so far
 
     @property
     def saturated(self) -> bool:
         """The nodes' requests in flight fill `Costs.saturation` of their loaded runners' slots."""
         if self._saturated is None:
-            slots = sum(max(1, n.parallel) * len(self._held.get(n.name, ())) for n in self._nodes)
-            busy = sum(n.in_flight for n in self._nodes if n.eligible)
+            slots = busy = 0
+            held = self._held
+            for n in self._nodes:  # plain loops: this runs on every decision that weighs loads
+                slots += max(1, n.parallel) * len(held.get(n.name, ()))
+                if n.up and n.admits and not n.draining:  # NodeView.eligible, without the call
+                    busy += n.in_flight
             self._saturated = slots > 0 and busy >= self._owner.costs.saturation * slots
         return self._saturated
 
     def __missing__(self, key: Key) -> float:
-        if not self._summed:
-            self._summed = True
+        # Its own model's first, alone (most decisions ask no other); from the third key, all at once.
+        # Each key's sum is the same either way: its runners', in the nodes' order.
+        service_s = self._owner.service_s
+        self._asked += 1
+        if self._asked > 2:
+            self._asked = -(2**62)  # summed: every runner's key is present from now on
+            totals: dict[Key, float] = {}
             for node in self._nodes:
+                per = max(1, node.parallel) * speed(node)  # _slot_rate: slots × speed ÷ service time
                 for m in self._held.get(node.name, ()):
                     runner = (m.model, m.options_key)
-                    self[runner] = self.get(runner, 0.0) + self._owner._slot_rate(node, m.model)
-        return self.setdefault(key, 0.0)
+                    totals[runner] = totals.get(runner, 0.0) + per / service_s(node, m.model)
+            for runner, rate in totals.items():
+                if runner not in self:
+                    self[runner] = rate
+            return self.setdefault(key, 0.0)
+        model, options = key
+        total = 0.0
+        for node in self._nodes:
+            for m in self._held.get(node.name, ()):
+                if m.model == model and m.options_key == options:
+                    total = total + max(1, node.parallel) * speed(node) / service_s(node, m.model)
+        self[key] = total
+        return total

@@ -155,18 +155,28 @@ class Ledger:
             if e.started_at is None:
                 prompts += e.prompt
                 decode += e.output
+        if n < slots:  # a slot is free: only the prompts ahead count (the decode below is not needed)
+            return prompts * prefill
         slowdown = 1 + self.batching * (min(n, slots) - 1)
         for e in entries:
             if e.started_at is not None:
                 done = (now - e.started_at) / (tpot * slowdown)
                 decode += max(0.1 * e.output, e.output - done)  # late ones are near their end, not past it
         prefill_s = prompts * prefill
-        if n < slots:
-            return prefill_s
         # n requests ahead share `slots` slots at `slowdown`: a slot frees once (n - slots + 1) of them
         # are done, after about that share of the work ahead.
         work_s = prefill_s + decode * tpot * slowdown + max(0, extra) * extra_s
         return max(prefill_s, work_s * (n - slots + 1) / (n * slots))
+
+    def unstarted_prompts(self, node: str, model: str, in_flight: int) -> int:
+        """`sync`, then the prompt tokens of the runner's requests not yet started: with a slot free,
+        `wait` is their prefill alone."""
+        self.sync(node, model, in_flight)
+        prompts = 0
+        for e in self._runners.get((node, model)) or ():
+            if e.started_at is None:
+                prompts += e.prompt
+        return prompts
 
     def runners(self) -> int:
         return len(self._runners)

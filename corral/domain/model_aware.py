@@ -34,14 +34,14 @@ import math
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from corral.domain.candidates import candidates, holds, rotate
+from corral.domain.candidates import holds, rotate
 from corral.domain.evictions import Capacity
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, NoRouteReason, Pick, RouteRequest
 from corral.domain.fleet_index import admissible
 from corral.domain.homes import crowds
 from corral.domain.prefix_index import prefer
 from corral.domain.route_costs import Costs, Option, busy_others, holds_fast, speed
-from corral.domain.route_estimates import StartedLoad
+from corral.domain.route_estimates import UNSET_MEMORIES, StartedLoad
 from corral.domain.route_scan import Scan
 
 __all__ = ["Costs", "ModelAware"]
@@ -59,25 +59,29 @@ class ModelAware(Scan):
         # In a big fleet, the per-model index finds the copies and a few others without a pass over
         # every node; when its bounded scans find nothing, the full filter decides (and says why).
         self._fleet = nodes
+        self._fleet_memories = UNSET_MEMORIES
         found = self._indexed(nodes, req, now) if len(nodes) > self.costs.scan_nodes else None
         spare: list[NodeView] | None = None
+        lazy: list[NodeView] | None = None  # the candidates, when the pool is to be built from them
         if found is not None:
             big = True
             ready, pool = found
         else:
-            free = candidates(nodes, req)
-            if isinstance(free, NoRoute):
-                return free
+            found_free = self._candidates(nodes, req)
+            if isinstance(found_free, NoRoute):
+                return found_free
+            free, holding = found_free
             self._cursor += 1
-            rotated = rotate(free, self._cursor)
-            big = len(rotated) > self.costs.scan_nodes
+            big = len(free) > self.costs.scan_nodes
+            spare = []
             if big:
-                ready, pool = self._shortlist(rotated, req, now)
-                spare = []
+                ready, pool = self._shortlist(rotate(free, self._cursor), req, now)
+            elif holding is None:
+                pool = rotate(free, self._cursor)
+                ready = self._ready_among(pool, req, now)
             else:
-                ready = [o for n in rotated if (o := self._ready(n, req, now))]
-                pool = rotated
-                spare = []
+                ready = self._ready_holding(free, holding, req, now)
+                pool, lazy = [], free  # the pool is built only if a free slot does not decide
         if now - self._pruned_at > self.costs.forget_s:
             self._prune(now)
         self._count((req.model, req.options_key), now)
@@ -93,6 +97,8 @@ class ModelAware(Scan):
         options = [] if req.affinity is not None else ready
         discounted = False
         if not options or not self._quick(options, req):
+            if lazy is not None:
+                pool = rotate(lazy, self._cursor)
             if spare is None:
                 pool = pool + self._spare(req, {n.name for n in pool})
             scope = pool if big else nodes  # capacities are counted over the nodes weighed
@@ -171,7 +177,9 @@ class ModelAware(Scan):
                 floor = load + self.costs.unload_s + (0.0 if queued or not calm else self.costs.stability_loads * load)
             if floor >= soonest:
                 continue
-            option = self._option(n, req, now, held[n.name], capacity, queued=queued, resident=False)
+            option = self._option(
+                n, req, now, held[n.name], capacity, queued=queued, resident=False, calm=calm, load=load
+            )
             if loading and option.victims:
                 continue
             if homes is not None and n.vram_bytes is not None:
@@ -198,13 +206,15 @@ class ModelAware(Scan):
         capacity: Capacity,
         queued: bool = False,
         resident: bool | None = None,
+        calm: bool | None = None,  # `_calm` for the request, when the caller has it already
+        load: float | None = None,  # `load_s` of the model on the node, likewise
     ) -> Option:
-        slots = max(1, node.parallel)
-        busy = node.in_flight_by_model.get(req.model, 0)
         others = busy_others(node, req.model)
         if resident if resident is not None else holds(held, req):
-            load = self._loads.get(node.name, {}).get((req.model, req.options_key))
-            left = max(0.0, load.ready_at - now) if load is not None else 0.0
+            slots = max(1, node.parallel)
+            busy = node.in_flight_by_model.get(req.model, 0)
+            started = self._loads.get(node.name, {}).get((req.model, req.options_key))
+            left = max(0.0, started.ready_at - now) if started is not None else 0.0
             if left == 0 and busy < slots:
                 return self._free_slot(node, req, now)
             if self.costs.work_waits:
@@ -213,14 +223,16 @@ class ModelAware(Scan):
                 queue = max(0, busy - slots + 1) * self.service_s(node, req.model) / slots
             return Option(node, True, left + queue * (1 + others) / speed(node))
         pipeline = self._queue.free_at(node.name, now) - now
-        cost = pipeline + self.load_s(node, req.model) + 0.25 * others
+        if load is None:
+            load = self.load_s(node, req.model)
+        cost = pipeline + load + 0.25 * others
         victims = self._victims(node, held, req)
         if not victims:
             return Option(node, False, cost, replica=pipeline == 0)
-        if not queued and self._calm(req, capacity, now):
+        if not queued and (calm if calm is not None else self._calm(req, capacity, now)):
             # Its replicas keep up with its traffic: the queue there is a passing burst, and evicting
             # another model for it would only move a queue from one model to the other.
-            cost += self.costs.stability_loads * self.load_s(node, req.model)
+            cost += self.costs.stability_loads * load
         for v in victims:
             cost += self._eviction_cost(node, v, now, capacity)
         return Option(node, False, cost, victims=victims)
@@ -294,4 +306,6 @@ class ModelAware(Scan):
         self._gone = {k: t for k, t in self._gone.items() if t > now}
         self._last = {k: t for k, t in self._last.items() if now - t < c.in_use_s}
         self._big = {k: v for k, v in self._big.items() if now - v[0] < c.in_use_s}
+        if len(self._seen_sizes) > 2 * len(self._fleet) + 64:  # nodes removed from the fleet since
+            self._seen_sizes.clear()
         self.ledger.prune(now, c.ledger_max_age_s)

@@ -11,12 +11,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from corral.domain.fleet import NodeView
+from corral.domain.fleet import LoadedModel, NodeView
 from corral.domain.fleet_index import FleetIndex
 from corral.domain.homes import Homes
 from corral.domain.ledger import Ledger
 from corral.domain.load_queue import LoadQueues
 from corral.domain.route_costs import Costs, Key, speed
+
+UNSET_MEMORIES: frozenset[int] = frozenset({-1})  # the fleet's memories, not worked out yet for this decision
 
 
 @dataclass(slots=True)
@@ -46,8 +48,12 @@ class Estimates:
         self._index = FleetIndex()
         self._homes = Homes(self.costs.fit_share)
         self._fleet: Sequence[NodeView] = ()
+        self._fleet_memories: frozenset[int] | None = UNSET_MEMORIES  # this decision's, once asked
         # (model, options) too big for the smallest nodes -> (last request, smallest home, reload charge)
         self._big: dict[Key, tuple[float, int, float]] = {}
+        self._placeholders: dict[Key, LoadedModel] = {}  # the runner each load we started will be
+        # node -> (the view last seen, its runners' ((model, options), size)): built once per view
+        self._seen_sizes: dict[str, tuple[NodeView, list[tuple[Key, int]]]] = {}
 
     # time estimates
 

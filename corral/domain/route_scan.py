@@ -11,9 +11,9 @@ from __future__ import annotations
 import heapq
 from collections.abc import Sequence
 
-from corral.domain.candidates import is_loaded
+from corral.domain.candidates import candidates, candidates_holding
 from corral.domain.evictions import Evictions
-from corral.domain.fleet import NodeView, RouteRequest
+from corral.domain.fleet import NodeView, NoRoute, RouteRequest
 from corral.domain.fleet_index import admissible
 from corral.domain.route_costs import Option, busy_others, holds_fast, speed
 
@@ -111,16 +111,55 @@ class Scan(Evictions):
             resident = heapq.nsmallest(k, resident, key=lambda n: n.in_flight_by_model.get(req.model, 0) / speed(n))
         return ready, resident + roomy + rest[: k - len(roomy)]
 
+    def _candidates(
+        self, nodes: Sequence[NodeView], req: RouteRequest
+    ) -> tuple[list[NodeView], list[int] | None] | NoRoute:
+        """`candidates`, and in a small fleet's common case the positions among them of the nodes that
+        hold the model, from one pass (None: not known)."""
+        fused = candidates_holding(nodes, req) if len(nodes) <= self.costs.scan_nodes else None
+        if fused is not None:
+            return fused
+        free = candidates(nodes, req)
+        return free if isinstance(free, NoRoute) else (free, None)
+
+    def _ready_holding(self, free: list[NodeView], holding: list[int], req: RouteRequest, now: float) -> list[Option]:
+        """`_ready_among(rotate(free, cursor))`, from the positions in `free` of the nodes holding the
+        model: the others are never ready."""
+        start, count = self._cursor % len(free), len(free)
+        if len(holding) > 1:
+            holding.sort(key=lambda p: (p - start) % count)
+        return [o for p in holding if (o := self._ready_loaded(free[p], req, now)) is not None]
+
+    def _ready_among(self, nodes: list[NodeView], req: RouteRequest, now: float) -> list[Option]:
+        """`_ready` of each node, in order, those that are; a small fleet's common case, so the test
+        that rules out most nodes (they do not hold the model) is inlined."""
+        model, options = req.model, req.options_key
+        ready: list[Option] = []
+        for n in nodes:
+            for m in n.loaded:
+                if m.model == model and m.options_key == options:
+                    if (o := self._ready(n, req, now)) is not None:
+                        ready.append(o)
+                    break
+        return ready
+
     def _ready(self, node: NodeView, req: RouteRequest, now: float) -> Option | None:
         """The node, if the model is loaded and ready there with a free slot (as far as we know)."""
+        # The cheapest test first: most nodes of a small fleet do not hold the model.
+        if not holds_fast(node.loaded, req.model, req.options_key):
+            return None
+        return self._ready_loaded(node, req, now)
+
+    def _ready_loaded(self, node: NodeView, req: RouteRequest, now: float) -> Option | None:
+        """`_ready` of a node known to hold a runner of the model."""
         busy = node.in_flight_by_model.get(req.model, 0)
-        if busy >= max(1, node.parallel) or self._gone.get((node.name, req.model), -1.0) > now:
+        if busy >= max(1, node.parallel) or (self._gone and self._gone.get((node.name, req.model), -1.0) > now):
             return None
-        if not is_loaded(node, req):
-            return None
-        load = self._loads.get(node.name, {}).get((req.model, req.options_key))
-        if load is not None and load.ready_at > now:
-            return None
+        loads = self._loads.get(node.name)
+        if loads is not None:
+            load = loads.get((req.model, req.options_key))
+            if load is not None and load.ready_at > now:
+                return None
         option = self._free_slot(node, req, now)
         return option if option.ready_slot else None
 
@@ -130,9 +169,16 @@ class Scan(Evictions):
         on, then the fewest requests in flight."""
         others = busy_others(node, req.model)
         if self.costs.work_waits and self.ledger.ahead(node.name, req.model):
-            prefill = self._work_wait(node, req.model, now) * (1 + others) / speed(node)
-            if prefill > self.costs.prefill_queue * self.load_s(node, req.model):
-                return Option(node, True, self.costs.queue_weight * prefill)
+            # `_work_wait` with a slot free is the prompts not yet started times the prefill rate (ledger.py),
+            # computed here without the rest of its estimate; none left: no wait (the same answer).
+            model = req.model
+            prompts = self.ledger.unstarted_prompts(node.name, model, node.in_flight_by_model.get(model, 0))
+            if prompts:
+                tpot = self.ledger.tpot(model, self._prior_tpot(node, model))
+                wait = prompts * self.ledger.prefill(model, tpot * self.costs.prefill_share)
+                prefill = wait * (1 + others) / speed(node)
+                if prefill > self.costs.prefill_queue * self.load_s(node, model):
+                    return Option(node, True, self.costs.queue_weight * prefill)
         cost = 0.1 * others + 0.01 * node.in_flight / speed(node)
         return Option(node, True, cost, ready_slot=True)
 

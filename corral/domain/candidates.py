@@ -14,7 +14,7 @@ def candidates(nodes: Sequence[NodeView], req: RouteRequest) -> list[NodeView] |
     it (when any does), are up, admit through their breaker, are not draining or already tried, and
     are below their concurrency cap; else why there are none."""
     if not req.nodes and not req.key_nodes:
-        found = _common(nodes, req)
+        found = _one_pass(nodes, req, None)
         if found:
             return found
     serving = [n for n in nodes if n.serves(req.model)]
@@ -40,13 +40,14 @@ def candidates(nodes: Sequence[NodeView], req: RouteRequest) -> list[NodeView] |
     return free
 
 
-def _common(nodes: Sequence[NodeView], req: RouteRequest) -> list[NodeView] | None:
+def _one_pass(nodes: Sequence[NodeView], req: RouteRequest, holding: list[int] | None) -> list[NodeView] | None:
     """`candidates` in one pass, for the common case (no node group, the model fits every node that
-    has it): the same nodes in the same order. None (the staged filter decides) when any node does
-    not fit the model, since fit.py's rules then weigh the whole group."""
-    model = req.model
-    exclude = req.exclude
-    free = []
+    has it): the same nodes in the same order, and into `holding` (when given) the positions among
+    them of the nodes holding a runner of the request's model and options (`is_loaded`). None (the
+    staged filter decides) when any node does not fit the model, since fit.py's rules then weigh the
+    whole group."""
+    model, options, exclude = req.model, req.options_key, req.exclude
+    free: list[NodeView] = []
     for n in nodes:
         if (n.pinned is not None and model not in n.pinned) or model not in n.available:
             continue
@@ -55,33 +56,23 @@ def _common(nodes: Sequence[NodeView], req: RouteRequest) -> list[NodeView] | No
         if not n.up or not n.admits or n.draining or n.name in exclude:
             continue
         if n.max_concurrency is None or n.in_flight < n.max_concurrency:
+            if holding is not None:
+                for m in n.loaded:
+                    if m.model == model and m.options_key == options:
+                        holding.append(len(free))
+                        break
             free.append(n)
     return free
 
 
 def candidates_holding(nodes: Sequence[NodeView], req: RouteRequest) -> tuple[list[NodeView], list[int]] | None:
-    """`candidates` for the common case (no node group, the model fits every node that has it), and the
-    positions among them of the nodes holding a runner of the request's model and options (`is_loaded`),
-    in one pass. None when the common case does not apply or no node is a candidate: `candidates`
-    decides then (and says why)."""
+    """`candidates` for the common case, and the positions among them of the nodes holding the
+    request's model (`_one_pass`). None when the common case does not apply or no node is a
+    candidate: `candidates` decides then (and says why)."""
     if req.nodes or req.key_nodes:
         return None
-    model, options, exclude = req.model, req.options_key, req.exclude
-    free: list[NodeView] = []
     holding: list[int] = []
-    for n in nodes:
-        if (n.pinned is not None and model not in n.pinned) or model not in n.available:
-            continue
-        if (n.unfit and model in n.unfit) or (n.vram_bytes is not None and n.model_sizes.get(model, 0) > n.vram_bytes):
-            return None
-        if not n.up or not n.admits or n.draining or n.name in exclude:
-            continue
-        if n.max_concurrency is None or n.in_flight < n.max_concurrency:
-            for m in n.loaded:
-                if m.model == model and m.options_key == options:
-                    holding.append(len(free))
-                    break
-            free.append(n)
+    free = _one_pass(nodes, req, holding)
     return (free, holding) if free else None
 
 

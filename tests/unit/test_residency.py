@@ -185,17 +185,24 @@ def ollama_victims(node: NodeView, model: str, pinned: set[str]) -> list[str]:
     return out
 
 
-@settings(max_examples=300, deadline=None)
-@given(memory_fleets(), st.lists(st.sampled_from(MODELS), min_size=1, max_size=3, unique=True), st.floats(0.5, 6))
-def test_a_preload_never_unloads_a_pinned_replica(nodes: list[NodeView], turning: list[str], rate: float) -> None:
-    """Never more pinned than fits: what a preload makes Ollama unload is never a replica the controller
-    pinned (those stay resident until it unpins them)."""
+def _turned(turning: list[str], rate: float) -> Residency:
+    """A controller that saw model "z" at a slow steady rate for five minutes, then `turning` rise to
+    `rate` requests a second each for the 20 s before T0 + 20."""
     controller = Residency()
     for i in range(60):
         controller.observe("z", i * 5.0)
     for i in range(int(20 * rate)):
         for m in turning:
             controller.observe(m, T0 + i / rate)
+    return controller
+
+
+@settings(max_examples=300, deadline=None)
+@given(memory_fleets(), st.lists(st.sampled_from(MODELS), min_size=1, max_size=3, unique=True), st.floats(0.5, 6))
+def test_a_preload_never_unloads_a_pinned_replica(nodes: list[NodeView], turning: list[str], rate: float) -> None:
+    """Never more pinned than fits: what a preload makes Ollama unload is never a replica the controller
+    pinned (those stay resident until it unpins them)."""
+    controller = _turned(turning, rate)
     actions = decide(controller, nodes, T0 + 20)
     pinned = {(node, model) for model, where in controller.pinned().items() for node in where}
     by_name = {n.name: n for n in nodes}
@@ -238,12 +245,7 @@ def test_while_the_fleet_is_busy_or_thrashing_a_preload_only_takes_free_room(
     """No eviction for a replica while other models keep the fleet busy, while runners come and go
     (thrash), or after a node is lost: a preload then makes Ollama unload nothing. And never more than
     one preload per node in a decision (the room seen is for one)."""
-    controller = Residency()
-    for i in range(60):
-        controller.observe("z", i * 5.0)
-    for i in range(int(20 * rate)):
-        for m in turning:
-            controller.observe(m, T0 + i / rate)
+    controller = _turned(turning, rate)
     est = ModelAware()
     now = T0 + 20
     # Earlier snapshots: node n0 held runners that left it, `unloads` times (evictions Ollama made).

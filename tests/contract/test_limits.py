@@ -24,7 +24,9 @@ def uri(request: pytest.FixtureRequest) -> str:
 
 
 def store_for(uri: str, **kw: str) -> LimitStore:
-    return LimitStore(uri, namespace="t" + uuid.uuid4().hex[:10], **kw)  # type: ignore[arg-type]
+    # A generous Redis timeout: these tests count admissions, and on a loaded 2-core machine a connect
+    # can take longer than the 0.5 s default (the timeout's own behaviour is tested with its own value).
+    return LimitStore(uri, namespace="t" + uuid.uuid4().hex[:10], **{"timeout_s": 5.0, **kw})  # type: ignore[arg-type]
 
 
 def test_concurrent_attempts_admit_exactly_the_limit(uri: str) -> None:
@@ -119,7 +121,7 @@ def test_two_stores_on_one_redis_admit_the_limit_together(redis_server: Server) 
 
     def replica() -> None:
         async def body() -> list[Decision]:
-            store = LimitStore(url, namespace=namespace)
+            store = LimitStore(url, namespace=namespace, timeout_s=5.0)
             start.wait()
             out = list(await asyncio.gather(*(store.check_request([Scope("global", 25)]) for _ in range(40))))
             out += await asyncio.gather(*(store.acquire("key:a", 7) for _ in range(20)))

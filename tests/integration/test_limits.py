@@ -110,7 +110,7 @@ def test_two_replicas_sharing_redis_admit_exactly_the_limit_together(tmp_path: P
     except ServerUnavailable as exc:
         pytest.skip(str(exc))
     key = make_key(tmp_path, "--name", "shared", "--rpm", "6")
-    replicas = [start_corral(config(tmp_path, sim, redis_url=redis.url)) for _ in range(2)]
+    replicas = [start_corral(config(tmp_path, sim, redis_url=redis.url, store_timeout_s=5)) for _ in range(2)]
     try:
         with ThreadPoolExecutor(10) as pool:
             replies = list(pool.map(lambda i: generate(replicas[i % 2], key), range(20)))

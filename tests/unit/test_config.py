@@ -26,12 +26,18 @@ def test_environment_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert settings.routing.strategy == "round-robin"
 
 
-def test_problems_name_every_key(tmp_path: Path) -> None:
+def refused_keys(tmp_path: Path, text: str) -> set[str]:
+    """The keys a config file's refusal names."""
     path = tmp_path / "c.yaml"
-    path.write_text("backends:\n  - {name: a, url: 'http://x:1', weight: -1, colour: red}\nqueue: {max_len: -5}\n")
+    path.write_text(text)
     with pytest.raises(ConfigError) as err:
         load_settings(path)
-    keys = {key for key, _ in err.value.problems}
+    return {key for key, _ in err.value.problems}
+
+
+def test_problems_name_every_key(tmp_path: Path) -> None:
+    text = "backends:\n  - {name: a, url: 'http://x:1', weight: -1, colour: red}\nqueue: {max_len: -5}\n"
+    keys = refused_keys(tmp_path, text)
     assert keys == {"backends[0].weight", "backends[0].colour", "queue.max_len"}
 
 
@@ -79,9 +85,10 @@ def test_vram_gb_reaches_routing_and_bad_values_name_the_key(tmp_path: Path) -> 
 
 
 def test_prefix_affinity_settings_are_checked_by_name(tmp_path: Path) -> None:
-    path = tmp_path / "c.yaml"
-    path.write_text("routing: {prefix_index_size: 0, prompt_eval_rate: -1, prefix_affinity: maybe}\n")
-    with pytest.raises(ConfigError) as err:
-        load_settings(path)
-    keys = {key for key, _ in err.value.problems}
+    keys = refused_keys(tmp_path, "routing: {prefix_index_size: 0, prompt_eval_rate: -1, prefix_affinity: maybe}\n")
     assert keys == {"routing.prefix_index_size", "routing.prompt_eval_rate", "routing.prefix_affinity"}
+
+
+def test_residency_settings_are_checked_by_name(tmp_path: Path) -> None:
+    keys = refused_keys(tmp_path, "residency: {hold_s: -1, rise: 0, hot: soon}\n")
+    assert keys == {"residency.hold_s", "residency.rise", "residency.hot"}

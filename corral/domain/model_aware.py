@@ -277,6 +277,12 @@ class ModelAware(Scan):
             previous = self._service.get(model)
             self._service[model] = service_s if previous is None else self._ewma(previous, service_s)
 
+    # for the gateway's hold of cold models (corral/domain/cold_hold.py)
+
+    def loader_free_at(self, node: str, now: float) -> float:
+        """When the node's loader could start another load, as far as the router knows (load_queue.py)."""
+        return self._queue.free_at(node, now)
+
     # for the residency controller (corral/domain/residency.py)
 
     def wait_s(self, node: NodeView, model: str, now: float) -> float:

@@ -11,10 +11,11 @@ import heapq
 import math
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from bench.policy_sim.fleet import GIB, MODELS, ModelSpec, Node, NodeParams, Request
 from bench.policy_sim.multiturn import MultiTurn, PrefixRouting, conversation_rate, first_turns, next_turn
+from corral.domain.cold_hold import ColdHold
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, RouteRequest
 from corral.domain.model_aware import ModelAware
 from corral.domain.num_ctx import effective, parse
@@ -196,10 +197,12 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
     specs = {m.name: m for m in s.models}
     controller = Residency() if policy == RESIDENCY else None
     prefixes = PrefixRouting(s.models[0].pp) if policy == PREFIX else None  # prompt_eval_rate as configured
-    base = "model-aware" if controller is not None or prefixes is not None else policy
+    cold: ColdHold[Request] | None = ColdHold() if policy == HOLD else None  # the gateway's hold (cold_hold.py)
+    base = "model-aware" if controller is not None or prefixes is not None or cold is not None else policy
     later: list[tuple[float, int, Request]] = []  # multi-turn: next turns, after their think time
     turns_issued = 0
     strategy: Strategy = Oracle() if policy == "oracle" else make_strategy(base, random.Random(seed))
+    router = strategy if isinstance(strategy, ModelAware) else None
     pins: dict[tuple[int, str], float] = {}  # (node, model) -> keep-alive the controller asked for
     next_decision = 0.0
     in_flight: list[dict[str, int]] = [{} for _ in nodes]
@@ -256,10 +259,9 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
         in_flight[index][model] -= 1
         snapshot[index] = None
 
-    def dispatch(req: Request, exclude: frozenset[str]) -> None:
-        nonlocal rejected, failed
+    def route_of(req: Request, exclude: frozenset[str]) -> RouteRequest:
         prefer, slack = prefixes.prefer(req) if prefixes is not None else (None, 0.0)
-        route = RouteRequest(
+        return RouteRequest(
             req.model,
             options_key=ctx_key(req.num_ctx),
             exclude=exclude,
@@ -268,11 +270,38 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             prefer=prefer,
             prefer_slack_s=slack,
         )
+
+    def admit(req: Request) -> None:
+        """A new request: to routing now, or (model-aware+hold) held at the gateway while cold."""
+        route = route_of(req, frozenset())
+        if cold is not None and router is not None and cold.should_hold(views(), route, router, now):
+            cold.hold(route, now, req)
+            return
+        dispatch(req, frozenset(), route)
+
+    def release() -> None:
+        """Held batches whose loader freed: the first request is routed, the rest follow it to its node."""
+        assert cold is not None and router is not None
+        while (batch := cold.next_batch(views(), router, now)) is not None:
+            first = batch[0].payload
+            pinned = dispatch(first, frozenset(), batch[0].route)
+            for held in batch[1:]:
+                route = held.route
+                if pinned is not None:
+                    others = frozenset(str(n.index) for n in nodes if n.index != pinned)
+                    route = replace(route, exclude=route.exclude | others)
+                dispatch(held.payload, frozenset(), route)
+
+    def dispatch(req: Request, exclude: frozenset[str], route: RouteRequest | None = None) -> int | None:
+        """Route and send the request; the node that took it, or None (failed, or to be retried)."""
+        nonlocal rejected, failed
+        if route is None:
+            route = route_of(req, exclude)
         pick = strategy.pick(views(), route, now)
         if isinstance(pick, NoRoute):
             failed += 1
             req.failed = "no route"
-            return
+            return None
         index = int(pick.node)
         req.attempts += 1
         req.node = index
@@ -285,7 +314,7 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             if not any(m.model == req.model and m.options_key == key for m in loaded):
                 residency[index] = (*[m for m in loaded if m.model != req.model], LoadedModel(req.model, key))
                 polled[index] = -1
-            return
+            return index
         if error == "503":
             rejected += 1
         if req.attempts <= 2:
@@ -295,6 +324,7 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
         else:
             failed += 1
             req.failed = error
+        return None
 
     def act(action: Action) -> None:
         """What the gateway's residency task sends: an empty-prompt generate with keep_alive, to one node."""
@@ -333,12 +363,14 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             _, _, req = heapq.heappop(retry_heap)
             dispatch(req, getattr(req, "_exclude", frozenset()))
         while later and later[0][0] <= now:
-            dispatch(heapq.heappop(later)[2], frozenset())
+            admit(heapq.heappop(later)[2])
         while upcoming is not None and upcoming.arrival <= now:
             if controller is not None:
                 controller.observe(upcoming.model, now)
-            dispatch(upcoming, frozenset())
+            admit(upcoming)
             upcoming = next(arrivals, None)
+        if cold:
+            release()
         if now >= next_poll:
             for n in nodes:
                 if polled[n.index] == n.version:
@@ -408,6 +440,7 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             upcoming is None
             and not later
             and not retry_heap
+            and not cold
             and all(
                 quiet[n.index] > -math.inf or (not n.pending and all(r.ref == 0 for r in n.runners.values()))
                 for n in nodes
@@ -483,4 +516,5 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
 RESIDENCY = "model-aware+residency"  # model-aware routing with the residency controller (residency.enabled)
 RESIDENCY_INTERVAL_S = 1.0
 PREFIX = "model-aware+prefix"  # model-aware with routing.prefix_affinity (docs/routing.md)
-POLICIES = ("round-robin", "least-connections", "power-of-two", "model-aware", PREFIX, RESIDENCY, "oracle")
+HOLD = "model-aware+hold"  # model-aware with cold models' requests held at the gateway (cold_hold.py)
+POLICIES = ("round-robin", "least-connections", "power-of-two", "model-aware", PREFIX, RESIDENCY, HOLD, "oracle")

@@ -11,11 +11,13 @@ So while no node that may serve the model has a free loader, such a request wait
 
 - a request whose model has a copy (loaded, or loading as far as the router knows) on a node it may
   use is never held: it goes to routing at once;
-- a cold request is sent at once when some node it may use has a free loader (no load pending there,
-  or the last one due within `near_s`), or when it is not for a model already held;
+- a request for a model that already has held requests joins them;
+- any other cold request goes to routing at once when some node it may use has a free loader (no load
+  pending there, or the last one due within `near_s`: a request sent there now starts about when it
+  would from here, and a shorter lead left loaders idle while requests waited in the simulation);
   otherwise it is held;
-- when a loader frees, the held model with the most waiting requests goes next (its oldest first,
-  and a model whose oldest request has waited `max_age_s` goes before any other, so none starves);
+- when a loader frees, the held model with the most waiting requests goes next (its oldest first),
+  and a model whose oldest request has waited `max_age_s` goes before any other, so none starves;
   all its held requests are released together: one load serves them;
 - a model that gained a copy meanwhile (another request loaded it) has its requests released at once.
 

@@ -72,6 +72,8 @@ class ColdHold(Generic[T]):
 
     def should_hold(self, nodes: Sequence[NodeView], route: RouteRequest, loaders: Loaders, now: float) -> bool:
         """Whether a new request is to wait here rather than go to routing now."""
+        if not route.nodes and not route.key_nodes and _copy(nodes, route):
+            return False  # the common case, in one cheap pass: a copy on a node it may use
         found = candidates(nodes, route)
         if isinstance(found, NoRoute):
             return False  # routing answers why (or the admission queue waits for a slot)
@@ -127,3 +129,16 @@ class ColdHold(Generic[T]):
 
     def _free(self, node: NodeView, loaders: Loaders, now: float) -> bool:
         return loaders.loader_free_at(node.name, now) <= now + self.settings.near_s
+
+
+def _copy(nodes: Sequence[NodeView], route: RouteRequest) -> bool:
+    """Some node that may take the request (up, admitting, not draining or excluded, serving the model)
+    holds a runner of its model and options, whatever its requests in flight."""
+    model, options = route.model, route.options_key
+    for n in nodes:
+        for m in n.loaded:
+            if m.model == model and m.options_key == options:
+                if n.eligible and n.name not in route.exclude and n.serves(model):
+                    return True
+                break
+    return False

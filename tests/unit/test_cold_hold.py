@@ -35,6 +35,19 @@ def test_a_request_for_a_resident_model_is_never_held_even_with_every_loader_bus
     assert not hold.should_hold(FLEET, RouteRequest("hot"), Loaders({"n0", "n1"}), 0.0)
 
 
+def test_a_model_whose_only_copy_is_on_a_node_at_its_concurrency_cap_is_not_held() -> None:
+    hold: ColdHold[int] = ColdHold()
+    full = [node("n0", ("hot", "a"), max_concurrency=1, in_flight=1), node("n1")]
+    assert not hold.should_hold(full, RouteRequest("a"), Loaders({"n0", "n1"}), 0.0)
+
+
+def test_a_copy_on_a_node_outside_the_keys_group_does_not_count() -> None:
+    hold: ColdHold[int] = ColdHold()
+    fleet = [node("n0", ("hot", "a"), labels={"pool": "x"}), node("n1", labels={"pool": "y"})]
+    route = RouteRequest("a", key_nodes={"pool": "y"})
+    assert hold.should_hold(fleet, route, Loaders({"n0", "n1"}), 0.0)
+
+
 def test_a_cold_request_goes_at_once_while_some_loader_it_may_use_is_free() -> None:
     hold: ColdHold[int] = ColdHold()
     assert not hold.should_hold(FLEET, RouteRequest("a"), Loaders({"n0"}), 0.0)

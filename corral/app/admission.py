@@ -55,7 +55,7 @@ def no_route_error(reason: NoRouteReason, model: str, route: RouteRequest | None
 
 class Admission:
     def __init__(
-        self, fleet: Fleet, strategy: Strategy, queue_max: int, queue_wait_s: float, hold_cold: bool = True
+        self, fleet: Fleet, strategy: Strategy, queue_max: int, queue_wait_s: float, hold_cold: bool = False
     ) -> None:
         self.fleet = fleet
         self.strategy = strategy
@@ -68,7 +68,7 @@ class Admission:
         self.loop = asyncio.get_running_loop()
         fleet.subscribe(self.capacity_changed)
 
-    def retune(self, strategy: Strategy, queue_max: int, queue_wait_s: float, hold_cold: bool = True) -> None:
+    def retune(self, strategy: Strategy, queue_max: int, queue_wait_s: float, hold_cold: bool = False) -> None:
         """New settings on a hot reload: for the requests that arrive from now on."""
         self.strategy = strategy
         self.queue_wait_s = queue_wait_s

@@ -59,14 +59,18 @@ class Relay:
         self.pending.append(data)
 
     def flush(self) -> None:
-        pending = self.pending
-        if not pending:
-            return
-        data = pending[0] if len(pending) == 1 else b"".join(pending)
-        pending.clear()
-        if not self.downstream.write_nowait(data):
-            self.conn.pause()
-            self.downstream.on_writable(self.conn.resume)
+        write_pieces(self.pending, self.downstream, self.conn)
+
+
+def write_pieces(pending: list[bytes], downstream: Downstream, conn: UpstreamConnection) -> None:
+    """Write what `pending` holds as one piece and empty it; pause the node while the client is full."""
+    if not pending:
+        return
+    data = pending[0] if len(pending) == 1 else b"".join(pending)
+    pending.clear()
+    if not downstream.write_nowait(data):
+        conn.pause()
+        downstream.on_writable(conn.resume)
 
 
 async def read_all(conn: UpstreamConnection, idle_s: float) -> bytes:
@@ -154,21 +158,21 @@ async def relay_translated(
     downstream.start(200, [(b"content-type", wire.NDJSON), *own], hold=True)
     record.status = 200
     stream = translation.streamer()
+    pending: list[bytes] = []  # the translated lines of one read, written together (as `Relay` does)
 
     def sink(data: bytes) -> None:
         out = stream.feed(data, time.time_ns())
         if out:
             if record.ttft is None:
                 record.ttft = perf_counter() - record.started
-            if not downstream.write_nowait(out):
-                conn.pause()
-                downstream.on_writable(conn.resume)
+            pending.append(out)
 
-    conn.attach(sink)
+    conn.attach(sink, lambda: write_pieces(pending, downstream, conn))
     downstream.flush()
     try:
         await conn.finished()
     except UpstreamError as exc:
+        write_pieces(pending, downstream, conn)
         downstream.write_nowait(stream.error_line(f"node {record.node} failed mid-stream: {exc.message}"))
         downstream.end()
         translation.count(record, stream)

@@ -8,7 +8,9 @@ the proxy is what is measured) and `corral sim` streaming SSE as fast as it can 
 direct; nginx `proxy_pass`; Corral bare (no access log, audit or metrics); Corral with its defaults
 (access log to a file, audit, metrics); Corral with everything on (API key, per-key/per-address/global
 limits, metrics, audit, validation caps); with --litellm the LiteLLM proxy (one worker, no database,
-installed into .cache/litellm-venv on first use). The load is `corral loadtest`'s engine in this
+installed into .cache/litellm-venv on first use), on uvicorn (`litellm`, its default) and on Granian
+(`litellm-granian`, the Rust HTTP server its CLI offers; its Rust core does not serve this route, see
+start_litellm). The load is `corral loadtest`'s engine in this
 process (closed loop): requests/s and latency p50/p99 at each concurrency, the latency added over
 direct at concurrency 1, relayed chunks/s and inter-token latency of 64-token streams at concurrency
 16, and the proxy's CPU seconds per 1,000 requests and peak RSS (from /proc). Needs nginx
@@ -46,7 +48,8 @@ TAGS = (
     '{"models":[{"name":"bench:1b","model":"bench:1b","modified_at":"2026-01-01T00:00:00Z","size":1,'
     '"digest":"0","details":{"format":"gguf","family":"llama"}}]}'
 )
-PATHS = ("direct", "nginx", "corral-bare", "corral-defaults", "corral-all", "litellm")
+PATHS = ("direct", "nginx", "corral-bare", "corral-defaults", "corral-all", "litellm", "litellm-granian")
+LITELLM_PATHS = ("litellm", "litellm-granian")
 
 
 def nginx_conf(work: Path, ports: dict[str, int]) -> Path:
@@ -161,12 +164,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--concurrency", default="1,16,64", help="comma-separated concurrencies (non-streaming)")
-    parser.add_argument("--only", default=",".join(p for p in PATHS if p != "litellm"), help="paths to measure")
+    parser.add_argument("--only", default=",".join(p for p in PATHS if p not in LITELLM_PATHS), help="paths to measure")
     parser.add_argument("--litellm", action="store_true", help="also the LiteLLM proxy (installs it on first use)")
     parser.add_argument("--out", type=Path, default=Path("docs/bench/compare"))
     args = parser.parse_args()
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
-    paths = [p for p in args.only.split(",") if p] + (["litellm"] if args.litellm else [])
+    paths = [p for p in args.only.split(",") if p]
+    paths += [p for p in LITELLM_PATHS if args.litellm and p not in paths]
     if unknown := set(paths) - set(PATHS):
         raise SystemExit(f"unknown paths {sorted(unknown)}: choose from {', '.join(PATHS)}")
     if shutil.which("nginx") is None:
@@ -192,8 +196,8 @@ def main() -> None:
                 urls, pids = (local(ports["backend"]), local(ports["sim"])), []
             elif name == "nginx":
                 urls = (local(ports["nginx"]), local(ports["nginx_sim"]))
-            elif name == "litellm":
-                proc, key = start_litellm(work, ports)
+            elif name in LITELLM_PATHS:
+                proc, key = start_litellm(work, ports, granian=name == "litellm-granian")
                 urls, pids = (local(ports["litellm"]),) * 2, [proc.pid]
             else:
                 proc, key = start_corral(work, name, ports)
@@ -230,7 +234,11 @@ def start_corral(work: Path, name: str, ports: dict[str, int]) -> tuple[subproce
     return proc, key
 
 
-def start_litellm(work: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[bytes], str]:
+def start_litellm(work: Path, ports: dict[str, int], granian: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """One LiteLLM proxy worker, no database, on uvicorn (its default) or, with `granian`, on Granian,
+    the Rust HTTP server its CLI offers (`--run_granian`). Its Rust core does not serve
+    /v1/chat/completions in the versions checked (bench/compare_parts.py, LITELLM): the route is
+    Python-only in the core's rollout table, whatever `LITELLM_RUST` says."""
     python = litellm_python()
     config = work / "litellm.yaml"
     models = [
@@ -250,7 +258,8 @@ def start_litellm(work: Path, ports: dict[str, int]) -> tuple[subprocess.Popen[b
     key = "sk-bench-compare"
     env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_MASTER_KEY": key, "LITELLM_LOG": "ERROR"}
     args = [str(python.parent / "litellm"), "--config", str(config), "--host", "127.0.0.1", "--port"]
-    proc = start([*args, str(ports["litellm"])], work / "litellm.log", env)
+    args += [str(ports["litellm"]), *(["--run_granian"] if granian else [])]
+    proc = start(args, work / f"litellm{'-granian' if granian else ''}.log", env)
     wait_http(f"http://127.0.0.1:{ports['litellm']}/health/liveliness", deadline_s=120)
     return proc, key
 

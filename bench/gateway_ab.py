@@ -15,6 +15,9 @@ issue 12's "everything on". `--c64-only` skips the concurrency-1 run (for CPU pe
 `--nginx` also measures, in every round, the node directly at c=1 and nginx `proxy_pass` at c=1 and 64,
 and reports each gateway's added p50 over direct and its c=64 requests/s as a ratio to nginx's in the
 same round (issue 12's targets: medians of the per-round figures).
+`--stream` also relays, in every round, 64-token NDJSON streams from `corral sim` (as fast as it
+generates) through each gateway at concurrency 16, and reports streams/s and the gateway's CPU time
+per stream (the relay's per-chunk work: parsing the node's chunks and writing them to the client).
 """
 
 from __future__ import annotations
@@ -33,11 +36,27 @@ from bench.common import free_port, wait_http
 from bench.proxy_overhead import cpu_seconds, lua, nginx_conf, wrk
 
 PROMPT = '{"model":"bench:1b","prompt":"hi","stream":false}'
+STREAM = '{"model":"stream:1b","prompt":"hi","options":{"num_predict":64}}'  # streamed by corral sim
+
+
+def write_calls(pid: int) -> int:
+    """Write system calls made so far by a process, all its threads (/proc/PID/io's syscw)."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("syscw:"):
+            return int(line.split()[1])
+    return 0
 
 
 def start(
-    name: str, tree: Path, edge: str, work: Path, backend: int, keyed: bool, everything: bool = False
-) -> tuple[Any, int, Path]:
+    name: str,
+    tree: Path,
+    edge: str,
+    work: Path,
+    backend: int,
+    keyed: bool,
+    everything: bool = False,
+    sim: int | None = None,
+) -> tuple[Any, int, Path, Path]:
     port = free_port()
     mode = "keyed" if keyed else "plain"
     config: dict[str, Any] = {
@@ -46,6 +65,8 @@ def start(
         "audit": {"path": str(work / f"audit-{name}-{mode}.log")},
         "backends": [{"name": "nginx", "url": f"http://127.0.0.1:{backend}", "models": ["bench:1b"]}],
     }
+    if sim is not None:
+        config["backends"].append({"name": "sim", "url": f"http://127.0.0.1:{sim}", "parallel": 256})
     env = {**os.environ, "PYTHONPATH": str(tree), "CORRAL_LOGGING__FORMAT": "json"}
     headers = {}
     if keyed:
@@ -71,7 +92,7 @@ def start(
     with (work / f"{name}-{mode}.out").open("ab") as out:  # the access lines, with --everything
         proc = subprocess.Popen([sys.executable, "-m", *module, "--config", str(path)], cwd=tree, env=env, stderr=out)
     wait_http(f"http://127.0.0.1:{port}/health")
-    return proc, port, lua(work, f"{name}-{mode}", PROMPT, headers)
+    return proc, port, lua(work, f"{name}-{mode}", PROMPT, headers), lua(work, f"{name}-{mode}-s", STREAM, headers)
 
 
 def main() -> None:
@@ -82,6 +103,7 @@ def main() -> None:
     parser.add_argument("--everything", action="store_true", help="only 'all features', as bench.compare's corral-all")
     parser.add_argument("--c64-only", action="store_true", help="skip the concurrency-1 run")
     parser.add_argument("--nginx", action="store_true", help="also direct and nginx proxy_pass, in every round")
+    parser.add_argument("--stream", action="store_true", help="also 64-token streams from corral sim at c=16")
     args = parser.parse_args()
     variants: dict[str, tuple[Path, str]] = {}
     for spec in args.variant:
@@ -95,15 +117,37 @@ def main() -> None:
     try:
         procs.append(subprocess.Popen(["nginx", "-e", f"{work}/error.log", "-p", str(work), "-c", str(conf)]))
         wait_http(f"http://127.0.0.1:{ports['backend']}/api/version")
+        sim = None
+        if args.stream:
+            sim = ports["sim"]
+            sim_args = ["--port", str(sim), "--model", "stream:1b", "--tokens-per-second", "100000"]
+            sim_args += ["--load-seconds", "0", "--parallel", "64"]
+            procs.append(
+                subprocess.Popen([sys.executable, "-m", "corral", "sim", *sim_args], stdout=subprocess.DEVNULL)
+            )
+            wait_http(f"http://127.0.0.1:{sim}/")
         gateways = {}
         modes = (True,) if args.everything else (False, True)
         for name, (tree, edge) in variants.items():
             for keyed in modes:
-                proc, port, script = start(name, tree, edge, work, ports["backend"], keyed, args.everything)
+                proc, port, script, streams = start(
+                    name, tree, edge, work, ports["backend"], keyed, args.everything, sim
+                )
                 procs.append(proc)
-                gateways[(name, keyed)] = (proc.pid, port, script)
+                gateways[(name, keyed)] = (proc.pid, port, script, streams)
         figures: dict[tuple[str, bool], dict[str, list[float]]] = {
-            key: {"p50_us": [], "rps_c64": [], "cpu_us": [], "added_us": [], "vs_nginx": []} for key in gateways
+            key: {
+                "p50_us": [],
+                "rps_c64": [],
+                "cpu_us": [],
+                "writes": [],
+                "added_us": [],
+                "vs_nginx": [],
+                "sps": [],
+                "cpu_stream_us": [],
+                "stream_writes": [],
+            }
+            for key in gateways
         }
         names = list(variants)
         plain = lua(work, "plain", PROMPT)
@@ -117,13 +161,14 @@ def main() -> None:
                       f"{nginx64['rps']:,.0f} req/s", flush=True)  # fmt: skip
             for keyed in modes:
                 for name in order:
-                    pid, port, script = gateways[(name, keyed)]
+                    pid, port, script, streams = gateways[(name, keyed)]
                     url = f"http://127.0.0.1:{port}/api/generate"
                     c1 = {} if args.c64_only else wrk(url, script, 1, args.seconds)
-                    before = cpu_seconds(pid)
+                    before, calls = cpu_seconds(pid), write_calls(pid)
                     c64 = wrk(url, script, 64, args.seconds)
                     cpu_us = (cpu_seconds(pid) - before) / max(1.0, c64["rps"] * args.seconds) * 1e6
                     row = figures[(name, keyed)]
+                    row["writes"].append((write_calls(pid) - calls) / max(1.0, c64["rps"] * args.seconds))
                     row["p50_us"].append(c1.get("p50_us", 0.0))
                     row["rps_c64"].append(c64["rps"])
                     row["cpu_us"].append(cpu_us)
@@ -133,15 +178,31 @@ def main() -> None:
                     label = f"{name}{', all features' if keyed else ''}"
                     print(f"round {rnd} {label}: p50 {c1.get('p50_us', 0):.0f} µs, {c64['rps']:,.0f} req/s, "
                           f"{cpu_us:.0f} µs CPU/req", flush=True)  # fmt: skip
+                    if args.stream:
+                        before, calls = cpu_seconds(pid), write_calls(pid)
+                        s16 = wrk(url, streams, 16, args.seconds)
+                        done = max(1.0, s16["rps"] * args.seconds)
+                        row["sps"].append(s16["rps"])
+                        row["cpu_stream_us"].append((cpu_seconds(pid) - before) / done * 1e6)
+                        row["stream_writes"].append((write_calls(pid) - calls) / done)
+                        print(f"round {rnd} {label}: {s16['rps']:,.0f} streams/s, "
+                              f"{row['cpu_stream_us'][-1]:.0f} µs CPU/stream, "
+                              f"{row['stream_writes'][-1]:.1f} write calls/stream", flush=True)  # fmt: skip
         extra = " added p50 at c=1 | c=64 vs nginx |" if args.nginx else ""
-        print(f"\n| gateway | p50 at c=1 | req/s at c=64 | CPU per request at c=64 |{extra}")
-        print("|---" * (6 if args.nginx else 4) + "|")
+        extra += " streams/s at c=16 | CPU per stream | write calls per stream |" if args.stream else ""
+        print(f"\n| gateway | p50 at c=1 | req/s at c=64 | CPU per request at c=64 | write calls per request |{extra}")
+        print("|---" * (5 + 2 * args.nginx + 3 * args.stream) + "|")
         for (name, keyed), row in figures.items():
             med = {k: statistics.median(v) if v else 0.0 for k, v in row.items()}
             more = f" +{med['added_us'] / 1000:.3f} ms | {med['vs_nginx']:.3f}x |" if args.nginx else ""
+            more += (
+                f" {med['sps']:,.0f} | {med['cpu_stream_us']:.0f} µs | {med['stream_writes']:.1f} |"
+                if args.stream
+                else ""
+            )
             print(
                 f"| {name}{', all features' if keyed else ''} | {med['p50_us'] / 1000:.3f} ms | "
-                f"{med['rps_c64']:,.0f} | {med['cpu_us']:.0f} µs |{more}"
+                f"{med['rps_c64']:,.0f} | {med['cpu_us']:.0f} µs | {med['writes']:.2f} |{more}"
             )
     finally:
         for proc in procs:

@@ -22,10 +22,13 @@ from corral.protocol.wire import SseEnd
 
 
 class Relay:
-    """The node connection's sink: copies each piece to the downstream, feeds the usage meter (and the
-    watch for an SSE stream's final event)."""
+    """The node connection's sink: feeds each piece to the usage meter (and the watch for an SSE
+    stream's final event) and passes it on to the downstream. The pieces of one read from the node's
+    socket leave together, in one write, when the read has been parsed (`flush`): a fast stream's
+    chunks often arrive several to a read, and each write to a socket is a system call that also
+    wakes the reader. Nothing waits for a later read, so no chunk is held back."""
 
-    __slots__ = ("conn", "downstream", "echo", "end", "first_at", "meter")
+    __slots__ = ("conn", "downstream", "echo", "end", "first_at", "meter", "pending")
 
     def __init__(
         self,
@@ -41,6 +44,7 @@ class Relay:
         self.end = end
         self.echo = echo
         self.first_at = 0.0
+        self.pending: list[bytes] = []
 
     def __call__(self, data: bytes) -> None:
         if not self.first_at:
@@ -52,9 +56,21 @@ class Relay:
             data = self.echo.feed(data)
             if not data:
                 return
-        if not self.downstream.write_nowait(data):
-            self.conn.pause()
-            self.downstream.on_writable(self.conn.resume)
+        self.pending.append(data)
+
+    def flush(self) -> None:
+        write_pieces(self.pending, self.downstream, self.conn)
+
+
+def write_pieces(pending: list[bytes], downstream: Downstream, conn: UpstreamConnection) -> None:
+    """Write what `pending` holds as one piece and empty it; pause the node while the client is full."""
+    if not pending:
+        return
+    data = pending[0] if len(pending) == 1 else b"".join(pending)
+    pending.clear()
+    if not downstream.write_nowait(data):
+        conn.pause()
+        downstream.on_writable(conn.resume)
 
 
 async def read_all(conn: UpstreamConnection, idle_s: float) -> bytes:
@@ -88,13 +104,14 @@ async def relay(
     meter = UsageMeter(Framing.of(upstream.header(b"content-type")))
     end = SseEnd(_sse_kind(record)) if upstream.status == 200 and framing(upstream) == "sse" else None
     sink = Relay(conn, downstream, meter, end, echo)
-    conn.attach(sink)
+    conn.attach(sink, sink.flush)
     downstream.flush()  # the head, if no body had arrived with it
     try:
         await conn.finished()
         if echo is not None and (rest := echo.flush()):
             downstream.write_nowait(rest)
     finally:
+        sink.flush()  # pieces of a read cut short by a failure, ahead of the stream's error frame
         if sink.first_at:
             record.ttft = sink.first_at - record.started
         counts = meter.counts()
@@ -141,21 +158,21 @@ async def relay_translated(
     downstream.start(200, [(b"content-type", wire.NDJSON), *own], hold=True)
     record.status = 200
     stream = translation.streamer()
+    pending: list[bytes] = []  # the translated lines of one read, written together (as `Relay` does)
 
     def sink(data: bytes) -> None:
         out = stream.feed(data, time.time_ns())
         if out:
             if record.ttft is None:
                 record.ttft = perf_counter() - record.started
-            if not downstream.write_nowait(out):
-                conn.pause()
-                downstream.on_writable(conn.resume)
+            pending.append(out)
 
-    conn.attach(sink)
+    conn.attach(sink, lambda: write_pieces(pending, downstream, conn))
     downstream.flush()
     try:
         await conn.finished()
     except UpstreamError as exc:
+        write_pieces(pending, downstream, conn)
         downstream.write_nowait(stream.error_line(f"node {record.node} failed mid-stream: {exc.message}"))
         downstream.end()
         translation.count(record, stream)

@@ -2,7 +2,10 @@
 
 One `ConnectionPool` per node keeps idle keep-alive connections. A response's body is delivered to a
 synchronous sink as the bytes arrive (the proxy writes them straight to the client socket), so a
-relayed stream is never buffered. The caller applies backpressure with `pause()`/`resume()`.
+relayed stream is never buffered. A sink may also take a `flush` callback, called once after each read
+from the node's socket has been parsed: the pieces of one read (several chunks of a fast stream) can
+then leave in one write instead of one each, without waiting for anything that has not arrived yet.
+The caller applies backpressure with `pause()`/`resume()`.
 A request body can also be streamed to the node (`send_streaming`) at constant memory: the next piece
 is pulled only once the node's socket has taken the previous one.
 """
@@ -20,6 +23,7 @@ from corral.domain.errors import UpstreamConnect, UpstreamProtocol, UpstreamTime
 
 Headers = list[tuple[bytes, bytes]]
 Sink = Callable[[bytes], None]
+Flush = Callable[[], None]
 
 
 class UpstreamResponse:
@@ -60,6 +64,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._response: asyncio.Future[UpstreamResponse] | None = None
         self._done: asyncio.Future[None] | None = None
         self._sink: Sink | None = None
+        self._flush: Flush | None = None
         self._early: list[bytes] = []
         self._keep_alive = False
         self.closed = False
@@ -118,6 +123,10 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             err = UpstreamProtocol(f"node {self._pool.name} sent a malformed response: {exc}")
             self._fail(err)
+        finally:
+            # Everything this read held has reached the sink: it may write it out now, in one piece.
+            if self._flush is not None:
+                self._flush()
 
     def watch(self, idle_s: float, total_s: float) -> None:
         """Fail the body with UpstreamTimeout after `idle_s` of silence (while the client keeps up) or
@@ -196,6 +205,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _begin(self) -> None:
         self._headers = []
         self._sink = None
+        self._flush = None
         self._early = []
         self._body_unsent = False
         self._response = self._loop.create_future()
@@ -246,12 +256,16 @@ class UpstreamConnection(asyncio.Protocol):
         assert self._response is not None
         return await self._response
 
-    def attach(self, sink: Sink) -> None:
-        """Deliver the body (what has arrived already, then the rest as it comes) to `sink`."""
+    def attach(self, sink: Sink, flush: Flush | None = None) -> None:
+        """Deliver the body (what has arrived already, then the rest as it comes) to `sink`; with
+        `flush`, call it after what has arrived already and then after each read's pieces."""
         self._sink = sink
+        self._flush = flush
         early, self._early = self._early, []
         for piece in early:
             sink(piece)
+        if flush is not None:
+            flush()
 
     async def finished(self) -> None:
         assert self._done is not None
@@ -276,6 +290,7 @@ class UpstreamConnection(asyncio.Protocol):
         clean = done is not None and done.done() and not done.cancelled() and done.exception() is None
         if clean and self._keep_alive and not self.closed and not self._body_unsent:
             self._sink = None
+            self._flush = None
             self._pool.give_back(self)
             return
         self.close()

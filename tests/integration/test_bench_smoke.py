@@ -74,6 +74,36 @@ def test_compare_half_a_second_a_point(tmp_path: Path) -> None:
     assert "| corral-all |" in out.with_suffix(".md").read_text()
 
 
+def test_compare_table_puts_every_path_against_litellm() -> None:
+    from bench.compare_parts import table
+
+    def path(rps: float) -> dict[str, object]:
+        point = {"rps": rps, "p50_ms": 1.0, "p99_ms": 2.0, "errors": 0, "chunks_per_s": 1.0}
+        stream = {**point, "itl_p50_ms": 0.1, "itl_p99_ms": 0.2}
+        return {"non_stream": {"1": point, "64": point}, "stream": {"16": stream}, "cpu_s_per_1k": 0.3}
+
+    results = {"direct": path(50_000), "corral-all": path(3_000), "litellm": path(100), "litellm-granian": path(80)}
+    rows = {line.split("|")[1].strip(): line.split("|") for line in table(results, [1, 64], 1).splitlines()[4:8]}
+    assert "vs LiteLLM c=64" in table(results, [1, 64], 1)
+    assert rows["corral-all"][10].strip() == "30x" and rows["litellm-granian"][10].strip() == "0.8x"
+
+
+@needs_nginx
+@pytest.mark.skipif(
+    not (ROOT / ".cache" / "litellm-venv" / "bin" / "litellm").exists(),
+    reason="LiteLLM not installed (bench.compare --litellm installs it into .cache/litellm-venv, ~740 MB)",
+)
+def test_compare_litellm_paths_half_a_second_a_point(tmp_path: Path) -> None:
+    out = tmp_path / "compare"
+    args = ("--seconds", "0.5", "--concurrency", "1,4", "--only", "direct", "--litellm", "--out", str(out))
+    bench("bench.compare", *args, timeout=300)
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert list(results) == ["direct", "litellm", "litellm-granian"]
+    for name in ("litellm", "litellm-granian"):
+        assert results[name]["non_stream"]["4"]["errors"] == 0 and results[name]["non_stream"]["4"]["rps"] > 0
+        assert results[name]["stream"]["16"]["errors"] == 0 and results[name]["stream"]["16"]["chunks_per_s"] > 0
+
+
 @pytest.mark.parametrize("module", ["bench.routing", "bench.routing_live", "bench.gateway_ab", "bench.backup_times"])
 def test_long_benchmarks_start(module: str) -> None:
     # Their shortest real runs take 30-60 s (three policies, each with a fresh fleet and 1.5 s model

@@ -68,6 +68,9 @@ class ResidencyParams:
     trade: float = 0.5  # runners in use may be evicted for a replica if they keep busy this share of the slots it lacks
     churn_window_s: float = 60.0  # runners unloaded in the fleet are counted over this long ...
     churn: float = 1.0  # ... and above this many per node, the fleet is thrashing: no eviction for a replica
+    fill: float = 0.75  # copies needed: its demand in slots over this share of a copy's slots
+    surge: float = 4.0  # without a rise, a replica only while the demand is this many times its copies' slots ...
+    calm: float = 0.15  # ... and the other models keep at most this share of the fleet's slots busy
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,7 @@ class Residency:
         self._since: float | None = None  # the first arrival seen: how much history the usual rates have
         self._held: dict[str, frozenset[str]] = {}  # node -> models loaded at the last decision
         self._unloads: deque[float] = deque()  # when runners left nodes still up, over churn_window_s
+        self._arrived: deque[float] = deque()  # when runners appeared on nodes, likewise
 
     def observe(self, model: str, now: float) -> None:
         """A request for `model` arrived."""
@@ -177,7 +181,13 @@ class Residency:
                 continue
             if now - m.queued_at > self.p.hold_s:
                 m.queued_since = None  # a dip shorter than hold_s (one request just done) does not count
-            if m.pinned and waits < self.p.cool and self.occupancy(model, nodes) <= 1.0:
+            spare = len(holders) - len(m.pinned & set(holders))  # the copies it did not preload
+            if (
+                m.pinned
+                and waits < self.p.cool
+                and self.occupancy(model, nodes) <= 1.0
+                and (not holders or self.needed(model, nodes, est, now) <= spare)
+            ):
                 m.cool_since = now if m.cool_since is None else m.cool_since
             else:
                 m.cool_since = None
@@ -210,13 +220,46 @@ class Residency:
             before = self._held.get(n.name)
             if before is not None and n.up:
                 self._unloads.extend(now for _ in before - held)
+            if before is not None:  # runners already there when it started are not coming
+                self._arrived.extend(now for _ in held - before)
             self._held[n.name] = held
-        while self._unloads and now - self._unloads[0] > self.p.churn_window_s:
-            self._unloads.popleft()
+        for times in (self._unloads, self._arrived):
+            while times and now - times[0] > self.p.churn_window_s:
+                times.popleft()
+
+    def calm(self, model: str, nodes: Sequence[NodeView]) -> bool:
+        """The other models keep at most `calm` of the fleet's slots (one set per node) busy: a replica
+        then takes time and room nobody else is using."""
+        live = [n for n in nodes if n.eligible]
+        others = sum(n.in_flight - n.in_flight_by_model.get(model, 0) for n in live)
+        if len(self._arrived) > self.p.churn * max(1, len(nodes)) or self.thrashing(nodes):
+            return False  # runners still coming (a start) or going: the fleet is placing them
+        return others <= self.p.calm * sum(max(1, n.parallel) for n in live)
 
     def thrashing(self, nodes: Sequence[NodeView]) -> bool:
         """More runners unloaded over `churn_window_s` than `churn` per node."""
         return len(self._unloads) > self.p.churn * max(1, len(nodes))
+
+    def needed(self, model: str, nodes: Sequence[NodeView], est: RoutingEstimates, now: float) -> int:
+        """Copies the model's queue needs: its demand in slots (the requests in flight, or what its recent
+        arrivals keep busy, whichever is more: closed-loop clients arrive no faster than they are served,
+        so the queue itself is the measure) over `fill` of a copy's slots, and enough copies to share the
+        wait on its best copy out below `hot` load times."""
+        holders = [n for n in nodes if n.eligible and _holds(n, model)]
+        if not holders:
+            return 0
+        slots = sum(max(1, n.parallel) for n in holders)
+        demand = self.demand(model, holders, est, now)
+        by_demand = math.ceil(demand / (self.p.fill * slots / len(holders)) - 1e-9)
+        waits = self.queue(model, nodes, est, now)
+        by_wait = math.ceil(len(holders) * waits / self.p.hot - 1e-9) if math.isfinite(waits) else 0
+        return max(by_demand, by_wait)
+
+    def demand(self, model: str, holders: Sequence[NodeView], est: RoutingEstimates, now: float) -> float:
+        """Slots the model keeps busy: its requests in flight, or its recent rate times a request's slot time."""
+        busy = sum(n.in_flight_by_model.get(model, 0) for n in holders)
+        service = max(est.service_s(n, model) for n in holders) if holders else 0.0
+        return max(float(busy), self.rate(model, now) * service)
 
     def _preload(
         self,
@@ -230,22 +273,36 @@ class Residency:
         now: float,
         taken: set[str],
     ) -> list[Action]:
-        """One more replica for a queued model, only while it is asked for well above its usual rate: a
-        turn, not the steady traffic routing already places (and that a replica more would only churn)."""
+        """As many replicas as the model's queue needs, at once, for a queued model that is asked for well
+        above its usual rate (a turn) or whose demand is well beyond its copies' slots (a surge): not the
+        passing queues of steady traffic routing already places (and that a replica more would only churn)."""
         if m.backoff_s and now - m.preload_at >= self.p.settle_s and len(holders) > m.replicas_at_preload:
             m.backoff_s = 0.0  # the last replica stuck
-        if now - m.preload_at < self.p.settle_s + m.backoff_s or not self.rising(model, now):
+        if now - m.preload_at < self.p.settle_s + m.backoff_s:
             return []
-        target = self._room(nodes, model, hot | self._pinned_models(), est, now, taken)
-        if target is None:
+        copies = [n for n in nodes if n.name in holders]
+        slots = sum(max(1, n.parallel) for n in copies)
+        surging = self.demand(model, copies, est, now) >= self.p.surge * slots and self.calm(model, nodes)
+        if not (surging or self.rising(model, now)):
+            return []
+        want = self.needed(model, nodes, est, now) - len(holders)
+        actions: list[Action] = []
+        chosen = set(taken)
+        for _ in range(max(0, want)):
+            target = self._room(nodes, model, hot | self._pinned_models(), est, now, chosen)
+            if target is None:
+                break
+            chosen.add(target)
+            actions.append(self._act("preload", target, model, PIN, f"queued: {waits:.1f} load times, {want} more"))
+        if not actions:
             return []
         if now - m.preload_at < 2 * (self.p.settle_s + m.backoff_s) + self.p.window_s:
             # Queued again soon after the last preload: it did not stick, or did not help.
             m.backoff_s = min(MAX_BACKOFF_S, max(self.p.settle_s, 2 * m.backoff_s))
         m.replicas_at_preload = len(holders)
         m.preload_at = now
-        m.pinned.add(target)
-        return [self._act("preload", target, model, PIN, f"queued: {waits:.1f} load times, one more replica")]
+        m.pinned.update(a.node for a in actions)
+        return actions
 
     def pinned(self) -> dict[str, list[str]]:
         return {model: sorted(m.pinned) for model, m in sorted(self._models.items()) if m.pinned}

@@ -358,3 +358,23 @@ def test_a_surge_on_a_busy_or_changing_fleet_gets_no_replica(nodes: list[NodeVie
     preloads = [a for a in controller.decide(nodes, est, T0) if a.kind == "preload" and a.model == model]
     if preloads:
         assert calm and not controller.thrashing(nodes)
+
+
+def test_closed_loop_clients_queued_far_beyond_the_slots_get_replicas_on_a_calm_fleet() -> None:
+    """Clients that wait for each answer never raise their rate above what the copy serves (no rise),
+    but their queue shows: on an idle fleet, as many replicas as the queue needs, at once."""
+    controller = Residency()
+    for i in range(int(T0)):
+        controller.observe("a", float(i))  # one a second all along: no rise
+    fleet = [node("n0", ("a",), {"a": 9}), node("n1", ("b",)), node("n2", ("c",)), node("n3", ())]
+    est = ModelAware()
+    needed = controller.needed("a", fleet, est, T0)
+    preloads = [x.node for x in decide(controller, fleet, T0) if x.kind == "preload"]
+    assert preloads == ["n3", "n1", "n2"][: needed - 1] and len(preloads) >= 2
+    # The same queue while the other models keep the fleet busy: routing's to place.
+    controller = Residency()
+    for i in range(int(T0)):
+        controller.observe("a", float(i))
+    busy = [fleet[0], node("n1", ("b",), {"b": 2}), node("n2", ("c",), {"c": 2}), node("n3", ())]
+    assert not controller.calm("a", busy)
+    assert [x for x in decide(controller, busy, T0) if x.kind == "preload"] == []

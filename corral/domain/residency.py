@@ -6,10 +6,11 @@ the ones behind it) pay the load. This controller reads routing's own estimates 
 model of corral/domain/model_aware.py and its ledger of queued work): a model is **queued** when the
 wait a new request would see on its best copy is at least `hot` of its load times, so that a replica
 loaded now would serve sooner than its copies. A model queued for `hold_s` on end, while asked for well
-above its usual rate (a turn) or, on a calm fleet, keeping `surge` times its copies' slots busy
-(closed-loop clients queue instead of arriving faster), gets **as many replicas as its queue needs, at
-once** (`needed`: its demand in slots over `fill` of a copy's slots, or the copies that share its wait
-out below `hot` load times; a passing queue or steady traffic is routing's to place): into free room
+above its usual rate (a turn, or one it already acted on) or, on a calm fleet, keeping `surge` times its
+copies' slots busy (closed-loop clients queue instead of arriving faster), gets **as many replicas as
+its queue needs, at once** (`needed`: its demand in slots over `fill` of a copy's slots, or the copies
+that share its wait out below `hot` load times; a passing queue or steady traffic is routing's to
+place): into free room
 first (no eviction), then, only while the fleet is neither saturated nor thrashing and has lost no
 node, on nodes whose runners Ollama would unload are idle, unpinned and barely used, or keep busy far
 fewer slots than the hot model lacks.
@@ -122,7 +123,9 @@ class Residency(Signals):
         copies = [n for n in nodes if n.name in holders]
         slots = sum(max(1, n.parallel) for n in copies)
         surging = self.demand(model, copies, est, now) >= self.p.surge * slots and self.calm(model, nodes)
-        if not (surging or self.rising(model, now)):
+        # A turn it already acted on (replicas of it still pinned) gets more while its queue needs them:
+        # by then its usual rate has caught up with the turn, and the rise no longer shows.
+        if not (surging or self.rising(model, now) or m.pinned):
             return []
         want = self.needed(model, nodes, est, now) - len(holders)
         actions: list[Action] = []

@@ -378,3 +378,19 @@ def test_closed_loop_clients_queued_far_beyond_the_slots_get_replicas_on_a_calm_
     busy = [fleet[0], node("n1", ("b",), {"b": 2}), node("n2", ("c",), {"c": 2}), node("n3", ())]
     assert not controller.calm("a", busy)
     assert [x for x in decide(controller, busy, T0) if x.kind == "preload"] == []
+
+
+def test_a_turn_it_acted_on_gets_more_replicas_while_its_queue_needs_them() -> None:
+    """Minutes into a turn the usual rate has caught up (no rise any more), yet the replicas it pinned
+    are still needed and its copies queue again: it adds more, without waiting for a new rise."""
+    controller = Residency()
+    now = turn(controller, ("a",))
+    fleet = [node("n0", ("a",), {"a": 3}), node("n1", ("b",))]
+    assert [x.node for x in decide(controller, fleet, now)] == ["n1"]
+    for i in range(600 * 3):
+        controller.observe("a", now + i / 3)  # the same 3 requests/s for ten more minutes
+    later = now + 600
+    assert not controller.rising("a", later)
+    queued = [node("n0", ("a",), {"a": 4}), node("n1", ("b", "a"), {"a": 4}), node("n2", ("c",))]
+    assert [(x.kind, x.node) for x in decide(controller, queued, later)] == [("preload", "n2")]
+    assert controller.pinned() == {"a": ["n1", "n2"]}

@@ -728,6 +728,26 @@ class ResidencySettings(_Section):
         description="A replica is preloaded only while a queued model's recent rate (over window_s) is at least this "
         "many times its usual rate (over trend_window_s): a turn, not the steady traffic routing already places.",
     )
+    fill: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="How many replicas a queued model needs: the slots its requests keep busy (in flight, or its "
+        "recent rate times a request's slot time) over this share of a copy's slots; that many are preloaded at once.",
+    )
+    surge: float = Field(
+        4.0,
+        gt=0,
+        description="Without a rise, a queued model gets replicas only while it keeps at least this many times its "
+        "copies' slots busy (closed-loop clients queue rather than arrive faster) and the fleet is calm.",
+    )
+    calm: float = Field(
+        0.15,
+        ge=0,
+        le=1,
+        description="The fleet is calm (for a surge's replicas) while the other models keep at most this share of its "
+        "slots (one set per node) busy and its runners are not coming and going.",
+    )
     keep_alive: str = Field("5m", description="The keep_alive an unpinned replica goes back to (Ollama's default).")
 
     @model_validator(mode="after")

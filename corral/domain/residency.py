@@ -5,14 +5,19 @@ Routing alone adds a replica only when a request finds every loaded copy busy, a
 the ones behind it) pay the load. This controller reads routing's own estimates (`RoutingEstimates`, the cost
 model of corral/domain/model_aware.py and its ledger of queued work): a model is **queued** when the
 wait a new request would see on its best copy is at least `hot` of its load times, so that a replica
-loaded now would serve sooner than its copies. A model queued for `hold_s` on end while asked for well
-above its usual rate (a turn: a passing queue or steady traffic is routing's to place) gets one more
-replica at a time: into free room (no eviction), else, only while the fleet is neither saturated nor
-thrashing and has lost no node, on a node whose runners Ollama would unload are idle, unpinned and
-barely used, or keep busy far fewer slots than the hot model lacks.
+loaded now would serve sooner than its copies. A model queued for `hold_s` on end, while asked for well
+above its usual rate (a turn, or one it already acted on) or, on a calm fleet, keeping `surge` times its
+copies' slots busy (closed-loop clients queue instead of arriving faster), gets **as many replicas as
+its queue needs, at once** (`needed`: its demand in slots over `fill` of a copy's slots, or the copies
+that share its wait out below `hot` load times; a passing queue or steady traffic is routing's to
+place): into free room
+first (no eviction), then, only while the fleet is neither saturated nor thrashing and has lost no
+node, on nodes whose runners Ollama would unload are idle, unpinned and barely used, or keep busy far
+fewer slots than the hot model lacks.
 The replicas it preloads are pinned (`keep_alive` -1: Ollama sorts them last when it picks a victim and
 never expires them, server/sched.go `ByDurationAndName`); once the model's best wait stays below `cool`
-load times with its requests within its slots for `cool_s`, they are unpinned (the default keep_alive).
+load times with its requests within its slots, and the copies routing made serve its demand alone, for
+`cool_s`, they are unpinned (the default keep_alive).
 Copies routing loaded are left as they are: routing predicts Ollama's victims without knowing of pins,
 and pinning them made it mispredict (docs/routing.md, Residency).
 
@@ -22,52 +27,16 @@ generate with keep_alive); time is an argument.
 
 from __future__ import annotations
 
-import math
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
 from corral.domain.fleet import LoadedModel, NodeView
+from corral.domain.residency_signals import ModelState, ResidencyParams, RoutingEstimates, Signals, holds_model
+
+__all__ = ["PIN", "Action", "Residency", "ResidencyParams", "RoutingEstimates"]
 
 PIN = "-1"
 MAX_BACKOFF_S = 300.0
-
-
-class RoutingEstimates(Protocol):
-    """What the controller reads from routing's cost model (`ModelAware` has all three)."""
-
-    def wait_s(self, node: NodeView, model: str, now: float) -> float:
-        """Seconds a new request for the model would wait on the node's copy."""
-        ...
-
-    def load_s(self, node: NodeView, model: str) -> float:
-        """Seconds loading the model on the node takes."""
-        ...
-
-    def service_s(self, node: NodeView, model: str) -> float:
-        """Seconds a request of the model holds a slot."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class ResidencyParams:
-    hot: float = 1.0  # queued: the wait on its best copy is at least this many of its load times
-    cool: float = 0.3  # cool: the best wait below this many load times, requests within its slots ...
-    cool_s: float = 60.0  # ... for this long: unpinned
-    hold_s: float = 1.0  # queued this long on end before a replica is preloaded (a passing queue is routing's)
-    window_s: float = 10.0  # arrival rates are averaged over about this long
-    min_rate: float = 0.05  # requests/s below which a model is never hot (one-off requests)
-    settle_s: float = 10.0  # after a preload of a model, wait this long before another (it must load)
-    keep_alive: str = "5m"  # what an unpinned replica goes back to
-    victim_share: float = 0.15  # a runner may be evicted for a replica if its model stays below this elsewhere
-    idle_node: float = 0.25  # only nodes with fewer requests in flight than this share of their slots
-    fleet_busy: float = 0.3  # no eviction for a replica while the fleet has more than this share busy
-    trend_window_s: float = 300.0  # the model's usual rate, averaged over about this long
-    rise: float = 5.0  # a replica is preloaded only while the recent rate is this many times the usual one
-    trade: float = 0.5  # runners in use may be evicted for a replica if they keep busy this share of the slots it lacks
-    churn_window_s: float = 60.0  # runners unloaded in the fleet are counted over this long ...
-    churn: float = 1.0  # ... and above this many per node, the fleet is thrashing: no eviction for a replica
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,91 +48,18 @@ class Action:
     reason: str
 
 
-@dataclass
-class _Model:
-    rate: float = 0.0  # decayed arrival count
-    usual: float = 0.0  # the same over trend_window_s
-    at: float = 0.0
-    queued_since: float | None = None
-    queued_at: float = -math.inf  # the last decision that found it queued
-    cool_since: float | None = None
-    preload_at: float = -math.inf
-    backoff_s: float = 0.0  # grows while preloads of this model do not stick (churn), resets when one does
-    replicas_at_preload: int = 0
-    pinned: set[str] = field(default_factory=set)  # nodes where we pinned it
-
-
-class Residency:
+class Residency(Signals):
     def __init__(self, params: ResidencyParams | None = None) -> None:
-        self.p = params or ResidencyParams()
-        self._models: dict[str, _Model] = {}
+        super().__init__(params)
         self.recent: list[tuple[float, Action]] = []  # the last decisions, for /internal/status
-        self._sizes: dict[str, int] = {}  # model -> resident bytes seen in /api/ps
-        self._since: float | None = None  # the first arrival seen: how much history the usual rates have
-        self._held: dict[str, frozenset[str]] = {}  # node -> models loaded at the last decision
-        self._unloads: deque[float] = deque()  # when runners left nodes still up, over churn_window_s
-
-    def observe(self, model: str, now: float) -> None:
-        """A request for `model` arrived."""
-        self._since = now if self._since is None else self._since
-        m = self._models.setdefault(model, _Model(at=now))
-        m.rate = m.rate * math.exp(-(now - m.at) / self.p.window_s) + 1.0
-        m.usual = m.usual * math.exp(-(now - m.at) / self.p.trend_window_s) + 1.0
-        m.at = now
-
-    def rate(self, model: str, now: float) -> float:
-        m = self._models.get(model)
-        if m is None:
-            return 0.0
-        return m.rate * math.exp(-(now - m.at) / self.p.window_s) / self.p.window_s
-
-    def usual_rate(self, model: str, now: float) -> float:
-        m = self._models.get(model)
-        if m is None:
-            return 0.0
-        # Averaged over the history there is: right after start every model would look like it turns hot.
-        seen = 1.0 - math.exp(-(now - (now if self._since is None else self._since)) / self.p.trend_window_s)
-        return m.usual * math.exp(-(now - m.at) / self.p.trend_window_s) / self.p.trend_window_s / max(seen, 1e-9)
-
-    def rising(self, model: str, now: float) -> bool:
-        """Asked for much more than usual: a turn, not the steady traffic routing already places."""
-        return self.rate(model, now) >= self.p.rise * self.usual_rate(model, now)
-
-    def share(
-        self, model: str, nodes: Sequence[NodeView], est: RoutingEstimates, now: float, usual: bool = False
-    ) -> float:
-        """Arrival rate (the recent one, or with `usual` the long-run one) over the rate its loaded
-        replicas serve with every slot busy."""
-        capacity = sum(
-            max(1, n.parallel) * max(n.weight, 1e-9) / max(est.service_s(n, model), 1e-3)
-            for n in nodes
-            if n.eligible and _holds(n, model)
-        )
-        rate = self.usual_rate(model, now) if usual else self.rate(model, now)
-        return rate / capacity if capacity > 0 else (math.inf if rate > 0 else 0.0)
-
-    def occupancy(self, model: str, nodes: Sequence[NodeView]) -> float:
-        """Requests in flight for the model over its loaded replicas' slots (above 1: a queue)."""
-        holders = [n for n in nodes if n.eligible and _holds(n, model)]
-        slots = sum(max(1, n.parallel) for n in holders)
-        busy = sum(n.in_flight_by_model.get(model, 0) for n in holders)
-        return busy / slots if slots else 0.0
-
-    def queue(self, model: str, nodes: Sequence[NodeView], est: RoutingEstimates, now: float) -> float:
-        """Routing's estimated wait on the model's best copy, in load times (inf with no copy)."""
-        holders = [n for n in nodes if n.eligible and _holds(n, model)]
-        if not holders:
-            return math.inf
-        wait = min(est.wait_s(n, model, now) for n in holders)
-        return wait / max(min(est.load_s(n, model) for n in holders), 1e-3)
 
     def decide(self, nodes: Sequence[NodeView], est: RoutingEstimates, now: float) -> list[Action]:
         actions: list[Action] = []
         self._watch(nodes, now)
         hot: set[str] = set()
-        wanting: list[tuple[str, _Model, list[str], float]] = []
+        wanting: list[tuple[str, ModelState, list[str], float]] = []
         for model, m in self._models.items():
-            holders = [n.name for n in nodes if n.eligible and _holds(n, model)]
+            holders = [n.name for n in nodes if n.eligible and holds_model(n, model)]
             # With no copy there is no queue: the first is routing's to load, for the request that asks
             # (and pins left on copies that are gone cool off like any other).
             waits = self.queue(model, nodes, est, now) if holders else 0.0
@@ -177,7 +73,13 @@ class Residency:
                 continue
             if now - m.queued_at > self.p.hold_s:
                 m.queued_since = None  # a dip shorter than hold_s (one request just done) does not count
-            if m.pinned and waits < self.p.cool and self.occupancy(model, nodes) <= 1.0:
+            spare = len(holders) - len(m.pinned & set(holders))  # the copies it did not preload
+            if (
+                m.pinned
+                and waits < self.p.cool
+                and self.occupancy(model, nodes) <= 1.0
+                and (not holders or self.needed(model, nodes, est, now) <= spare)
+            ):
                 m.cool_since = now if m.cool_since is None else m.cool_since
             else:
                 m.cool_since = None
@@ -199,29 +101,10 @@ class Residency:
         del self.recent[:-50]
         return actions
 
-    def _watch(self, nodes: Sequence[NodeView], now: float) -> None:
-        """Learn sizes, and count the runners that left nodes still up since the last decision (evicted
-        or expired): the fleet's churn."""
-        for n in nodes:
-            for lm in n.loaded:
-                if lm.size or lm.size_vram:
-                    self._sizes[lm.model] = max(lm.size, lm.size_vram)
-            held = frozenset(lm.model for lm in n.loaded)
-            before = self._held.get(n.name)
-            if before is not None and n.up:
-                self._unloads.extend(now for _ in before - held)
-            self._held[n.name] = held
-        while self._unloads and now - self._unloads[0] > self.p.churn_window_s:
-            self._unloads.popleft()
-
-    def thrashing(self, nodes: Sequence[NodeView]) -> bool:
-        """More runners unloaded over `churn_window_s` than `churn` per node."""
-        return len(self._unloads) > self.p.churn * max(1, len(nodes))
-
     def _preload(
         self,
         model: str,
-        m: _Model,
+        m: ModelState,
         nodes: Sequence[NodeView],
         holders: list[str],
         hot: set[str],
@@ -230,22 +113,38 @@ class Residency:
         now: float,
         taken: set[str],
     ) -> list[Action]:
-        """One more replica for a queued model, only while it is asked for well above its usual rate: a
-        turn, not the steady traffic routing already places (and that a replica more would only churn)."""
+        """As many replicas as the model's queue needs, at once, for a queued model that is asked for well
+        above its usual rate (a turn) or whose demand is well beyond its copies' slots (a surge): not the
+        passing queues of steady traffic routing already places (and that a replica more would only churn)."""
         if m.backoff_s and now - m.preload_at >= self.p.settle_s and len(holders) > m.replicas_at_preload:
             m.backoff_s = 0.0  # the last replica stuck
-        if now - m.preload_at < self.p.settle_s + m.backoff_s or not self.rising(model, now):
+        if now - m.preload_at < self.p.settle_s + m.backoff_s:
             return []
-        target = self._room(nodes, model, hot | self._pinned_models(), est, now, taken)
-        if target is None:
+        copies = [n for n in nodes if n.name in holders]
+        slots = sum(max(1, n.parallel) for n in copies)
+        surging = self.demand(model, copies, est, now) >= self.p.surge * slots and self.calm(model, nodes)
+        # A turn it already acted on (replicas of it still pinned) gets more while its queue needs them:
+        # by then its usual rate has caught up with the turn, and the rise no longer shows.
+        if not (surging or self.rising(model, now) or m.pinned):
+            return []
+        want = self.needed(model, nodes, est, now) - len(holders)
+        actions: list[Action] = []
+        chosen = set(taken)
+        for _ in range(max(0, want)):
+            target = self._room(nodes, model, hot | self._pinned_models(), est, now, chosen)
+            if target is None:
+                break
+            chosen.add(target)
+            actions.append(self._act("preload", target, model, PIN, f"queued: {waits:.1f} load times, {want} more"))
+        if not actions:
             return []
         if now - m.preload_at < 2 * (self.p.settle_s + m.backoff_s) + self.p.window_s:
             # Queued again soon after the last preload: it did not stick, or did not help.
             m.backoff_s = min(MAX_BACKOFF_S, max(self.p.settle_s, 2 * m.backoff_s))
         m.replicas_at_preload = len(holders)
         m.preload_at = now
-        m.pinned.add(target)
-        return [self._act("preload", target, model, PIN, f"queued: {waits:.1f} load times, one more replica")]
+        m.pinned.update(a.node for a in actions)
+        return actions
 
     def pinned(self) -> dict[str, list[str]]:
         return {model: sorted(m.pinned) for model, m in sorted(self._models.items()) if m.pinned}
@@ -277,7 +176,7 @@ class Residency:
         may_evict = slots > 0 and others <= self.p.fleet_busy * slots
         may_evict = may_evict and len(live) == len(nodes) and not self.thrashing(nodes)
         for n in nodes:
-            if not n.eligible or not n.serves(model) or _holds(n, model) or n.name in taken:
+            if not n.eligible or not n.serves(model) or holds_model(n, model) or n.name in taken:
                 continue
             if n.max_concurrency is not None and n.in_flight >= n.max_concurrency:
                 continue
@@ -330,7 +229,7 @@ class Residency:
     def _shortfall(self, model: str, nodes: Sequence[NodeView], est: RoutingEstimates, now: float) -> float:
         """Slots the model lacks: its requests queued beyond its replicas' slots, or what its recent
         arrivals keep busy beyond them."""
-        holders = [n for n in nodes if n.eligible and _holds(n, model)]
+        holders = [n for n in nodes if n.eligible and holds_model(n, model)]
         node = holders[0] if holders else next((n for n in nodes if n.serves(model)), None)
         if node is None:
             return 0.0
@@ -367,7 +266,3 @@ class Residency:
         stale = [k for k, m in self._models.items() if not m.pinned and now - m.at > 10 * self.p.window_s]
         for key in stale:
             del self._models[key]
-
-
-def _holds(node: NodeView, model: str) -> bool:
-    return any(m.model == model for m in node.loaded)

@@ -1,6 +1,7 @@
-"""Residency control against real `corral sim` nodes: a model that turns hot (its requests queue on its
-one replica, well above its usual rate) gets another on a node with free room, pinned with keep_alive
--1, and is unpinned once it cools."""
+"""Residency control against real `corral sim` nodes: a model that turns hot (closed-loop clients
+queue on its one replica, many times its slots, on an otherwise idle fleet: a surge, with the default
+thresholds) gets another on a node with free room, pinned with keep_alive -1, and is unpinned once it
+cools."""
 
 from __future__ import annotations
 
@@ -32,11 +33,10 @@ def fleet() -> Iterator[tuple[Proc, Proc, Proc]]:
                     "interval_s": 0.2,
                     "window_s": 1,
                     "trend_window_s": 30,
-                    # Its history is seconds long, not minutes: a turn is a smaller rise over it. And the
-                    # clients below are closed-loop (each waits for its answer), so their rate rises only as
-                    # they start: the controller must act on the first decision that finds the model queued.
-                    "rise": 1.5,
-                    "hold_s": 0,
+                    # The nodes load in 0.2 s, while routing's prior for a load is seconds (it learns the
+                    # nodes' speed from loads it times): a queue of seconds is a fraction of that prior.
+                    "hot": 0.3,
+                    "cool": 0.1,
                     "cool_s": 1,
                     "keep_alive": "4m",
                 },

@@ -92,3 +92,5 @@ def test_prefix_affinity_settings_are_checked_by_name(tmp_path: Path) -> None:
 def test_residency_settings_are_checked_by_name(tmp_path: Path) -> None:
     keys = refused_keys(tmp_path, "residency: {hold_s: -1, rise: 0, hot: soon}\n")
     assert keys == {"residency.hold_s", "residency.rise", "residency.hot"}
+    keys = refused_keys(tmp_path, "residency: {fill: 1.5, surge: 0, calm: many}\n")
+    assert keys == {"residency.fill", "residency.surge", "residency.calm"}

@@ -56,7 +56,7 @@ def test_a_preload_goes_only_where_the_model_can_be_and_is_not(
     actions = [a for _, acts in decided for a in acts]
     by_name = {n.name: n for n in nodes}
     preloads = [a for a in actions if a.kind == "preload"]
-    assert len({a.model for a in preloads}) == len(preloads)  # one replica at a time per model
+    assert len({(a.model, a.node) for a in preloads}) == len(preloads)  # never two on one node
     for a in preloads:
         node = by_name[a.node]
         assert node.eligible and node.serves(a.model)
@@ -100,24 +100,46 @@ T0 = 300.0
 def test_a_hot_model_gets_a_replica_in_free_room_is_pinned_and_unpinned_when_it_cools() -> None:
     controller = Residency(ResidencyParams(cool_s=30.0))
     now = turn(controller, ("a",))
+    # n2 is full of runners nobody uses: it may give one up, but only after the free room on n1 is taken.
     fleet = [node("n0", ("a",), {"a": 3}), node("n1", ("b",)), node("n2", ("b", "c"))]
     actions = decide(controller, fleet, now)
-    assert [(x.kind, x.node) for x in actions] == [("preload", "n1")]  # n2 is full
-    assert controller.pinned() == {"a": ["n1"]}  # the replica it loaded; routing's copy on n0 is left alone
-    fleet[1] = node("n1", ("b", "a"))
+    assert [(x.kind, x.node) for x in actions] == [("preload", "n1"), ("preload", "n2")]  # at once
+    assert controller.pinned() == {"a": ["n1", "n2"]}  # the replicas it loaded; routing's copy on n0 is left alone
+    fleet[1], fleet[2] = node("n1", ("b", "a")), node("n2", ("a", "c"))
     quiet = [node("n0", ("a",)), fleet[1], fleet[2]]
     assert controller.decide(quiet, ModelAware(), now + 40) == []  # cooling starts
     unpins = controller.decide(quiet, ModelAware(), now + 71)
-    assert [(x.kind, x.node, x.keep_alive) for x in unpins] == [("unpin", "n1", "5m")]
+    assert [(x.kind, x.node, x.keep_alive) for x in unpins] == [("unpin", "n1", "5m"), ("unpin", "n2", "5m")]
     assert controller.pinned() == {}
 
 
+def test_replicas_stay_pinned_while_the_queue_needs_them() -> None:
+    controller = Residency(ResidencyParams(cool_s=30.0))
+    now = turn(controller, ("a",), seconds=120)
+    fleet = [node("n0", ("a",), {"a": 3}), node("n1", ("b",))]
+    assert [x.node for x in decide(controller, fleet, now)] == ["n1"]
+    # The replica shares the load, so no copy queues, but its requests still fill both: the traffic
+    # that made it hot goes on, and the replica stays pinned.
+    busy = [node("n0", ("a",), {"a": 2}), node("n1", ("b", "a"), {"a": 2})]
+    for t in range(1, 90, 3):
+        for i in range(9):
+            controller.observe("a", now + t + i / 3)
+        assert controller.decide(busy, ModelAware(), now + t + 3) == []
+    assert controller.pinned() == {"a": ["n1"]}
+
+
 def test_steady_traffic_gets_no_replica_from_the_controller() -> None:
-    # The same 3 requests/s, but for the whole five minutes: routing already placed it.
+    # The same 3 requests/s, but for the whole five minutes: routing already placed it. (Free room on n3,
+    # and other models at work: no rise, and no surge on a calm fleet.)
     controller = Residency()
     for i in range(int(T0 * 3)):
         controller.observe("a", i / 3)
-    fleet = [node("n0", ("a",), {"a": 3}), node("n1", ("b",)), node("n2", ("b", "c"))]
+    fleet = [
+        node("n0", ("a",), {"a": 3}),
+        node("n1", ("b",), {"b": 2}),
+        node("n2", ("b", "c"), {"c": 1}),
+        node("n3", ()),
+    ]
     assert decide(controller, fleet, T0) == []
 
 
@@ -129,8 +151,9 @@ def test_no_replica_by_eviction_while_the_fleet_has_lost_a_node() -> None:
     healthy = [full[0], full[1], node("n2", ("c", "d"))]
     controller = Residency()
     now = turn(controller, ("a",))
-    # b, c and d get no requests, and the fleet is not busy: evicting an idle one is free.
-    assert [x.node for x in decide(controller, healthy, now) if x.kind == "preload"] == ["n1"]
+    # b, c and d get no requests, and the fleet is not busy: evicting idle ones is free (both nodes: its
+    # 3 requests a second keep far more slots busy than one replica has).
+    assert [x.node for x in decide(controller, healthy, now) if x.kind == "preload"] == ["n1", "n2"]
 
 
 def test_a_model_in_use_alone_on_a_node_is_not_evicted_for_another() -> None:
@@ -297,3 +320,77 @@ def test_a_pin_on_a_copy_that_is_gone_is_released_too() -> None:
     unpins = controller.decide(empty, est, now + 32)
     assert [(x.kind, x.node) for x in unpins] == [("unpin", "n1")]
     assert controller.pinned() == {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(fleets(), st.lists(st.sampled_from(MODELS), min_size=1, max_size=3, unique=True), st.floats(0.5, 6))
+def test_never_more_replicas_than_the_queue_needs(nodes: list[NodeView], turning: list[str], rate: float) -> None:
+    """The replicas preloaded for a model in one decision bring its copies to at most what its queue
+    needs (its demand over `fill` of a copy's slots, or the copies that share its wait out below `hot`),
+    and those in free room come first: a runner is given up only once no free room is left."""
+    controller = _turned(turning, rate)
+    est = ModelAware()
+    now = T0 + 20
+    controller.decide(nodes, est, now - controller.p.hold_s)
+    needs = {m: controller.needed(m, nodes, est, now) for m in MODELS}
+    actions = controller.decide(nodes, est, now)
+    by_name = {n.name: n for n in nodes}
+    for model in MODELS:
+        these = [by_name[a.node] for a in actions if a.kind == "preload" and a.model == model]
+        holders = sum(1 for n in nodes if n.eligible and any(m.model == model for m in n.loaded))
+        assert holders + len(these) <= max(holders, needs[model])
+        free = [len(n.loaded) < n.max_loaded for n in these]
+        assert free == sorted(free, reverse=True)  # free room first, evictions after
+
+
+@settings(max_examples=200, deadline=None)
+@given(fleets(), st.sampled_from(MODELS), st.floats(0.5, 6))
+def test_a_surge_on_a_busy_or_changing_fleet_gets_no_replica(nodes: list[NodeView], model: str, rate: float) -> None:
+    """A model queued without a rise over its usual rate (steady traffic, or a surge) gets a replica only
+    while the other models leave the fleet idle and its runners are settled: at 70% load every model
+    queues now and then, and a replica for that only moves the queue to the model it displaces."""
+    controller = Residency()
+    for i in range(int(T0 * rate)):
+        controller.observe(model, i / rate)  # the same rate for five minutes: no rise
+    est = ModelAware()
+    controller.decide(nodes, est, T0 - controller.p.hold_s)
+    calm = controller.calm(model, nodes)
+    preloads = [a for a in controller.decide(nodes, est, T0) if a.kind == "preload" and a.model == model]
+    if preloads:
+        assert calm and not controller.thrashing(nodes)
+
+
+def test_closed_loop_clients_queued_far_beyond_the_slots_get_replicas_on_a_calm_fleet() -> None:
+    """Clients that wait for each answer never raise their rate above what the copy serves (no rise),
+    but their queue shows: on an idle fleet, as many replicas as the queue needs, at once."""
+    controller = Residency()
+    for i in range(int(T0)):
+        controller.observe("a", float(i))  # one a second all along: no rise
+    fleet = [node("n0", ("a",), {"a": 9}), node("n1", ("b",)), node("n2", ("c",)), node("n3", ())]
+    est = ModelAware()
+    needed = controller.needed("a", fleet, est, T0)
+    preloads = [x.node for x in decide(controller, fleet, T0) if x.kind == "preload"]
+    assert preloads == ["n3", "n1", "n2"][: needed - 1] and len(preloads) >= 2
+    # The same queue while the other models keep the fleet busy: routing's to place.
+    controller = Residency()
+    for i in range(int(T0)):
+        controller.observe("a", float(i))
+    busy = [fleet[0], node("n1", ("b",), {"b": 2}), node("n2", ("c",), {"c": 2}), node("n3", ())]
+    assert not controller.calm("a", busy)
+    assert [x for x in decide(controller, busy, T0) if x.kind == "preload"] == []
+
+
+def test_a_turn_it_acted_on_gets_more_replicas_while_its_queue_needs_them() -> None:
+    """Minutes into a turn the usual rate has caught up (no rise any more), yet the replicas it pinned
+    are still needed and its copies queue again: it adds more, without waiting for a new rise."""
+    controller = Residency()
+    now = turn(controller, ("a",))
+    fleet = [node("n0", ("a",), {"a": 3}), node("n1", ("b",))]
+    assert [x.node for x in decide(controller, fleet, now)] == ["n1"]
+    for i in range(600 * 3):
+        controller.observe("a", now + i / 3)  # the same 3 requests/s for ten more minutes
+    later = now + 600
+    assert not controller.rising("a", later)
+    queued = [node("n0", ("a",), {"a": 4}), node("n1", ("b", "a"), {"a": 4}), node("n2", ("c",))]
+    assert [(x.kind, x.node) for x in decide(controller, queued, later)] == [("preload", "n2")]
+    assert controller.pinned() == {"a": ["n1", "n2"]}

@@ -4,8 +4,8 @@ The victims are predicted with Ollama's own rule (`server/sched.go`, findRunnerT
 first, in digest order; `max_loaded` and, when the node's memory is configured, 80% of free memory).
 Each victim costs its unload, the wait for its requests to finish, and, when it was in use within
 `in_use_s`, its own reload elsewhere: that is what stops two models from evicting each other in turn.
-The last copy of a model that gets a request or more per reload time also strands those requests
-(`_stranded`): between victims alike in all else, the one with less demand goes.
+With `Costs.victim_queue` set (off by default), the last copy of a model that gets a request or more
+per reload time also costs the requests it strands (`_stranded`): the one with less demand goes.
 A load of a model that fits smaller nodes onto the only home of a big model in use costs that model's
 reload too (homes.py).
 """

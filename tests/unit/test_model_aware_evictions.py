@@ -1,7 +1,7 @@
 """Model-aware routing: what an eviction leaves behind. A model in use with no other copy to take its
 traffic strands the requests that arrive for it while it is reloaded, so evicting a model that gets a
 request or more per reload time costs more than evicting a quiet one (corral/domain/evictions.py,
-`_stranded`)."""
+`_stranded`; off by default: `Costs.victim_queue`)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from corral.domain.model_aware import Costs, ModelAware
 GB = 1_000_000_000
 MODELS = frozenset({"hot:7b", "quiet:7b", "new:7b"})
 SIZES = {m: 4 * GB for m in MODELS}
+CHARGED = Costs(victim_queue=1.0)
 
 
 def full(name: str, model: str) -> NodeView:
@@ -48,7 +49,7 @@ def test_the_model_with_more_demand_is_not_the_one_evicted(hot: int, quiet: int,
     # the stability charge. What differs is how many requests arrive for each while it reloads: `hot`
     # in half a minute is more than one per reload (about 3 s for these 4 GB models).
     quiet = min(quiet, hot - 1)
-    strategy = ModelAware()
+    strategy = ModelAware(CHARGED)
     t = warmed(strategy, hot, quiet)
     nodes = [full("a", "hot:7b"), full("b", "quiet:7b")]
     pick = strategy.pick(nodes[::-1] if swap else nodes, RouteRequest("new:7b"), t)
@@ -58,8 +59,8 @@ def test_the_model_with_more_demand_is_not_the_one_evicted(hot: int, quiet: int,
 @pytest.mark.parametrize(
     ("costs", "hot"),
     [
-        (Costs(victim_queue=0.0), 40),  # the charge off
-        (Costs(), 8),  # 8 requests a minute: fewer than one per 3 s reload, so nobody is stranded
+        (Costs(), 40),  # the charge off (the default)
+        (CHARGED, 8),  # 8 requests a minute: fewer than one per 3 s reload, so nobody is stranded
     ],
 )
 def test_without_stranded_requests_the_choice_is_a_tie(costs: Costs, hot: int) -> None:

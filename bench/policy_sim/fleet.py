@@ -125,6 +125,11 @@ class NodeParams:
     serial_frac: float = 0.35
     page_cache_gb: float = 64.0
     instant_loads: bool = False  # the oracle's "free, instant loads"
+    # After unloading a victim, wait for its VRAM to come back before weighing the pending queue again, as
+    # Ollama does (sched.go: processPending waits on unloadedCh; fleet-model.md §1.4 and rule 2). Off: the
+    # queue is weighed at once with the victim's memory still counted, and a second victim is evicted
+    # (the published scenarios, kept comparable; bench/policy_sim/generate.py turns it on).
+    recovery_wait: bool = False
 
 
 class Node:
@@ -135,6 +140,7 @@ class Node:
         self.pending: deque[Request] = deque()
         self.loading: Runner | None = None
         self.blocked_on: Runner | None = None
+        self.recovered_at = -math.inf  # an eviction's VRAM is back then: the pending queue waits until it is
         self.freeing: list[tuple[float, float]] = []  # (free_at, gb)
         self.page_cache: deque[str] = deque()
         self.up = True
@@ -225,6 +231,10 @@ class Node:
                 return
             self._unload(victim, now)
             self.blocked_on = None
+            if self.p.recovery_wait and not self.p.instant_loads:
+                self.recovered_at = now + self.p.unload_s
+        if now < self.recovered_at - 1e-9:
+            return  # Ollama waits for the victim's VRAM to recover before it weighs the queue again
         while self.pending:
             req = self.pending[0]
             runner = self.runners.get(req.model)

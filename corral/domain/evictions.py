@@ -4,6 +4,8 @@ The victims are predicted with Ollama's own rule (`server/sched.go`, findRunnerT
 first, in digest order; `max_loaded` and, when the node's memory is configured, 80% of free memory).
 Each victim costs its unload, the wait for its requests to finish, and, when it was in use within
 `in_use_s`, its own reload elsewhere: that is what stops two models from evicting each other in turn.
+With `Costs.victim_queue` set (off by default), the last copy of a model that gets a request or more
+per reload time also costs the requests it strands (`_stranded`): the one with less demand goes.
 A load of a model that fits smaller nodes onto the only home of a big model in use costs that model's
 reload too (homes.py).
 """
@@ -113,9 +115,18 @@ class Evictions(Estimates):
         left = capacity[key] - self._slot_rate(node, victim.model)
         reload = self.load_s(node, victim.model)
         cost += reload
-        if left <= 0 or self._utilisation(key, left, now) >= self.costs.overload:
+        if left <= 0:
+            cost += self.costs.stability_loads * reload + self._stranded(key, reload, now)
+        elif self._utilisation(key, left, now) >= self.costs.overload:
             cost += self.costs.stability_loads * reload
         return cost
+
+    def _stranded(self, key: Key, reload: float, now: float) -> float:
+        """The waits an eviction of a model's last copy leaves behind, when the model gets a request or
+        more per reload time (its last minute's rate): those that arrive while it reloads each wait
+        about that reload. A model that rarely comes back within its reload strands nobody."""
+        expected = self._rate(key, now) * reload  # its requests during one reload
+        return self.costs.victim_queue * expected * reload if expected >= 1 else 0.0
 
     def _capacity(self, nodes: Sequence[NodeView], held: dict[str, list[LoadedModel]]) -> Capacity:
         return Capacity(self, nodes, held)

@@ -58,6 +58,11 @@ class Costs:
     saturation: float = 1.0  # nodes this full of requests (÷ their slots) are saturated: no eviction helps
     prefill_queue: float = 1.0  # a free slot behind more than this many load times of prompts is no free slot
     batch_cold: bool = True  # while every copy of a model is loading, its requests wait for them: no eviction
+    # An eviction of the last copy of a model that gets a request or more per reload time also costs,
+    # this many times, the waits of those requests (evictions.py, `_stranded`: its rate × reload², when
+    # rate × reload ≥ 1). Off (0): on the held-out draws it made more draws worse than least-connections,
+    # not fewer (docs/benchmarks.md, "The draws where model-aware loses").
+    victim_queue: float = 0.0
     homes: bool = True  # keep models that fit smaller nodes off the only home of a big model in use (homes.py)
 
 

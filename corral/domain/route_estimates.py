@@ -96,10 +96,14 @@ class Estimates:
         value, at = self._arrivals.get(key, (0.0, now))
         self._arrivals[key] = (value * math.exp(-(now - at) / self.costs.rate_window_s) + 1.0, now)
 
+    def _rate(self, key: Key, now: float) -> float:
+        """Requests per second for (model, options), averaged over about `rate_window_s`."""
+        value, at = self._arrivals.get(key, (0.0, now))
+        return value * math.exp(-(now - at) / self.costs.rate_window_s) / self.costs.rate_window_s
+
     def _utilisation(self, key: Key, capacity: float, now: float) -> float:
         """Requests per second for (model, options) over what its replicas serve per second."""
-        value, at = self._arrivals.get(key, (0.0, now))
-        rate = value * math.exp(-(now - at) / self.costs.rate_window_s) / self.costs.rate_window_s
+        rate = self._rate(key, now)
         return rate / capacity if capacity > 0 else math.inf
 
     def _slot_rate(self, node: NodeView, model: str) -> float:

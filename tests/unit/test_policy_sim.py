@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bench.policy_sim.fleet import MODELS, Node, NodeParams, Request
 from bench.policy_sim.run import SCENARIOS, simulate, summarize
 
@@ -40,3 +42,28 @@ def test_node_model_follows_ollamas_eviction_rule() -> None:
     node.schedule(now, specs)
     node.schedule(now, specs)
     assert "llama3.2:3b" not in node.runners and "llama3.2:1b" in node.runners
+
+
+@pytest.mark.parametrize(("recovery_wait", "kept"), [(True, True), (False, False)])
+def test_a_node_waits_for_an_evicted_runners_memory_before_evicting_another(recovery_wait: bool, kept: bool) -> None:
+    # 16 GB: the 9B fits beside the 7B once the 8B is gone, not beside both. Ollama unloads the 8B,
+    # waits for its memory to come back, and then loads the 9B beside the 7B (sched.go, processPending);
+    # without that wait the 8B's memory still counts and the 7B is evicted too.
+    params = NodeParams(
+        vram_gb=16, max_loaded=4, parallel=1, load_fixed_s=0.5, bw_hot=1e9, bw_cold=1e9, recovery_wait=recovery_wait
+    )
+    node = Node(0, params)
+    specs = {m.name: m for m in MODELS}
+    now = 0.0
+    for i, name in enumerate(("qwen2.5:7b", "llama3.1:8b")):
+        assert node.arrive(Request(i, name, 4096, 10, 10, now), now) is None
+        node.schedule(now, specs)
+        now += 1.0
+        node.schedule(now, specs)
+    for runner in node.runners.values():
+        runner.fifo.clear()
+    node.arrive(Request(9, "gemma2:9b", 4096, 10, 10, now), now)
+    for step in range(40):  # two seconds in scheduler steps
+        node.schedule(now + 0.05 * step, specs)
+    assert "gemma2:9b" in node.runners and "llama3.1:8b" not in node.runners
+    assert ("qwen2.5:7b" in node.runners) is kept

@@ -16,6 +16,7 @@ batch to the same node, so one load serves them all.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
 from time import perf_counter
 
@@ -121,6 +122,18 @@ class Admission:
         # A request with a fallback waits no longer than its model's fallback_after_s.
         deadline = entry.deadline if route.max_wait_s is None else min(entry.deadline, now + route.max_wait_s)
         timer = self.loop.call_at(deadline, self._expire, entry)
+        return await self._wait(future, route, record, timer, lambda: self.queue.remove(entry))
+
+    async def _wait(
+        self,
+        future: asyncio.Future[Node],
+        route: RouteRequest,
+        record: RequestRecord,
+        timer: asyncio.TimerHandle,
+        forget: Callable[[], object],
+    ) -> Node:
+        """The node `future` is given, the wait counted in the record; `forget` takes the request out of
+        wherever it waited."""
         waited_from = perf_counter()
         try:
             return await future
@@ -133,7 +146,7 @@ class Admission:
             raise
         finally:
             timer.cancel()
-            self.queue.remove(entry)
+            forget()
             record.queued_s += perf_counter() - waited_from
 
     async def _held(self, route: RouteRequest, record: RequestRecord, turn: str, now: float) -> Node:
@@ -146,22 +159,13 @@ class Admission:
         wait = self.queue_wait_s if route.max_wait_s is None else min(self.queue_wait_s, route.max_wait_s)
         timer = self.loop.call_at(now + wait, self._expire_held, held, wait)
         self._schedule_release()
-        waited_from = perf_counter()
-        try:
-            return await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                node = future.result()
-                node.end(route.model)
-                self.capacity_changed(node)
-            raise
-        finally:
-            timer.cancel()
-            self.cold.remove(held)
-            moved = self._moved.pop(held, None)
-            if moved is not None:
-                self.queue.remove(moved)
-            record.queued_s += perf_counter() - waited_from
+        return await self._wait(future, route, record, timer, lambda: self._forget(held))
+
+    def _forget(self, held: Cold) -> None:
+        self.cold.remove(held)
+        moved = self._moved.pop(held, None)
+        if moved is not None:
+            self.queue.remove(moved)
 
     def _expire_held(self, held: Cold, wait: float) -> None:
         moved = self._moved.pop(held, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.policy_sim.fleet import MODELS, Node, NodeParams, Request
+from bench.policy_sim.fleet import MODELS, ModelSpec, Node, NodeParams, Request
 from bench.policy_sim.run import SCENARIOS, simulate, summarize
 
 
@@ -25,15 +25,21 @@ def test_model_aware_avoids_the_load_thrash_that_round_robin_causes() -> None:
     assert ma["failed"] == 0 and ma["rejected_503"] == 0
 
 
-def test_node_model_follows_ollamas_eviction_rule() -> None:
-    node = Node(0, NodeParams(vram_gb=1000, max_loaded=2, parallel=1, load_fixed_s=0.5, bw_hot=1e9, bw_cold=1e9))
-    specs = {m.name: m for m in MODELS}
+def _load(node: Node, specs: dict[str, ModelSpec], *names: str) -> float:
+    """Load `names` one after another, a second apart; returns the time after the last."""
     now = 0.0
-    for i, name in enumerate(("llama3.2:1b", "llama3.2:3b")):
+    for i, name in enumerate(names):
         assert node.arrive(Request(i, name, 4096, 10, 10, now), now) is None
         node.schedule(now, specs)
         now += 1.0
         node.schedule(now, specs)
+    return now
+
+
+def test_node_model_follows_ollamas_eviction_rule() -> None:
+    node = Node(0, NodeParams(vram_gb=1000, max_loaded=2, parallel=1, load_fixed_s=0.5, bw_hot=1e9, bw_cold=1e9))
+    specs = {m.name: m for m in MODELS}
+    now = _load(node, specs, "llama3.2:1b", "llama3.2:3b")
     assert set(node.runners) == {"llama3.2:1b", "llama3.2:3b"}
     node.runners["llama3.2:3b"].session_s = 60  # a shorter keep-alive is evicted first
     node.runners["llama3.2:3b"].fifo.clear()
@@ -54,12 +60,7 @@ def test_a_node_waits_for_an_evicted_runners_memory_before_evicting_another(reco
     )
     node = Node(0, params)
     specs = {m.name: m for m in MODELS}
-    now = 0.0
-    for i, name in enumerate(("qwen2.5:7b", "llama3.1:8b")):
-        assert node.arrive(Request(i, name, 4096, 10, 10, now), now) is None
-        node.schedule(now, specs)
-        now += 1.0
-        node.schedule(now, specs)
+    now = _load(node, specs, "qwen2.5:7b", "llama3.1:8b")
     for runner in node.runners.values():
         runner.fifo.clear()
     node.arrive(Request(9, "gemma2:9b", 4096, 10, 10, now), now)

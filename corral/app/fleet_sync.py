@@ -97,9 +97,7 @@ class FleetSync:
             }
             if self.localize is not None:
                 local = self.localize
-                overrides = [
-                    replace(o, settings=local(o.settings)) if o.settings is not None else o for o in overrides
-                ]
+                overrides = [replace(o, settings=local(o.settings)) if o.settings is not None else o for o in overrides]
             want = wanted(self.base, overrides)
             todo = changes(want, have)
             if todo:

@@ -90,7 +90,9 @@ def test_an_unhandled_upgrade_is_ignored_as_go_does(edge: Proc) -> None:
     ids=["cl-then-te", "te-then-cl", "two-lengths", "chunked-not-last"],
 )
 def test_ambiguous_framing_is_400(edge: Proc, framing: bytes) -> None:
-    request = b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\n" + framing + b"\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"  # noqa: E501
+    request = (
+        b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\n" + framing + b"\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n"
+    )
     reply = raw(edge.port, request)
     assert reply.startswith(b"HTTP/1.1 400")
     assert reply.count(b"HTTP/1.1 ") == 1  # nothing after the refusal is read as a request
@@ -107,7 +109,9 @@ def test_pipelined_requests_are_answered_in_order(edge: Proc) -> None:
     wire = b""
     for method, target, body in requests:
         framer = h11.Connection(h11.CLIENT)
-        headers = [(b"host", b"localhost"), (b"content-length", b"%d" % len(body))] if body else [(b"host", b"localhost")]  # noqa: E501
+        headers = (
+            [(b"host", b"localhost"), (b"content-length", b"%d" % len(body))] if body else [(b"host", b"localhost")]
+        )
         wire += framer.send(h11.Request(method=method, target=target, headers=headers)) or b""
         wire += (framer.send(h11.Data(data=body)) or b"") if body else b""
         wire += framer.send(h11.EndOfMessage()) or b""

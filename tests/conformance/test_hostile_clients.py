@@ -164,7 +164,8 @@ def test_a_new_connection_is_refused_when_every_one_is_busy(capped: Proc) -> Non
         opened.extend(busy)
         for sock in busy:
             sock.sendall(
-                b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s" % (len(stream), stream)  # noqa: E501
+                b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(stream), stream)
             )
             sock.settimeout(5)
             assert sock.recv(65536).startswith(b"HTTP/1.1 200")  # streaming: about 1.5 s to go

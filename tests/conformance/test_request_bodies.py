@@ -112,7 +112,8 @@ def test_pipelined_bodies_behind_a_slow_stream_are_not_buffered(edge: Proc) -> N
                 if stop.is_set():
                     return
                 sock.sendall(
-                    b"GET /api/version HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s" % (len(filler), filler)  # noqa: E501
+                    b"GET /api/version HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(filler), filler)
                 )
                 sent[0] += len(filler)
 

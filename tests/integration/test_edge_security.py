@@ -38,9 +38,7 @@ def test_dns_rebinding_is_refused_on_the_loopback_default() -> None:
 
 def test_a_browser_origin_never_reaches_admin_without_keys() -> None:
     sim = start_sim("m:1b", extra=FAST)
-    corral = start_corral(
-        {"backends": [{"name": "n", "url": sim.url}], "server": {"cors": {"allow_origins": ["*"]}}}
-    )
+    corral = start_corral({"backends": [{"name": "n", "url": sim.url}], "server": {"cors": {"allow_origins": ["*"]}}})
     page = {"Origin": "http://localhost:3000"}
     try:
         assert httpx.get(corral.url + "/admin/backends", headers=page).status_code == 403
@@ -105,6 +103,7 @@ def test_a_huge_model_name_is_truncated_in_logs_and_audit(tmp_path: Path) -> Non
     try:
         reply = httpx.post(corral.url + "/api/generate", json={**GEN, "model": "x" * 1_000_000}, timeout=30)
         assert reply.status_code == 404
+
         def generate_record() -> dict[str, object] | None:
             lines = audit.read_text().splitlines() if audit.exists() else []
             found = [json.loads(line) for line in lines if '"/api/generate"' in line]

@@ -242,12 +242,6 @@ class RoutingSettings(_Section):
         gt=0,
         description="Prompt tokens per second a node evaluates: what a prompt-cache hit is worth to prefix_affinity.",
     )
-    hold_cold: bool = Field(
-        False,
-        description="model-aware: while every node that could load a requested model is busy loading, hold its "
-        "requests in the gateway (within queue.max_len and queue.max_wait_s) and send them together to the first "
-        "node whose loader frees, one load for all of them (docs/routing.md, Cold models).",
-    )
 
 
 class TimeoutSettings(_Section):

@@ -1,6 +1,6 @@
 """Cold models held at the gateway, judged on generated draws (docs/benchmarks.md, "Cold models held at
 the gateway"): `python -m bench.policy_sim.hold --set tuning --draws 24` runs least-connections,
-model-aware and model-aware+hold (corral/domain/cold_hold.py) on each draw of the set and prints, per
+model-aware and model-aware+hold (bench/policy_sim/cold_hold.py) on each draw of the set and prints, per
 draw, each policy's p99 ratio to least-connections, p95, p50 and loads per 1,000, then the summary the
 issue's targets use. `--out FILE` keeps the raw figures as JSON."""
 

@@ -13,9 +13,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from bench.policy_sim.cold_hold import ColdHold
 from bench.policy_sim.fleet import GIB, MODELS, ModelSpec, Node, NodeParams, Request
 from bench.policy_sim.multiturn import MultiTurn, PrefixRouting, conversation_rate, first_turns, next_turn
-from corral.domain.cold_hold import ColdHold
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, RouteRequest
 from corral.domain.model_aware import ModelAware
 from corral.domain.num_ctx import effective, parse

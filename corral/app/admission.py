@@ -4,19 +4,11 @@ Capacity events have one name, `capacity_changed(node)`: a node's slot freed (`n
 fleet changed (None: nodes added, removed, drained, their models or health changed). A freed slot is
 offered only to the waiting requests that node can take, one node view per round, so its cost grows
 with the queue and not with the fleet; a fleet change runs one full round over one snapshot.
-
-With `model-aware` and `routing.hold_cold`, a request for a model no node holds waits here while every
-loader it could use is busy (corral/domain/cold_hold.py), counted against the queue's length and wait.
-Held requests are looked at again on every capacity event and every `HOLD_TICK_S` while any wait (the
-router's loaders free on a first token or an estimate, which no capacity event announces): a batch
-whose loader freed is routed in that callback, its first request where routing says, the rest of the
-batch to the same node, so one load serves them all.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import replace
 from time import perf_counter
 
@@ -24,16 +16,12 @@ from corral.app.context import RequestRecord
 from corral.app.fleet import Fleet, Node
 from corral.domain.admission import Entry, FairQueue, QueueFullError
 from corral.domain.candidates import candidates
-from corral.domain.cold_hold import ColdHold, Held
 from corral.domain.errors import GatewayError, NoHealthyNode, NoSuchModel, QueueFull, QueueTimeout
 from corral.domain.fleet import NodeView, NoRoute, NoRouteReason, RouteRequest
 from corral.domain.groups import format_selector
-from corral.domain.model_aware import ModelAware
 from corral.domain.routing import Strategy
 
 Waiting = Entry[tuple[RouteRequest, "asyncio.Future[Node]"]]
-Cold = Held[tuple["asyncio.Future[Node]", str, int]]  # a held request: its future, fairness key, priority
-HOLD_TICK_S = 0.05  # how often held requests are looked at while any wait
 
 
 class OutsideKeyGroup(NoSuchModel):
@@ -55,31 +43,24 @@ def no_route_error(reason: NoRouteReason, model: str, route: RouteRequest | None
 
 
 class Admission:
-    def __init__(
-        self, fleet: Fleet, strategy: Strategy, queue_max: int, queue_wait_s: float, hold_cold: bool = False
-    ) -> None:
+    def __init__(self, fleet: Fleet, strategy: Strategy, queue_max: int, queue_wait_s: float) -> None:
         self.fleet = fleet
         self.strategy = strategy
         self.queue_wait_s = queue_wait_s
         self.queue: FairQueue[tuple[RouteRequest, asyncio.Future[Node]]] = FairQueue(queue_max, queue_wait_s)
-        self.hold_cold = hold_cold
-        self.cold: ColdHold[tuple[asyncio.Future[Node], str, int]] = ColdHold()
-        self._moved: dict[Cold, Waiting] = {}  # released held requests that then waited for a slot
-        self._tick: asyncio.TimerHandle | None = None
         self.loop = asyncio.get_running_loop()
         fleet.subscribe(self.capacity_changed)
 
-    def retune(self, strategy: Strategy, queue_max: int, queue_wait_s: float, hold_cold: bool = False) -> None:
+    def retune(self, strategy: Strategy, queue_max: int, queue_wait_s: float) -> None:
         """New settings on a hot reload: for the requests that arrive from now on."""
         self.strategy = strategy
         self.queue_wait_s = queue_wait_s
         self.queue.max_len = queue_max
         self.queue.max_wait_s = queue_wait_s
-        self.hold_cold = hold_cold
 
     @property
     def waiting(self) -> int:
-        return len(self.queue) + len(self.cold)
+        return len(self.queue)
 
     def _take(self, views: list[NodeView], route: RouteRequest, now: float, update: bool = False) -> Node | NoRoute:
         """A node for `route` among `views`, its slot taken (node.begin), or why not. With `update`,
@@ -103,17 +84,13 @@ class Admission:
         """A node for the request, its slot taken. While every suitable node is full, the request waits
         in the fair admission queue (bounded in length and wait)."""
         now = self.loop.time()
-        views = list(self.fleet.snapshot(now))
-        turn = record.principal.bucket if record.principal is not None else record.client_ip
-        router = self.strategy if self.hold_cold and isinstance(self.strategy, ModelAware) else None
-        if router is not None and self.cold.should_hold(views, route, router, now):
-            return await self._held(route, record, turn, now)
-        found = self._take(views, route, now)
+        found = self._take(list(self.fleet.snapshot(now)), route, now)
         if isinstance(found, Node):
             return found
         if found.reason is not NoRouteReason.ALL_FULL:
             raise no_route_error(found.reason, record.model or route.model, route)
         future: asyncio.Future[Node] = self.loop.create_future()
+        turn = record.principal.bucket if record.principal is not None else record.client_ip
         try:
             entry = self.queue.push(turn, record.priority, now, (route, future))
         except QueueFullError:
@@ -122,18 +99,6 @@ class Admission:
         # A request with a fallback waits no longer than its model's fallback_after_s.
         deadline = entry.deadline if route.max_wait_s is None else min(entry.deadline, now + route.max_wait_s)
         timer = self.loop.call_at(deadline, self._expire, entry)
-        return await self._wait(future, route, record, timer, lambda: self.queue.remove(entry))
-
-    async def _wait(
-        self,
-        future: asyncio.Future[Node],
-        route: RouteRequest,
-        record: RequestRecord,
-        timer: asyncio.TimerHandle,
-        forget: Callable[[], object],
-    ) -> Node:
-        """The node `future` is given, the wait counted in the record; `forget` takes the request out of
-        wherever it waited."""
         waited_from = perf_counter()
         try:
             return await future
@@ -146,76 +111,8 @@ class Admission:
             raise
         finally:
             timer.cancel()
-            forget()
+            self.queue.remove(entry)
             record.queued_s += perf_counter() - waited_from
-
-    async def _held(self, route: RouteRequest, record: RequestRecord, turn: str, now: float) -> Node:
-        """Wait here until a loader frees for the request's cold model (then routing takes it), bounded by
-        the queue's length and wait as a request waiting for a slot is."""
-        if len(self.queue) + len(self.cold) >= self.queue.max_len:
-            raise QueueFull("server busy, please try again.  maximum pending requests exceeded", retry_after=1)
-        future: asyncio.Future[Node] = self.loop.create_future()
-        held = self.cold.hold(route, now, (future, turn, record.priority))
-        wait = self.queue_wait_s if route.max_wait_s is None else min(self.queue_wait_s, route.max_wait_s)
-        timer = self.loop.call_at(now + wait, self._expire_held, held, wait)
-        self._schedule_release()
-        return await self._wait(future, route, record, timer, lambda: self._forget(held))
-
-    def _forget(self, held: Cold) -> None:
-        self.cold.remove(held)
-        moved = self._moved.pop(held, None)
-        if moved is not None:
-            self.queue.remove(moved)
-
-    def _expire_held(self, held: Cold, wait: float) -> None:
-        moved = self._moved.pop(held, None)
-        if self.cold.remove(held) or (moved is not None and self.queue.remove(moved)):
-            future = held.payload[0]
-            if not future.done():
-                model = held.route.model
-                message = f"server busy, please try again.  no node could start model '{model}' within {wait:g}s"
-                future.set_exception(QueueTimeout(message, retry_after=2))
-
-    def _schedule_release(self) -> None:
-        if self._tick is None and len(self.cold):
-            self._tick = self.loop.call_later(HOLD_TICK_S, self._ticked)
-
-    def _ticked(self) -> None:
-        self._tick = None
-        self._release(self.loop.time())
-        self._schedule_release()
-
-    def _release(self, now: float) -> None:
-        """Route the held batches whose loader freed (or that gained a copy): the first request of a batch
-        where routing says, the others to the same node. One that then finds no free slot waits in the
-        queue like any request."""
-        router = self.strategy if isinstance(self.strategy, ModelAware) else None
-        views = list(self.fleet.snapshot(now))
-        while len(self.cold):
-            batch = self.cold.next_batch(views, router, now) if router is not None else list(self.cold)
-            if not batch:
-                return
-            pinned: str | None = None
-            for held in batch:
-                self.cold.remove(held)  # `list(self.cold)` (the strategy changed): every one goes
-                future, turn, priority = held.payload
-                if future.done():
-                    continue
-                route = held.route
-                if pinned is not None:
-                    route = replace(route, exclude=route.exclude | {v.name for v in views if v.name != pinned})
-                found = self._take(views, route, now, update=True)
-                if isinstance(found, Node):
-                    pinned = pinned or found.name
-                    future.set_result(found)
-                elif found.reason is NoRouteReason.ALL_FULL:
-                    try:
-                        self._moved[held] = self.queue.push(turn, priority, now, (route, future))
-                    except QueueFullError:
-                        message = "server busy, please try again.  maximum pending requests exceeded"
-                        future.set_exception(QueueFull(message, retry_after=1))
-                else:
-                    future.set_exception(no_route_error(found.reason, route.model, route))
 
     def _expire(self, entry: Waiting) -> None:
         if self.queue.remove(entry):
@@ -226,9 +123,7 @@ class Admission:
 
     def capacity_changed(self, node: Node | None = None) -> None:
         """Offer capacity to waiting requests in fair order: the freed slot of `node`, or (None) whatever
-        the changed fleet now has; and look at the held cold requests again."""
-        if len(self.cold):
-            self._release(self.loop.time())
+        the changed fleet now has."""
         if not len(self.queue):
             return
         now = self.loop.time()

@@ -277,7 +277,7 @@ class ModelAware(Scan):
             previous = self._service.get(model)
             self._service[model] = service_s if previous is None else self._ewma(previous, service_s)
 
-    # for the gateway's hold of cold models (corral/domain/cold_hold.py)
+    # for the simulated gateway-side hold of cold models (bench/policy_sim/cold_hold.py, an experiment)
 
     def loader_free_at(self, node: str, now: float) -> float:
         """When the node's loader could start another load, as far as the router knows (load_queue.py)."""

@@ -1,4 +1,4 @@
-"""Holding a cold model's requests at the gateway (corral/domain/cold_hold.py): resident models are never
+"""Holding a cold model's requests at the gateway (bench/policy_sim/cold_hold.py): resident models are never
 held, a cold one waits only while every loader it could use is busy, a freed loader takes the model with
 the most waiting requests (all of them at once), and no model waits past the age bound behind others."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from corral.domain.cold_hold import ColdHold, HoldSettings
+from bench.policy_sim.cold_hold import ColdHold, HoldSettings
 from corral.domain.fleet import LoadedModel, NodeView, RouteRequest
 
 MODELS = frozenset({"a", "b", "c", "hot"})

@@ -1,4 +1,4 @@
-"""The simulator's gateway-side hold of cold models (`model-aware+hold`, corral/domain/cold_hold.py):
+"""The simulator's gateway-side hold of cold models (`model-aware+hold`, bench/policy_sim/cold_hold.py):
 nothing is lost in the hold, and a fleet that holds its models is routed as without it."""
 
 from __future__ import annotations

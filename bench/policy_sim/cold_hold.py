@@ -1,4 +1,6 @@
-"""Holding a cold model's requests in the gateway, and binding them late to a node (issue 17).
+"""An experiment of issue 17, in the simulator only: holding a cold model's requests at the gateway and
+binding them late to a node (`model-aware+hold`). Not in the gateway: on the generated draws it helped
+some small fleets and cost others as much (docs/benchmarks.md, "Cold models held at the gateway").
 
 A request for a model that no node holds needs a load. Ollama makes loads one at a time per node and
 takes its pending requests first in, first out (`server/sched.go`, processPending): a request sent to
@@ -22,7 +24,7 @@ So while no node that may serve the model has a free loader, such a request wait
 - a model that gained a copy meanwhile (another request loaded it) has its requests released at once.
 
 Pure: the caller passes the fleet's views, the router's loaders and the time; the payload is the
-caller's (a simulated request, a waiting client's future).
+caller's (a simulated request).
 """
 
 from __future__ import annotations

@@ -97,7 +97,9 @@ def test_open_loop_reports_the_queueing_a_slow_node_causes(slow: Proc, tmp_path:
     # Poisson arrivals at twice what the node serves: the queue grows for the whole run
     opened = report_of(tmp_path, *common, "--rate", "40/s", "--duration", "2s", "--seed", "3")
     assert opened["requests"]["ok"] == opened["requests"]["total"] > 50
-    assert opened["send_lag_s"]["p99"] < 0.05  # requests left on time: the waiting was at the node
+    # requests left on time, so the waiting was at the node: the generator's own lag (tens of ms on a
+    # loaded machine) is a small part of what the requests waited
+    assert opened["send_lag_s"]["p99"] < opened["latency_s"]["p50"] / 5
     assert opened["latency_s"]["p50"] > 5 * service and opened["latency_s"]["max"] > 1.0
     rows = [r for r in opened["timeline"] if r["latency_p50_s"] is not None]
     # by the second requests were due: the backlog grows ~20/s, so each second waits ~0.5 s longer

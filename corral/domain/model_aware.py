@@ -109,7 +109,7 @@ class ModelAware(Scan):
                 discounted = True
                 for o in options:
                     if o.replica:
-                        o.cost *= self.costs.replicate_discount
+                        o.cost = (o.cost - o.kept) * self.costs.replicate_discount + o.kept
         best = min(options, key=lambda o: (not o.ready_slot, o.cost))
         if req.affinity is not None:
             best = self._sticky(req.affinity, options, best)
@@ -117,7 +117,9 @@ class ModelAware(Scan):
             best = prefer(options, best, req.prefer, req.prefer_slack_s)
         if req.max_wait_s is not None and not best.ready_slot:
             # The wait itself, without the discount that favours replicas in the comparison.
-            wait = best.cost / self.costs.replicate_discount if discounted and best.replica else best.cost
+            wait = best.cost
+            if discounted and best.replica:
+                wait = (best.cost - best.kept) / self.costs.replicate_discount + best.kept
             if wait > req.max_wait_s:
                 return NoRoute(NoRouteReason.TOO_SLOW)  # before any bookkeeping: nothing was dispatched
         if not best.resident:
@@ -183,7 +185,10 @@ class ModelAware(Scan):
             if loading and option.victims:
                 continue
             if homes is not None and n.vram_bytes is not None:
-                option.cost += crowds(homes[0], n.vram_bytes, homes[1])
+                charge = crowds(homes[0], n.vram_bytes, homes[1])
+                option.cost += charge
+                if self.costs.homes_full:
+                    option.kept = charge
             options.append(option)
         return options
 

@@ -187,7 +187,7 @@ class ModelAware(Scan):
             if homes is not None and n.vram_bytes is not None:
                 charge = crowds(homes[0], n.vram_bytes, homes[1])
                 option.cost += charge
-                if self.costs.homes_full:
+                if charge > 0 and self.costs.homes_full and self._homes_used(n, homes[0], now):
                     option.kept = charge
             options.append(option)
         return options

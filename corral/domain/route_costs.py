@@ -64,8 +64,9 @@ class Costs:
     # not fewer (docs/benchmarks.md, "The draws where model-aware loses").
     victim_queue: float = 0.0
     homes: bool = True  # keep models that fit smaller nodes off the only home of a big model in use (homes.py)
-    # ... and charge that in full even on a load into free room (the replica discount spares it): the room
-    # is the big model's, whose next load would evict the small model or queue behind its requests.
+    # ... and charge that in full even on a load into free room (the replica discount spares it) on a node
+    # where such a big model is busy or was sent within `in_use_s`: the room is its, and its next load
+    # would evict the small model or wait for its requests to drain. Elsewhere the discount applies.
     homes_full: bool = True
 
 

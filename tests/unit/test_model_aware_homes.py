@@ -86,7 +86,7 @@ def test_a_cold_models_requests_wait_for_the_load_under_way_instead_of_evicting_
 
 def test_free_room_on_the_only_home_of_a_big_model_in_use_is_not_discounted() -> None:
     # Nothing has a free slot for the 8B, so a load into free room gets the replica discount; the 80 GB
-    # node has such room, but it is the only home of the 70B in use. A queue of 12 on the 8B's own
+    # node has such room, but it is the only home of the 70B, busy there. A queue of 12 on the 8B's own
     # copies is shorter than the 70B's reload (the homes charge), though longer than a third of it:
     # only with the charge paid in full does the 8B queue where it is instead of crowding the 70B.
     def fleet() -> list[NodeView]:
@@ -99,6 +99,19 @@ def test_free_room_on_the_only_home_of_a_big_model_in_use_is_not_discounted() ->
         picks[full] = strategy.pick(fleet(), RouteRequest("small:8b", est_tokens=300), 1.0)
     assert picks[True] in (Pick("s0"), Pick("s1"))
     assert picks[False] == Pick("big", cold=True)
+
+
+def test_a_big_node_the_big_model_does_not_use_keeps_the_discount_for_free_room() -> None:
+    # Two 80 GB nodes: the 70B is busy on one; the other is empty. With the 8B's copies queued as above,
+    # its new copy goes into the empty one's free room: room the big model is not using there is spare.
+    fleet = [
+        node("big", 80, {"big:70b": 1}),
+        node("spare", 80, {}),
+        *(node(f"s{i}", 24, {"small:8b": 12}) for i in range(2)),
+    ]
+    strategy = ModelAware()
+    assert strategy.pick(fleet, RouteRequest("big:70b", est_tokens=300), 0.0) == Pick("big")
+    assert strategy.pick(fleet, RouteRequest("small:8b", est_tokens=300), 1.0) == Pick("spare", cold=True)
 
 
 @settings(max_examples=60, deadline=None)

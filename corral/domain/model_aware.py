@@ -17,7 +17,8 @@ Every suitable node gets an estimated time until the request could start there:
   onto the only home of a big model in use costs that model's reload.
 
 A load into free room (no victim, no load ahead) is an investment later requests share, so once no
-resident replica has a free slot its cost is discounted: hot models get replicas, cold ones do not.
+resident replica has a free slot its cost is discounted: hot models get replicas, cold ones do not
+(the homes charge on a node a big model is using is not: that room is the big model's).
 While every copy of a model is still loading, its next requests wait for that load (up to its slots)
 rather than evict another model elsewhere. A runner with other load-time options (`num_ctx`...)
 counts as another model: it is never "resident" for the request, and replacing it is an eviction like

@@ -12,6 +12,7 @@ reload too (homes.py).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from corral.domain.fleet import LoadedModel, NodeView, RouteRequest
@@ -162,6 +163,19 @@ class Evictions(Estimates):
             if now - at < self.costs.in_use_s and model != req.model and own is not None and home > own:
                 others.append((home, reload))
         return own, others
+
+    def _homes_used(self, node: NodeView, own: int | None, now: float) -> bool:
+        """A big model that needs a node this size (more than `own`, the request's model's) is busy on
+        this node, or was sent here within `in_use_s`: its room here is not spare (homes.py)."""
+        if own is None or node.vram_bytes is None:
+            return False
+        for (model, _), (_, home, _) in self._big.items():
+            if own < home <= node.vram_bytes and (
+                node.in_flight_by_model.get(model, 0) > 0
+                or now - self._last.get((node.name, model), -math.inf) < self.costs.in_use_s
+            ):
+                return True
+        return False
 
 
 def _blob(m: LoadedModel) -> str:

@@ -6,7 +6,11 @@ big model needs, and Ollama evicts the big model (or makes its next load wait fo
 requests to drain): the big model's traffic, which has nowhere else to go, waits for a reload. So a
 load of a model onto a node bigger than the model needs, while some model in use needs a node at least
 that big, costs that model's reload (`Costs.stability_loads` of its load time, as any eviction of a
-model in use that cannot move elsewhere).
+model in use that cannot move elsewhere). On a node where such a model is busy or was sent within a
+minute, the charge is paid in full even when the load goes into free room (model_aware.py spares it the
+replica discount): that room is what the big model's next load there needs, so the small model would be
+evicted by it or make it wait for its requests to drain. A node of that size the big model is not using
+keeps the discount: its room is spare.
 
 "Fits" here is an estimate of residency, not the placement rule (corral/domain/fit.py, which never
 refuses a node Ollama might accept): the model's resident bytes within `fit_share` of the node's memory.

@@ -17,7 +17,8 @@ Every suitable node gets an estimated time until the request could start there:
   onto the only home of a big model in use costs that model's reload.
 
 A load into free room (no victim, no load ahead) is an investment later requests share, so once no
-resident replica has a free slot its cost is discounted: hot models get replicas, cold ones do not.
+resident replica has a free slot its cost is discounted: hot models get replicas, cold ones do not
+(the homes charge on a node a big model is using is not: that room is the big model's).
 While every copy of a model is still loading, its next requests wait for that load (up to its slots)
 rather than evict another model elsewhere. A runner with other load-time options (`num_ctx`...)
 counts as another model: it is never "resident" for the request, and replacing it is an eviction like
@@ -109,7 +110,7 @@ class ModelAware(Scan):
                 discounted = True
                 for o in options:
                     if o.replica:
-                        o.cost *= self.costs.replicate_discount
+                        o.cost = (o.cost - o.kept) * self.costs.replicate_discount + o.kept
         best = min(options, key=lambda o: (not o.ready_slot, o.cost))
         if req.affinity is not None:
             best = self._sticky(req.affinity, options, best)
@@ -117,7 +118,9 @@ class ModelAware(Scan):
             best = prefer(options, best, req.prefer, req.prefer_slack_s)
         if req.max_wait_s is not None and not best.ready_slot:
             # The wait itself, without the discount that favours replicas in the comparison.
-            wait = best.cost / self.costs.replicate_discount if discounted and best.replica else best.cost
+            wait = best.cost
+            if discounted and best.replica:
+                wait = (best.cost - best.kept) / self.costs.replicate_discount + best.kept
             if wait > req.max_wait_s:
                 return NoRoute(NoRouteReason.TOO_SLOW)  # before any bookkeeping: nothing was dispatched
         if not best.resident:
@@ -183,7 +186,10 @@ class ModelAware(Scan):
             if loading and option.victims:
                 continue
             if homes is not None and n.vram_bytes is not None:
-                option.cost += crowds(homes[0], n.vram_bytes, homes[1])
+                charge = crowds(homes[0], n.vram_bytes, homes[1])
+                option.cost += charge
+                if charge > 0 and self.costs.homes_full and self._homes_used(n, homes[0], now):
+                    option.kept = charge
             options.append(option)
         return options
 

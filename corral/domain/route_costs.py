@@ -64,6 +64,10 @@ class Costs:
     # not fewer (docs/benchmarks.md, "The draws where model-aware loses").
     victim_queue: float = 0.0
     homes: bool = True  # keep models that fit smaller nodes off the only home of a big model in use (homes.py)
+    # ... and charge that in full even on a load into free room (the replica discount spares it) on a node
+    # where such a big model is busy or was sent within `in_use_s`: the room is its, and its next load
+    # would evict the small model or wait for its requests to drain. Elsewhere the discount applies.
+    homes_full: bool = True
 
 
 @dataclass(slots=True)
@@ -74,6 +78,7 @@ class Option:
     ready_slot: bool = False  # resident, loaded, and a slot free now
     replica: bool = False  # not resident, and loading here evicts nothing and waits for no other load
     victims: tuple[LoadedModel, ...] = ()
+    kept: float = 0.0  # the part of `cost` the replica discount does not reduce (homes.py's charge)
 
 
 def holds_fast(runners: Sequence[LoadedModel], model: str, options_key: str) -> bool:

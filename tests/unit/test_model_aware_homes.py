@@ -82,3 +82,55 @@ def test_a_cold_models_requests_wait_for_the_load_under_way_instead_of_evicting_
     for k in range(1, 4):  # as many as the loading copy has slots: the load starts them together
         fleet = [node(n.name, 80, {**busy, "huge:70b": k} if n.name == first.node else idle, parallel=4) for n in fleet]
         assert strategy.pick(fleet, RouteRequest("huge:70b", est_tokens=500), 0.1 * k) == Pick(first.node)
+
+
+def test_free_room_on_the_only_home_of_a_big_model_in_use_is_not_discounted() -> None:
+    # Nothing has a free slot for the 8B, so a load into free room gets the replica discount; the 80 GB
+    # node has such room, but it is the only home of the 70B, busy there. A queue of 12 on the 8B's own
+    # copies is shorter than the 70B's reload (the homes charge), though longer than a third of it:
+    # only with the charge paid in full does the 8B queue where it is instead of crowding the 70B.
+    def fleet() -> list[NodeView]:
+        return [node("big", 80, {"big:70b": 2}), *(node(f"s{i}", 24, {"small:8b": 12}) for i in range(2))]
+
+    picks = {}
+    for full in (True, False):
+        strategy = ModelAware(Costs(homes_full=full))
+        strategy.pick(fleet(), RouteRequest("big:70b", est_tokens=300), 0.0)
+        picks[full] = strategy.pick(fleet(), RouteRequest("small:8b", est_tokens=300), 1.0)
+    assert picks[True] in (Pick("s0"), Pick("s1"))
+    assert picks[False] == Pick("big", cold=True)
+
+
+def test_a_big_node_the_big_model_does_not_use_keeps_the_discount_for_free_room() -> None:
+    # Two 80 GB nodes: the 70B is busy on one; the other is empty. With the 8B's copies queued as above,
+    # its new copy goes into the empty one's free room: room the big model is not using there is spare.
+    fleet = [
+        node("big", 80, {"big:70b": 1}),
+        node("spare", 80, {}),
+        *(node(f"s{i}", 24, {"small:8b": 12}) for i in range(2)),
+    ]
+    strategy = ModelAware()
+    assert strategy.pick(fleet, RouteRequest("big:70b", est_tokens=300), 0.0) == Pick("big")
+    assert strategy.pick(fleet, RouteRequest("small:8b", est_tokens=300), 1.0) == Pick("spare", cold=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 40), st.integers(0, 40), st.sampled_from([1, 2, 4]))
+def test_a_small_model_crowds_a_big_models_only_home_only_when_its_own_queue_is_longer_than_the_reload(
+    queued_a: int, queued_b: int, parallel: int
+) -> None:
+    # Whatever the queues on the 8B's copies: it is loaded onto the 70B's only home (where there is free
+    # room) only when waiting on its own copies would take at least the 70B's reload, the homes charge.
+    fleet = [
+        node("big", 80, {"big:70b": 2}),
+        node("s0", 24, {"small:8b": queued_a}, parallel=parallel),
+        node("s1", 24, {"small:8b": queued_b}, parallel=parallel),
+    ]
+    strategy = ModelAware()
+    strategy.pick(fleet, RouteRequest("big:70b", est_tokens=300), 0.0)
+    pick = strategy.pick(fleet, RouteRequest("small:8b", est_tokens=300), 1.0)
+    assert isinstance(pick, Pick)
+    if pick.node == "big":
+        charge = strategy.costs.stability_loads * strategy.load_s(fleet[0], "big:70b")
+        waits = [strategy.costs.queue_weight * strategy.wait_s(n, "small:8b", 1.0) for n in fleet[1:]]
+        assert min(waits) >= charge

@@ -3,11 +3,14 @@ mixes, ramps, up to 64 nodes), and a mixed fleet loses nothing to placement."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
+import subprocess
+import sys
 
 from bench.policy_sim.fleet import MODELS, Node, NodeParams, Request
-from bench.policy_sim.generate import draw, embedder, model
+from bench.policy_sim.generate import MAX_DRAWS, SETS, draw, embedder, model
 from bench.policy_sim.run import DT, Scenario, simulate, workload
 
 
@@ -16,6 +19,22 @@ def test_a_draw_is_the_same_for_the_same_seed_and_held_out_seeds_differ() -> Non
     b, db = draw(100_000, 60)
     assert da == db and a.node_params == b.node_params
     assert draw(100_001, 60)[1] != da
+
+
+def test_the_tuning_held_out_and_fresh_sets_share_no_seed() -> None:
+    # A set of at most MAX_DRAWS draws from its first seed never reaches the next set's first seed, so a
+    # report on the fresh set is on draws no variant was chosen on.
+    starts = sorted(SETS.values())
+    assert SETS["fresh"] == 200_000 and len(starts) == 3
+    spans = [range(s, s + MAX_DRAWS) for s in starts]
+    assert all(a[-1] < b[0] for a, b in itertools.pairwise(spans))
+    assert draw(SETS["fresh"], 60)[1] not in (draw(SETS["held-out"], 60)[1], draw(SETS["tuning"], 60)[1])
+
+
+def test_a_set_of_more_draws_than_the_gap_between_sets_is_refused() -> None:
+    cmd = [sys.executable, "-m", "bench.policy_sim.generate", "--set", "fresh", "--draws", str(MAX_DRAWS + 1)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--draws: at most 100000" in done.stderr
 
 
 def test_a_model_too_big_for_some_nodes_never_fails_there() -> None:

@@ -689,9 +689,9 @@ class CacheSettings(_Section):
         return self.responses.enabled or self.embeddings.enabled
 
 
-# Keep-warm is on unless turned off: it only keeps a runner Ollama would have unloaded for no one's sake,
-# and it needs no controller (docs/routing.md, Keep-warm; the figures: docs/benchmarks.md §2).
-KEEP_WARM_DEFAULT = True
+# Keep-warm is off unless turned on: on the generated draws keep-alive expiry causes under 1% of loads,
+# and the rule moved the median by 2-3% with a few draws' tails 5-10% worse (docs/benchmarks.md §2).
+KEEP_WARM_DEFAULT = False
 
 
 class ResidencySettings(_Section):

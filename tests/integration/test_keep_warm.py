@@ -1,6 +1,6 @@
-"""Keep-warm against a real `corral sim` node (residency.keep_warm, on by default, without the residency
-controller): a model loaded with a short keep_alive stays loaded past it while the node has free room,
-and once another model fills the node it is no longer refreshed and expires as Ollama would unload it."""
+"""Keep-warm against a real `corral sim` node (residency.keep_warm, without the residency controller):
+a model loaded with a short keep_alive stays loaded past it while the node has free room, and once
+another model fills the node it is no longer refreshed and expires as Ollama would unload it."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_an_idle_model_stays_warm_while_the_node_has_room_and_expires_once_it_is
                 "backends": [{"name": "a", "url": sim.url, "max_loaded": 2}],
                 "routing": {"discovery_interval_s": 0.2},
                 # The refresh sends 12s, due 10 s before a runner's expiry; residency.enabled stays off.
-                "residency": {"interval_s": 0.2, "keep_alive": "12s", "keep_warm_margin_s": 10},
+                "residency": {"keep_warm": True, "interval_s": 0.2, "keep_alive": "12s", "keep_warm_margin_s": 10},
             }
         )
         with running(corral), httpx.Client(base_url=corral.url, timeout=30) as http:

@@ -224,7 +224,7 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         EmbedCache(caches) if caches is not None and settings.cache.embeddings.enabled else None,
         targets,
         {name: p.num_ctx_policy for name, p in settings.models.per_model.items() if p.num_ctx_policy is not None},
-        residency.observe if residency is not None else None,
+        residency.observe if residency is not None and settings.residency.enabled else None,  # keep-warm needs none
         _prefixes(settings, shared),
         settings.routing.prompt_eval_rate,
     )

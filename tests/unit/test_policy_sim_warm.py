@@ -64,3 +64,16 @@ def test_keep_warm_restarts_an_idle_runners_keep_alive_only_while_its_node_has_r
     roomy.expire(320.0)
     full.expire(320.0)
     assert A in roomy.runners and A not in full.runners  # the full node's runner expired as before
+
+
+def test_the_load_causes_report_runs_and_shares_every_load() -> None:
+    from bench.policy_sim.load_causes import POLICIES, _one, report
+
+    rows: dict[int, dict[str, dict[str, object]]] = {}
+    for policy in POLICIES:
+        seed, _, summary = _one((0, policy, 60.0))
+        rows.setdefault(seed, {})[policy] = summary
+        causes = summary["causes"]
+        assert isinstance(causes, dict) and sum(causes.values()) > 0
+    text = report(rows, list(POLICIES))
+    assert "| 0 | model-aware+warm |" in text and "median p50 / p95 / p99 ratio vs LC" in text

@@ -23,7 +23,7 @@ from corral.domain import num_ctx as ctx_policy
 from corral.domain.catalog import Catalog
 from corral.domain.cors import OLLAMA_DEFAULTS
 from corral.domain.groups import label_error
-from corral.domain.keep_alive import valid_keep_alive
+from corral.domain.keep_alive import FOREVER, json_keep_alive, keep_alive_ns, valid_keep_alive
 
 
 class ConfigError(Exception):
@@ -689,6 +689,11 @@ class CacheSettings(_Section):
         return self.responses.enabled or self.embeddings.enabled
 
 
+# Keep-warm is off unless turned on: on the generated draws keep-alive expiry causes under 1% of loads,
+# and the rule moved the median by 2-3% with a few draws' tails 5-10% worse (docs/benchmarks.md §2).
+KEEP_WARM_DEFAULT = False
+
+
 class ResidencySettings(_Section):
     enabled: bool = Field(
         False,
@@ -742,12 +747,43 @@ class ResidencySettings(_Section):
         description="The fleet is calm (for a surge's replicas) while the other models keep at most this share of its "
         "slots (one set per node) busy and its runners are not coming and going.",
     )
-    keep_alive: str = Field("5m", description="The keep_alive an unpinned replica goes back to (Ollama's default).")
+    keep_alive: str = Field(
+        "5m",
+        description="The keep_alive an unpinned replica goes back to, and the one keep-warm refreshes a runner with "
+        "(Ollama's default; finite).",
+    )
+    keep_warm: bool = Field(
+        KEEP_WARM_DEFAULT,
+        description="Keep-warm (separate from `enabled`): refresh an idle runner's keep_alive shortly before it runs "
+        "out while its node has free room and no load waits there, so a model no one needs the room of is not "
+        "unloaded just because its keep-alive passed; it expires normally once the node is full (docs/routing.md, "
+        "Keep-warm).",
+    )
+    keep_warm_margin_s: float = Field(
+        60.0,
+        ge=10,
+        description="Keep-warm refreshes a runner that `/api/ps` shows expiring within this many seconds (more than "
+        "routing.discovery_interval_s, so the expiry it reads is recent enough).",
+    )
 
     @model_validator(mode="after")
     def _cool_below_hot(self) -> ResidencySettings:
         if self.cool >= self.hot:
             raise ValueError("residency.cool: must be below residency.hot")
+        return self
+
+    @model_validator(mode="after")
+    def _finite_keep_alive(self) -> ResidencySettings:
+        if not self.keep_warm:
+            return self
+        ns = keep_alive_ns(json_keep_alive(self.keep_alive))
+        if ns is None or ns <= 0 or ns >= FOREVER:
+            raise ValueError(
+                "residency.keep_alive: keep-warm needs a finite, positive duration (e.g. 5m), "
+                f"not {self.keep_alive!r}, so that a runner kept warm is still evicted when memory is wanted"
+            )
+        if ns / 1e9 <= self.keep_warm_margin_s:
+            raise ValueError("residency.keep_warm_margin_s: must be below residency.keep_alive")
         return self
 
 

@@ -112,6 +112,29 @@ class Runner:
         return len(self.active) + len(self.fifo)
 
 
+CAUSES = ("expired", "evicted", "num_ctx", "replica", "expired_fleet", "evicted_fleet", "first")
+
+
+@dataclass
+class LoadBook:
+    """Fleet-wide, for the load causes only: which nodes hold each model, and how its last copy went."""
+
+    holders: dict[str, set[int]] = field(default_factory=dict)
+    last: dict[str, str] = field(default_factory=dict)
+
+    def cause(self, model: str) -> str:
+        """Why a node that never held `model` loads it."""
+        if self.holders.get(model):
+            return "replica"
+        gone = self.last.get(model)
+        return "first" if gone is None else ("expired_fleet" if gone == "expired" else "evicted_fleet")
+
+    def gone(self, model: str, node: int, cause: str) -> None:
+        self.holders.get(model, set()).discard(node)
+        if not self.holders.get(model):
+            self.last[model] = cause
+
+
 @dataclass
 class NodeParams:
     vram_gb: float = 22.0
@@ -146,6 +169,13 @@ class Node:
         self.up = True
         self.loads = 0
         self.evictions = 0
+        # Why each load happened (counters only: no event depends on them): the model's last runner here
+        # expired idle past its keep-alive, was evicted for another model, or reloaded for another num_ctx;
+        # else, never loaded here: a replica (a copy is loaded elsewhere), or the model resident nowhere
+        # because its last copy in the fleet expired (or was evicted), or its first load anywhere.
+        self.load_causes = dict.fromkeys(CAUSES, 0)
+        self._left: dict[str, str] = {}  # model -> how its last runner here went
+        self.book = LoadBook()  # shared by the fleet's nodes (bench/policy_sim/run.py)
         self.unfit: list[Request] = []
         self.version = 0  # bumped whenever the set of runners changes (what /api/ps would list)
 
@@ -187,6 +217,7 @@ class Node:
         lost = list(self.pending)
         for runner in self.runners.values():
             lost += runner.active + list(runner.fifo)
+            self.book.gone(runner.spec.name, self.index, "evicted")
         self.runners.clear()
         self.version += 1
         self.pending.clear()
@@ -202,7 +233,10 @@ class Node:
                 return runner
         return ordered[0]
 
-    def _unload(self, runner: Runner, now: float) -> None:
+    def _unload(self, runner: Runner, now: float, cause: str = "evicted") -> None:
+        if self._left.get(runner.spec.name) != "num_ctx" or cause != "evicted":
+            self._left[runner.spec.name] = cause
+        self.book.gone(runner.spec.name, self.index, self._left[runner.spec.name])
         self.runners.pop(runner.spec.name, None)
         self.version += 1
         self.freeing.append((now + (0 if self.p.instant_loads else self.p.unload_s), runner.vram))
@@ -245,6 +279,7 @@ class Node:
                 runner.unloading = True
                 runner.session_s = 0
                 self.blocked_on = runner
+                self._left[runner.spec.name] = "num_ctx"
                 return
             spec = specs[req.model]
             slots = self.p.parallel
@@ -254,6 +289,8 @@ class Node:
                 self.runners[spec.name] = runner
                 self.version += 1
                 self.loads += 1
+                self.load_causes[self._left.pop(spec.name, None) or self.book.cause(spec.name)] += 1
+                self.book.holders.setdefault(spec.name, set()).add(self.index)
                 self.loading = runner
                 for waiting in [r for r in self.pending if r.model == req.model and r.num_ctx == req.num_ctx]:
                     self.pending.remove(waiting)
@@ -330,7 +367,7 @@ class Node:
                 continue
             expired = now - runner.idle_since >= runner.session_s
             if expired and runner is not self.blocked_on and runner is not self.loading:
-                self._unload(runner, now)
+                self._unload(runner, now, "expired")
                 self.evictions -= 1  # an expiry, not an eviction
 
 

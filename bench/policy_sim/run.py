@@ -16,7 +16,9 @@ from dataclasses import dataclass, field, replace
 from bench.policy_sim.cold_hold import ColdHold
 from bench.policy_sim.fleet import GIB, MODELS, ModelSpec, Node, NodeParams, Request
 from bench.policy_sim.multiturn import MultiTurn, PrefixRouting, conversation_rate, first_turns, next_turn
+from bench.policy_sim.warm import keep_warm
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, RouteRequest
+from corral.domain.keep_warm import KeepWarm
 from corral.domain.model_aware import ModelAware
 from corral.domain.num_ctx import effective, parse
 from corral.domain.residency import Action, Residency
@@ -69,6 +71,7 @@ class Result:
     tokens: int
     ttft_later: list[float] = field(default_factory=list)  # multi-turn: TTFT of the turns after the first
     cached_share: float = 0.0  # multi-turn: share of prompt tokens a slot already held
+    load_causes: dict[str, int] = field(default_factory=dict)  # Node.load_causes summed (not in the figures)
 
     def pct(self, values: list[float], q: float) -> float:
         if not values:
@@ -193,18 +196,23 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             NodeParams(**{**p.__dict__, "instant_loads": True, "max_loaded": 99, "vram_gb": 1e6}) for p in per_node
         ]
     nodes = [Node(i, p) for i, p in enumerate(per_node)]
+    for n in nodes:
+        n.book = nodes[0].book  # one fleet-wide record of the load causes (counters only)
     unfit: list[set[str]] = [set() for _ in nodes]  # models a node refused for memory (the gateway learns it)
     specs = {m.name: m for m in s.models}
     controller = Residency() if policy == RESIDENCY else None
     prefixes = PrefixRouting(s.models[0].pp) if policy == PREFIX else None  # prompt_eval_rate as configured
     cold: ColdHold[Request] | None = ColdHold() if policy == HOLD else None  # the gateway's hold (cold_hold.py)
+    warm = KeepWarm() if policy == WARM else None  # residency.keep_warm (bench/policy_sim/warm.py)
     base = "model-aware" if controller is not None or prefixes is not None or cold is not None else policy
+    base = "model-aware" if warm is not None else base
     later: list[tuple[float, int, Request]] = []  # multi-turn: next turns, after their think time
     turns_issued = 0
     strategy: Strategy = Oracle() if policy == "oracle" else make_strategy(base, random.Random(seed))
     router = strategy if isinstance(strategy, ModelAware) else None
     pins: dict[tuple[int, str], float] = {}  # (node, model) -> keep-alive the controller asked for
     next_decision = 0.0
+    next_warm = 0.0
     in_flight: list[dict[str, int]] = [{} for _ in nodes]
     residency: list[tuple[LoadedModel, ...]] = [() for _ in nodes]
     marked_down: dict[int, float] = {}
@@ -392,6 +400,10 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             for action in controller.decide(views(), strategy, now):
                 act(action)
             next_decision = now + RESIDENCY_INTERVAL_S
+        if warm is not None and now >= next_warm:
+            for index in keep_warm(warm, nodes, views(), now):
+                quiet[index] = nodes[index].quiet_until()  # its next expiry moved
+            next_warm = now + RESIDENCY_INTERVAL_S
         done_now: list[Request] = []
         started: list[Request] = []
         for n in nodes:
@@ -464,6 +476,7 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
         sum(r.output for r in finished),
         [r.first_token - r.arrival for r in finished if r.turn > 1 and r.first_token is not None],
         sum(r.cached for r in finished) / max(1, sum(r.prompt for r in finished if r.segments)),
+        {k: sum(n.load_causes[k] for n in nodes) for k in nodes[0].load_causes},
     )
 
 
@@ -517,4 +530,5 @@ RESIDENCY = "model-aware+residency"  # model-aware routing with the residency co
 RESIDENCY_INTERVAL_S = 1.0
 PREFIX = "model-aware+prefix"  # model-aware with routing.prefix_affinity (docs/routing.md)
 HOLD = "model-aware+hold"  # model-aware with cold models' requests held at the gateway (cold_hold.py)
+WARM = "model-aware+warm"  # model-aware with keep-warm (residency.keep_warm; corral/domain/keep_warm.py)
 POLICIES = ("round-robin", "least-connections", "power-of-two", "model-aware", PREFIX, RESIDENCY, HOLD, "oracle")

@@ -187,7 +187,7 @@ async def build(settings: Settings, shared: App | None = None) -> App:
     views.model_groups = targets.node_groups()
     # Long-lived like the strategy it feeds: its settings take effect on restart (config_diff.RESTART_ONLY).
     residency = shared.residency if shared else None
-    if settings.residency.enabled and not shared:
+    if (settings.residency.enabled or settings.residency.keep_warm) and not shared:
         residency = ResidencyTask(fleet, strategy, settings.residency, settings.timeouts.total_s)
     audit: AuditLog | None = shared.audit if shared else None
     audit_engine: AsyncEngine | None = shared.audit_engine if shared else None
@@ -224,7 +224,7 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         EmbedCache(caches) if caches is not None and settings.cache.embeddings.enabled else None,
         targets,
         {name: p.num_ctx_policy for name, p in settings.models.per_model.items() if p.num_ctx_policy is not None},
-        residency.observe if residency is not None else None,
+        residency.observe if residency is not None and settings.residency.enabled else None,  # keep-warm needs none
         _prefixes(settings, shared),
         settings.routing.prompt_eval_rate,
     )

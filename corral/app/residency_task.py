@@ -1,11 +1,14 @@
 """The residency controller at work: counts arrivals, asks `corral.domain.residency` every
 `residency.interval_s` what to load, pin or unpin, and sends each action to its node as Ollama's own
-way to load a model: a generate with an empty prompt and a `keep_alive` (docs/ollama-api.md)."""
+way to load a model: a generate with an empty prompt and a `keep_alive` (docs/ollama-api.md).
+Keep-warm (`residency.keep_warm`, corral.domain.keep_warm) runs on the same tick, with or without the
+controller (`residency.enabled`), and its refreshes go out the same way."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import fields
 from typing import Any
 
@@ -16,7 +19,8 @@ from corral.app.fleet import Fleet
 from corral.config import ResidencySettings
 from corral.domain.errors import GatewayError
 from corral.domain.fleet import NodeKind, NodeView, RouteRequest
-from corral.domain.keep_alive import json_keep_alive
+from corral.domain.keep_alive import json_keep_alive, keep_alive_ns
+from corral.domain.keep_warm import KeepWarm, KeepWarmParams
 from corral.domain.model_aware import ModelAware
 from corral.domain.residency import Action, Residency, ResidencyParams
 from corral.domain.routing import Strategy
@@ -36,6 +40,7 @@ class ResidencyTask:
             **{f.name: getattr(settings, f.name) for f in fields(ResidencyParams) if f.name in configured}
         )
         self.controller = Residency(params)
+        self.keep_warm = KeepWarm(keep_warm_params(settings)) if settings.keep_warm else None
         # Waits, load and service times are the routing cost model's (corral.domain.residency.RoutingEstimates),
         # learnt when model-aware routes; priors otherwise.
         self._estimates = strategy if isinstance(strategy, ModelAware) else ModelAware()
@@ -68,7 +73,13 @@ class ResidencyTask:
     def tick(self) -> list[Action]:
         now = self.loop.time()
         views = [v for v in self.fleet.snapshot(now) if v.kind is NodeKind.OLLAMA]
-        actions = self.controller.decide(views, self._estimates, now)
+        actions = self.controller.decide(views, self._estimates, now) if self.settings.enabled else []
+        if self.keep_warm is not None:
+            # `/api/ps` expiries are wall-clock times.
+            refreshes = self.keep_warm.decide(views, time.time())
+            self.controller.recent += [(now, a) for a in refreshes]  # shown with the decisions
+            del self.controller.recent[:-50]
+            actions = [*actions, *refreshes]
         for action in actions:
             if action.kind == "preload" and isinstance(self.strategy, ModelAware):
                 self._announce(views, action, now)
@@ -103,7 +114,9 @@ class ResidencyTask:
     def status(self) -> dict[str, Any]:
         now = self.loop.time()
         return {
-            "enabled": True,
+            "enabled": self.settings.enabled,
+            "keep_warm": self.keep_warm is not None,
+            "refreshed": 0 if self.keep_warm is None else self.keep_warm.refreshed,
             "pinned": self.controller.pinned(),
             "failures": self.failures,
             "decisions": [
@@ -112,3 +125,9 @@ class ResidencyTask:
                 for at, a in reversed(self.controller.recent)
             ][:20],
         }  # fmt: skip
+
+
+def keep_warm_params(settings: ResidencySettings) -> KeepWarmParams:
+    """The rule's parameters from the `residency:` section (its keep_alive is finite: corral.config checks)."""
+    ns = keep_alive_ns(json_keep_alive(settings.keep_alive)) or 0
+    return KeepWarmParams(settings.keep_alive, ns / 1e9, settings.keep_warm_margin_s)

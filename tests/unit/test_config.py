@@ -94,3 +94,19 @@ def test_residency_settings_are_checked_by_name(tmp_path: Path) -> None:
     assert keys == {"residency.hold_s", "residency.rise", "residency.hot"}
     keys = refused_keys(tmp_path, "residency: {fill: 1.5, surge: 0, calm: many}\n")
     assert keys == {"residency.fill", "residency.surge", "residency.calm"}
+
+
+def test_keep_warm_settings_are_checked_by_name(tmp_path: Path) -> None:
+    keys = refused_keys(tmp_path, "residency: {keep_warm: maybe, keep_warm_margin_s: 5}\n")
+    assert keys == {"residency.keep_warm", "residency.keep_warm_margin_s"}
+    # A refreshed runner must stay finite (evicted like any other), and outlive the margin.
+    for bad in ("'-1'", "'0'", "soon"):
+        text = f"residency: {{keep_warm: true, keep_alive: {bad}}}\n"
+        assert refused_keys(tmp_path, text) == {"residency.keep_alive"}
+    text = "residency: {keep_warm: true, keep_alive: 30s}\n"
+    assert refused_keys(tmp_path, text) == {"residency.keep_warm_margin_s"}
+    path = tmp_path / "c.yaml"
+    path.write_text("residency: {keep_alive: '-1'}\n")  # off by default: the controller's keys as before
+    assert load_settings(path).residency.keep_warm is False
+    path.write_text("residency: {keep_warm: true, keep_alive: 10m, keep_warm_margin_s: 90}\n")
+    assert load_settings(path).residency.keep_warm_margin_s == 90

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -170,3 +172,15 @@ def test_a_steady_flow_is_written_once_a_linger(tmp_path: Path) -> None:
     assert actions == ["warm", *map(str, range(1, sent + 1))]  # every record, in order
     # One batch per linger (plus the first and the last), each a file write and the thread's wake-up.
     assert calls <= 4 * (seconds / linger + 3), calls
+
+
+def test_keyed_fingerprints_are_hmac_sha256_per_key() -> None:
+    """The fingerprint under a key is HMAC-SHA256 of the prompt under that key, whichever keys were used
+    before it (the keyed state is kept per key and copied per prompt)."""
+    keys = [b"k" * 32, b"other key", b"k" * 32, b""]
+    for i, key in enumerate(keys):
+        prompt = f"prompt {i} ünïcode"
+        want = hmac.new(key, prompt.encode(), hashlib.sha256).hexdigest()
+        assert prompt_digest(prompt, key) == (want, len(prompt))
+        assert prompt_digest(prompt.encode(), key) == (want, len(prompt.encode()))
+    assert prompt_digest("hi") == (hashlib.sha256(b"hi").hexdigest(), 2)

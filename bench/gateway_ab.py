@@ -20,7 +20,8 @@ generates) through each gateway at concurrency 16, and reports streams/s and the
 per stream (the relay's per-chunk work: parsing the node's chunks and writing them to the client).
 `--routes generate,v1` measures each gateway on `/api/generate` and on `/v1/chat/completions` (the node
 answers the latter with an OpenAI chat.completion), in turn within every round, so the two routes'
-costs come from the same rounds (default: `generate` alone).
+costs come from the same rounds (default: `generate` alone). Streams (`--stream`) are always NDJSON on
+`/api/generate`, shown on the first route's row.
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ def main() -> None:
                       f"{cpu_us:.0f} µs CPU/req", flush=True)  # fmt: skip
                 if args.stream and route == routes[0]:
                     before, calls = cpu_seconds(pid), write_calls(pid)
-                    s16 = wrk(url, streams, 16, args.seconds)
+                    s16 = wrk(f"http://127.0.0.1:{port}/api/generate", streams, 16, args.seconds)
                     done = max(1.0, s16["rps"] * args.seconds)
                     row["sps"].append(s16["rps"])
                     row["cpu_stream_us"].append((cpu_seconds(pid) - before) / done * 1e6)

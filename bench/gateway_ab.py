@@ -18,6 +18,10 @@ same round (issue 12's targets: medians of the per-round figures).
 `--stream` also relays, in every round, 64-token NDJSON streams from `corral sim` (as fast as it
 generates) through each gateway at concurrency 16, and reports streams/s and the gateway's CPU time
 per stream (the relay's per-chunk work: parsing the node's chunks and writing them to the client).
+`--routes generate,v1` measures each gateway on `/api/generate` and on `/v1/chat/completions` (the node
+answers the latter with an OpenAI chat.completion), in turn within every round, so the two routes'
+costs come from the same rounds (default: `generate` alone). Streams (`--stream`) are always NDJSON on
+`/api/generate`, shown on the first route's row.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from bench.common import free_port, wait_http
 from bench.proxy_overhead import cpu_seconds, lua, nginx_conf, wrk
 
 PROMPT = '{"model":"bench:1b","prompt":"hi","stream":false}'
+V1_PROMPT = '{"model":"bench:1b","messages":[{"role":"user","content":"hi"}],"stream":false}'
+ROUTES = {"generate": ("/api/generate", PROMPT), "v1": ("/v1/chat/completions", V1_PROMPT)}
 STREAM = '{"model":"stream:1b","prompt":"hi","options":{"num_predict":64}}'  # streamed by corral sim
 
 
@@ -56,7 +62,7 @@ def start(
     keyed: bool,
     everything: bool = False,
     sim: int | None = None,
-) -> tuple[Any, int, Path, Path]:
+) -> tuple[Any, int, dict[str, Path], Path]:
     port = free_port()
     mode = "keyed" if keyed else "plain"
     config: dict[str, Any] = {
@@ -92,7 +98,8 @@ def start(
     with (work / f"{name}-{mode}.out").open("ab") as out:  # the access lines, with --everything
         proc = subprocess.Popen([sys.executable, "-m", *module, "--config", str(path)], cwd=tree, env=env, stderr=out)
     wait_http(f"http://127.0.0.1:{port}/health")
-    return proc, port, lua(work, f"{name}-{mode}", PROMPT, headers), lua(work, f"{name}-{mode}-s", STREAM, headers)
+    scripts = {route: lua(work, f"{name}-{mode}-{route}", body, headers) for route, (_, body) in ROUTES.items()}
+    return proc, port, scripts, lua(work, f"{name}-{mode}-s", STREAM, headers)
 
 
 def main() -> None:
@@ -104,7 +111,11 @@ def main() -> None:
     parser.add_argument("--c64-only", action="store_true", help="skip the concurrency-1 run")
     parser.add_argument("--nginx", action="store_true", help="also direct and nginx proxy_pass, in every round")
     parser.add_argument("--stream", action="store_true", help="also 64-token streams from corral sim at c=16")
+    parser.add_argument("--routes", default="generate", help="comma-separated: generate (/api/generate), v1")
     args = parser.parse_args()
+    routes = [r for r in args.routes.split(",") if r]
+    if unknown := set(routes) - set(ROUTES):
+        parser.error(f"unknown routes {sorted(unknown)}: choose from {', '.join(ROUTES)}")
     variants: dict[str, tuple[Path, str]] = {}
     for spec in args.variant:
         name, _, rest = spec.partition("=")
@@ -130,14 +141,15 @@ def main() -> None:
         modes = (True,) if args.everything else (False, True)
         for name, (tree, edge) in variants.items():
             for keyed in modes:
-                proc, port, script, streams = start(
+                proc, port, scripts, streams = start(
                     name, tree, edge, work, ports["backend"], keyed, args.everything, sim
                 )
                 procs.append(proc)
-                gateways[(name, keyed)] = (proc.pid, port, script, streams)
-        figures: dict[tuple[str, bool], dict[str, list[float]]] = {
-            key: {
+                gateways[(name, keyed)] = (proc.pid, port, scripts, streams)
+        figures: dict[tuple[str, bool, str], dict[str, list[float]]] = {
+            (name, keyed, route): {
                 "p50_us": [],
+                "cpu1_us": [],
                 "rps_c64": [],
                 "cpu_us": [],
                 "writes": [],
@@ -147,53 +159,64 @@ def main() -> None:
                 "cpu_stream_us": [],
                 "stream_writes": [],
             }
-            for key in gateways
+            for name, keyed in gateways
+            for route in routes
         }
         names = list(variants)
-        plain = lua(work, "plain", PROMPT)
+        plain = {route: lua(work, f"plain-{route}", body) for route, (_, body) in ROUTES.items()}
+        baseline: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
         for rnd in range(args.rounds):
             order = names[rnd % len(names) :] + names[: rnd % len(names)]
-            if args.nginx:
-                direct = wrk(f"http://127.0.0.1:{ports['backend']}/api/generate", plain, 1, args.seconds)
-                proxied = f"http://127.0.0.1:{ports['nginx']}/api/generate"
-                nginx1, nginx64 = wrk(proxied, plain, 1, args.seconds), wrk(proxied, plain, 64, args.seconds)
-                print(f"round {rnd} direct p50 {direct['p50_us']:.0f} µs; nginx p50 {nginx1['p50_us']:.0f} µs, "
-                      f"{nginx64['rps']:,.0f} req/s", flush=True)  # fmt: skip
-            for keyed in modes:
-                for name in order:
-                    pid, port, script, streams = gateways[(name, keyed)]
-                    url = f"http://127.0.0.1:{port}/api/generate"
-                    c1 = {} if args.c64_only else wrk(url, script, 1, args.seconds)
+            for route in routes if args.nginx else ():
+                path = ROUTES[route][0]
+                direct = wrk(f"http://127.0.0.1:{ports['backend']}{path}", plain[route], 1, args.seconds)
+                proxied = f"http://127.0.0.1:{ports['nginx']}{path}"
+                nginx1 = wrk(proxied, plain[route], 1, args.seconds)
+                baseline[route] = direct, wrk(proxied, plain[route], 64, args.seconds)
+                print(f"round {rnd} {path} direct p50 {direct['p50_us']:.0f} µs; nginx p50 {nginx1['p50_us']:.0f} µs, "
+                      f"{baseline[route][1]['rps']:,.0f} req/s", flush=True)  # fmt: skip
+            for keyed, route, name in ((k, r, n) for k in modes for r in routes for n in order):
+                pid, port, scripts, streams = gateways[(name, keyed)]
+                script = scripts[route]
+                url = f"http://127.0.0.1:{port}{ROUTES[route][0]}"
+                before = cpu_seconds(pid)
+                c1 = {} if args.c64_only else wrk(url, script, 1, args.seconds)
+                cpu1_us = (cpu_seconds(pid) - before) / max(1.0, c1.get("rps", 0.0) * args.seconds) * 1e6
+                before, calls = cpu_seconds(pid), write_calls(pid)
+                c64 = wrk(url, script, 64, args.seconds)
+                cpu_us = (cpu_seconds(pid) - before) / max(1.0, c64["rps"] * args.seconds) * 1e6
+                row = figures[(name, keyed, route)]
+                row["writes"].append((write_calls(pid) - calls) / max(1.0, c64["rps"] * args.seconds))
+                row["p50_us"].append(c1.get("p50_us", 0.0))
+                if c1:
+                    row["cpu1_us"].append(cpu1_us)
+                row["rps_c64"].append(c64["rps"])
+                row["cpu_us"].append(cpu_us)
+                if args.nginx:
+                    row["added_us"].append(c1.get("p50_us", 0.0) - baseline[route][0]["p50_us"])
+                    row["vs_nginx"].append(c64["rps"] / baseline[route][1]["rps"])
+                label = f"{name}{', all features' if keyed else ''}{'' if route == 'generate' else f', {route}'}"
+                print(f"round {rnd} {label}: p50 {c1.get('p50_us', 0):.0f} µs, "
+                      f"{cpu1_us if c1 else 0:.0f} µs CPU/req at c=1, {c64['rps']:,.0f} req/s, "
+                      f"{cpu_us:.0f} µs CPU/req", flush=True)  # fmt: skip
+                if args.stream and route == routes[0]:
                     before, calls = cpu_seconds(pid), write_calls(pid)
-                    c64 = wrk(url, script, 64, args.seconds)
-                    cpu_us = (cpu_seconds(pid) - before) / max(1.0, c64["rps"] * args.seconds) * 1e6
-                    row = figures[(name, keyed)]
-                    row["writes"].append((write_calls(pid) - calls) / max(1.0, c64["rps"] * args.seconds))
-                    row["p50_us"].append(c1.get("p50_us", 0.0))
-                    row["rps_c64"].append(c64["rps"])
-                    row["cpu_us"].append(cpu_us)
-                    if args.nginx:
-                        row["added_us"].append(c1.get("p50_us", 0.0) - direct["p50_us"])
-                        row["vs_nginx"].append(c64["rps"] / nginx64["rps"])
-                    label = f"{name}{', all features' if keyed else ''}"
-                    print(f"round {rnd} {label}: p50 {c1.get('p50_us', 0):.0f} µs, {c64['rps']:,.0f} req/s, "
-                          f"{cpu_us:.0f} µs CPU/req", flush=True)  # fmt: skip
-                    if args.stream:
-                        before, calls = cpu_seconds(pid), write_calls(pid)
-                        s16 = wrk(url, streams, 16, args.seconds)
-                        done = max(1.0, s16["rps"] * args.seconds)
-                        row["sps"].append(s16["rps"])
-                        row["cpu_stream_us"].append((cpu_seconds(pid) - before) / done * 1e6)
-                        row["stream_writes"].append((write_calls(pid) - calls) / done)
-                        print(f"round {rnd} {label}: {s16['rps']:,.0f} streams/s, "
-                              f"{row['cpu_stream_us'][-1]:.0f} µs CPU/stream, "
-                              f"{row['stream_writes'][-1]:.1f} write calls/stream", flush=True)  # fmt: skip
+                    s16 = wrk(f"http://127.0.0.1:{port}/api/generate", streams, 16, args.seconds)
+                    done = max(1.0, s16["rps"] * args.seconds)
+                    row["sps"].append(s16["rps"])
+                    row["cpu_stream_us"].append((cpu_seconds(pid) - before) / done * 1e6)
+                    row["stream_writes"].append((write_calls(pid) - calls) / done)
+                    print(f"round {rnd} {label}: {s16['rps']:,.0f} streams/s, "
+                          f"{row['cpu_stream_us'][-1]:.0f} µs CPU/stream, "
+                          f"{row['stream_writes'][-1]:.1f} write calls/stream", flush=True)  # fmt: skip
         extra = " added p50 at c=1 | c=64 vs nginx |" if args.nginx else ""
         extra += " streams/s at c=16 | CPU per stream | write calls per stream |" if args.stream else ""
-        print(f"\n| gateway | p50 at c=1 | req/s at c=64 | CPU per request at c=64 | write calls per request |{extra}")
-        print("|---" * (5 + 2 * args.nginx + 3 * args.stream) + "|")
-        for (name, keyed), row in figures.items():
+        print(f"\n| gateway | p50 at c=1 | CPU per request at c=1 | req/s at c=64 | CPU per request at c=64 | "
+              f"write calls per request |{extra}")  # fmt: skip
+        print("|---" * (6 + 2 * args.nginx + 3 * args.stream) + "|")
+        for (name, keyed, route), row in figures.items():
             med = {k: statistics.median(v) if v else 0.0 for k, v in row.items()}
+            label = f"{name}{', all features' if keyed else ''}{'' if route == 'generate' else f', {ROUTES[route][0]}'}"
             more = f" +{med['added_us'] / 1000:.3f} ms | {med['vs_nginx']:.3f}x |" if args.nginx else ""
             more += (
                 f" {med['sps']:,.0f} | {med['cpu_stream_us']:.0f} µs | {med['stream_writes']:.1f} |"
@@ -201,7 +224,7 @@ def main() -> None:
                 else ""
             )
             print(
-                f"| {name}{', all features' if keyed else ''} | {med['p50_us'] / 1000:.3f} ms | "
+                f"| {label} | {med['p50_us'] / 1000:.3f} ms | {med['cpu1_us']:.0f} µs | "
                 f"{med['rps_c64']:,.0f} | {med['cpu_us']:.0f} µs | {med['writes']:.2f} |{more}"
             )
     finally:

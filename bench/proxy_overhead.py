@@ -27,6 +27,12 @@ from bench.common import free_port, wait_http
 
 HERE = Path(__file__).resolve().parent
 BODY = '{"model":"bench:1b","created_at":"2026-01-01T00:00:00Z","response":"hello","done":true,"eval_count":1}'
+# What the node answers on /v1/chat/completions (bench.gateway_ab --routes v1): an OpenAI chat.completion
+V1_BODY = (
+    '{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"bench:1b","choices":[{"index":0,'
+    '"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],'
+    '"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}'
+)
 TAGS = (
     '{"models":[{"name":"bench:1b","model":"bench:1b","modified_at":"2026-01-01T00:00:00Z","size":1,'
     '"digest":"0","details":{"format":"gguf","family":"llama"}}]}'
@@ -50,6 +56,7 @@ http {{
     location = /api/version {{ return 200 '{{"version":"0.12.6"}}'; }}
     location = /api/tags {{ return 200 '{TAGS}'; }}
     location = /api/ps {{ return 200 '{{"models":[]}}'; }}
+    location = /v1/chat/completions {{ return 200 '{V1_BODY}'; }}
     location / {{ return 200 '{BODY}'; }}
   }}
   upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 128; }}

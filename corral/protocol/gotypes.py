@@ -62,6 +62,7 @@ class AnyValue(GoType):
     """interface{}: any JSON value, replaced whole; null is nil."""
 
     __slots__ = ()
+    as_is = str  # a string is kept as it is (a message's content: Struct.decode's fast path)
 
     def decode(self, value: Any, prev: Any, path: Path, rd: Reader) -> Any:
         return ABSENT if value is None else plain(value)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -131,3 +133,54 @@ def test_a_closed_empty_sink_and_a_reopened_file(tmp_path: Path) -> None:
 
     run(body())
     assert [json.loads(line)["action"] for line in file_lines(path)] == ["a0", "a1"]
+
+
+def _write_calls() -> int:
+    """Write system calls this process has made so far (/proc/self/io), all threads."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("syscw:"):
+            return int(line.split()[1])
+    raise AssertionError("no syscw in /proc/self/io")
+
+
+def test_a_steady_flow_is_written_once_a_linger(tmp_path: Path) -> None:
+    """Records that arrive while a batch is being written wait out a linger of their own: under a steady
+    flow the file gets one write per linger, not one small write (and one writer-thread hop) after
+    another, which cost the gateway ~50 µs of CPU per request at concurrency 1."""
+    path = tmp_path / "audit.log"
+    linger, seconds = 0.05, 0.5
+    sent = 0
+
+    async def body() -> int:
+        nonlocal sent
+        sink = FileAuditSink(path, batch=100_000, linger_s=linger)
+        loop = asyncio.get_running_loop()
+        await sink.write(AuditRecord(NOW, "admin", action="warm"))  # the file opened, the thread started
+        before = _write_calls()
+        end = loop.time() + seconds
+        while loop.time() < end:
+            sent += 1
+            sink.submit(AuditRecord(NOW, "admin", action=str(sent)))
+            await asyncio.sleep(0)  # a steady flow: records keep arriving while batches are written
+        calls = _write_calls() - before
+        await sink.close()
+        return calls
+
+    calls = run(body())
+    assert sent > 1000  # the flow was steady enough to overlap the writes
+    actions = [json.loads(line)["action"] for line in file_lines(path)]
+    assert actions == ["warm", *map(str, range(1, sent + 1))]  # every record, in order
+    # One batch per linger (plus the first and the last), each a file write and the thread's wake-up.
+    assert calls <= 4 * (seconds / linger + 3), calls
+
+
+def test_keyed_fingerprints_are_hmac_sha256_per_key() -> None:
+    """The fingerprint under a key is HMAC-SHA256 of the prompt under that key, whichever keys were used
+    before it (the keyed state is kept per key and copied per prompt)."""
+    keys = [b"k" * 32, b"other key", b"k" * 32, b""]
+    for i, key in enumerate(keys):
+        prompt = f"prompt {i} ünïcode"
+        want = hmac.new(key, prompt.encode(), hashlib.sha256).hexdigest()
+        assert prompt_digest(prompt, key) == (want, len(prompt))
+        assert prompt_digest(prompt.encode(), key) == (want, len(prompt.encode()))
+    assert prompt_digest("hi") == (hashlib.sha256(b"hi").hexdigest(), 2)

@@ -151,17 +151,27 @@ def ratio(lc: float, ma: float) -> float:
     return lc / max(ma, 1e-3)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def draw_options(parser: argparse.ArgumentParser, draws: int = 24) -> None:
+    """The options of every report over a set of generated draws."""
     parser.add_argument("--set", choices=SETS, default="tuning")
-    parser.add_argument("--draws", type=int, default=12)
+    parser.add_argument("--draws", type=int, default=draws)
     parser.add_argument("--duration", type=float, default=1800.0, help="virtual seconds of arrivals per run")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--out", type=Path, default=Path("docs/bench"))
-    args = parser.parse_args()
+
+
+def chosen_seeds(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[int]:
+    """The set's first `--draws` seeds, the longest to simulate first (both workers busy to the end)."""
     if args.draws > MAX_DRAWS:
         parser.error(f"--draws: at most {MAX_DRAWS}, so that the sets' seeds stay apart")
-    seeds = sorted((SETS[args.set] + i for i in range(args.draws)), key=lambda s: -cost(s, args.duration))
+    return sorted((SETS[args.set] + i for i in range(args.draws)), key=lambda s: -cost(s, args.duration))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    draw_options(parser, draws=12)
+    parser.add_argument("--out", type=Path, default=Path("docs/bench"))
+    args = parser.parse_args()
+    seeds = chosen_seeds(parser, args)
     started = time.monotonic()
     rows: dict[int, dict[str, Any]] = {}
     with ProcessPoolExecutor(args.workers) as pool:

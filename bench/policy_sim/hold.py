@@ -14,7 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from bench.policy_sim.generate import SETS, cost, draw, ratio, worse_than_lc
+from bench.policy_sim.generate import chosen_seeds, draw, draw_options, ratio, worse_than_lc
 from bench.policy_sim.run import HOLD, simulate, summarize
 
 POLICIES = ("least-connections", "model-aware", HOLD)
@@ -77,13 +77,10 @@ def summary(rows: dict[int, dict[str, dict[str, float]]]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--set", choices=SETS, default="tuning")
-    parser.add_argument("--draws", type=int, default=24)
-    parser.add_argument("--duration", type=float, default=1800.0)
-    parser.add_argument("--workers", type=int, default=2)
+    draw_options(parser)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    seeds = sorted((SETS[args.set] + i for i in range(args.draws)), key=lambda s: -cost(s, args.duration))
+    seeds = chosen_seeds(parser, args)
     started = time.monotonic()
     rows: dict[int, dict[str, dict[str, float]]] = {}
     with ProcessPoolExecutor(args.workers) as pool:

@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from bench.policy_sim.fleet import CAUSES
-from bench.policy_sim.generate import SETS, draw, ratio, worse_than_lc
+from bench.policy_sim.generate import chosen_seeds, draw, draw_options, ratio, worse_than_lc
 from bench.policy_sim.run import WARM, simulate, summarize
 
 POLICIES = ("least-connections", "model-aware", WARM)
@@ -31,14 +31,11 @@ def _one(job: tuple[int, str, float]) -> tuple[int, str, dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--set", choices=SETS, default="tuning")
-    parser.add_argument("--draws", type=int, default=24)
-    parser.add_argument("--duration", type=float, default=1800.0)
-    parser.add_argument("--workers", type=int, default=2)
+    draw_options(parser)
     parser.add_argument("--policies", default=",".join(POLICIES))
     args = parser.parse_args()
     policies = args.policies.split(",")
-    jobs = [(SETS[args.set] + i, p, args.duration) for i in range(args.draws) for p in policies]
+    jobs = [(seed, p, args.duration) for seed in chosen_seeds(parser, args) for p in policies]
     rows: dict[int, dict[str, dict[str, Any]]] = {}
     with ProcessPoolExecutor(args.workers) as pool:
         for seed, policy, summary in pool.map(_one, jobs):

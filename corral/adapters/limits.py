@@ -1,9 +1,10 @@
 """Request, token and concurrency limits: in process for one replica, in Redis for several. A request's
 admission is one step for all of its limits (per-key, per-address and global requests per minute, the
 token reservation, the concurrency slot): one synchronous O(1) pass over in-process counters, or one Lua
-script call on Redis (atomic, so replicas together never admit more than the limit). Settling it (the
-tokens actually used, the freed slot) is one more. All or nothing: a request one limit refuses uses up
-nothing in the others.
+script call on Redis (atomic, so replicas together never admit more than the limit), shared with the
+other admissions of the same moment (`limit_redis.py`). Settling it (the tokens actually used, the
+freed slot) rides on a later call. All or nothing: a request one limit refuses uses up nothing in the
+others.
 
 Requests and tokens use a sliding-window counter: the current and the previous window's counts, the
 previous weighted by how much of it still overlaps the last 60 s. Exact within a window, a close
@@ -25,12 +26,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from corral.adapters.limit_script import SCRIPT
+from corral.adapters.limit_redis import RedisLimits, Settlement
 from corral.adapters.limit_windows import CONCURRENCY, REQUESTS, TOKENS, MemoryCounters, Outcome, Window
 
 
@@ -114,21 +114,8 @@ class Admission:
     slots_used: int = 0
 
 
-# A settlement: the token windows' (name, seconds, delta), the reservation's clock, the slot to free.
-_Settlement = tuple[list[tuple[str, int, int]], int, str | None]
 SETTLE_LINGER_S = 0.02  # at most this late on Redis, when no admission of this process carries it
 SETTLE_BATCH = 256  # settlements sent together at most, when they pile up faster than admissions come
-
-
-def _settle_args(settles: list[_Settlement], keys: list[str], args: list[Any]) -> None:
-    """Append settlements to a script call's KEYS and ARGV (limit_script.py's layout)."""
-    for charges, at_ms, slot in settles:
-        args += [len(charges), int(slot is not None), at_ms]
-        for name, seconds, delta in charges:
-            keys.append(name)
-            args += [seconds, delta]
-        if slot is not None:
-            keys.append(slot)
 
 
 _ALLOWED = Admission(Decision(True))  # nothing to check: shared, so never changed
@@ -143,7 +130,6 @@ def _picked(plan: tuple[Window, ...], pick: tuple[int, int, int] | None) -> Deci
     return Decision(True, w.amount, remaining, reset_ms / 1000, None, w.scope)
 
 
-REDIS_CONNECTIONS = 128  # per process; Redis serves thousands of clients
 _REFUSED = {REQUESTS: "rate_limited", TOKENS: "token_limited", CONCURRENCY: "concurrency_limited"}
 
 
@@ -186,30 +172,29 @@ class LimitStore:
     ) -> None:
         self.on_store_error = OnStoreError(on_store_error)
         self.namespace, self.concurrency_ttl_s, self._clock = namespace, concurrency_ttl_s, clock
-        self._redis: aioredis.Redis | None = None
-        self._pending: list[_Settlement] = []  # settlements waiting for the next admission (Redis)
+        self._redis: aioredis.Redis | None = None  # for readiness (PING) only
+        self._remote: RedisLimits | None = None  # admissions and settlements
         self._flush_timer: asyncio.TimerHandle | None = None
-        self._sending: set[asyncio.Task[str | None]] = set()
         self._memory = MemoryCounters()
         if uri.startswith(("redis://", "rediss://")):
-            opts: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
-            # A blocking pool: at the cap a check waits (up to timeout_s) for a free connection. redis-py's
-            # default pool raises "Too many connections" at 100 in use, which 64 concurrent requests and
-            # their settlements reach, and every one of those would fall to on_store_error.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                uri, max_connections=REDIS_CONNECTIONS, timeout=timeout_s, **opts
+            # Admissions never wait for a connection: they share one held connection, a call at a time
+            # (limit_redis.py), so any number of concurrent admissions is a matter of queueing, not of
+            # running out (redis-py's default pool refused beyond 100 in use).
+            self._remote = RedisLimits(uri, timeout_s, concurrency_ttl_s, self._orphaned)
+            self._redis = aioredis.Redis.from_url(
+                uri, max_connections=2, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
             )
-            self._redis = aioredis.Redis.from_pool(pool)
-            self._script = self._redis.register_script(SCRIPT)
         elif not uri.startswith("memory://"):
             raise ValueError(f"unsupported limit store {uri!r}: use memory:// or redis://")
 
     async def close(self) -> None:
         """Send the settlements still waiting, then close the connections."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._remote is not None:
+            await self._remote.close()
         if self._redis is not None:
-            self._flush()
-            if self._sending:
-                await asyncio.gather(*self._sending, return_exceptions=True)
             await self._redis.aclose()
 
     def _failed(self, exc: BaseException) -> Decision:
@@ -228,21 +213,6 @@ class LimitStore:
         """Every window an admission with these scopes checks (cached): for `admit_plan`/`admit_now`."""
         return self._plan(requests, tokens, estimate)
 
-    async def _run(
-        self, plan: tuple[Window, ...], slot: str | None, slot_limit: int, settles: list[_Settlement]
-    ) -> Outcome:
-        keys = [w.name for w in plan] + ([slot] if slot is not None else [])
-        args: list[Any] = ["admit", len(plan), slot_limit if slot is not None else 0, self.concurrency_ttl_s]
-        for w in plan:
-            args += [w.amount, w.seconds, w.cost, w.group]
-        args += [len(settles), len(keys) + 1]
-        _settle_args(settles, keys, args)
-        out = [int(v) for v in await self._script(keys=keys, args=args)]
-        if out[0]:
-            return Outcome(out[0], out[1], {out[0]: (out[2] - 1, out[3], out[4])} if out[2] else {})
-        picks = {g: (out[k] - 1, out[k + 1], out[k + 2]) for g, k in ((REQUESTS, 3), (TOKENS, 6)) if out[k]}
-        return Outcome(0, out[1], picks, out[2])
-
     async def admit(
         self,
         requests: Sequence[Scope],
@@ -259,15 +229,14 @@ class LimitStore:
         self, plan: tuple[Window, ...], tokens: bool, slot: str | None = None, slot_limit: int = 0
     ) -> Admission:
         """`admit` with the windows already planned (`plan`); `tokens`: whether it reserves tokens."""
-        if self._redis is None:
+        if self._remote is None:
             return self.admit_now(plan, tokens, slot, slot_limit)
         if not plan and slot is None:
             return _ALLOWED
-        settles = self._take_pending()  # settled first, in the same step (one round trip for both)
         try:
-            outcome = await self._run(plan, self._slot_name(slot), slot_limit, settles)
+            # Settlements waiting ride on the same call, settled first (one round trip for both).
+            outcome = await self._remote.admit(plan, self._slot_name(slot), slot_limit)
         except (RedisError, OSError) as exc:
-            # The settlements carried along are lost with it, as a failed settlement always was.
             failed = self._failed(exc)
             return Admission(failed, None if failed.allowed else _REFUSED[REQUESTS])
         return self._admission(plan, outcome, tokens, slot, slot_limit)
@@ -303,7 +272,7 @@ class LimitStore:
             reservation = TokenReservation(_picked(plan, picks.get(TOKENS)), charged, outcome.at_ms)
         return Admission(_picked(plan, picks.get(REQUESTS)), None, reservation, slot, outcome.slots_used)
 
-    def _settlement(self, reservation: TokenReservation | None, actual: int, slot: str | None) -> _Settlement | None:
+    def _settlement(self, reservation: TokenReservation | None, actual: int, slot: str | None) -> Settlement | None:
         charges = [(n, s, actual - r) for n, s, r in reservation.charged] if reservation is not None else []
         charges = [c for c in charges if c[2]]
         if not charges and slot is None:
@@ -317,10 +286,10 @@ class LimitStore:
         entry = self._settlement(reservation, actual, slot)
         if entry is None:
             return None
-        if self._redis is None:
+        if self._remote is None:
             self._memory.settle(*entry)
             return None
-        return await self._send([entry])
+        return await self._remote.settle(entry)
 
     def settle_later(self, reservation: TokenReservation | None, actual: int, slot: str | None) -> None:
         """`settle` without waiting (the gateway's observer, as a request ends). In memory it is done
@@ -332,38 +301,32 @@ class LimitStore:
         entry = self._settlement(reservation, actual, slot)
         if entry is None:
             return
-        if self._redis is None:
+        if self._remote is None:
             self._memory.settle(*entry)
             return
-        self._pending.append(entry)
-        if len(self._pending) >= SETTLE_BATCH:
-            self._flush()
+        self._leave(entry)
+
+    def _leave(self, entry: Settlement) -> None:
+        assert self._remote is not None
+        self._remote.settle_later(entry)
+        if self._remote.settlements_waiting >= SETTLE_BATCH:
+            self._remote.flush()
         elif self._flush_timer is None:
             self._flush_timer = asyncio.get_running_loop().call_later(SETTLE_LINGER_S, self._flush)
 
-    def _take_pending(self) -> list[_Settlement]:
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        pending, self._pending = self._pending, []
-        return pending
-
     def _flush(self) -> None:
-        pending = self._take_pending()
-        if pending:
-            task = asyncio.get_running_loop().create_task(self._send(pending))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+        # At most SETTLE_LINGER_S after the first settlement left since the last flush (those that rode
+        # on an admission meanwhile are gone already; flushing nothing costs nothing).
+        self._flush_timer = None
+        if self._remote is not None:
+            self._remote.flush()
 
-    async def _send(self, settles: list[_Settlement]) -> str | None:
-        keys: list[str] = []
-        args: list[Any] = ["settle", len(settles)]
-        _settle_args(settles, keys, args)
-        try:
-            await self._script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            return self._failed(exc).store_error
-        return None
+    def _orphaned(self, plan: tuple[Window, ...], slot: str | None, slot_limit: int, outcome: Outcome) -> None:
+        """An admission granted after its waiter was cancelled (the client went away first): give back
+        its slot and its reserved tokens; its request counts stay spent, as the request was made."""
+        charges = [(w.name, w.seconds, -w.cost) for w in plan if w.group == TOKENS and w.cost]
+        if charges or slot is not None:
+            self._leave((charges, outcome.at_ms, slot))
 
     # One limit at a time (the contract tests, tools): each is an admission with just that limit.
 

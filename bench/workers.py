@@ -13,6 +13,7 @@
    /api/generate at concurrency 64. Per worker count: requests/s, the CPU seconds the parent and all
    its workers used per 1,000 requests (from /proc, steadier than wall-clock figures when other work
    shares the machine), and the time of one /metrics scrape (the answering worker asks its siblings).
+   With --all, also the limits' Redis round trips (script calls) per 1,000 requests, counted by Redis.
    Worker counts take turns, `--rounds` times; the medians are reported.
 Needs Debian's nginx and wrk (scripts/install.sh --system).
 """
@@ -96,6 +97,17 @@ def family_switches(pid: int) -> int:
     return total
 
 
+def script_calls(redis_url: str | None) -> int:
+    """Script calls (EVALSHA, EVAL) the limits' Redis has run so far: its round trips from the workers."""
+    if redis_url is None:
+        return 0
+    import redis
+
+    with redis.Redis.from_url(redis_url) as admin:
+        stats = admin.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
+
+
 def scrape_ms(url: str, times: int = 20) -> float:
     began = time.perf_counter()
     for _ in range(times):
@@ -162,9 +174,11 @@ def proxy_round(
                 wait_http(base + "/ready")
                 wrk(base + "/api/generate", plain, 64, 1)  # warm every worker's pool
                 before, switched = family_cpu(corral.pid), family_switches(corral.pid)
+                calls = script_calls(redis_url)
                 c64 = wrk(base + "/api/generate", plain, connections, seconds)
                 used = family_cpu(corral.pid) - before
                 switched = family_switches(corral.pid) - switched
+                calls = script_calls(redis_url) - calls
                 requests = c64["rps"] * seconds
                 results[label] = {
                     "rps": c64["rps"],
@@ -173,6 +187,7 @@ def proxy_round(
                     "p50_ms": c64.get("p50_us", 0) / 1000,
                     "errors": c64["errors"],
                     "scrape_ms": scrape_ms(base + "/metrics"),
+                    "redis_calls_per_1k": calls / max(1.0, requests) * 1000,
                 }
                 print(label, "worker(s)", results[label], flush=True)
             finally:
@@ -214,12 +229,13 @@ def main() -> None:
     results = {"observe_us": observe, "proxy": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
-    print("| workers | req/s | CPU s per 1,000 requests | preempted per 1,000 | p50 | one scrape |")
-    print("|---|---|---|---|---|---|")
+    print("| workers | req/s | CPU s per 1,000 requests | preempted per 1,000 | p50 | one scrape ", end="")
+    print("| Redis calls per 1,000 |")
+    print("|---|---|---|---|---|---|---|")
     for count, r in runs.items():
         print(
             f"| {count} | {r['rps']:,.0f} | {r['cpu_s_per_1k']:.3f} | {r['preempted_per_1k']:.0f} "
-            f"| {r['p50_ms']:.1f} ms | {r['scrape_ms']:.1f} ms |"
+            f"| {r['p50_ms']:.1f} ms | {r['scrape_ms']:.1f} ms | {r['redis_calls_per_1k']:.0f} |"
         )
     print(f"observe(): {observe['memory']:.2f} µs in memory, {observe['multiprocess']:.2f} µs multiprocess")
 

@@ -53,9 +53,7 @@ def test_admissions_of_one_moment_share_one_call_each_answered_in_arrival_order(
     run(body())
 
 
-def test_more_admissions_than_a_call_holds_go_in_as_few_calls_as_fit(
-    redis_server: Server, admin: redis.Redis
-) -> None:
+def test_more_admissions_than_a_call_holds_go_in_as_few_calls_as_fit(redis_server: Server, admin: redis.Redis) -> None:
     async def body() -> None:
         store = new_store(redis_server.url)
         await store.check_request([Scope("warm", 10)])

@@ -198,6 +198,8 @@ def test_workers_with_every_feature_on(tmp_path: Path) -> None:
     assert set(results["proxy"]) == {"2", "1 at c=32"}
     # Every request carried the key and passed the limits in Redis: none refused.
     assert all(r["rps"] > 0 and r["errors"] == 0 for r in results["proxy"].values())
+    # Admissions went to Redis (its own count), at most one script call per request.
+    assert all(0 < r["redis_calls_per_1k"] <= 1000 for r in results["proxy"].values())
 
 
 def test_every_benchmark_script_is_smoke_tested() -> None:

@@ -181,9 +181,7 @@ class LimitStore:
             # (limit_redis.py), so any number of concurrent admissions is a matter of queueing, not of
             # running out (redis-py's default pool refused beyond 100 in use).
             self._remote = RedisLimits(uri, timeout_s, concurrency_ttl_s, self._orphaned)
-            self._redis = aioredis.Redis.from_url(
-                uri, max_connections=2, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
-            )
+            self._redis = aioredis.Redis.from_url(uri, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         elif not uri.startswith("memory://"):
             raise ValueError(f"unsupported limit store {uri!r}: use memory:// or redis://")
 

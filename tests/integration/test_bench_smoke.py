@@ -220,6 +220,13 @@ def test_limiter_cost_a_few_admissions() -> None:
     assert all(float(r[3]) > 0 for r in rows)
 
 
+def test_limiter_cost_one_call_by_each_way() -> None:
+    out = bench("bench.limiter_cost", "--calls", "--requests", "50", "--rounds", "1").stdout
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| ") and "µs" not in line]
+    assert len(rows) == 5 and all(float(r[3]) > 0 for r in rows)
+    assert any("shipped" in r[1] for r in rows)
+
+
 @needs_nginx
 def test_loop_stalls_half_a_second_a_mode() -> None:
     out = bench("bench.loop_stalls", "--seconds", "0.5", "--rounds", "1", "--concurrency", "8").stdout

@@ -3,8 +3,9 @@
 Per node: usable VRAM, OLLAMA_MAX_LOADED_MODELS, slots per model (OLLAMA_NUM_PARALLEL), the pending
 queue of 512 and its 503, serialised loads (fixed cost + size / disk bandwidth, page cache hot or
 cold), Ollama's eviction rule (shortest keep-alive, then name; idle first, else wait for the victim to
-drain), reload on changed num_ctx, time-sharing of the GPU between busy runners, prefill then decode
-with the batching factor s, and node failure.
+drain; then wait for its memory to come back before weighing the queue again), reload on changed
+num_ctx, time-sharing of the GPU between busy runners, prefill then decode with the batching factor s,
+and node failure.
 """
 
 from __future__ import annotations
@@ -148,11 +149,6 @@ class NodeParams:
     serial_frac: float = 0.35
     page_cache_gb: float = 64.0
     instant_loads: bool = False  # the oracle's "free, instant loads"
-    # After unloading a victim, wait for its VRAM to come back before weighing the pending queue again, as
-    # Ollama does (sched.go: processPending waits on unloadedCh; fleet-model.md §1.4 and rule 2). Off: the
-    # queue is weighed at once with the victim's memory still counted, and a second victim is evicted
-    # (the published scenarios, kept comparable; bench/policy_sim/generate.py turns it on).
-    recovery_wait: bool = False
 
 
 class Node:
@@ -265,10 +261,14 @@ class Node:
                 return
             self._unload(victim, now)
             self.blocked_on = None
-            if self.p.recovery_wait and not self.p.instant_loads:
+            # Ollama waits for the victim's VRAM to come back before it weighs its queue again
+            # (server/sched.go: processPending blocks on unloadedCh, which processCompleted signals only
+            # after waitForVRAMRecovery; fleet-model.md §1.4, rule 2): weighing it at once, with that
+            # memory still counted, would evict a second model.
+            if not self.p.instant_loads:
                 self.recovered_at = now + self.p.unload_s
         if now < self.recovered_at - 1e-9:
-            return  # Ollama waits for the victim's VRAM to recover before it weighs the queue again
+            return  # the evicted victim's VRAM is not back yet
         while self.pending:
             req = self.pending[0]
             runner = self.runners.get(req.model)

@@ -83,10 +83,7 @@ def draw(seed: int, duration_s: float) -> tuple[Scenario, dict[str, Any]]:
     # Slots per model: one setting for the fleet, or (a quarter of draws) each node its own.
     mixed_parallel = rng.random() < 0.25
     slots = [rng.choice((1, 2, 4)) for _ in range(nodes)] if mixed_parallel else [rng.choice((1, 2, 4))] * nodes
-    # Nodes that wait for an evicted model's memory to come back, as Ollama does (fleet.py, recovery_wait).
-    params = tuple(
-        NodeParams(vram_gb=0.92 * m, parallel=p, recovery_wait=True) for m, p in zip(memories, slots, strict=True)
-    )
+    params = tuple(NodeParams(vram_gb=0.92 * m, parallel=p) for m, p in zip(memories, slots, strict=True))
     count = rng.randint(5, 30)
     biggest = max(memories)
     # Every model fits the biggest node (else nothing could serve it, whatever the router).

@@ -22,21 +22,30 @@ every request of a model and load it once: the only floor is then one load per r
 requests (rounded up) have TTFT > W, and every other request r needs its runner resident at its first
 token, some instant in [a_r, a_r + W].
 
-**The window argument.** Take disjoint windows [x, y] (load times (x, y]), each a block of
-consecutive requests i..j with x = a_i and y = a_j + W, and K the runners of the block. The set S
-resident at x fits the pool, so at most fit(K) of K (the most of them that fit together: the smallest
-first, within the memory and the runner count) are resident then; each other runner of K must be
-loaded in (x, y]. A window starting at time 0 finds the pool empty (S is nothing). So loads >= the sum
-over windows of g = |K| - fit(K), for any choice of windows; a dynamic programme picks the blocks
-that maximise it (for a start, only the blocks ending where K grows matter, since g grows with K).
-The 1% slow requests: a runner drops out of a window only if all its requests there are slow, which
-lowers that window's g by at most 1; the floor subtracts the most such drops the budget can buy (the
-cheapest runner-windows first, at most g of each window). W = 0 is classical demand paging (served at
-arrival, no request slow), a reference only: no real request has TTFT 0.
+**The window argument.** Take disjoint windows, each a block of consecutive requests i..j with K the
+runners asked for in it, opened at an instant x no later than any of the block's first tokens and
+closed at y = a_j + W; the next window opens at or after y, so each load falls in at most one (x, y].
+The set S resident at x fits the pool, so at most fit(K) runners of K (the most that fit together:
+the smallest first, within the memory and the runner count) are resident then, and each other runner
+of K is loaded in (x, y]: loads >= the sum over windows of g = |K| - fit(K). Three openings:
+- x = a_i, S unknown: g = |K| - fit(K);
+- x = 0: the pool is empty, g = |K|;
+- anchored, when a_{i-1} + W <= a_i and no request is exempt: x = request i-1's first token, when its
+  runner k is resident, so S holds k: g = |K - {k}| - (the most of K - {k} that fit beside k).
+Any choice of windows gives a floor; a dynamic programme picks the one with the highest sum (for a
+start, only the blocks ending where K grows matter, since g only grows with K). Exempt requests: a
+runner drops out of a window only if all its requests there are slow, which lowers that window's g by
+at most 1; the floor subtracts the most such drops the 1% can buy (the cheapest runner-windows first,
+at most g of each window; anchors are not used then, as a slow anchor guarantees nothing), and is
+never below `compulsory` (slow requests are served too). W = 0 with no request exempt is classical
+demand paging (every request served at its arrival), a reference only: no real TTFT is 0.
 
-Service time is not used: a window counts runners that must be resident at some instant in it, and how
-long each stays does not change that count (it would matter only to a bound on simultaneous residency,
-e.g. an LP).
+What it does not use: service time (a window counts runners resident at some instant in it; how long
+each stays matters only to a bound on simultaneous residency, e.g. an LP), per-node memory, slots,
+and replicas needed for throughput (each would raise the floor). And loads are instant here, so no
+floor on p99 TTFT itself follows: a router that knows the future can load ahead of every request. What
+follows is a trade-off: with at most L loads per 1,000, p99 TTFT > the largest W whose floor exceeds L
+(`p99 at <= 10 / 1k`; "never": more runners are requested than L allows, whatever the wait).
 
 **The estimate** (not a bound): farthest-in-future eviction over the pool, every request served at its
 arrival. It is a feasible schedule of the relaxation, so it is an upper bound on that relaxation's

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import math
 import random
 import subprocess
@@ -143,16 +144,24 @@ def test_a_draw_s_trace_is_the_simulated_one_and_every_runner_fits_a_node() -> N
     assert all(size <= 0.8 * max(p.vram_gb for p in scenario.node_params) for size in t.pool.sizes)
 
 
-def test_the_report_runs_over_a_set_of_draws(tmp_path: Path) -> None:
-    args = ["--set", "tuning", "--draws", "2", "--duration", "30", "--workers", "1", "--reports", str(tmp_path)]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.policy_sim.load_bound", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def load_bound(reports: Path) -> str:
+    args = ["--set", "tuning", "--draws", "2", "--duration", "30", "--workers", "1", "--reports", str(reports)]
+    cmd = [sys.executable, "-m", "bench.policy_sim.load_bound", *args]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "| draw | nodes | models (runners) | pool GB | compulsory |" in done.stdout
-    assert done.stdout.count("\n| 0 |") + done.stdout.count("\n| 1 |") == 2
-    assert "median floor per 1,000" in done.stdout
+    return done.stdout
+
+
+def test_the_report_runs_over_a_set_of_draws(tmp_path: Path) -> None:
+    out = load_bound(tmp_path)  # no report of generate.py there: the two policies are simulated
+    assert "| draw | nodes | models (runners) | pool GB | compulsory |" in out
+    assert out.count("\n| 0 |") + out.count("\n| 1 |") == 2
+    assert "median floor per 1,000" in out
+
+
+def test_the_report_reads_the_policies_loads_from_generate_s_report_when_it_has_the_draws(tmp_path: Path) -> None:
+    ran = {"loads_per_1k": 777.0, "ttft_p99": 12.0}
+    rows = {str(s): {"least-connections": ran, "model-aware": {**ran, "loads_per_1k": 7.5}} for s in (0, 1)}
+    (tmp_path / "draws-tuning.json").write_text(json.dumps(rows))
+    (tmp_path / "draws-tuning.md").write_text("Set `tuning`: 2 draws, 30 s of arrivals each; wall time 1 s\n")
+    assert load_bound(tmp_path).count("| 777 | 7.5 |") == 2  # not simulated again: the report's figures

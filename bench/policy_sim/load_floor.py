@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bench.policy_sim.fleet import GIB, NodeParams
+from bench.policy_sim.fleet import ModelSpec, NodeParams
 from bench.policy_sim.run import Scenario, workload
 
 SLACK = 1e-9  # GB: sizes that fit exactly are not refused for a rounding error
@@ -53,10 +53,10 @@ class Fit:
             self.fit += 1
 
 
-def smallest_copy(gb: float, kv_kib: float, num_ctx: int, nodes: Sequence[NodeParams]) -> float | None:
+def smallest_copy(spec: ModelSpec, num_ctx: int, nodes: Sequence[NodeParams]) -> float | None:
     """GB of a runner's smallest copy on a node it fits (fleet.py: a load needs <= 0.8 x free memory)."""
-    needs = (gb + kv_kib * 1024 * num_ctx * p.parallel / GIB + 0.5 for p in nodes)
-    return min((need for need, p in zip(needs, nodes, strict=True) if need <= 0.8 * p.vram_gb), default=None)
+    needs = [(spec.vram_gb(num_ctx, p.parallel), p.vram_gb) for p in nodes]
+    return min((need for need, memory in needs if need <= 0.8 * memory), default=None)
 
 
 def trace_of(scenario: Scenario, seed: int) -> Trace:
@@ -71,8 +71,7 @@ def trace_of(scenario: Scenario, seed: int) -> Trace:
     for req in workload(scenario, random.Random(seed * 7919 + 1)):
         key = (req.model, req.num_ctx)
         if key not in index:
-            spec = specs[req.model]
-            size = smallest_copy(spec.disk_gb, spec.kv_kib, req.num_ctx, nodes)
+            size = smallest_copy(specs[req.model], req.num_ctx, nodes)
             index[key] = -1 if size is None else len(sizes)
             sizes += [] if size is None else [size]
         if index[key] < 0:

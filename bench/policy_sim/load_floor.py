@@ -148,7 +148,7 @@ def windows(trace: Trace, wait_s: float, found: Blocks, anchors: bool = True) ->
     tops = {"free": [0, -1, 0], "anchored": [0, -1, 0]}  # best settled end: value, end, next end to settle
 
     def top(kind: str, by: float, below: int) -> tuple[int, int]:
-        """The best end j' < below (or <= for anchored) with a_j' + W <= by, settled so far."""
+        """The best end j' < below with a_j' + W <= by (its window closed by then), settled so far."""
         t = tops[kind]
         while t[2] < below and a[t[2]] + wait_s <= by:
             if best[t[2]] > t[0]:

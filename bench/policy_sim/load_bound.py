@@ -76,7 +76,7 @@ def bounds(job: tuple[int, float, dict[str, dict[str, float]]]) -> dict[str, flo
     trace = trace_of(scenario, seed)
     starts = blocks(trace)
     lc, ma = ran["least-connections"], ran["model-aware"]
-    per_1k = 1000 / max(1, len(trace.runners))
+    per_1k = 1000 / max(1, trace.requests)
     # p99 limits: issue 17's "never more than 10% worse than least-connections" (50 ms ignored, as in
     # generate.worse_than_lc), model-aware's own p99, and the 5x target.
     limits = {"as_lc": 1.1 * lc["ttft_p99"] + 0.05, "as_ma": ma["ttft_p99"], "five_x": lc["ttft_p99"] / 5}
@@ -86,7 +86,7 @@ def bounds(job: tuple[int, float, dict[str, dict[str, float]]]) -> dict[str, flo
     return {
         "nodes": scenario.nodes,
         "models": len(described["models"]),
-        "requests": len(trace.runners),
+        "requests": trace.requests,
         "runners": len(trace.pool.sizes),
         "pool_gb": trace.pool.capacity_gb,
         "compulsory": compulsory(trace) * per_1k,
@@ -173,6 +173,8 @@ def report(rows: dict[int, dict[str, float]], name: str) -> str:
         f"- draws where ≤ 10 loads per 1,000 forces a p99 above 1.1 × LC's: "
         f"{sum(1 for r in values if r['p99_at_target'] >= 1.1 * r['lc_p99'] + 0.05)} of {len(values)}",
     ]
+    if unservable := sum(r["unservable"] for r in values):
+        lines.append(f"- requests for a model that fits no node (left out of the floors): {unservable:.0f}")
     if thrash:
         lines.append(
             f"- where LC thrashes (> 100 / 1k, {len(thrash)} draws): floor at p99 ≤ LC's ÷ 5 median "

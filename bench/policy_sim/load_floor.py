@@ -31,6 +31,11 @@ class Trace:
     pool: Pool
     unservable: int = 0  # requests whose runner fits no node (left out: no router serves them)
 
+    @property
+    def requests(self) -> int:
+        """All of the draw's requests, unservable ones included: the simulator's loads per 1,000 count them."""
+        return len(self.runners) + self.unservable
+
 
 class Fit:
     """How many of a growing set of runners can be resident together (the smallest first, within the
@@ -203,7 +208,7 @@ def floor(trace: Trace, wait_s: float, slow_share: float, found: Blocks) -> int:
 def slowest_at(trace: Trace, per_1k: float, found: Blocks) -> float:
     """The p99 TTFT below which every router loads more than `per_1k` per 1,000 requests: with no
     more loads, p99 >= this (the floor only falls as W grows; bisected to 0.1 s). inf: never."""
-    limit = per_1k * len(trace.runners) / 1000
+    limit = per_1k * trace.requests / 1000
     if compulsory(trace) > limit:
         return math.inf
 

@@ -245,3 +245,45 @@ def farthest_in_future(trace: Trace) -> int:
             used += pool.sizes[k]
         resident[k] = following[i]
     return loads
+
+
+def held_in_future(trace: Trace, wait_s: float) -> int:
+    """Loads of a schedule that holds each request for a runner not resident until its deadline
+    (arrival + W), then loads the runner for all of its held requests at once, evicting the runners
+    asked for farthest in the future. Every TTFT <= W, so it is at or above the relaxation's optimum for
+    this W (an estimate, not a bound); W = 0 is `farthest_in_future`."""
+    runners, pool, a = trace.runners, trace.pool, trace.arrivals
+    asked: dict[int, list[int]] = {}  # runner -> its requests, in order
+    for i, k in enumerate(runners):
+        asked.setdefault(k, []).append(i)
+    seen = dict.fromkeys(asked, 0)  # per runner, how many of its requests have arrived
+
+    def next_ask(k: int) -> float:
+        later = asked[k][seen[k] :]
+        return a[later[0]] if later else math.inf
+
+    resident: set[int] = set()
+    held: dict[int, float] = {}  # runner -> the first deadline of its held requests
+    used, loads = 0.0, 0
+
+    def load(k: int) -> None:
+        nonlocal used, loads
+        loads += 1
+        while resident and (used + pool.sizes[k] > pool.capacity_gb + SLACK or len(resident) >= pool.max_resident):
+            victim = max(resident, key=next_ask)
+            used -= pool.sizes[victim]
+            resident.remove(victim)
+        resident.add(k)
+        used += pool.sizes[k]
+
+    for i, k in enumerate([*runners, -1]):
+        now = a[i] if k >= 0 else math.inf
+        while held and (due := min(held, key=lambda r: held[r])) is not None and held[due] <= now:
+            del held[due]
+            load(due)  # all its held requests are served at their first deadline
+        if k < 0:
+            break
+        seen[k] += 1
+        if k not in resident and k not in held:
+            held[k] = a[i] + wait_s
+    return loads

@@ -14,7 +14,17 @@ import sys
 from pathlib import Path
 
 from bench.policy_sim.generate import draw
-from bench.policy_sim.load_floor import Pool, Trace, blocks, compulsory, farthest_in_future, floor, slowest_at, trace_of
+from bench.policy_sim.load_floor import (
+    Pool,
+    Trace,
+    blocks,
+    compulsory,
+    farthest_in_future,
+    floor,
+    held_in_future,
+    slowest_at,
+    trace_of,
+)
 from bench.policy_sim.run import workload
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +58,9 @@ def test_the_count_of_runners_binds_like_memory() -> None:
 def test_a_longer_wait_lets_requests_share_a_load() -> None:
     t = trace([0, 1] * 10, (10.0, 12.0), capacity=20.0)
     assert lowest(t, 2.0) < lowest(t, 0.0) == 20
-    assert lowest(t, 100.0) == compulsory(t) == 2  # everything can wait for one load of each
+    # Held up to 3 s, requests 1 s apart can share a load with the next request of their model.
+    assert lowest(t, 3.0) <= held_in_future(t, 3.0) < 20
+    assert lowest(t, 100.0) == compulsory(t) == held_in_future(t, 100.0) == 2  # one load of each, late
 
 
 def test_exempting_the_slowest_requests_only_lowers_the_floor() -> None:
@@ -119,7 +131,8 @@ def test_the_floor_never_exceeds_the_optimum_on_small_random_traces() -> None:
         exact = optimum(t, 0.0)
         assert floor(t, 0.0, 0.0, found) <= exact <= farthest_in_future(t)
         wait = rng.uniform(0.5, 4.0)
-        assert floor(t, wait, 0.0, found) <= optimum(t, wait)
+        assert floor(t, wait, 0.0, found) <= optimum(t, wait) <= held_in_future(t, wait)
+        assert held_in_future(t, 0.0) == farthest_in_future(t)
         # 1% of 3-7 requests: one may be slow, whichever it is.
         one_slow = min(optimum(t, wait, frozenset({r})) for r in range(len(t.runners)))
         assert floor(t, wait, 0.01, found) <= one_slow
@@ -164,4 +177,4 @@ def test_the_report_reads_the_policies_loads_from_generate_s_report_when_it_has_
     rows = {str(s): {"least-connections": ran, "model-aware": {**ran, "loads_per_1k": 7.5}} for s in (0, 1)}
     (tmp_path / "draws-tuning.json").write_text(json.dumps(rows))
     (tmp_path / "draws-tuning.md").write_text("Set `tuning`: 2 draws, 30 s of arrivals each; wall time 1 s\n")
-    assert load_bound(tmp_path).count("| 777 | 7.5 |") == 2  # not simulated again: the report's figures
+    assert load_bound(tmp_path).count("| 777 / 7.5 |") == 2  # not simulated again: the report's figures

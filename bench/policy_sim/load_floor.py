@@ -247,11 +247,13 @@ def farthest_in_future(trace: Trace) -> int:
     return loads
 
 
-def held_in_future(trace: Trace, wait_s: float) -> int:
+def held_in_future(trace: Trace, wait_s: float, slow_share: float = 0.0) -> int:
     """Loads of a schedule that holds each request for a runner not resident until its deadline
     (arrival + W), then loads the runner for all of its held requests at once, evicting the runners
-    asked for farthest in the future. Every TTFT <= W, so it is at or above the relaxation's optimum for
-    this W (an estimate, not a bound); W = 0 is `farthest_in_future`."""
+    asked for farthest in the future. Then, within the exempt share, it drops the copies that served
+    the fewest requests, those requests waiting for the runner's next load (never its last). Every
+    other TTFT is <= W, so it is at or above the relaxation's optimum for this W (an estimate, not a
+    bound); W = 0 with none exempt is `farthest_in_future`."""
     runners, pool, a = trace.runners, trace.pool, trace.arrivals
     asked: dict[int, list[int]] = {}  # runner -> its requests, in order
     for i, k in enumerate(runners):
@@ -262,28 +264,41 @@ def held_in_future(trace: Trace, wait_s: float) -> int:
         later = asked[k][seen[k] :]
         return a[later[0]] if later else math.inf
 
-    resident: set[int] = set()
-    held: dict[int, float] = {}  # runner -> the first deadline of its held requests
-    used, loads = 0.0, 0
+    resident: dict[int, int] = {}  # runner -> its load (index into `served`)
+    served: list[list[int]] = []  # per load: [runner, requests it served]
+    held: dict[int, list[float]] = {}  # runner -> [first deadline of its held requests, how many]
+    used = 0.0
 
-    def load(k: int) -> None:
-        nonlocal used, loads
-        loads += 1
+    def load(k: int, requests: int) -> None:
+        nonlocal used
         while resident and (used + pool.sizes[k] > pool.capacity_gb + SLACK or len(resident) >= pool.max_resident):
             victim = max(resident, key=next_ask)
             used -= pool.sizes[victim]
-            resident.remove(victim)
-        resident.add(k)
+            del resident[victim]
+        resident[k] = len(served)
+        served.append([k, requests])
         used += pool.sizes[k]
 
     for i, k in enumerate([*runners, -1]):
         now = a[i] if k >= 0 else math.inf
-        while held and (due := min(held, key=lambda r: held[r])) is not None and held[due] <= now:
-            del held[due]
-            load(due)  # all its held requests are served at their first deadline
+        while held and held[due := min(held, key=lambda r: held[r][0])][0] <= now:
+            load(due, int(held.pop(due)[1]))  # all its held requests are served at their first deadline
         if k < 0:
             break
         seen[k] += 1
-        if k not in resident and k not in held:
-            held[k] = a[i] + wait_s
-    return loads
+        if k in resident:
+            served[resident[k]][1] += 1
+        elif k in held:
+            held[k][1] += 1
+        else:
+            held[k] = [a[i] + wait_s, 1]
+    n = len(runners)
+    budget = n - int((1 - slow_share) * n) if slow_share > 0 else 0
+    last = {k: j for j, (k, _) in enumerate(served)}
+    dropped = 0
+    for count in sorted(c for j, (k, c) in enumerate(served) if j != last[k]):
+        if count > budget:
+            break
+        budget -= count
+        dropped += 1
+    return len(served) - dropped

@@ -48,11 +48,12 @@ floor on p99 TTFT itself follows: a router that knows the future can load ahead 
 follows is a trade-off: with at most L loads per 1,000, p99 TTFT > the largest W whose floor exceeds L
 (`p99 at <= 10 / 1k`; "never": more runners are requested than L allows, whatever the wait).
 
-**The estimate** (not a bound): a schedule of the relaxation with no request exempt. A request whose
-runner is not resident is held until its deadline a_r + W, and the runner is then loaded once for
-every request held for it, evicting the runners asked for farthest in the future (at W = 0,
-farthest-in-future eviction with every request served at its arrival). Every TTFT is <= W, so it is
-at or above the relaxation's optimum for that W. With sizes, it is not always optimal.
+**The estimate** (not a bound): a schedule of the relaxation. A request whose runner is not resident
+is held until its deadline a_r + W, and the runner is then loaded once for every request held for
+it, evicting the runners asked for farthest in the future (at W = 0, farthest-in-future eviction
+with every request served at its arrival). The exempt 1% go to the copies that served the fewest
+requests, which are then not loaded: their requests wait for the runner's next copy (never its last).
+Every other TTFT is <= W, so it is at or above the relaxation's optimum for that W.
 """
 
 from __future__ import annotations

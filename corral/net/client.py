@@ -29,15 +29,19 @@ Flush = Callable[[], None]
 class UpstreamResponse:
     """Status and headers of a node's answer; the body arrives through `attach(sink)`."""
 
-    __slots__ = ("chunked", "content_length", "headers", "status")
+    __slots__ = ("chunked", "content_length", "content_type", "headers", "status")
 
     def __init__(self, status: int, headers: Headers) -> None:
         self.status = status
         self.headers = headers
         self.content_length: int | None = None
         self.chunked = False
+        self.content_type: bytes | None = None  # the first, as `header(b"content-type")` gives it
         for name, value in headers:
-            if name == b"content-length":
+            if name == b"content-type":
+                if self.content_type is None:
+                    self.content_type = value
+            elif name == b"content-length":
                 try:
                     self.content_length = int(value)
                 except ValueError:

@@ -44,13 +44,24 @@ class Framing(Enum):
 
     @classmethod
     def of(cls, content_type: bytes | None) -> Framing:
-        """The framing of an answer with this Content-Type."""
-        kind = (content_type or b"").split(b";", 1)[0].strip().lower()
-        if kind == b"application/x-ndjson":
-            return cls.NDJSON
-        if kind == b"text/event-stream":
-            return cls.SSE
-        return cls.JSON
+        """The framing of an answer with this Content-Type (a node sends the same few, answer after
+        answer: each is parsed once)."""
+        found = _FRAMING_OF.get(content_type)
+        if found is None:
+            kind = (content_type or b"").split(b";", 1)[0].strip().lower()
+            if kind == b"application/x-ndjson":
+                found = cls.NDJSON
+            elif kind == b"text/event-stream":
+                found = cls.SSE
+            else:
+                found = cls.JSON
+            if len(_FRAMING_OF) >= 64:  # bounded: the header's value is the node's to choose
+                _FRAMING_OF.clear()
+            _FRAMING_OF[content_type] = found
+        return found
+
+
+_FRAMING_OF: dict[bytes | None, Framing] = {}
 
 
 class Counts(NamedTuple):

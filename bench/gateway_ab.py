@@ -62,7 +62,11 @@ def start(
     keyed: bool,
     everything: bool = False,
     sim: int | None = None,
+    prefix: tuple[str, ...] = (),
+    up_s: float = 20,
 ) -> tuple[Any, int, dict[str, Path], Path]:
+    """One gateway from `tree`; `prefix` runs it under another program (bench.instructions: callgrind),
+    given `up_s` to answer."""
     port = free_port()
     mode = "keyed" if keyed else "plain"
     config: dict[str, Any] = {
@@ -96,8 +100,9 @@ def start(
         headers = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
     module = ["bench.asgi_edge"] if edge == "uvicorn" else ["corral", "serve"]
     with (work / f"{name}-{mode}.out").open("ab") as out:  # the access lines, with --everything
-        proc = subprocess.Popen([sys.executable, "-m", *module, "--config", str(path)], cwd=tree, env=env, stderr=out)
-    wait_http(f"http://127.0.0.1:{port}/health")
+        command = [*prefix, sys.executable, "-m", *module, "--config", str(path)]
+        proc = subprocess.Popen(command, cwd=tree, env=env, stderr=out)
+    wait_http(f"http://127.0.0.1:{port}/health", up_s)
     scripts = {route: lua(work, f"{name}-{mode}-{route}", body, headers) for route, (_, body) in ROUTES.items()}
     return proc, port, scripts, lua(work, f"{name}-{mode}-s", STREAM, headers)
 

@@ -1,14 +1,17 @@
 """Many open slow streams through one Corral process: its RSS and the latency it adds to each chunk
 (issue 12, benchmark 2).
 
-    .venv/bin/python -m bench.open_streams [--streams 1000] [--chunks 20] [--interval 0.5]
+    .venv/bin/python -m bench.open_streams [--streams 1000] [--chunks 20] [--interval 0.5] [--tree PATH]
 
 The backend is a minimal asyncio Ollama stand-in in this file (the floor: it does nothing but stream),
 which stamps each /api/chat chunk with the wall-clock nanosecond it was written. A lean asyncio client
 opens every stream at once (spread over --ramp seconds), first directly to the backend and then through
 Corral with everything on (a key, request and token limits, metrics, access log, audit), and records for
 every chunk how long after its stamp it arrived. The added per-chunk latency is the difference between
-the two runs' percentiles. Corral's RSS is sampled from /proc while the streams are open.
+the two runs' percentiles. Corral's RSS is sampled from /proc while the streams are open, and its CPU
+time over the streams' run is reported per relayed chunk (each stream's request included: at one chunk
+per read, the relay's cost per token of a real node). `--tree` runs Corral from another source tree
+(the one before a change, say), the backend and the client from this one.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 from bench.common import free_port, wait_http
 from bench.compare import start, stop
+from bench.proxy_overhead import cpu_seconds
 
 MODEL = "slow:1b"
 TAGS = json.dumps(
@@ -133,6 +137,7 @@ def rss_mb(pid: int) -> float:
 
 
 async def run_streams(port: int, key: str | None, args: argparse.Namespace, pid: int | None) -> dict[str, Any]:
+    cpu_before = cpu_seconds(pid) if pid is not None else 0.0
     lags: list[int] = []
     errors: list[str] = []
     rss: list[float] = []
@@ -147,8 +152,12 @@ async def run_streams(port: int, key: str | None, args: argparse.Namespace, pid:
     delays = [args.ramp * n / args.streams for n in range(args.streams)]
     await asyncio.gather(*(one_stream(port, key, d, lags, errors) for d in delays))
     sampler.cancel()
+    cpu = cpu_seconds(pid) - cpu_before if pid is not None else 0.0
     lags.sort()
-    pick = (lambda q: lags[int(q * (len(lags) - 1))] / 1e6) if lags else (lambda q: 0.0)
+
+    def pick(q: float) -> float:
+        return lags[int(q * (len(lags) - 1))] / 1e6 if lags else 0.0
+
     return {
         "chunks": len(lags),
         "errors": len(errors),
@@ -158,6 +167,7 @@ async def run_streams(port: int, key: str | None, args: argparse.Namespace, pid:
         "p99_ms": pick(0.99),
         "max_ms": pick(1.0),
         "peak_rss_mb": max(rss, default=0.0),
+        "cpu_us_per_chunk": cpu / max(1, len(lags)) * 1e6,
     }
 
 
@@ -182,6 +192,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=20, help="chunks per stream")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between a stream's chunks")
     parser.add_argument("--ramp", type=float, default=2.0, help="seconds over which the streams open")
+    parser.add_argument("--tree", type=Path, help="run Corral from this source tree (default: this one)")
     parser.add_argument("--serve-backend", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_backend:
@@ -197,13 +208,23 @@ def main() -> None:
         direct = asyncio.run(run_streams(ports["backend"], None, args, None))
         print("direct", direct, flush=True)
         path = corral_config(work, ports)
+        # `python -m` puts the working directory first on the path: the tree's own, for its corral
+        cwd = args.tree.resolve() if args.tree else None
+        tree = {"PYTHONPATH": str(cwd)} if cwd else {}
         create = [sys.executable, "-m", "corral", "keys", "create", "--name", "bench", "--config", str(path)]
-        out = subprocess.run([*create, "--rpm", str(10**9), "--tpm", str(10**12)], capture_output=True, text=True)
+        out = subprocess.run(
+            [*create, "--rpm", str(10**9), "--tpm", str(10**12)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **tree},
+            cwd=cwd,
+        )
         key = out.stdout.strip().splitlines()[-1]
         proc = start(
             [sys.executable, "-m", "corral", "serve", "--config", str(path)],
             work / "corral.log",
-            {"CORRAL_LOGGING__FORMAT": "json"},
+            {"CORRAL_LOGGING__FORMAT": "json", **tree},
+            cwd,
         )
         wait_http(f"http://127.0.0.1:{ports['corral']}/ready")
         idle = rss_mb(proc.pid)
@@ -225,6 +246,7 @@ def main() -> None:
         )
     added = {q: via[f"{q}_ms"] - direct[f"{q}_ms"] for q in ("p50", "p99")}
     print(f"\nadded per chunk: p50 {added['p50']:.2f} ms, p99 {added['p99']:.2f} ms")
+    print(f"Corral's CPU per relayed chunk: {via['cpu_us_per_chunk']:.1f} µs")
     if via["errors"] or direct["errors"]:
         raise SystemExit(f"errors: direct {direct['error_samples']}, corral {via['error_samples']}")
 

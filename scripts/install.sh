@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Corral needs into .venv (idempotent). With --system (as root), also the Debian packages
-# the tests and benchmarks start for real: nginx, wrk, redis, haproxy, postgresql, prometheus, alertmanager; Go
+# the tests and benchmarks start for real: nginx, wrk, valgrind (bench.instructions), redis, haproxy,
+# postgresql, prometheus, alertmanager; Go
 # (golang-go: the tests compare body decoding with encoding/json itself); and systemd for
 # `systemd-analyze verify` (it runs without systemd as PID 1); dnsmasq-base (a DNS server on loopback for
 # the node-discovery tests, no system service); curl (the runbooks' commands use it); and the chromium the web console's tests drive (through the pinned playwright package, never
@@ -17,7 +18,7 @@ for arg in "$@"; do
 done
 if [[ "${system:-0}" == 1 ]]; then
   need=()
-  for pkg in nginx wrk redis-server haproxy postgresql prometheus prometheus-alertmanager golang-go systemd chromium chromium-driver dnsmasq-base curl; do
+  for pkg in nginx wrk valgrind redis-server haproxy postgresql prometheus prometheus-alertmanager golang-go systemd chromium chromium-driver dnsmasq-base curl; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
   done
   if ((${#need[@]})); then

@@ -101,7 +101,7 @@ async def relay(
     length = None if upstream.chunked or echo is not None else upstream.content_length
     downstream.start(upstream.status, headers, length, hold=True)
     record.status = upstream.status
-    meter = UsageMeter(Framing.of(upstream.header(b"content-type")))
+    meter = UsageMeter(Framing.of(upstream.content_type))
     end = SseEnd(_sse_kind(record)) if upstream.status == 200 and framing(upstream) == "sse" else None
     sink = Relay(conn, downstream, meter, end, echo)
     conn.attach(sink, sink.flush)
@@ -184,7 +184,7 @@ async def relay_translated(
 
 def framing(upstream: UpstreamResponse) -> str | None:
     """How a stream is framed, for its error frame: "sse", "ndjson" (any chunked answer), or None."""
-    content_type = upstream.header(b"content-type") or b""
+    content_type = upstream.content_type or b""
     if content_type.startswith(b"text/event-stream"):
         return "sse"
     return "ndjson" if upstream.chunked else None

@@ -104,13 +104,17 @@ class ModelAware(Scan):
                 pool = pool + self._spare(req, {n.name for n in pool})
             scope = pool if big else nodes  # capacities are counted over the nodes weighed
             held = {n.name: self._held(n, now) for n in scope if n.eligible}
-            capacity = self._capacity(scope, held)
-            options = self._weigh(pool, req, now, held, capacity)
-            if not any(o.ready_slot for o in options):
-                discounted = True
-                for o in options:
-                    if o.replica:
-                        o.cost = (o.cost - o.kept) * self.costs.replicate_discount + o.kept
+            alone = self._alone(pool, req, held, now)
+            if alone is not None:
+                options = [alone]
+            else:
+                capacity = self._capacity(scope, held)
+                options = self._weigh(pool, req, now, held, capacity)
+                if not any(o.ready_slot for o in options):
+                    discounted = True
+                    for o in options:
+                        if o.replica:
+                            o.cost = (o.cost - o.kept) * self.costs.replicate_discount + o.kept
         best = min(options, key=lambda o: (not o.ready_slot, o.cost))
         if req.affinity is not None:
             best = self._sticky(req.affinity, options, best)
@@ -139,6 +143,26 @@ class ModelAware(Scan):
         if len(self._affinity) > self.costs.affinity_max:
             self._affinity.popitem(last=False)
         return best
+
+    def _alone(
+        self, pool: list[NodeView], req: RouteRequest, held: dict[str, list[LoadedModel]], now: float
+    ) -> Option | None:
+        """`_weigh`'s answer when the pool is one node holding the model and nothing will read the
+        option's cost (no `max_wait_s`): that node, resident, is the pick whatever its wait (a fleet of
+        one node under load, where every request queues on its runner). The estimate of the wait is
+        skipped; its one effect on state, the ledger's `sync` with the node's count, is kept."""
+        if len(pool) != 1 or req.max_wait_s is not None:
+            return None
+        node = pool[0]
+        if not holds_fast(held[node.name], req.model, req.options_key):
+            return None
+        if self.costs.work_waits:  # as `_option` → `_free_slot` or `_work_wait` would
+            busy = node.in_flight_by_model.get(req.model, 0)
+            started = self._loads.get(node.name, {}).get((req.model, req.options_key))
+            free = busy < max(1, node.parallel) and (started is None or started.ready_at <= now)
+            if not free or self.ledger.ahead(node.name, req.model):
+                self.ledger.sync(node.name, req.model, busy)
+        return Option(node, True, 0.0)
 
     def _weigh(
         self,

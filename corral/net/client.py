@@ -29,15 +29,19 @@ Flush = Callable[[], None]
 class UpstreamResponse:
     """Status and headers of a node's answer; the body arrives through `attach(sink)`."""
 
-    __slots__ = ("chunked", "content_length", "headers", "status")
+    __slots__ = ("chunked", "content_length", "content_type", "headers", "status")
 
     def __init__(self, status: int, headers: Headers) -> None:
         self.status = status
         self.headers = headers
         self.content_length: int | None = None
         self.chunked = False
+        self.content_type: bytes | None = None  # the first, as `header(b"content-type")` gives it
         for name, value in headers:
-            if name == b"content-length":
+            if name == b"content-type":
+                if self.content_type is None:
+                    self.content_type = value
+            elif name == b"content-length":
                 try:
                     self.content_length = int(value)
                 except ValueError:
@@ -73,6 +77,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_request = False
         self.paused = False
         self._timer: asyncio.TimerHandle | None = None
+        # The response head's deadline (`send`'s first_byte_s), checked by a timer of its own that is
+        # re-armed lazily: an answer that comes in time leaves the timer armed for the connection's
+        # next exchange instead of cancelling it, so a request costs no timer (one per connection).
+        self._head_by: float | None = None
+        self._head_s = 0.0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_timer_at = 0.0
         self._idle_s = 0.0
         self._deadline = 0.0
         self._writable: asyncio.Future[None] | None = None  # pending while the node's socket is full
@@ -86,9 +97,7 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.resume_writing()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_timers()
         self._pool.forget(self)
         if self._response is not None and not self._response.done():
             _fail_quietly(self._response, UpstreamConnect(f"node {self._pool.name} closed the connection"))
@@ -170,14 +179,33 @@ class UpstreamConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
 
-    def _no_response(self, seconds: float) -> None:
-        self._timer = None
-        self._fail(UpstreamTimeout(f"node {self._pool.name} sent no response within {seconds:g}s"))
+    def _expect_head(self, first_byte_s: float) -> None:
+        """The response head must come within `first_byte_s`: the head timer is armed only when none
+        is, or when it would fire after this deadline; otherwise it re-arms itself when it fires."""
+        deadline = self._loop.time() + first_byte_s
+        self._head_by = deadline
+        self._head_s = first_byte_s
+        timer = self._head_timer
+        if timer is None or self._head_timer_at > deadline:
+            if timer is not None:
+                timer.cancel()
+            self._head_timer = self._loop.call_at(deadline, self._check_head)
+            self._head_timer_at = deadline
+
+    def _check_head(self) -> None:
+        self._head_timer = None
+        deadline = self._head_by
+        if deadline is None or self.closed:
+            return  # the head came (or the connection is gone): nothing to watch until the next send
+        if self._loop.time() < deadline:  # a later exchange on this connection: its own deadline
+            self._head_timer = self._loop.call_at(deadline, self._check_head)
+            self._head_timer_at = deadline
+            return
+        self._head_by = None
+        self._fail(UpstreamTimeout(f"node {self._pool.name} sent no response within {self._head_s:g}s"))
 
     def on_headers_complete(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._head_by = None
         resp = UpstreamResponse(self._parser.get_status_code(), self._headers)
         self._keep_alive = self._parser.should_keep_alive()
         if self._response is not None and not self._response.done():
@@ -214,9 +242,9 @@ class UpstreamConnection(asyncio.Protocol):
     def send(self, head: bytes, body: bytes, first_byte_s: float | None = None) -> None:
         """Write the request. With `first_byte_s`, the response head must arrive within it."""
         assert self._transport is not None
-        if first_byte_s is not None:
-            self._timer = self._loop.call_later(first_byte_s, self._no_response, first_byte_s)
         self._begin()
+        if first_byte_s is not None:
+            self._expect_head(first_byte_s)
         if body and len(body) < 65536:
             self._transport.write(head + body)
         else:
@@ -250,11 +278,12 @@ class UpstreamConnection(asyncio.Protocol):
         if chunked and not self.closed:
             transport.write(b"0\r\n\r\n")
         if first_byte_s is not None and not response.done() and not self.closed:
-            self._timer = self._loop.call_later(first_byte_s, self._no_response, first_byte_s)
+            self._expect_head(first_byte_s)
 
-    async def response(self) -> UpstreamResponse:
+    def response(self) -> asyncio.Future[UpstreamResponse]:
+        """The response head, to await (the future itself: no coroutine per exchange)."""
         assert self._response is not None
-        return await self._response
+        return self._response
 
     def attach(self, sink: Sink, flush: Flush | None = None) -> None:
         """Deliver the body (what has arrived already, then the rest as it comes) to `sink`; with
@@ -267,9 +296,10 @@ class UpstreamConnection(asyncio.Protocol):
         if flush is not None:
             flush()
 
-    async def finished(self) -> None:
+    def finished(self) -> asyncio.Future[None]:
+        """The end of the response body, to await (the future itself, as `response`)."""
         assert self._done is not None
-        await self._done
+        return self._done
 
     def pause(self) -> None:
         if self._transport is not None and not self.closed and not self.paused:
@@ -280,6 +310,13 @@ class UpstreamConnection(asyncio.Protocol):
         if self._transport is not None and not self.closed and self.paused:
             self.paused = False
             self._transport.resume_reading()
+
+    def _stop_timers(self) -> None:
+        self._head_by = None
+        for timer in (self._timer, self._head_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._head_timer = None
 
     def release(self) -> None:
         """Return the connection to its pool if the exchange ended cleanly, else close it."""
@@ -297,9 +334,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._stop_timers()
         if self._transport is not None:
             self._transport.abort()
 

@@ -104,10 +104,13 @@ def test_compare_litellm_paths_half_a_second_a_point(tmp_path: Path) -> None:
         assert results[name]["stream"]["16"]["errors"] == 0 and results[name]["stream"]["16"]["chunks_per_s"] > 0
 
 
-@pytest.mark.parametrize("module", ["bench.routing", "bench.routing_live", "bench.gateway_ab", "bench.backup_times"])
+@pytest.mark.parametrize(
+    "module", ["bench.routing", "bench.routing_live", "bench.gateway_ab", "bench.backup_times", "bench.instructions"]
+)
 def test_long_benchmarks_start(module: str) -> None:
     # Their shortest real runs take 30-60 s (three policies, each with a fresh fleet and 1.5 s model
-    # loads): too long for the suite, so only their start (imports and flags) is checked here.
+    # loads; a gateway under callgrind): too long for the suite, so only their start (imports and
+    # flags) is checked here.
     assert "usage:" in bench(module, "--help").stdout
 
 
@@ -132,6 +135,7 @@ COVERED = {
     "embed_cache": "run",
     "body_read": "import",
     "gateway_ab": "--help",
+    "instructions": "--help",
     "server_path": "run",
     "compare": "run",
     "decision_time": "run",

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from corral.domain.errors import BodyTooLarge
+import pytest
+
+from corral.domain.errors import BodyTooLarge, UpstreamTimeout
 from corral.net.client import ConnectionPool, build_head
 from corral.net.response import Request, Response
 from corral.net.server import HttpServer, ServerLimits
@@ -171,7 +173,8 @@ def test_pool_reuses_a_connection_and_reads_chunked_bodies() -> None:
 
 def test_finished_exchanges_leave_no_timers_behind() -> None:
     # A small answer arrives whole with its head, before the proxy arms the body's idle timer: that
-    # timer must not be left pending for `idle_s` (under load: one per request, minutes each).
+    # timer must not be left pending for `idle_s` (under load: one per request, minutes each). The
+    # head's deadline keeps one timer per connection, re-armed lazily: never one per request.
     async def test(port: int) -> None:
         loop = asyncio.get_running_loop()
         pool = ConnectionPool("t", "127.0.0.1", port)
@@ -186,7 +189,49 @@ def test_finished_exchanges_leave_no_timers_behind() -> None:
         await asyncio.sleep(0)
         timers = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
         client_timers = [h for h in timers if "UpstreamConnection" in repr(h)]
-        assert client_timers == []
+        assert len(client_timers) <= 1 and all("_check_head" in repr(h) for h in client_timers)
         pool.close()
+        assert not [h for h in loop._scheduled if not h.cancelled() and "UpstreamConnection" in repr(h)]  # type: ignore[attr-defined]
 
     run(with_server(echo, test))
+
+
+@pytest.mark.parametrize(("first", "second"), [(30.0, 0.2), (0.1, 0.4)])
+def test_the_head_deadline_holds_on_a_reused_connection(first: float, second: float) -> None:
+    # The head timer stays armed across a connection's exchanges: a later exchange fails in its own
+    # time, neither the earlier exchange's (shorter: the timer re-arms itself) nor later (longer: the
+    # timer is moved up), with the message that says so.
+    answered = 0
+
+    async def handler(request: Request, response: Response) -> None:
+        nonlocal answered
+        await request.read_body(1 << 20)
+        answered += 1
+        if answered == 1:
+            response.send(200, [], b"ok")
+        else:
+            await asyncio.sleep(5)  # a hung node: never a head
+
+    async def test(port: int) -> None:
+        loop = asyncio.get_running_loop()
+        pool = ConnectionPool("t", "127.0.0.1", port)
+        conn = await pool.acquire(2)
+        conn.send(build_head("POST", b"/", pool.host_header, [], 2), b"hi", first_byte_s=first)
+        await conn.response()
+        conn.attach(lambda _: None)
+        await conn.finished()
+        conn.release()
+        again = await pool.acquire(2)
+        assert again is conn
+        started = loop.time()
+        again.send(build_head("POST", b"/", pool.host_header, [], 2), b"hi", first_byte_s=second)
+        try:
+            await again.response()
+        except UpstreamTimeout as exc:
+            assert f"no response within {second:g}s" in exc.message
+        else:
+            raise AssertionError("the hung exchange got a head")
+        assert second <= loop.time() - started < second + 1.5
+        pool.close()
+
+    run(with_server(handler, test))

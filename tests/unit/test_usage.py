@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.protocol.prompts import estimated_prompt_tokens
-from corral.protocol.usage import Counts, Framing, UsageMeter
+from corral.protocol.usage import TAIL, Counts, Framing, UsageMeter
 
 TOKENS = ["Hel", "lo", ",", " wor", "ld", "!", "\n", ' "data: x"']
 
@@ -138,3 +138,27 @@ def test_counts_do_not_depend_on_how_the_stream_was_split(n: int, kind: str, cut
     assert meter(framing, body, cuts) == meter(framing, body)
     if kind != "sse-cut":
         assert meter(framing, body).completion_tokens == n
+
+
+def test_a_long_streams_kept_tail_stays_bounded() -> None:
+    # The meter keeps the last bytes of a stream for its counts, trimmed in batches: a stream of any
+    # length holds at most about two tails, and its counts are those of the full stream.
+    body = native_stream(5000)
+    m = UsageMeter(Framing.NDJSON)
+    peak = 0
+    for i in range(0, len(body), 97):
+        m.feed(body[i : i + 97])
+        peak = max(peak, m._kept)
+    assert peak <= 2 * TAIL + 97
+    assert m.counts() == Counts(12, 5000, 1.5, False)
+
+
+def test_counts_outside_the_last_line_are_still_found() -> None:
+    # The counts are looked for in a native stream's last line first; where that line lacks them, or
+    # a count's value was put on the next line, the whole tail is read, as before.
+    lines = native_stream(3).split(b"\n")
+    final = lines[-2]
+    moved = b"\n".join([*lines[:-2], final, b'{"model":"m","done":false}', b""])
+    assert meter(Framing.NDJSON, moved) == Counts(12, 3, 1.5, False)
+    split = final.replace(b'"eval_count":', b'"eval_count":\n')
+    assert meter(Framing.NDJSON, b"\n".join([*lines[:-2], split, b""])) == Counts(12, 3, 1.5, False)

@@ -54,6 +54,12 @@ def test_oversized_body_is_413(fleet: Fleet) -> None:
 
 
 def test_node_error_keeps_its_status_and_body(fleet: Fleet, faulty: Proc) -> None:
+    # The faulty node may still be marked down (a health check timed out under load) or its breaker open
+    # from an earlier test's faults: wait until it serves again, so that the error below is its own.
+    body = {"model": "faulty:1b", "prompt": "x", "stream": False}
+    wait_for(
+        lambda: httpx.post(fleet.url + "/api/generate", json=body).status_code == 200, 30, "the faulty node serving"
+    )
     httpx.post(faulty.url + "/_sim/faults", json={"error_rate": 1.0}, timeout=5)
     reply = httpx.post(fleet.url + "/api/generate", json={"model": "faulty:1b", "prompt": "x", "stream": False})
     assert reply.status_code == 500

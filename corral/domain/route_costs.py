@@ -67,9 +67,9 @@ class Costs:
     # ... and charge that in full even on a load into free room (the replica discount spares it) on a node
     # where such a big model is busy or was sent within `in_use_s`: the room is its, and its next load
     # would evict the small model or wait for its requests to drain. Elsewhere the discount applies.
-    # Off: it helped the tuning draws, but the held-out and fresh draws moved both ways and no median
-    # improved (docs/benchmarks.md, "Free room on a big model's node").
-    homes_full: bool = False
+    # On since the simulator's nodes evict as Ollama does: on the tuning draws one fewer draw is worse
+    # than least-connections and no median moves (docs/benchmarks.md, "Free room on a big model's node").
+    homes_full: bool = True
 
 
 @dataclass(slots=True)

@@ -109,7 +109,7 @@ def test_a_big_node_the_big_model_does_not_use_keeps_the_discount_for_free_room(
         node("spare", 80, {}),
         *(node(f"s{i}", 24, {"small:8b": 12}) for i in range(2)),
     ]
-    strategy = ModelAware(Costs(homes_full=True))  # the rule, off by default
+    strategy = ModelAware(Costs(homes_full=True))
     assert strategy.pick(fleet, RouteRequest("big:70b", est_tokens=300), 0.0) == Pick("big")
     assert strategy.pick(fleet, RouteRequest("small:8b", est_tokens=300), 1.0) == Pick("spare", cold=True)
 
@@ -126,7 +126,7 @@ def test_a_small_model_crowds_a_big_models_only_home_only_when_its_own_queue_is_
         node("s0", 24, {"small:8b": queued_a}, parallel=parallel),
         node("s1", 24, {"small:8b": queued_b}, parallel=parallel),
     ]
-    strategy = ModelAware(Costs(homes_full=True))  # the rule, off by default
+    strategy = ModelAware(Costs(homes_full=True))
     strategy.pick(fleet, RouteRequest("big:70b", est_tokens=300), 0.0)
     pick = strategy.pick(fleet, RouteRequest("small:8b", est_tokens=300), 1.0)
     assert isinstance(pick, Pick)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import free_port, wait_http
+from bench.limiter_cost import script_calls as limiter_script_calls
 from bench.proxy_overhead import cpu_seconds, lua, nginx_conf, wrk
 from tests.contract.servers import start_redis
 
@@ -99,13 +100,7 @@ def family_switches(pid: int) -> int:
 
 def script_calls(redis_url: str | None) -> int:
     """Script calls (EVALSHA, EVAL) the limits' Redis has run so far: its round trips from the workers."""
-    if redis_url is None:
-        return 0
-    import redis
-
-    with redis.Redis.from_url(redis_url) as admin:
-        stats = admin.info("commandstats")
-    return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
+    return 0 if redis_url is None else limiter_script_calls(redis_url)
 
 
 def scrape_ms(url: str, times: int = 20) -> float:

@@ -346,7 +346,8 @@ class LimitsSettings(_Section):
         0.5,
         gt=0,
         le=30,
-        description="How long a limit check waits for Redis (to connect, and for each call) before "
+        description="How long a limit check waits for Redis (a script call, connecting, writing and "
+        "reading all counted; admissions queued behind a call that times out get its answer) before "
         "on_store_error decides.",
     )
     per_ip_rpm: int | None = Field(None, ge=1, description="Requests per minute per client address.")

@@ -11,9 +11,11 @@ Why not redis-py's `Script` through its pool per call: most of a call's CPU was 
 machinery (packing every argument, the pool's acquire and release, a task for the write timeout).
 Here the command is packed from bytes cached per combination of limits, and the connection is one of
 redis-py's, held by the sender: only one call is out at a time, so it never waits for a connection,
-whatever the number of admissions waiting. A call that fails or outlasts `timeout_s` answers every
-admission in it with the error (the store's `on_store_error` then decides), and the connection is
-opened again for the next.
+whatever the number of admissions waiting. A call that fails or outlasts `timeout_s` (all of it:
+connecting, writing, reading, reloading the script) answers every admission in it with the error (the
+store's `on_store_error` then decides), and the connection is opened again for the next. A call that
+timed out also answers the admissions queued behind it with the same error: the store did not answer
+within `timeout_s`, and none of them waits longer than that for its decision.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError, TimeoutError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as StoreTimeout
 
 from corral.adapters.limit_script import SCRIPT
 from corral.adapters.limit_windows import REQUESTS, TOKENS, Outcome, Window
@@ -128,15 +131,27 @@ class RedisLimits:
         self._settle_waiters: list[asyncio.Future[str | None]] = []
         self._settle_due = False  # settlements to send even without an admission to carry them
         self._sender: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def admit(self, plan: tuple[Window, ...], slot: str | None, slot_limit: int) -> Outcome:
         """One admission, answered with the others of its call; raises the call's RedisError/OSError."""
+        if self._closed:
+            raise RedisError("the limits store is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome | Exception] = loop.create_future()
         self._queue.append((plan, slot, slot_limit, future))
         if self._sender is None:
             self._sender = loop.create_task(self._send())
-        answer = await future
+        try:
+            answer = await future
+        except asyncio.CancelledError:
+            # Cancelled (the client went away) after the answer was set but before this task resumed:
+            # `_send` saw a waiter still there, so what the admission took is given back here.
+            if future.done() and not future.cancelled():
+                late = future.result()
+                if isinstance(late, Outcome) and not late.status:
+                    self._on_orphan(plan, slot, slot_limit, late)
+            raise
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -151,7 +166,7 @@ class RedisLimits:
 
     def flush(self) -> None:
         """Send the settlements waiting now, with the admissions queued if any."""
-        if self._settles:
+        if self._settles and not self._closed:
             self._settle_due = True
             if self._sender is None:
                 self._sender = asyncio.get_running_loop().create_task(self._send())
@@ -178,6 +193,9 @@ class RedisLimits:
                     # The settlements carried along are lost with it, as a failed settlement always was.
                     failure = exc if isinstance(exc, (RedisError, OSError)) else RedisError(repr(exc))
                     answers, error = [failure] * len(batch), f"{type(failure).__name__}: {failure}"
+                    if isinstance(failure, StoreTimeout):  # those queued meanwhile have waited long enough
+                        batch, answers = batch + self._queue, answers + [failure] * len(self._queue)
+                        self._queue = []
                 for (plan, slot, slot_limit, future), answer in zip(batch, answers, strict=True):
                     if not future.done():
                         future.set_result(answer)
@@ -191,15 +209,24 @@ class RedisLimits:
 
     async def _call(self, batch: list[_Waiting], settles: list[Settlement]) -> list[Outcome]:
         command = pack(batch, settles, self.slot_ttl_s)
-        if self._conn is None:
-            self._conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            reply = await self._roundtrip(command)
-        except NoScriptError:
-            # Not loaded yet, or the server forgot it (restarted, SCRIPT FLUSH): nothing ran; load it, again.
-            await self._conn.send_command("SCRIPT", "LOAD", SCRIPT, check_health=False)
-            await self._read()
-            reply = await self._roundtrip(command)
+            # One deadline for the whole call: the connection has no socket timeout of its own (see
+            # __init__), so a reconnect's handshake or a write to a stalled server is bounded here.
+            async with asyncio.timeout(self.timeout_s):
+                if self._conn is None:
+                    self._conn = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+                try:
+                    reply = await self._roundtrip(command)
+                except NoScriptError:
+                    # Not loaded yet, or the server forgot it (restarted, SCRIPT FLUSH): nothing ran;
+                    # load it, send again.
+                    await self._conn.send_command("SCRIPT", "LOAD", SCRIPT, check_health=False)
+                    await self._read()
+                    reply = await self._roundtrip(command)
+        except TimeoutError:  # asyncio.timeout's (the built-in), not redis-py's
+            if self._conn is not None:
+                await self._conn.disconnect(nowait=True)  # a late answer must not be read as the next one
+            raise StoreTimeout(f"no answer from Redis within {self.timeout_s} s") from None
         return outcomes(reply, len(batch)) if batch else []
 
     async def _roundtrip(self, command: bytes) -> bytes:
@@ -214,12 +241,14 @@ class RedisLimits:
         reply = await self._conn.read_response(timeout=self.timeout_s)
         if reply is None:
             await self._conn.disconnect(nowait=True)
-            raise TimeoutError(f"no answer from Redis within {self.timeout_s} s")
+            raise StoreTimeout(f"no answer from Redis within {self.timeout_s} s")
         return reply
 
     async def close(self) -> None:
-        """Send what waits, then close the connection."""
+        """Send what waits, then close the connection; later admissions fail, later settlements are
+        dropped (a process shutting down)."""
         self.flush()
+        self._closed = True
         while self._sender is not None:
             await asyncio.shield(self._sender)
         await self._pool.aclose()

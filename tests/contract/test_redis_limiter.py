@@ -106,6 +106,34 @@ def test_a_waiter_gone_before_its_answer_gives_its_slot_back(redis_server: Serve
     run(body())
 
 
+def test_a_waiter_gone_just_after_its_answer_gives_its_slot_back(redis_server: Server) -> None:
+    # Three admissions in one call, answered in order: the first one's task runs on before the others
+    # resume and cancels them (their clients went away in that same moment), so their answers are set
+    # but never taken. Their slots must come back all the same.
+    async def body() -> None:
+        store = new_store(redis_server.url)
+        others: list[asyncio.Task[Decision]] = []
+
+        async def leader() -> Decision:
+            decision = await store.acquire("concurrency:c", 3)
+            for task in others:
+                task.cancel()
+            return decision
+
+        first = asyncio.create_task(leader())
+        others += [asyncio.create_task(store.acquire("concurrency:c", 3)) for _ in range(2)]
+        assert (await first).allowed
+        for task in others:
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert await store.release("concurrency:c") is None
+        again = [await store.acquire("concurrency:c", 3) for _ in range(3)]
+        assert [d.allowed for d in again] == [True, True, True]
+        await store.close()
+
+    run(body())
+
+
 def test_the_script_is_loaded_again_when_the_server_forgot_it(redis_server: Server, admin: redis.Redis) -> None:
     async def body() -> None:
         store = new_store(redis_server.url)
@@ -136,6 +164,21 @@ def test_a_call_redis_does_not_answer_follows_the_policy_then_the_next_call_work
                 server.proc.send_signal(signal.SIGCONT)
             assert all(d.allowed is (policy == "allow") and d.store_error for d in decisions)
             assert "within 0.5 s" in str(decisions[0].store_error)
+            assert waited < 5
+            # Admissions queued behind a call that gets no answer get theirs when it times out, not
+            # after a call of their own that could not be answered either.
+            server.proc.send_signal(signal.SIGSTOP)
+            try:
+                began = time.monotonic()
+                out = [asyncio.create_task(store.check_request([Scope("key:a", 10)])) for _ in range(3)]
+                while store._remote is not None and store._remote._queue:  # wait for the call to go out
+                    await asyncio.sleep(0.01)
+                queued = [asyncio.create_task(store.check_request([Scope("key:a", 10)])) for _ in range(3)]
+                late = await asyncio.gather(*out, *queued)
+                waited = time.monotonic() - began
+            finally:
+                server.proc.send_signal(signal.SIGCONT)
+            assert all(d.store_error for d in late)
             assert waited < 5
             # The late answer is not taken for the next one: a fresh connection, fresh answers.
             after = [await store.check_request([Scope("key:b", 3)]) for _ in range(4)]

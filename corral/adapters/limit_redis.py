@@ -39,6 +39,7 @@ Settlement = tuple[list[tuple[str, int, int]], int, str | None]
 _Waiting = tuple[tuple[Window, ...], str | None, int, "asyncio.Future[Outcome | Exception]"]
 
 BATCH_MAX = 128  # admissions in one script call at most; more go in the next
+SETTLE_MAX = 256  # settlements in one script call at most (a backlog after a stall goes over several)
 _SHA = hashlib.sha1(SCRIPT.encode()).hexdigest().encode()
 _HEAD = b"$7\r\nEVALSHA\r\n$40\r\n" + _SHA + b"\r\n"
 
@@ -128,7 +129,7 @@ class RedisLimits:
         self._conn: Any = None  # redis-py's connection, taken from the pool at the first call
         self._queue: list[_Waiting] = []
         self._settles: list[Settlement] = []
-        self._settle_waiters: list[asyncio.Future[str | None]] = []
+        self._settle_waiters: list[asyncio.Future[str | None] | None] = []  # one per settlement, or None
         self._settle_due = False  # settlements to send even without an admission to carry them
         self._sender: asyncio.Task[None] | None = None
         self._closed = False
@@ -159,6 +160,7 @@ class RedisLimits:
     def settle_later(self, entry: Settlement) -> None:
         """Carried by the next call (before its admissions); `flush()` sends it without one."""
         self._settles.append(entry)
+        self._settle_waiters.append(None)
 
     @property
     def settlements_waiting(self) -> int:
@@ -183,8 +185,9 @@ class RedisLimits:
         try:
             while self._queue or self._settle_due:
                 batch, self._queue = self._queue[:BATCH_MAX], self._queue[BATCH_MAX:]
-                settles, waiters = self._settles, self._settle_waiters
-                self._settles, self._settle_waiters, self._settle_due = [], [], False
+                settles, self._settles = self._settles[:SETTLE_MAX], self._settles[SETTLE_MAX:]
+                waiters, self._settle_waiters = self._settle_waiters[:SETTLE_MAX], self._settle_waiters[SETTLE_MAX:]
+                self._settle_due = bool(self._settles)
                 error: str | None = None
                 answers: list[Outcome | Exception]
                 try:
@@ -202,7 +205,7 @@ class RedisLimits:
                     elif future.cancelled() and isinstance(answer, Outcome) and not answer.status:
                         self._on_orphan(plan, slot, slot_limit, answer)
                 for waiter in waiters:
-                    if not waiter.done():
+                    if waiter is not None and not waiter.done():
                         waiter.set_result(error)
         finally:
             self._sender = None

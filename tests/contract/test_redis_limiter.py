@@ -134,6 +134,36 @@ def test_a_waiter_gone_just_after_its_answer_gives_its_slot_back(redis_server: S
     run(body())
 
 
+def test_a_backlog_of_settlements_goes_out_over_several_calls(redis_server: Server, admin: redis.Redis) -> None:
+    # Settlements pile up while a call is out (Redis stalled): they then go at most 256 to a call, so
+    # one script never holds Redis for a whole backlog, and every one of them is applied.
+    async def body() -> None:
+        store = new_store(redis_server.url)
+        taken = await asyncio.gather(*(store.acquire("concurrency:c", 600) for _ in range(600)))
+        assert all(d.allowed for d in taken)
+        admin.config_resetstat()
+        redis_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            out = asyncio.create_task(store.check_request([Scope("key:a", 10)]))
+            while store._remote is not None and (
+                store._remote._sender is None or store._remote._queue
+            ):  # the call is out
+                await asyncio.sleep(0.01)
+            for _ in range(600):
+                store.settle_later(None, 0, "concurrency:c")
+        finally:
+            redis_server.proc.send_signal(signal.SIGCONT)
+        assert (await out).store_error is None
+        while store._remote is not None and (store._remote.settlements_waiting or store._remote._sender):
+            await asyncio.sleep(0.01)
+        assert evalsha(admin) == 1 + 3  # the admission, then 256 + 256 + 88 settlements
+        again = await asyncio.gather(*(store.acquire("concurrency:c", 600) for _ in range(600)))
+        assert all(d.allowed for d in again)
+        await store.close()
+
+    run(body())
+
+
 def test_the_script_is_loaded_again_when_the_server_forgot_it(redis_server: Server, admin: redis.Redis) -> None:
     async def body() -> None:
         store = new_store(redis_server.url)
@@ -171,7 +201,9 @@ def test_a_call_redis_does_not_answer_follows_the_policy_then_the_next_call_work
             try:
                 began = time.monotonic()
                 out = [asyncio.create_task(store.check_request([Scope("key:a", 10)])) for _ in range(3)]
-                while store._remote is not None and store._remote._queue:  # wait for the call to go out
+                while store._remote is not None and (
+                    store._remote._sender is None or store._remote._queue
+                ):  # the call is out
                     await asyncio.sleep(0.01)
                 queued = [asyncio.create_task(store.check_request([Scope("key:a", 10)])) for _ in range(3)]
                 late = await asyncio.gather(*out, *queued)

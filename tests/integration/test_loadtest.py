@@ -83,8 +83,13 @@ def test_percentiles_match_an_injected_latency(node: Proc, tmp_path: Path) -> No
     report = report_of(tmp_path, *args, "--concurrency", "8")
     ttft, latency, itl = report["ttft_s"], report["latency_s"], report["inter_token_latency_s"]
     assert report["requests"]["ok"] == 32
-    assert ttft["min"] >= 0.150 and ttft["p50"] == pytest.approx(0.150, abs=0.03) and ttft["p99"] < 0.3
-    assert latency["min"] >= 0.350 and latency["p50"] == pytest.approx(0.350, abs=0.05) and latency["p99"] < 0.6
+    # Never faster than what the node waits, but for its timers' slack: on uvloop a timer counts from the
+    # loop's cached time, taken when its iteration began, so it can fire a fraction of a millisecond early
+    # (0.4 ms seen on a busy machine). A client that measured from the wrong moment would be off by far more.
+    slack = 0.005
+    assert ttft["min"] >= 0.150 - slack and ttft["p50"] == pytest.approx(0.150, abs=0.03) and ttft["p99"] < 0.3
+    assert latency["min"] >= 0.350 - slack and latency["p50"] == pytest.approx(0.350, abs=0.05)
+    assert latency["p99"] < 0.6
     assert itl["count"] == 32 * 4 and itl["p50"] == pytest.approx(0.050, abs=0.01)
     assert report["output_tokens_per_s_per_request"]["p50"] == pytest.approx(20, rel=0.2)
 

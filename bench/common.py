@@ -1,10 +1,12 @@
-"""Helpers shared by the benchmarks: free ports and waiting for a server to answer."""
+"""Helpers shared by the benchmarks: free ports, waiting for a server to answer, stopping processes."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 import urllib.request
+from collections.abc import Iterable
 
 
 def free_port() -> int:
@@ -24,3 +26,15 @@ def wait_http(url: str, deadline_s: float = 20) -> None:
         except OSError:
             time.sleep(0.05)
     raise SystemExit(f"{url} did not come up")
+
+
+def stop_all(procs: Iterable[subprocess.Popen[bytes]], wait_s: float = 10) -> None:
+    """Ask every process to stop at once, then wait for each; one that outlasts `wait_s` is killed."""
+    procs = list(procs)
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -36,7 +36,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import free_port, wait_http
+from bench.common import free_port, stop_all, wait_http
 from bench.proxy_overhead import cpu_seconds, lua, nginx_conf, wrk
 
 PROMPT = '{"model":"bench:1b","prompt":"hi","stream":false}'
@@ -233,13 +233,7 @@ def main() -> None:
                 f"{med['rps_c64']:,.0f} | {med['cpu_us']:.0f} µs | {med['writes']:.2f} |{more}"
             )
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
 
 
 if __name__ == "__main__":

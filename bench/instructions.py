@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import free_port, wait_http
+from bench.common import free_port, stop_all, wait_http
 from bench.gateway_ab import ROUTES, start
 from bench.proxy_overhead import nginx_conf
 
@@ -84,13 +84,7 @@ def measure(name: str, tree: Path, args: argparse.Namespace, routes: list[str]) 
                 each = results[f"{route} c={c}"] = (total - idle) / max(1, served)
                 print(f"{name} {route} c={c}: {served} served, {each / 1e3:,.0f} k instructions each", flush=True)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs, 60)
     return results
 
 

@@ -23,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.common import free_port, wait_http
+from bench.common import free_port, stop_all, wait_http
 
 HERE = Path(__file__).resolve().parent
 BODY = '{"model":"bench:1b","created_at":"2026-01-01T00:00:00Z","response":"hello","done":true,"eval_count":1}'
@@ -291,13 +291,7 @@ def main() -> None:
         args.out.write_text(json.dumps(results, indent=2))
         report(results)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(procs)
 
 
 def report(results: dict[str, dict[str, dict[str, float]]]) -> None:

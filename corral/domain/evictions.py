@@ -177,6 +177,33 @@ class Evictions(Estimates):
                 return True
         return False
 
+    def _homes_queued(self, node: NodeView, req: RouteRequest, now: float) -> float:
+        """`Costs.homes_busy`: serving the request on a node big enough for a big model that needs a
+        node this size (more than the request's model does), while that model's requests queue, takes
+        GPU time the big model's queue has nowhere else to get (runners time-share a GPU; the small
+        model has smaller homes). The charge is the request's service time for each request queued
+        ahead of the big model's next one: those beyond its slots on this node, or, from its last
+        decision (within `forget_s`), its wait on its copies in units of its service time. 0 when the
+        big models are not queued (homes.py)."""
+        memories = self._memories()
+        if node.vram_bytes is None or memories is None or len(memories) < 2:
+            return 0.0
+        own = self._homes.smallest(memories, self._resident_bytes(node, req.model, req.options_key))
+        if own is None or own >= node.vram_bytes:
+            return 0.0
+        slots = max(1, node.parallel)
+        queued = 0.0
+        for key, (_, home, _) in self._big.items():
+            if own < home <= node.vram_bytes:
+                service = self.service_s(node, key[0])
+                wait = (node.in_flight_by_model.get(key[0], 0) - slots) * service / slots
+                at, seen = self._big_wait.get(key, (-math.inf, 0.0))
+                if now - at < self.costs.forget_s:
+                    wait = max(wait, seen)
+                if wait > self.load_s(node, key[0]):  # shorter: a load elsewhere would relieve it
+                    queued = max(queued, wait / service)
+        return self.service_s(node, req.model) * queued if queued > 0 else 0.0
+
 
 def _blob(m: LoadedModel) -> str:
     """Ollama's order among runners to evict: by blob path, i.e. digest (the name when unknown)."""

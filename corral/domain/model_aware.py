@@ -127,6 +127,8 @@ class ModelAware(Scan):
                 wait = (best.cost - best.kept) / self.costs.replicate_discount + best.kept
             if wait > req.max_wait_s:
                 return NoRoute(NoRouteReason.TOO_SLOW)  # before any bookkeeping: nothing was dispatched
+        if self._big and (key := (req.model, req.options_key)) in self._big:
+            self._big_wait[key] = (now, best.cost if best.resident and not best.ready_slot else 0.0)
         if not best.resident:
             self._start_load(best, req, now)
         self._dispatched(best, req, now)
@@ -211,8 +213,11 @@ class ModelAware(Scan):
                 continue
             if homes is not None and n.vram_bytes is not None:
                 charge = crowds(homes[0], n.vram_bytes, homes[1])
+                full = charge > 0 and self.costs.homes_full and self._homes_used(n, homes[0], now)
+                if self._big and self.costs.homes_busy and (taken := self._homes_queued(n, req, now)) > charge:
+                    charge, full = taken, True  # a queue's GPU time is not spared by the discount
                 option.cost += charge
-                if charge > 0 and self.costs.homes_full and self._homes_used(n, homes[0], now):
+                if full:
                     option.kept = charge
             options.append(option)
         return options
@@ -251,7 +256,8 @@ class ModelAware(Scan):
                 queue = self.costs.queue_weight * self._work_wait(node, req.model, now)
             else:  # requests, not work: each ahead beyond the slots holds one for a typical time
                 queue = max(0, busy - slots + 1) * self.service_s(node, req.model) / slots
-            return Option(node, True, left + queue * (1 + others) / speed(node))
+            charge = self._homes_queued(node, req, now) if self._big and self.costs.homes_busy else 0.0
+            return Option(node, True, left + queue * (1 + others) / speed(node) + charge)
         pipeline = self._queue.free_at(node.name, now) - now
         if load is None:
             load = self.load_s(node, req.model)
@@ -342,6 +348,7 @@ class ModelAware(Scan):
         self._gone = {k: t for k, t in self._gone.items() if t > now}
         self._last = {k: t for k, t in self._last.items() if now - t < c.in_use_s}
         self._big = {k: v for k, v in self._big.items() if now - v[0] < c.in_use_s}
+        self._big_wait = {k: v for k, v in self._big_wait.items() if now - v[0] < c.forget_s}
         if len(self._seen_sizes) > 2 * len(self._fleet) + 64:  # nodes removed from the fleet since
             self._seen_sizes.clear()
         self.ledger.prune(now, c.ledger_max_age_s)

@@ -70,6 +70,14 @@ class Costs:
     # On since the simulator's nodes evict as Ollama does: on the tuning draws one fewer draw is worse
     # than least-connections and no median moves (docs/benchmarks.md, "Free room on a big model's node").
     homes_full: bool = True
+    # A free slot (or a queue, or a load) on a node big enough for such a big model, while its requests
+    # wait longer than its load time there or on its other copies, also costs the GPU time it takes
+    # from them: the request's service time for each of their requests queued (evictions.py,
+    # `_homes_queued`). Off: on the tuning draws it helped the mixed fleet whose 70B outgrew its homes
+    # (draw 22, p99 0.82x -> 0.86x least-connections), but on held-out mixed fleets with homes to spare
+    # it kept small models off nodes the big model did not need and halved two of the largest wins
+    # (docs/benchmarks.md, "A queued big model's GPU time").
+    homes_busy: bool = False
 
 
 @dataclass(slots=True)

@@ -51,6 +51,8 @@ class Estimates:
         self._fleet_memories: frozenset[int] | None = UNSET_MEMORIES  # this decision's, once asked
         # (model, options) too big for the smallest nodes -> (last request, smallest home, reload charge)
         self._big: dict[Key, tuple[float, int, float]] = {}
+        # ... -> (its last decision, the wait on its copies it found then: 0 when a slot or a load was free)
+        self._big_wait: dict[Key, tuple[float, float]] = {}
         self._placeholders: dict[Key, LoadedModel] = {}  # the runner each load we started will be
         # node -> (the view last seen, its runners' ((model, options), size)): built once per view
         self._seen_sizes: dict[str, tuple[NodeView, list[tuple[Key, int]]]] = {}

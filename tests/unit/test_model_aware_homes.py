@@ -134,3 +134,51 @@ def test_a_small_model_crowds_a_big_models_only_home_only_when_its_own_queue_is_
         charge = strategy.costs.stability_loads * strategy.load_s(fleet[0], "big:70b")
         waits = [strategy.costs.queue_weight * strategy.wait_s(n, "small:8b", 1.0) for n in fleet[1:]]
         assert min(waits) >= charge
+
+
+def test_a_free_slot_beside_a_queued_big_model_is_no_free_slot() -> None:
+    # The 8B has a free slot on the 80 GB node, the 70B's only home, where the 70B has 4 requests queued
+    # beyond its slots: the GPU time an 8B request would take there is theirs (runners time-share a
+    # GPU). A load on the 24 GB node, where the 70B cannot go, wins; without the rule the free slot does.
+    picks = {}
+    for busy in (True, False):
+        strategy = ModelAware(Costs(homes_busy=busy))
+        fleet = [node("big", 80, {"big:70b": 6, "small:8b": 0}), node("s0", 24, {})]
+        assert strategy.pick(fleet, RouteRequest("big:70b", est_tokens=300), 0.0) == Pick("big")
+        picks[busy] = strategy.pick(fleet, RouteRequest("small:8b", est_tokens=300), 1.0)
+    assert picks == {True: Pick("s0", cold=True), False: Pick("big")}
+
+
+def test_a_big_models_queue_on_one_home_keeps_small_models_off_its_other_homes() -> None:
+    # The 70B queues on big1; big2, its other home, serves an 8B with a free slot. The 70B's last
+    # decision found that queue, so an 8B request there would take GPU time the 70B may need there:
+    # it goes to the 24 GB node instead.
+    picks = {}
+    for busy in (True, False):
+        strategy = ModelAware(Costs(homes_busy=busy))
+        fleet = [
+            node("big1", 80, {"big:70b": 6}),
+            node("big2", 80, {"small:8b": 0, "mid:32b": 2, "tiny:1b": 2}),
+            node("s0", 24, {}),
+        ]
+        assert strategy.pick(fleet, RouteRequest("big:70b", est_tokens=300), 0.0) == Pick("big1")
+        picks[busy] = strategy.pick(fleet, RouteRequest("small:8b", est_tokens=300), 1.0)
+    assert picks == {True: Pick("s0", cold=True), False: Pick("big2")}
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.sampled_from([24, 48, 80]),
+    st.lists(st.dictionaries(st.sampled_from(sorted(SIZES)), st.integers(0, 6), max_size=3), min_size=1, max_size=20),
+    st.lists(st.sampled_from(sorted(SIZES)), min_size=1, max_size=12),
+)
+def test_the_queued_big_model_rule_changes_nothing_where_every_node_is_the_same_size(
+    gb: int, loads: list[dict[str, int]], asks: list[str]
+) -> None:
+    # No model has a smaller home than another there: the published scenarios (one node size) keep
+    # their decisions, request for request.
+    nodes = [node(f"n{i}", gb, loaded) for i, loaded in enumerate(loads)]
+    with_rule, without = ModelAware(Costs(homes_busy=True)), ModelAware(Costs(homes_busy=False))
+    for t, model in enumerate(asks):
+        request = RouteRequest(model, est_tokens=300)
+        assert with_rule.pick(nodes, request, float(t)) == without.pick(nodes, request, float(t))

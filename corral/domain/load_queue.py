@@ -14,9 +14,10 @@ unloading the victims and the load itself). A load is at the head after the one 
     ready[i] = max(ready[i - 1], earliest[i]) + tail[i]
 
 A load whose estimate has passed with no first token is still under way as far as the router knows:
-it holds the loader until at least now. A first token of a queued load frees the node's loader (see
-`seen`). Loads that never send one (their request failed or went elsewhere) are forgotten once
-`patience` times their estimated duration, plus `forget_s`, has passed since they were sent.
+it holds the loader until at least now. A first token of a queued load says that it and the loads
+sent before it are done (see `seen`); those sent after it are still queued. Loads that never send
+one (their request failed or went elsewhere) are forgotten once `patience` times their estimated
+duration, plus `forget_s`, has passed since they were sent.
 
 Pure bookkeeping, no I/O.
 """
@@ -62,14 +63,22 @@ class LoadQueues:
         return len(self._queues.get(node, ()))
 
     def seen(self, node: str, key: Key) -> bool:
-        """The first token of `key` came from the node, and a load of it was queued there: the node's
-        loader is free from now on. (That first token comes after the load and the request's own prompt;
-        by then the loads sent after it have usually been made too. Keeping them queued until their own
-        first tokens made the published thrash scenarios' tails 15% longer: docs/benchmarks.md.)"""
+        """The first token of `key` came from the node, and a load of it was queued there: that load and
+        the ones sent before it are done (Ollama loads first in, first out). The loads sent after it stay
+        queued, with their estimates as made. (Until issue 17's last round a first token freed the whole
+        queue, on the reasoning that the later loads were usually made by then too. In a small fleet
+        swapping twenty models through one node they were not: the router saw a minute of loads ahead
+        where there were several, and kept sending cold requests there. docs/benchmarks.md, "A first
+        token frees only the loads ahead of it".)"""
         queue = self._queues.get(node)
-        if queue and any(p.key == key for p in queue):
-            del self._queues[node]
-            return True
+        if not queue:
+            return False
+        for i, p in enumerate(queue):
+            if p.key == key:
+                del queue[: i + 1]
+                if not queue:
+                    del self._queues[node]
+                return True
         return False
 
     def prune(self, now: float) -> None:

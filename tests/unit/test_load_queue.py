@@ -55,9 +55,36 @@ def test_a_load_past_its_estimate_holds_the_loader_until_its_first_token() -> No
     queues.push("n", ("a", ""), 0.0, drain_s=0.0, tail_s=5.0)
     assert queues.free_at("n", 8.0) == 8.0  # overdue: still loading as far as the router knows
     assert queues.push("n", ("b", ""), 8.0, drain_s=0.0, tail_s=5.0) == 13.0
-    assert queues.seen("n", ("a", ""))  # a's first token: the loader is free
-    assert queues.free_at("n", 9.0) == 9.0
+    assert queues.seen("n", ("a", ""))  # a's first token: a is done, b (sent after it) is not
+    assert queues.free_at("n", 9.0) == 13.0
     assert not queues.seen("n", ("a", ""))
+    assert queues.seen("n", ("b", ""))  # b's first token: the loader is free
+    assert queues.free_at("n", 10.0) == 10.0
+
+
+def test_a_first_token_frees_the_loads_sent_before_it_not_those_after() -> None:
+    # Ollama loads first in, first out: a first token of the second load says the first is done too,
+    # and says nothing of the third and fourth, which still take their time after it.
+    queues = LoadQueues()
+    for t, model in enumerate("abcd"):
+        queues.push("n", (model, ""), float(t), drain_s=0.0, tail_s=10.0)
+    assert queues.free_at("n", 4.0) == 40.0
+    assert queues.seen("n", ("b", ""))
+    assert len(queues) == 2
+    assert queues.free_at("n", 11.0) == 22.0  # c, sent at 2, ready at 12; then d, 10 s after it
+    assert queues.seen("n", ("d", ""))
+    assert len(queues) == 0
+
+
+@given(st.lists(st.sampled_from("abcde"), min_size=1, max_size=10), st.sampled_from("abcde"))
+def test_a_first_token_never_frees_a_load_sent_after_the_one_it_answers(sent: list[str], answered: str) -> None:
+    queues = LoadQueues()
+    for t, model in enumerate(sent):
+        queues.push("n", (model, ""), float(t), drain_s=0.0, tail_s=5.0)
+    found = queues.seen("n", (answered, ""))
+    assert found == (answered in sent)
+    left = sent[sent.index(answered) + 1 :] if found else sent
+    assert len(queues) == len(left)
 
 
 def test_loads_that_never_answer_are_forgotten() -> None:

@@ -164,6 +164,7 @@ class Node:
         self.page_cache: deque[str] = deque()
         self.up = True
         self.loads = 0
+        self.load_times: list[float] = []  # when each load began (counters only)
         self.evictions = 0
         # Why each load happened (counters only: no event depends on them): the model's last runner here
         # expired idle past its keep-alive, was evicted for another model, or reloaded for another num_ctx;
@@ -292,6 +293,7 @@ class Node:
                 self.runners[spec.name] = runner
                 self.version += 1
                 self.loads += 1
+                self.load_times.append(now)
                 self.load_causes[self._left.pop(spec.name, None) or self.book.cause(spec.name)] += 1
                 self.book.holders.setdefault(spec.name, set()).add(self.index)
                 self.loading = runner

@@ -72,6 +72,9 @@ class Result:
     ttft_later: list[float] = field(default_factory=list)  # multi-turn: TTFT of the turns after the first
     cached_share: float = 0.0  # multi-turn: share of prompt tokens a slot already held
     load_causes: dict[str, int] = field(default_factory=dict)  # Node.load_causes summed (not in the figures)
+    # (arrival, TTFT) of each request with a first token, and the moment of each load (recovery.py)
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+    load_times: list[float] = field(default_factory=list)
 
     def pct(self, values: list[float], q: float) -> float:
         if not values:
@@ -477,6 +480,8 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
         [r.first_token - r.arrival for r in finished if r.turn > 1 and r.first_token is not None],
         sum(r.cached for r in finished) / max(1, sum(r.prompt for r in finished if r.segments)),
         {k: sum(n.load_causes[k] for n in nodes) for k in nodes[0].load_causes},
+        [(r.arrival, r.first_token - r.arrival) for r in finished if r.first_token is not None],
+        sorted(t for n in nodes for t in n.load_times),
     )
 
 

@@ -97,6 +97,16 @@ class Evictions(Estimates):
             return True
         return capacity[key] > 0 and self._utilisation(key, capacity[key], now) < self.costs.overload
 
+    def _moves_a_backlog(self, node: NodeView, victims: Sequence[LoadedModel], capacity: Capacity) -> bool:
+        """`Costs.saturated_keeps_queues`: with the nodes weighed saturated, this load would evict a
+        runner that has requests queued beyond its slots. It would hand one backlog's node to another
+        backlog, and add a load to both: no queue gets shorter for it. Such a load is weighed only when
+        the request has nothing else (model_aware.py, `_weigh`)."""
+        if not victims or not self.costs.saturated_keeps_queues or not capacity.saturated:
+            return False
+        slots = max(1, node.parallel)
+        return any(node.in_flight_by_model.get(v.model, 0) > slots for v in victims)
+
     def _drain_s(self, node: NodeView, model: str) -> float:
         """Until a runner's requests in flight have all finished (Ollama waits for them)."""
         busy = node.in_flight_by_model.get(model, 0)

@@ -184,6 +184,7 @@ class ModelAware(Scan):
             else:
                 rest.append(n)
         soonest = min((o.cost for o in options), default=math.inf)
+        held_back: list[Option] = []
         # Batch a cold model's requests: while every copy is still loading and one still has a slot for
         # the request, it waits for that load (which starts them together), and no other node evicts a
         # model for one more copy. Beyond the slots, the queue is weighed against a load as usual.
@@ -211,6 +212,9 @@ class ModelAware(Scan):
             )
             if loading and option.victims:
                 continue
+            if self._moves_a_backlog(n, option.victims, capacity):
+                held_back.append(option)  # weighed only if nothing else is left
+                continue
             if homes is not None and n.vram_bytes is not None:
                 charge = crowds(homes[0], n.vram_bytes, homes[1])
                 full = charge > 0 and self.costs.homes_full and self._homes_used(n, homes[0], now)
@@ -220,7 +224,7 @@ class ModelAware(Scan):
                 if full:
                     option.kept = charge
             options.append(option)
-        return options
+        return options or held_back
 
     def _loading(self, node: str, req: RouteRequest, now: float) -> bool:
         load = self._loads.get(node, {}).get((req.model, req.options_key))

@@ -63,6 +63,11 @@ class Costs:
     # rate × reload ≥ 1). Off (0): on the held-out draws it made more draws worse than least-connections,
     # not fewer (docs/benchmarks.md, "The draws where model-aware loses").
     victim_queue: float = 0.0
+    # When the nodes weighed are saturated (`saturation`), a load that would evict a runner with requests
+    # queued beyond its slots is weighed only if nothing else is left (no copy to queue on, no other
+    # load): it would hand one backlog's node to another and add a load to both (docs/benchmarks.md,
+    # "Backlogs are not moved").
+    saturated_keeps_queues: bool = True
     homes: bool = True  # keep models that fit smaller nodes off the only home of a big model in use (homes.py)
     # ... and charge that in full even on a load into free room (the replica discount spares it) on a node
     # where such a big model is busy or was sent within `in_use_s`: the room is its, and its next load

@@ -15,6 +15,11 @@ fleet's capacity for the middle third of the run) and reports, for each policy:
 
 A window's p95 is taken over the requests that arrived in it, so a request that waited through the
 end of the overload counts in the window it arrived in.
+
+"floor" is how long any router that queues every request (none shed) needs at the least: the work
+the overload left queued, (level - 1) x its length, served with what the steady load leaves spare,
+1 - load, on a fleet that never loads a model and packs every slot. Under it, only shedding (the
+gateway's admission queue: 429/503) can bring a fleet back sooner.
 """
 
 from __future__ import annotations
@@ -70,7 +75,10 @@ def measure(scenario: Scenario, result: Result) -> dict[str, Any]:
     for t in result.load_times:
         if end <= t < end + count * WINDOW_S:
             loads[int((t - end) // WINDOW_S)] += 1
+    level = scenario.overload[2]
+    floor = (level - 1) * (end - start) / (1 - scenario.load) if scenario.load < 1 else math.inf
     return {
+        "floor_s": floor,
         "steady_p95": steady_p95,
         "steady_loads_per_min": steady_loads,
         "during": {q: pct(during, q) for q in (0.5, 0.95, 0.99)},
@@ -120,9 +128,9 @@ def report(rows: dict[int, dict[str, dict[str, Any]]], name: str) -> str:
         '"back": after the overload ends, until every later one-minute window is back to the steady '
         "p95 TTFT (or loads per minute).",
         "",
-        "| draw | nodes | models | steady p95 LC / MA | overload p50 / p95 / p99 ratio | back (p95 TTFT) LC / MA "
-        "| steady loads/min LC / MA | back (loads) LC / MA |",
-        "|---|---|---|---|---|---|---|---|",
+        "| draw | nodes | models | load | steady p95 LC / MA | overload p50 / p95 / p99 ratio | floor "
+        "| back (p95 TTFT) LC / MA | steady loads/min LC / MA | back (loads) LC / MA |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     worse = within = 0
     ma_back: list[float] = []
@@ -136,8 +144,9 @@ def report(rows: dict[int, dict[str, dict[str, Any]]], name: str) -> str:
             within += 1
         ma_back.append(math.inf if ma["back_ttft_s"] is None else ma["back_ttft_s"])
         lines.append(
-            f"| {seed} | {d['nodes']} | {len(d['models'])} | {lc['steady_p95']:.2f} / {ma['steady_p95']:.2f} "
-            f"| {' / '.join(f'{r:.2f}' for r in ratios)}{flag} "
+            f"| {seed} | {d['nodes']} | {len(d['models'])} | {d['load']} "
+            f"| {lc['steady_p95']:.2f} / {ma['steady_p95']:.2f} "
+            f"| {' / '.join(f'{r:.2f}' for r in ratios)}{flag} | {ma['floor_s']:.0f} s "
             f"| {_back(lc['back_ttft_s'], lc['windows'])} / {_back(ma['back_ttft_s'], ma['windows'])} "
             f"| {lc['steady_loads_per_min']:.1f} / {ma['steady_loads_per_min']:.1f} "
             f"| {_back(lc['back_loads_s'], lc['windows'])} / {_back(ma['back_loads_s'], ma['windows'])} |"

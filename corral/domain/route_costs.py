@@ -65,9 +65,11 @@ class Costs:
     victim_queue: float = 0.0
     # When the nodes weighed are saturated (`saturation`), a load that would evict a runner with requests
     # queued beyond its slots is weighed only if nothing else is left (no copy to queue on, no other
-    # load): it would hand one backlog's node to another and add a load to both (docs/benchmarks.md,
-    # "Backlogs are not moved").
-    saturated_keeps_queues: bool = True
+    # load): it would hand one backlog's node to another and add a load to both. Off: it cut loads on
+    # every set, but in the held-out overload draws made model-aware worse than least-connections
+    # during the overload in 3 of 4 (none without it): a model whose popularity rose mid-overload
+    # waited on its one copy (docs/benchmarks.md, "Backlogs left where they are").
+    saturated_keeps_queues: bool = False
     homes: bool = True  # keep models that fit smaller nodes off the only home of a big model in use (homes.py)
     # ... and charge that in full even on a load into free room (the replica discount spares it) on a node
     # where such a big model is busy or was sent within `in_use_s`: the room is its, and its next load

@@ -44,6 +44,14 @@ def test_policy_sim_generated_draws_report(tmp_path: Path) -> None:
     assert "| kind | draws | median p99 ratio |" in report and (tmp_path / "draws-tuning.png").stat().st_size > 0
 
 
+def test_policy_sim_overload_report(tmp_path: Path) -> None:
+    # Tuning draw 0 has an overload phase: one draw, one virtual minute.
+    args = ("--set", "tuning", "--draws", "1", "--duration", "60", "--workers", "1", "--out", str(tmp_path))
+    out = bench("bench.policy_sim.recovery", *args).stdout
+    assert "| draw | nodes | models | load | steady p95 LC / MA |" in out and "| 0 | 40 | 30 |" in out
+    assert "within a minute of the overload's end" in (tmp_path / "recovery-tuning.md").read_text()
+
+
 def test_policy_sim_speed_a_short_run() -> None:
     out = bench("bench.policy_sim.speed", "--nodes", "8", "--models", "6", "--duration", "20").stdout
     assert "| least-connections |" in out and "| model-aware |" in out

@@ -1,6 +1,7 @@
 """Model-aware routing in a saturated fleet: a request whose model has a copy queues there rather than
 evict a runner that has its own queue, which would hand one backlog's node to another and add a load
-on top (`Costs.saturated_keeps_queues`; docs/routing.md)."""
+on top (`Costs.saturated_keeps_queues`, off by default: docs/benchmarks.md, "Backlogs left where they
+are")."""
 
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def test_in_a_saturated_fleet_no_copy_is_taken_from_a_queue(spec: list[tuple[str
     # Every slot of every node is taken (saturated). Whenever the asked model has a copy, the pick is
     # one of its copies or a node whose runner has no queue beyond its slots.
     fleet = [node(f"n{i}", m, max(busy, parallel), parallel) for i, (m, busy, parallel) in enumerate(spec)]
-    pick = ModelAware().pick(fleet, RouteRequest(model, est_tokens=300), 100.0)
+    pick = ModelAware(Costs(saturated_keeps_queues=True)).pick(fleet, RouteRequest(model, est_tokens=300), 100.0)
     assert isinstance(pick, Pick)
     if any(n.loaded[0].model == model for n in fleet):
         chosen = next(n for n in fleet if n.name == pick.node)

@@ -65,6 +65,7 @@ class Request:
     turn: int = 0  # 1 for a conversation's first turn
     cached: int = 0  # prompt tokens its slot already held
     slot: int = -1
+    sent_at: float | None = None  # when the gateway last sent it to a node
 
 
 @dataclass(eq=False)

@@ -9,17 +9,19 @@ fleet's capacity for the middle third of the run) and reports, for each policy:
 - after it: how long until the fleet is back to its steady state ("within a minute"). The steady state
   is the stretch before the overload (arrivals from 10% of the run, past the first loads, to its
   start): its p95 TTFT and its loads per minute. After the overload ends, arrivals are cut into
-  one-minute windows; the fleet is back at the start of the first window from which every later one
-  has a p95 TTFT within `max(1.25 x, + 0.5 s)` of the steady one (and, for loads, at most
-  `max(2 x, + 1)` the steady loads per minute). "never" means not before the last window.
+  whole one-minute windows; the fleet is back at the start of the first window from which every later
+  one has a p95 TTFT within `max(1.25 x, + 0.5 s)` of the steady one (and, for loads, at most
+  `max(2 x, + 1)` the steady loads per minute). A window of fewer than 10 requests says nothing either
+  way. "never" means not by the last window.
 
 A window's p95 is taken over the requests that arrived in it, so a request that waited through the
 end of the overload counts in the window it arrived in.
 
-"floor" is how long any router that queues every request (none shed) needs at the least: the work
-the overload left queued, (level - 1) x its length, served with what the steady load leaves spare,
-1 - load, on a fleet that never loads a model and packs every slot. Under it, only shedding (the
-gateway's admission queue: 429/503) can bring a fleet back sooner.
+"floor" is the least time any router that sheds nothing needs to serve the work the overload left
+queued: (level - 1) x its length, with what the steady load leaves spare, 1 - load, on a fleet that
+never loads a model and packs every slot. It bounds the backlog, not "back": new arrivals can be
+served at their steady pace while part of the backlog still waits (each model has its own queues),
+so a fleet can count as back sooner.
 """
 
 from __future__ import annotations
@@ -32,29 +34,27 @@ from pathlib import Path
 from typing import Any
 
 from bench.policy_sim.generate import chosen_seeds, draw, draw_options
-from bench.policy_sim.run import Result, Scenario, simulate
+from bench.policy_sim.run import Result, Scenario, percentile, simulate
 
 POLICIES = ("least-connections", "model-aware")
 WINDOW_S = 60.0
+MIN_REQUESTS = 10  # a window with fewer requests says nothing of its p95
 SETTLE_SHARE = 0.1  # the steady state is measured from here (share of the run): past the first loads
-
-
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def back_after(windows: list[float], bound: float) -> float | None:
     """Seconds after the end of the overload until every later window is within `bound`; None if the
-    last window is not. `windows` holds one value per window, in order (NaN: no request in it)."""
-    back = None
-    for i in range(len(windows) - 1, -1, -1):
-        if not math.isnan(windows[i]) and windows[i] > bound:
+    last window with a value is not. `windows` holds one value per window, in order (NaN: too few
+    requests in it to say; such windows neither break nor make a return)."""
+    measured = [i for i, w in enumerate(windows) if not math.isnan(w)]
+    if not measured or windows[measured[-1]] > bound:
+        return None
+    back = measured[-1]
+    for i in reversed(measured):
+        if windows[i] > bound:
             break
-        back = i * WINDOW_S
-    return back
+        back = i
+    return back * WINDOW_S
 
 
 def measure(scenario: Scenario, result: Result) -> dict[str, Any]:
@@ -62,28 +62,30 @@ def measure(scenario: Scenario, result: Result) -> dict[str, Any]:
     assert scenario.overload is not None
     start, end = scenario.overload[0] * scenario.duration_s, scenario.overload[1] * scenario.duration_s
     settle = SETTLE_SHARE * scenario.duration_s
+    assert settle < start, "the steady state is measured before the overload"
     steady = [t for a, t in result.timeline if settle <= a < start]
     during = [t for a, t in result.timeline if start <= a < end]
-    steady_p95 = pct(steady, 0.95)
+    steady_p95 = percentile(steady, 0.95)
     steady_loads = sum(1 for t in result.load_times if settle <= t < start) / ((start - settle) / WINDOW_S)
-    count = math.ceil((scenario.duration_s - end) / WINDOW_S)
+    count = int((scenario.duration_s - end) // WINDOW_S)  # whole windows only
     ttft: list[list[float]] = [[] for _ in range(count)]
     for a, t in result.timeline:
-        if end <= a < scenario.duration_s:
+        if end <= a < end + count * WINDOW_S:
             ttft[int((a - end) // WINDOW_S)].append(t)
     loads = [0.0] * count
     for t in result.load_times:
         if end <= t < end + count * WINDOW_S:
             loads[int((t - end) // WINDOW_S)] += 1
+    windows = [percentile(w, 0.95) if len(w) >= MIN_REQUESTS else math.nan for w in ttft]
     level = scenario.overload[2]
     floor = (level - 1) * (end - start) / (1 - scenario.load) if scenario.load < 1 else math.inf
     return {
         "floor_s": floor,
         "steady_p95": steady_p95,
         "steady_loads_per_min": steady_loads,
-        "during": {q: pct(during, q) for q in (0.5, 0.95, 0.99)},
-        "after_p95": [pct(w, 0.95) for w in ttft],
-        "back_ttft_s": back_after([pct(w, 0.95) for w in ttft], max(1.25 * steady_p95, steady_p95 + 0.5)),
+        "during": {q: percentile(during, q) for q in (0.5, 0.95, 0.99)},
+        "after_p95": windows,
+        "back_ttft_s": back_after(windows, max(1.25 * steady_p95, steady_p95 + 0.5)),
         "back_loads_s": back_after(loads, max(2 * steady_loads, steady_loads + 1)),
         "windows": count,
     }
@@ -117,7 +119,7 @@ def main() -> None:
         (Path(args.out) / f"recovery-{args.set}.md").write_text(text + "\n")
 
 
-def _back(seconds: float | None, windows: int) -> str:
+def _back(seconds: float | None) -> str:
     return "never" if seconds is None else f"{seconds:.0f} s"
 
 
@@ -147,9 +149,9 @@ def report(rows: dict[int, dict[str, dict[str, Any]]], name: str) -> str:
             f"| {seed} | {d['nodes']} | {len(d['models'])} | {d['load']} "
             f"| {lc['steady_p95']:.2f} / {ma['steady_p95']:.2f} "
             f"| {' / '.join(f'{r:.2f}' for r in ratios)}{flag} | {ma['floor_s']:.0f} s "
-            f"| {_back(lc['back_ttft_s'], lc['windows'])} / {_back(ma['back_ttft_s'], ma['windows'])} "
+            f"| {_back(lc['back_ttft_s'])} / {_back(ma['back_ttft_s'])} "
             f"| {lc['steady_loads_per_min']:.1f} / {ma['steady_loads_per_min']:.1f} "
-            f"| {_back(lc['back_loads_s'], lc['windows'])} / {_back(ma['back_loads_s'], ma['windows'])} |"
+            f"| {_back(lc['back_loads_s'])} / {_back(ma['back_loads_s'])} |"
         )
     median = statistics.median(ma_back) if ma_back else math.nan
     lines += [

@@ -77,10 +77,15 @@ class Result:
     load_times: list[float] = field(default_factory=list)
 
     def pct(self, values: list[float], q: float) -> float:
-        if not values:
-            return math.nan
-        ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return percentile(values, q)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile of `values` (the value at rank q·n; NaN for none), as every report here takes it."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 PROMPT_MEAN = 400 * math.exp(1.0**2 / 2)  # lognormal(median 400, sigma 1.0)
@@ -314,6 +319,7 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             req.failed = "no route"
             return None
         index = int(pick.node)
+        req.sent_at = now
         req.attempts += 1
         req.node = index
         req.prefill_left, req.decode_left = float(req.prompt), float(req.output)
@@ -438,7 +444,7 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
                 if recheck:
                     quiet[n.index] = n.quiet_until()
         for req in started:
-            strategy.first_token(str(req.node), req.model, ctx_key(req.num_ctx), now)
+            strategy.first_token(str(req.node), req.model, ctx_key(req.num_ctx), now, sent_at=req.sent_at)
         for req in done_now:
             settled(req.node, req.model)
             if req.first_token is not None and req.done_at is not None:

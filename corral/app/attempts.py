@@ -163,7 +163,9 @@ class Forwarder:
             conn, upstream = await self._exchange(node, out, self._head_timeout(record, route))
             head_at = self.loop.time()
             if model and upstream.status < 400:
-                self.strategy.first_token(node.name, model, route.options_key, head_at, timed=record.stream)
+                self.strategy.first_token(
+                    node.name, model, route.options_key, head_at, timed=record.stream, sent_at=sent_at
+                )
             refused = await self._refused(node, conn, upstream, route, translation)
             if isinstance(refused, UpstreamStatus):
                 return refused

@@ -98,11 +98,11 @@ class Evictions(Estimates):
         return capacity[key] > 0 and self._utilisation(key, capacity[key], now) < self.costs.overload
 
     def _moves_a_backlog(self, node: NodeView, victims: Sequence[LoadedModel], capacity: Capacity) -> bool:
-        """`Costs.saturated_keeps_queues`: with the nodes weighed saturated, this load would evict a
-        runner that has requests queued beyond its slots. It would hand one backlog's node to another
-        backlog, and add a load to both: no queue gets shorter for it. Such a load is weighed only when
-        the request has nothing else (model_aware.py, `_weigh`)."""
-        if not victims or not self.costs.saturated_keeps_queues or not capacity.saturated:
+        """For `Costs.saturated_keeps_queues` (the caller checks the flag): with the nodes weighed
+        saturated, this load would evict a runner that has requests queued beyond its slots. It would
+        hand one backlog's node to another backlog, and add a load to both: no queue gets shorter for it.
+        Such a load is weighed only when the request has nothing else (model_aware.py, `_weigh`)."""
+        if not victims or not capacity.saturated:
             return False
         slots = max(1, node.parallel)
         return any(node.in_flight_by_model.get(v.model, 0) > slots for v in victims)
@@ -186,6 +186,12 @@ class Evictions(Estimates):
             ):
                 return True
         return False
+
+    def _homes_taken(self, node: NodeView, req: RouteRequest, now: float) -> float:
+        """`_homes_queued` where `Costs.homes_busy` is on and a big model is in use; else 0."""
+        if not self.costs.homes_busy or not self._big:
+            return 0.0
+        return self._homes_queued(node, req, now)
 
     def _homes_queued(self, node: NodeView, req: RouteRequest, now: float) -> float:
         """`Costs.homes_busy`: serving the request on a node big enough for a big model that needs a

@@ -24,6 +24,7 @@ Pure bookkeeping, no I/O.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 Key = tuple[str, str]  # (model, load-time options)
@@ -62,24 +63,30 @@ class LoadQueues:
     def queued(self, node: str) -> int:
         return len(self._queues.get(node, ()))
 
-    def seen(self, node: str, key: Key) -> bool:
-        """The first token of `key` came from the node, and a load of it was queued there: that load and
-        the ones sent before it are done (Ollama loads first in, first out). The loads sent after it stay
-        queued, with their estimates as made. (Until issue 17's last round a first token freed the whole
-        queue, on the reasoning that the later loads were usually made by then too. In a small fleet
-        swapping twenty models through one node they were not: the router saw a minute of loads ahead
-        where there were several, and kept sending cold requests there. docs/benchmarks.md, "A first
-        token frees only the loads ahead of it".)"""
+    def seen(self, node: str, key: Key, sent_at: float = math.inf) -> bool:
+        """The first token of `key` came from the node for a request sent at `sent_at`, and a load of it
+        sent no later was queued there: that load and the ones sent before it are done (Ollama loads first
+        in, first out). The loads sent after it stay queued, each still counted from its own earliest
+        start (`free_at` chains them from there, not from this first token). (Until issue 17's last round
+        a first token freed the whole queue, on the reasoning that the later loads were usually made by
+        then too. In a small fleet swapping twenty models through one node they were not: the router saw
+        a minute of loads ahead where there were several, and kept sending cold requests there.
+        docs/benchmarks.md, "A first token frees only the loads ahead of it".)"""
         queue = self._queues.get(node)
         if not queue:
             return False
+        # The latest load of the key sent no later than the request that answered: a load queued after
+        # that request (a reload behind an eviction of the runner still serving it) is not what answered.
+        last = -1
         for i, p in enumerate(queue):
-            if p.key == key:
-                del queue[: i + 1]
-                if not queue:
-                    del self._queues[node]
-                return True
-        return False
+            if p.key == key and p.sent_at <= sent_at:
+                last = i
+        if last < 0:
+            return False
+        del queue[: last + 1]
+        if not queue:
+            del self._queues[node]
+        return True
 
     def prune(self, now: float) -> None:
         """Forget loads that sent no first token long after their estimate."""

@@ -127,7 +127,7 @@ class ModelAware(Scan):
                 wait = (best.cost - best.kept) / self.costs.replicate_discount + best.kept
             if wait > req.max_wait_s:
                 return NoRoute(NoRouteReason.TOO_SLOW)  # before any bookkeeping: nothing was dispatched
-        if self._big and (key := (req.model, req.options_key)) in self._big:
+        if self.costs.homes_busy and self._big and (key := (req.model, req.options_key)) in self._big:
             self._big_wait[key] = (now, best.cost if best.resident and not best.ready_slot else 0.0)
         if not best.resident:
             self._start_load(best, req, now)
@@ -212,17 +212,17 @@ class ModelAware(Scan):
             )
             if loading and option.victims:
                 continue
-            if self._moves_a_backlog(n, option.victims, capacity):
-                held_back.append(option)  # weighed only if nothing else is left
-                continue
             if homes is not None and n.vram_bytes is not None:
                 charge = crowds(homes[0], n.vram_bytes, homes[1])
                 full = charge > 0 and self.costs.homes_full and self._homes_used(n, homes[0], now)
-                if self._big and self.costs.homes_busy and (taken := self._homes_queued(n, req, now)) > charge:
+                if (taken := self._homes_taken(n, req, now)) > charge:
                     charge, full = taken, True  # a queue's GPU time is not spared by the discount
                 option.cost += charge
                 if full:
                     option.kept = charge
+            if self.costs.saturated_keeps_queues and self._moves_a_backlog(n, option.victims, capacity):
+                held_back.append(option)  # weighed only if nothing else is left
+                continue
             options.append(option)
         return options or held_back
 
@@ -260,7 +260,7 @@ class ModelAware(Scan):
                 queue = self.costs.queue_weight * self._work_wait(node, req.model, now)
             else:  # requests, not work: each ahead beyond the slots holds one for a typical time
                 queue = max(0, busy - slots + 1) * self.service_s(node, req.model) / slots
-            charge = self._homes_queued(node, req, now) if self._big and self.costs.homes_busy else 0.0
+            charge = self._homes_taken(node, req, now)
             return Option(node, True, left + queue * (1 + others) / speed(node) + charge)
         pipeline = self._queue.free_at(node.name, now) - now
         if load is None:
@@ -296,13 +296,18 @@ class ModelAware(Scan):
 
     # what the gateway observed
 
-    def first_token(self, node: str, model: str, options_key: str, now: float, timed: bool = True) -> None:
+    def first_token(
+        self, node: str, model: str, options_key: str, now: float, timed: bool = True, sent_at: float | None = None
+    ) -> None:
         """The first byte of an answer for `model` came from `node`: if we had it loading there, it is
-        loaded now, and the first timed answer after a clean load teaches the node's load rate."""
+        loaded now, and the first timed answer after a clean load teaches the node's load rate. A request
+        sent before a load was started (`sent_at`, when known) was answered by the runner that load
+        replaces, which says nothing of that load."""
         self.ledger.started(node, model, now, timed)
-        self._queue.seen(node, (model, options_key))
+        after = math.inf if sent_at is None else sent_at
+        self._queue.seen(node, (model, options_key), after)
         load = self._loads.get(node, {}).get((model, options_key))
-        if load is None or load.seen:
+        if load is None or load.seen or load.started_at > after:
             return
         load.seen = True
         if load.clean and timed and load.prior_s > 0:
@@ -352,7 +357,8 @@ class ModelAware(Scan):
         self._gone = {k: t for k, t in self._gone.items() if t > now}
         self._last = {k: t for k, t in self._last.items() if now - t < c.in_use_s}
         self._big = {k: v for k, v in self._big.items() if now - v[0] < c.in_use_s}
-        self._big_wait = {k: v for k, v in self._big_wait.items() if now - v[0] < c.forget_s}
+        if self._big_wait:
+            self._big_wait = {k: v for k, v in self._big_wait.items() if now - v[0] < c.forget_s}
         if len(self._seen_sizes) > 2 * len(self._fleet) + 64:  # nodes removed from the fleet since
             self._seen_sizes.clear()
         self.ledger.prune(now, c.ledger_max_age_s)

@@ -19,9 +19,12 @@ from corral.domain.model_aware import ModelAware
 class Strategy(Protocol):
     def pick(self, nodes: Sequence[NodeView], req: RouteRequest, now: float) -> Pick | NoRoute: ...
 
-    def first_token(self, node: str, model: str, options_key: str, now: float, timed: bool = True) -> None:
+    def first_token(
+        self, node: str, model: str, options_key: str, now: float, timed: bool = True, sent_at: float | None = None
+    ) -> None:
         """The gateway saw the first byte of an answer for `model` from `node` (`timed`: a streamed
-        answer, so its first byte came with the first token, not at the end)."""
+        answer, so its first byte came with the first token, not at the end; `sent_at`: when the request
+        was sent there, if known)."""
 
     def finished(self, node: str, model: str, service_s: float, now: float) -> None:
         """A request for `model` on `node` held its slot for `service_s` (first byte to last)."""
@@ -30,7 +33,9 @@ class Strategy(Protocol):
 class _Blind:
     """Strategies that do not learn from what the gateway observes."""
 
-    def first_token(self, node: str, model: str, options_key: str, now: float, timed: bool = True) -> None:
+    def first_token(
+        self, node: str, model: str, options_key: str, now: float, timed: bool = True, sent_at: float | None = None
+    ) -> None:
         return None
 
     def finished(self, node: str, model: str, service_s: float, now: float) -> None:

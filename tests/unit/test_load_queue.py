@@ -6,7 +6,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from corral.domain.fleet import NodeView, Pick, RouteRequest
 from corral.domain.load_queue import LoadQueues
+from corral.domain.model_aware import ModelAware
 
 loads = st.lists(
     st.tuples(
@@ -83,8 +85,20 @@ def test_a_first_token_never_frees_a_load_sent_after_the_one_it_answers(sent: li
         queues.push("n", (model, ""), float(t), drain_s=0.0, tail_s=5.0)
     found = queues.seen("n", (answered, ""))
     assert found == (answered in sent)
-    left = sent[sent.index(answered) + 1 :] if found else sent
-    assert len(queues) == len(left)
+    last = len(sent) - 1 - sent[::-1].index(answered) if found else -1  # its latest load: nothing after
+    assert len(queues) == len(sent) - (last + 1)
+
+
+def test_a_first_token_of_a_request_sent_before_a_reload_frees_nothing_queued_after_it() -> None:
+    # a is loaded and answering; b is sent to evict it (its requests drain for 30 s), then a's reload
+    # behind b. A first token from a's old runner, for a request sent before both, says nothing of them.
+    queues = LoadQueues()
+    queues.push("n", ("b", ""), 10.0, drain_s=30.0, tail_s=5.0)
+    queues.push("n", ("a", ""), 11.0, drain_s=0.0, tail_s=5.0)
+    assert not queues.seen("n", ("a", ""), sent_at=9.0)
+    assert queues.free_at("n", 12.0) == 50.0
+    assert queues.seen("n", ("a", ""), sent_at=11.0)  # the reload's own request: both are done
+    assert queues.free_at("n", 46.0) == 46.0
 
 
 def test_loads_that_never_answer_are_forgotten() -> None:
@@ -94,3 +108,15 @@ def test_loads_that_never_answer_are_forgotten() -> None:
     assert len(queues) == 1
     queues.prune(26.0)  # 3 x 5 s + 10 s
     assert len(queues) == 0
+
+
+def test_the_router_keeps_a_load_pending_until_a_request_sent_after_it_answers() -> None:
+    # The router starts a load of m on n; a first token of m from n for a request sent before that
+    # (the runner the load replaces) leaves the load pending; one sent with it ends it.
+    view = NodeView("n", available=frozenset({"m:7b"}), model_sizes={"m:7b": 4_000_000_000})
+    strategy = ModelAware()
+    assert strategy.pick([view], RouteRequest("m:7b"), 10.0) == Pick("n", cold=True)
+    strategy.first_token("n", "m:7b", "", 10.5, sent_at=9.0)
+    assert strategy.wait_s(view, "m:7b", 10.5) > 0
+    strategy.first_token("n", "m:7b", "", 11.0, sent_at=10.0)
+    assert strategy.wait_s(view, "m:7b", 11.0) == 0

@@ -164,21 +164,3 @@ def test_a_big_models_queue_on_one_home_keeps_small_models_off_its_other_homes()
         assert strategy.pick(fleet, RouteRequest("big:70b", est_tokens=300), 0.0) == Pick("big1")
         picks[busy] = strategy.pick(fleet, RouteRequest("small:8b", est_tokens=300), 1.0)
     assert picks == {True: Pick("s0", cold=True), False: Pick("big2")}
-
-
-@settings(max_examples=80, deadline=None)
-@given(
-    st.sampled_from([24, 48, 80]),
-    st.lists(st.dictionaries(st.sampled_from(sorted(SIZES)), st.integers(0, 6), max_size=3), min_size=1, max_size=20),
-    st.lists(st.sampled_from(sorted(SIZES)), min_size=1, max_size=12),
-)
-def test_the_queued_big_model_rule_changes_nothing_where_every_node_is_the_same_size(
-    gb: int, loads: list[dict[str, int]], asks: list[str]
-) -> None:
-    # No model has a smaller home than another there: the published scenarios (one node size) keep
-    # their decisions, request for request.
-    nodes = [node(f"n{i}", gb, loaded) for i, loaded in enumerate(loads)]
-    with_rule, without = ModelAware(Costs(homes_busy=True)), ModelAware(Costs(homes_busy=False))
-    for t, model in enumerate(asks):
-        request = RouteRequest(model, est_tokens=300)
-        assert with_rule.pick(nodes, request, float(t)) == without.pick(nodes, request, float(t))

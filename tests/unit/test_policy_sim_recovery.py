@@ -18,7 +18,10 @@ def test_back_after_is_the_start_of_the_first_window_from_which_all_are_within_b
     assert back_after([9.0, 3.0, 1.0, 1.0], bound=2.0) == 120.0
     assert back_after([1.0, 1.0], bound=2.0) == 0.0
     assert back_after([1.0, 9.0, 1.0, 5.0], bound=2.0) is None  # the last window is not back
-    assert back_after([9.0, math.nan, 1.0], bound=2.0) == 60.0  # a window with no request breaks nothing
+    # A window too thin to say (NaN) neither breaks a return nor makes one.
+    assert back_after([9.0, math.nan, 1.0, math.nan, 1.0], bound=2.0) == 120.0
+    assert back_after([9.0, math.nan], bound=2.0) is None
+    assert back_after([math.nan, math.nan], bound=2.0) is None
 
 
 def test_a_fleet_whose_queue_drains_two_minutes_after_the_overload_is_back_then() -> None:

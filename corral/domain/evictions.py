@@ -128,7 +128,7 @@ class Evictions(Estimates):
         cost += reload
         if left <= 0:
             cost += self.costs.stability_loads * reload + self._stranded(key, reload, now)
-        elif self._utilisation(key, left, now) >= self.costs.overload:
+        elif self._utilisation(key, left, now) >= self.costs.keep_overload:
             cost += self.costs.stability_loads * reload
         return cost
 

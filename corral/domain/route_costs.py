@@ -30,7 +30,14 @@ class Costs:
     replicate_discount: float = 0.3  # a load into free room, once no resident replica has a free slot
     in_use_s: float = 60.0  # a model routed to within this long is in use: evicting it costs a reload
     rate_window_s: float = 60.0  # arrival rates per model are averaged over about this long
-    overload: float = 0.6  # a model's replicas are overloaded above this utilisation
+    # A model's copies are overloaded at this utilisation (its last minute's rate ÷ what they serve): a load
+    # that evicts another model for one more copy then goes without the stability charge. Below it the
+    # copies keep up and the queue is a passing burst (evictions.py, `_calm`).
+    overload: float = 0.5
+    # Evicting a copy of a model in use also costs the stability charge when its remaining copies would
+    # run at this utilisation or more. Both were 0.6 until issue 17's thrash-70 round: a model at 50-60%
+    # queued on its busy copy rather than take a replica (docs/benchmarks.md, "Replicas from 50%").
+    keep_overload: float = 0.58
     stability_loads: float = 4.0  # charged, in load times, for an eviction that only moves a queue elsewhere
     forget_s: float = 10.0  # how long the router's own residency news outlives its estimates
     affinity_slack_s: float = 1.0  # stay on a session's node unless another is this much sooner

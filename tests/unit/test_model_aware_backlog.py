@@ -8,26 +8,15 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.domain.fleet import LoadedModel, NodeView, Pick, RouteRequest
+from corral.domain.fleet import NodeView, Pick, RouteRequest
 from corral.domain.model_aware import Costs, ModelAware
+from tests.unit.one_runner import one_runner
 
-GB = 1_000_000_000
 MODELS = frozenset({"x:7b", "y:7b", "z:7b"})
-SIZES = {m: 4 * GB for m in MODELS}
 
 
 def node(name: str, model: str, busy: int, parallel: int = 1) -> NodeView:
-    """A node with room for one runner, holding `model` with `busy` requests in flight."""
-    return NodeView(
-        name,
-        available=MODELS,
-        model_sizes=SIZES,
-        parallel=parallel,
-        max_loaded=1,
-        loaded=(LoadedModel(model, size=5 * GB),),
-        in_flight=busy,
-        in_flight_by_model={model: busy},
-    )
+    return one_runner(name, model, busy, MODELS, parallel)
 
 
 def test_a_backlogged_model_does_not_take_the_node_of_another_backlog() -> None:

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-from corral.domain.fleet import LoadedModel, NodeView, Pick, RouteRequest
+from corral.domain.fleet import NodeView, Pick, RouteRequest
 from corral.domain.model_aware import Costs, ModelAware
+from tests.unit.one_runner import one_runner
 
-GB = 1_000_000_000
 MODELS = frozenset({"hot:7b", "other:7b"})
-SIZES = {m: 4 * GB for m in MODELS}
 BEFORE = Costs(overload=0.6, keep_overload=0.6)  # the thresholds before this change
 # One copy with two slots of a 4 GB model serves 2 ÷ 4.4 s (the size prior's service time) = 0.45
 # requests a second: n requests in the last minute, the one being routed included, are a utilisation
@@ -25,16 +24,7 @@ BEFORE = Costs(overload=0.6, keep_overload=0.6)  # the thresholds before this ch
 
 def node(name: str, model: str, busy: int = 0) -> NodeView:
     """A node with room for one runner (two slots), holding `model` with `busy` requests in flight."""
-    return NodeView(
-        name,
-        available=MODELS,
-        model_sizes=SIZES,
-        parallel=2,
-        max_loaded=1,
-        loaded=(LoadedModel(model, size=5 * GB),),
-        in_flight=busy,
-        in_flight_by_model={model: busy} if busy else {},
-    )
+    return one_runner(name, model, busy, MODELS, parallel=2)
 
 
 def warmed(costs: Costs, hot: int, other: int = 0) -> ModelAware:

@@ -260,7 +260,7 @@ class ModelAware(Scan):
                 queue = self.costs.queue_weight * self._work_wait(node, req.model, now)
             else:  # requests, not work: each ahead beyond the slots holds one for a typical time
                 queue = max(0, busy - slots + 1) * self.service_s(node, req.model) / slots
-            charge = self._homes_taken(node, req, now)
+            charge = self._homes_taken(node, req, now) if self.costs.homes_busy else 0.0
             return Option(node, True, left + queue * (1 + others) / speed(node) + charge)
         pipeline = self._queue.free_at(node.name, now) - now
         if load is None:

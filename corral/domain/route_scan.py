@@ -167,7 +167,7 @@ class Scan(Evictions):
         """A ready runner with a free slot: no wait, unless the prompts ahead of it would take longer
         than a load (then it is weighed as the queue it is). Prefer a GPU fewer other models are busy
         on, then the fewest requests in flight."""
-        if (charge := self._homes_taken(node, req, now)) > 0:
+        if self.costs.homes_busy and (charge := self._homes_taken(node, req, now)) > 0:
             return Option(node, True, charge)  # no free slot: it is a queued big model's GPU time
         others = busy_others(node, req.model)
         if self.costs.work_waits and self.ledger.ahead(node.name, req.model):

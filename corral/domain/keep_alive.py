@@ -20,7 +20,8 @@ LOAD_ROUTES = frozenset({"/api/generate", "/api/chat"})
 
 
 def parse_go_duration(text: str) -> int | None:
-    """time.ParseDuration in nanoseconds (truncated as Go does); None where Go returns an error."""
+    """time.ParseDuration in nanoseconds, in Go's integer arithmetic (a fraction scaled as Go scales it,
+    truncated); None where Go returns an error, an overflow of int64 nanoseconds included."""
     sign = 1
     if text[:1] in ("-", "+"):
         sign = -1 if text[0] == "-" else 1
@@ -34,9 +35,45 @@ def parse_go_duration(text: str) -> int | None:
         match = _PART.match(text, pos)
         if match is None or match.group(1) in ("", "."):
             return None
-        total += int(float(match.group(1)) * _UNIT_NS[match.group(2)])
+        whole, _, fraction = match.group(1).partition(".")
+        unit = _UNIT_NS[match.group(2)]
+        value = int(whole or "0")
+        if value > _LIMIT // unit:
+            return None
+        value *= unit
+        if fraction:
+            digits, scale = _leading_fraction(fraction)
+            value += int(float(digits) * (float(unit) / scale))
+            if value > _LIMIT:
+                return None
+        total += value
+        if total > _LIMIT:
+            return None
         pos = match.end()
+    if sign > 0 and total > _LIMIT - 1:
+        return None
     return sign * total
+
+
+_LIMIT = 1 << 63  # time.ParseDuration's bound on the magnitude (uint64 arithmetic)
+
+
+def _leading_fraction(digits: str) -> tuple[int, float]:
+    """Go's leadingFraction: the digits as an integer and their scale, digits past int64's range dropped."""
+    value, scale, overflow = 0, 1.0, False
+    for c in digits:
+        if overflow:
+            continue
+        if value > (_LIMIT - 1) // 10:
+            overflow = True
+            continue
+        following = value * 10 + int(c)
+        if following > _LIMIT:
+            overflow = True
+            continue
+        value = following
+        scale *= 10
+    return value, scale
 
 
 def keep_alive_ns(value: object) -> int | None:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from corral.domain.keep_alive import FOREVER, keep_alive_ns, unload_requested
@@ -54,6 +54,13 @@ _DURATIONS = st.builds(
 
 
 @settings(max_examples=400, deadline=None)
+@example("250250250m")  # past int64 nanoseconds: Go refuses it
+@example("9223372036854775807ns")
+@example("9223372036854775808ns")
+@example("-9223372036854775808ns")
+@example("2562047h47m16.854775807s")
+@example("2562047h47m16.854775808s")
+@example("0.1234567890123456789012s")
 @given(st.one_of(_DURATIONS, st.floats(-10, 10, allow_nan=False), st.integers(-5, 100), st.just(1e-10)))
 def test_the_same_duration_as_ollama_reads(go_durations: subprocess.Popen[bytes], value: object) -> None:
     ours = keep_alive_ns(value)

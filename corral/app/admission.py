@@ -9,14 +9,16 @@ with the queue and not with the fleet; a fleet change runs one full round over o
 from __future__ import annotations
 
 import asyncio
+import math
+from collections.abc import Sequence
 from dataclasses import replace
 from time import perf_counter
 
 from corral.app.context import RequestRecord
 from corral.app.fleet import Fleet, Node
 from corral.domain.admission import Entry, FairQueue, QueueFullError
-from corral.domain.candidates import candidates
-from corral.domain.errors import GatewayError, NoHealthyNode, NoSuchModel, QueueFull, QueueTimeout
+from corral.domain.candidates import candidates, holds
+from corral.domain.errors import GatewayError, NoHealthyNode, NoSuchModel, Overloaded, QueueFull, QueueTimeout
 from corral.domain.fleet import NodeView, NoRoute, NoRouteReason, RouteRequest
 from corral.domain.groups import format_selector
 from corral.domain.routing import Strategy
@@ -28,7 +30,12 @@ class OutsideKeyGroup(NoSuchModel):
     """Nodes have the model, but none in the key's node group: a 404 that says so."""
 
 
-def no_route_error(reason: NoRouteReason, model: str, route: RouteRequest | None = None) -> GatewayError:
+def no_route_error(
+    found: NoRoute, model: str, route: RouteRequest | None = None, shed_after_s: float | None = None
+) -> GatewayError:
+    """The error for a request no node can take. With `shed_after_s` (queue.shed_after_s), a request
+    refused for its estimated wait under that bound (not a tighter fallback_after_s) is shed."""
+    reason = found.reason
     if reason is NoRouteReason.NO_SUCH_MODEL:
         return NoSuchModel(f"model '{model}' not found")
     if reason is NoRouteReason.OUTSIDE_KEY_GROUP:
@@ -38,23 +45,52 @@ def no_route_error(reason: NoRouteReason, model: str, route: RouteRequest | None
         group = format_selector(route.nodes if route else None)
         return NoHealthyNode(f"no node in the model's node group ({group}) has model '{model}'", retry_after=5)
     if reason is NoRouteReason.TOO_SLOW:
+        bound = route.max_wait_s if route is not None else None
+        if shed_after_s is not None and (bound is None or bound >= shed_after_s):
+            return overloaded(model, found.wait_s, shed_after_s)
         return NoHealthyNode(f"no node can start model '{model}' within its fallback_after_s", retry_after=5)
     return NoHealthyNode(f"no healthy node can serve model '{model}'", retry_after=5)
 
 
+# Retry-After of a shed request: the estimate's excess over the bound, when the work ahead has drained
+# enough for a new request to fit; never more than a minute (an estimate that far out is a guess).
+RETRY_AFTER_MAX_S = 60
+
+
+def overloaded(model: str, wait_s: float | None, shed_after_s: float) -> Overloaded:
+    """The 503 of a request shed by queue.shed_after_s. The message starts as Ollama's own when its
+    queue is full (server/sched.go, ErrMaxQueue), which clients may already match on."""
+    if wait_s is None or not math.isfinite(wait_s):
+        about, retry = "longer", RETRY_AFTER_MAX_S
+    else:
+        about = f"about {math.ceil(wait_s)}s"
+        retry = min(RETRY_AFTER_MAX_S, max(1, math.ceil(wait_s - shed_after_s)))
+    message = (
+        f"server busy, please try again.  model '{model}' would wait {about} for a node "
+        f"(queue.shed_after_s is {shed_after_s:g}s)"
+    )
+    return Overloaded(message, retry_after=retry)
+
+
 class Admission:
-    def __init__(self, fleet: Fleet, strategy: Strategy, queue_max: int, queue_wait_s: float) -> None:
+    def __init__(
+        self, fleet: Fleet, strategy: Strategy, queue_max: int, queue_wait_s: float, shed_after_s: float | None = None
+    ) -> None:
         self.fleet = fleet
         self.strategy = strategy
         self.queue_wait_s = queue_wait_s
+        self.shed_after_s = shed_after_s  # queue.shed_after_s: TOO_SLOW under it is shed (Overloaded)
         self.queue: FairQueue[tuple[RouteRequest, asyncio.Future[Node]]] = FairQueue(queue_max, queue_wait_s)
         self.loop = asyncio.get_running_loop()
         fleet.subscribe(self.capacity_changed)
 
-    def retune(self, strategy: Strategy, queue_max: int, queue_wait_s: float) -> None:
+    def retune(
+        self, strategy: Strategy, queue_max: int, queue_wait_s: float, shed_after_s: float | None = None
+    ) -> None:
         """New settings on a hot reload: for the requests that arrive from now on."""
         self.strategy = strategy
         self.queue_wait_s = queue_wait_s
+        self.shed_after_s = shed_after_s
         self.queue.max_len = queue_max
         self.queue.max_wait_s = queue_wait_s
 
@@ -62,12 +98,18 @@ class Admission:
     def waiting(self) -> int:
         return len(self.queue)
 
-    def _take(self, views: list[NodeView], route: RouteRequest, now: float, update: bool = False) -> Node | NoRoute:
+    def _take(
+        self, views: list[NodeView], route: RouteRequest, now: float, update: bool = False, fleet_wide: bool = True
+    ) -> Node | NoRoute:
         """A node for `route` among `views`, its slot taken (node.begin), or why not. With `update`,
-        `views` is updated in place for the node that took the request (a dispatch round goes on)."""
+        `views` is updated in place for the node that took the request (a dispatch round goes on).
+        `fleet_wide`: `views` is the whole fleet (not one node's view)."""
         while True:
             decision = self.strategy.pick(views, route, now)
             if isinstance(decision, NoRoute):
+                if decision.reason is NoRouteReason.TOO_SLOW and self._first_copy(views, route, now, fleet_wide):
+                    route = replace(route, max_wait_s=None)
+                    continue
                 return decision
             node = self.fleet.get(decision.node)
             if node is not None and node.breaker.admit(now):
@@ -80,6 +122,17 @@ class Admission:
             # The breaker refused its half-open trial to this request: try the others.
             route = replace(route, exclude=route.exclude | {decision.node})
 
+    def _first_copy(self, views: list[NodeView], route: RouteRequest, now: float, fleet_wide: bool) -> bool:
+        """The request was refused under queue.shed_after_s, and no node holds its model: a load is the
+        only way it will ever be served, so it is not shed whatever the load's estimate (else a model
+        whose load takes longer than the bound could never be loaded). Later requests then weigh that
+        copy's remaining load and queue like any other."""
+        shed = self.shed_after_s
+        if shed is None or route.max_wait_s is None or route.max_wait_s < shed:
+            return False  # a tighter fallback_after_s: falling back instead of loading is its purpose
+        fleet: Sequence[NodeView] = views if fleet_wide else self.fleet.snapshot(now)
+        return not any(v.eligible and holds(v.loaded, route) for v in fleet)
+
     async def choose(self, route: RouteRequest, record: RequestRecord) -> Node:
         """A node for the request, its slot taken. While every suitable node is full, the request waits
         in the fair admission queue (bounded in length and wait)."""
@@ -88,7 +141,7 @@ class Admission:
         if isinstance(found, Node):
             return found
         if found.reason is not NoRouteReason.ALL_FULL:
-            raise no_route_error(found.reason, record.model or route.model, route)
+            raise no_route_error(found, record.model or route.model, route, self.shed_after_s)
         future: asyncio.Future[Node] = self.loop.create_future()
         turn = record.principal.bucket if record.principal is not None else record.client_ip
         try:
@@ -96,9 +149,10 @@ class Admission:
         except QueueFullError:
             message = "server busy, please try again.  maximum pending requests exceeded"
             raise QueueFull(message, retry_after=1) from None
-        # A request with a fallback waits no longer than its model's fallback_after_s.
+        # A request with a fallback waits no longer than its model's fallback_after_s, nor any request
+        # longer than queue.shed_after_s: both are bounds on the wait for a node (route.max_wait_s).
         deadline = entry.deadline if route.max_wait_s is None else min(entry.deadline, now + route.max_wait_s)
-        timer = self.loop.call_at(deadline, self._expire, entry)
+        timer = self.loop.call_at(deadline, self._expire, entry, deadline - now)
         waited_from = perf_counter()
         try:
             return await future
@@ -114,11 +168,11 @@ class Admission:
             self.queue.remove(entry)
             record.queued_s += perf_counter() - waited_from
 
-    def _expire(self, entry: Waiting) -> None:
+    def _expire(self, entry: Waiting, waited_s: float) -> None:
         if self.queue.remove(entry):
             _, future = entry.payload
             if not future.done():
-                message = f"server busy, please try again.  no node had a free slot within {self.queue_wait_s:g}s"
+                message = f"server busy, please try again.  no node had a free slot within {waited_s:g}s"
                 future.set_exception(QueueTimeout(message, retry_after=2))
 
     def capacity_changed(self, node: Node | None = None) -> None:
@@ -141,9 +195,14 @@ class Admission:
                 return True  # the client left; drop the entry
             if isinstance(candidates(views, route), NoRoute):
                 return False  # this node cannot take it: keep its place
-            found = self._take(views, route, now, update=True)
+            found = self._take(views, route, now, update=True, fleet_wide=False)
             if isinstance(found, Node):
                 future.set_result(found)
+                return True
+            if found.reason is NoRouteReason.TOO_SLOW:
+                # The slot is free at the gateway, but the node's copies have more work queued than
+                # the request may wait for: answered now, as on arrival.
+                future.set_exception(no_route_error(found, route.model, route, self.shed_after_s))
                 return True
             return False
 
@@ -163,7 +222,7 @@ class Admission:
                 return True
             if found.reason is not NoRouteReason.ALL_FULL:
                 # The model's nodes went away while it waited: answer now rather than at the deadline.
-                future.set_exception(no_route_error(found.reason, route.model, route))
+                future.set_exception(no_route_error(found, route.model, route, self.shed_after_s))
                 return True
             return False
 

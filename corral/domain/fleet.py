@@ -81,7 +81,8 @@ class RouteRequest:
     est_prompt_tokens: int = 0  # the prompt's share of est_tokens (the rest is expected output)
     nodes: Mapping[str, str] | None = None  # the model's node group (models.<name>.nodes)
     key_nodes: Mapping[str, str] | None = None  # the API key's node group: never a node outside it
-    max_wait_s: float | None = None  # a fallback waits: no pick estimated to start later than this
+    # No pick estimated to start later than this: a fallback's fallback_after_s, or queue.shed_after_s.
+    max_wait_s: float | None = None
     # Prompt-cache affinity (domain/prefix_index.py): the node that last served this conversation's
     # longest known prefix, and how much later than the best it may start and still answer sooner.
     prefer: str | None = None
@@ -106,3 +107,4 @@ class NoRouteReason(StrEnum):
 @dataclass(frozen=True, slots=True)
 class NoRoute:
     reason: NoRouteReason
+    wait_s: float | None = None  # TOO_SLOW: the best pick's estimated wait, in seconds

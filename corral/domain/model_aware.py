@@ -126,7 +126,7 @@ class ModelAware(Scan):
             if discounted and best.replica:
                 wait = (best.cost - best.kept) / self.costs.replicate_discount + best.kept
             if wait > req.max_wait_s:
-                return NoRoute(NoRouteReason.TOO_SLOW)  # before any bookkeeping: nothing was dispatched
+                return NoRoute(NoRouteReason.TOO_SLOW, wait)  # before any bookkeeping: nothing was dispatched
         if self.costs.homes_busy and self._big and (key := (req.model, req.options_key)) in self._big:
             self._big_wait[key] = (now, best.cost if best.resident and not best.ready_slot else 0.0)
         if not best.resident:

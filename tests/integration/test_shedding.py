@@ -3,12 +3,17 @@ node with one slot, held by a long generation, and `corral serve` with model-awa
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
+import yaml
 
 from procs import Proc, sim_stats, single_process, start_corral, start_sim, wait_for
 
@@ -43,6 +48,23 @@ def one_slot() -> Iterator[tuple[Proc, Proc]]:
         for proc in (corral, sim):
             if proc is not None:
                 proc.stop()
+
+
+def reload_with(corral: Proc, queue: dict[str, Any]) -> None:
+    """Rewrite the running config's queue section, SIGHUP, and wait for the reload's result."""
+    path: Path = corral.config_path  # type: ignore[attr-defined]
+    config = yaml.safe_load(path.read_text())
+    config["queue"] = queue
+    path.with_suffix(".tmp").write_text(yaml.safe_dump(config))
+    os.replace(path.with_suffix(".tmp"), path)
+
+    def last() -> Any:
+        return httpx.get(corral.url + "/internal/status", timeout=5).json()["config"]["last_reload"]
+
+    before = last()
+    corral.proc.send_signal(signal.SIGHUP)
+    result = wait_for(lambda: (r := last()) is not None and r != before and r, 15, "the reload's result")
+    assert result["result"] == "ok", result
 
 
 def chats(sim: Proc) -> int:
@@ -90,6 +112,30 @@ def test_a_request_that_would_wait_past_the_bound_is_refused_at_once(one_slot: t
     metrics = httpx.get(corral.url + "/metrics", timeout=5).text
     assert 'corral_errors_total{kind="overloaded",route="/api/chat"} 1.0' in metrics
     assert 'corral_errors_total{kind="overloaded",route="/v1/chat/completions"} 2.0' in metrics
+
+
+@single_process("in-flight counts are per worker: another worker would see the slot free (docs/deploy.md)")
+def test_a_reload_turns_shedding_off_and_on(one_slot: tuple[Proc, Proc]) -> None:
+    corral, sim = one_slot
+    short = {**CHAT, "stream": False, "options": {"num_predict": 3}}
+    assert httpx.post(corral.url + "/api/chat", json=short, timeout=30).status_code == 200  # loads the model
+    reload_with(corral, {})  # shedding off: requests wait in the node's queue again
+    long = {**CHAT, "stream": True, "options": {"num_predict": 100_000}}
+    with ThreadPoolExecutor(1) as pool:
+        with httpx.stream("POST", corral.url + "/api/chat", json=long, timeout=60) as held:
+            lines = held.iter_lines()
+            next(lines)
+            sent = chats(sim)
+            queued = pool.submit(httpx.post, corral.url + "/api/chat", json=short, timeout=60)
+            wait_for(lambda: chats(sim) == sent + 1, 15, "the request sent on to the busy node")
+            assert not queued.done()  # waiting in the node's queue, not refused
+        assert queued.result(timeout=30).status_code == 200  # served once the slot freed
+    wait_for(lambda: node_status(corral)["in_flight"] == 0, 15, "the slot freed")
+    reload_with(corral, {"shed_after_s": 1})  # on again
+    with httpx.stream("POST", corral.url + "/api/chat", json=long, timeout=60) as held:
+        lines = held.iter_lines()
+        next(lines)
+        assert httpx.post(corral.url + "/api/chat", json=short, timeout=30).status_code == 503
 
 
 def test_shedding_off_by_default_lets_the_request_wait_in_the_nodes_queue() -> None:

@@ -114,6 +114,37 @@ def test_a_tighter_fallback_after_s_keeps_its_own_error() -> None:
     assert type(unshed) is NoHealthyNode
 
 
+def test_a_model_no_node_holds_is_loaded_whatever_the_bound() -> None:
+    """Its first load is the only way it is ever served: shedding it would refuse the model for good.
+    The next request weighs that load's remaining time like any queue, and is shed."""
+    from corral.app.admission import Admission
+    from corral.app.build import make_breaker
+    from corral.app.fleet import Fleet
+    from corral.config import BackendSettings, HealthSettings
+    from corral.domain.fleet import LoadedModel
+    from corral.domain.record import RequestRecord
+
+    async def body() -> None:
+        fleet = Fleet()
+        node = fleet.add(BackendSettings(name="n", url="http://127.0.0.1:1"), HealthSettings(), make_breaker())
+        node.set_tags({"big:70b": {"name": "big:70b", "size": 40_000_000_000}})  # a load of many seconds
+        admission = Admission(fleet, ModelAware(), 10, 60.0, shed_after_s=1.0)
+        record = RequestRecord("r", "POST", "/api/chat", "127.0.0.1", 0.0)
+        assert await admission.choose(RouteRequest("big:70b", max_wait_s=1.0), record) is node
+        node.loaded = (LoadedModel("big:70b"),)  # the gateway's view of its own dispatch (attempts.py)
+        with pytest.raises(Overloaded, match="would wait about"):
+            await admission.choose(RouteRequest("big:70b", max_wait_s=1.0), record)
+        # A tighter fallback_after_s is what it was: fall back rather than wait for the load.
+        other = Fleet()
+        cold = other.add(BackendSettings(name="c", url="http://127.0.0.1:1"), HealthSettings(), make_breaker())
+        cold.set_tags({"big:70b": {"name": "big:70b", "size": 40_000_000_000}})
+        strict = Admission(other, ModelAware(), 10, 60.0, shed_after_s=10.0)
+        with pytest.raises(NoHealthyNode, match="fallback_after_s"):
+            await strict.choose(RouteRequest("big:70b", max_wait_s=1.0), record)
+
+    asyncio.run(body())
+
+
 def test_a_queued_request_offered_a_slot_behind_too_much_work_is_shed_not_kept() -> None:
     """The admission queue's offer round (a slot freed at the gateway) refuses a waiting request whose
     wait on the node's copy is over the bound, with the same 503 as on arrival, at once."""

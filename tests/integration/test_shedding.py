@@ -76,6 +76,8 @@ def chats(sim: Proc) -> int:
 def test_a_request_that_would_wait_past_the_bound_is_refused_at_once(one_slot: tuple[Proc, Proc]) -> None:
     corral, sim = one_slot
     short = {**CHAT, "stream": False, "options": {"num_predict": 3}}
+    # The model is loaded nowhere yet: its first load is sent whatever its estimate (else never served).
+    assert httpx.post(corral.url + "/api/chat", json=short, timeout=30).status_code == 200
     # A free slot is never shed, however tight the bound.
     assert httpx.post(corral.url + "/api/chat", json=short, timeout=30).status_code == 200
     long = {**CHAT, "stream": True, "options": {"num_predict": 100_000}}

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
 from dataclasses import replace
 from time import perf_counter
 
 from corral.app.context import RequestRecord
 from corral.app.fleet import Fleet, Node
 from corral.domain.admission import Entry, FairQueue, QueueFullError
-from corral.domain.candidates import candidates, holds
+from corral.domain.candidates import candidates
 from corral.domain.errors import GatewayError, NoHealthyNode, NoSuchModel, Overloaded, QueueFull, QueueTimeout
 from corral.domain.fleet import NodeView, NoRoute, NoRouteReason, RouteRequest
 from corral.domain.groups import format_selector
@@ -30,11 +29,8 @@ class OutsideKeyGroup(NoSuchModel):
     """Nodes have the model, but none in the key's node group: a 404 that says so."""
 
 
-def no_route_error(
-    found: NoRoute, model: str, route: RouteRequest | None = None, shed_after_s: float | None = None
-) -> GatewayError:
-    """The error for a request no node can take. With `shed_after_s` (queue.shed_after_s), a request
-    refused for its estimated wait under that bound (not a tighter fallback_after_s) is shed."""
+def no_route_error(found: NoRoute, model: str, route: RouteRequest | None = None) -> GatewayError:
+    """The error for a request no node can take, or take in time (`found.wait_s`)."""
     reason = found.reason
     if reason is NoRouteReason.NO_SUCH_MODEL:
         return NoSuchModel(f"model '{model}' not found")
@@ -44,10 +40,9 @@ def no_route_error(
     if reason is NoRouteReason.OUTSIDE_MODEL_GROUP:
         group = format_selector(route.nodes if route else None)
         return NoHealthyNode(f"no node in the model's node group ({group}) has model '{model}'", retry_after=5)
+    if reason is NoRouteReason.SHED and route is not None and route.shed_after_s is not None:
+        return overloaded(model, found.wait_s, route.shed_after_s)
     if reason is NoRouteReason.TOO_SLOW:
-        bound = route.max_wait_s if route is not None else None
-        if shed_after_s is not None and (bound is None or bound >= shed_after_s):
-            return overloaded(model, found.wait_s, shed_after_s)
         return NoHealthyNode(f"no node can start model '{model}' within its fallback_after_s", retry_after=5)
     return NoHealthyNode(f"no healthy node can serve model '{model}'", retry_after=5)
 
@@ -73,24 +68,18 @@ def overloaded(model: str, wait_s: float | None, shed_after_s: float) -> Overloa
 
 
 class Admission:
-    def __init__(
-        self, fleet: Fleet, strategy: Strategy, queue_max: int, queue_wait_s: float, shed_after_s: float | None = None
-    ) -> None:
+    def __init__(self, fleet: Fleet, strategy: Strategy, queue_max: int, queue_wait_s: float) -> None:
         self.fleet = fleet
         self.strategy = strategy
         self.queue_wait_s = queue_wait_s
-        self.shed_after_s = shed_after_s  # queue.shed_after_s: TOO_SLOW under it is shed (Overloaded)
         self.queue: FairQueue[tuple[RouteRequest, asyncio.Future[Node]]] = FairQueue(queue_max, queue_wait_s)
         self.loop = asyncio.get_running_loop()
         fleet.subscribe(self.capacity_changed)
 
-    def retune(
-        self, strategy: Strategy, queue_max: int, queue_wait_s: float, shed_after_s: float | None = None
-    ) -> None:
+    def retune(self, strategy: Strategy, queue_max: int, queue_wait_s: float) -> None:
         """New settings on a hot reload: for the requests that arrive from now on."""
         self.strategy = strategy
         self.queue_wait_s = queue_wait_s
-        self.shed_after_s = shed_after_s
         self.queue.max_len = queue_max
         self.queue.max_wait_s = queue_wait_s
 
@@ -98,18 +87,12 @@ class Admission:
     def waiting(self) -> int:
         return len(self.queue)
 
-    def _take(
-        self, views: list[NodeView], route: RouteRequest, now: float, update: bool = False, fleet_wide: bool = True
-    ) -> Node | NoRoute:
+    def _take(self, views: list[NodeView], route: RouteRequest, now: float, update: bool = False) -> Node | NoRoute:
         """A node for `route` among `views`, its slot taken (node.begin), or why not. With `update`,
-        `views` is updated in place for the node that took the request (a dispatch round goes on).
-        `fleet_wide`: `views` is the whole fleet (not one node's view)."""
+        `views` is updated in place for the node that took the request (a dispatch round goes on)."""
         while True:
             decision = self.strategy.pick(views, route, now)
             if isinstance(decision, NoRoute):
-                if decision.reason is NoRouteReason.TOO_SLOW and self._first_copy(views, route, now, fleet_wide):
-                    route = replace(route, max_wait_s=None)
-                    continue
                 return decision
             node = self.fleet.get(decision.node)
             if node is not None and node.breaker.admit(now):
@@ -122,17 +105,6 @@ class Admission:
             # The breaker refused its half-open trial to this request: try the others.
             route = replace(route, exclude=route.exclude | {decision.node})
 
-    def _first_copy(self, views: list[NodeView], route: RouteRequest, now: float, fleet_wide: bool) -> bool:
-        """The request was refused under queue.shed_after_s, and no node holds its model: a load is the
-        only way it will ever be served, so it is not shed whatever the load's estimate (else a model
-        whose load takes longer than the bound could never be loaded). Later requests then weigh that
-        copy's remaining load and queue like any other."""
-        shed = self.shed_after_s
-        if shed is None or route.max_wait_s is None or route.max_wait_s < shed:
-            return False  # a tighter fallback_after_s: falling back instead of loading is its purpose
-        fleet: Sequence[NodeView] = views if fleet_wide else self.fleet.snapshot(now)
-        return not any(v.eligible and holds(v.loaded, route) for v in fleet)
-
     async def choose(self, route: RouteRequest, record: RequestRecord) -> Node:
         """A node for the request, its slot taken. While every suitable node is full, the request waits
         in the fair admission queue (bounded in length and wait)."""
@@ -141,7 +113,7 @@ class Admission:
         if isinstance(found, Node):
             return found
         if found.reason is not NoRouteReason.ALL_FULL:
-            raise no_route_error(found, record.model or route.model, route, self.shed_after_s)
+            raise no_route_error(found, record.model or route.model, route)
         future: asyncio.Future[Node] = self.loop.create_future()
         turn = record.principal.bucket if record.principal is not None else record.client_ip
         try:
@@ -150,8 +122,8 @@ class Admission:
             message = "server busy, please try again.  maximum pending requests exceeded"
             raise QueueFull(message, retry_after=1) from None
         # A request with a fallback waits no longer than its model's fallback_after_s, nor any request
-        # longer than queue.shed_after_s: both are bounds on the wait for a node (route.max_wait_s).
-        deadline = entry.deadline if route.max_wait_s is None else min(entry.deadline, now + route.max_wait_s)
+        # longer than queue.shed_after_s: both bound the wait for a node.
+        deadline = min(entry.deadline, *(now + b for b in (route.max_wait_s, route.shed_after_s) if b is not None))
         timer = self.loop.call_at(deadline, self._expire, entry, deadline - now)
         waited_from = perf_counter()
         try:
@@ -195,14 +167,14 @@ class Admission:
                 return True  # the client left; drop the entry
             if isinstance(candidates(views, route), NoRoute):
                 return False  # this node cannot take it: keep its place
-            found = self._take(views, route, now, update=True, fleet_wide=False)
+            found = self._take(views, route, now, update=True)
             if isinstance(found, Node):
                 future.set_result(found)
                 return True
-            if found.reason is NoRouteReason.TOO_SLOW:
+            if found.reason in (NoRouteReason.TOO_SLOW, NoRouteReason.SHED):
                 # The slot is free at the gateway, but the node's copies have more work queued than
                 # the request may wait for: answered now, as on arrival.
-                future.set_exception(no_route_error(found, route.model, route, self.shed_after_s))
+                future.set_exception(no_route_error(found, route.model, route))
                 return True
             return False
 
@@ -222,7 +194,7 @@ class Admission:
                 return True
             if found.reason is not NoRouteReason.ALL_FULL:
                 # The model's nodes went away while it waited: answer now rather than at the deadline.
-                future.set_exception(no_route_error(found, route.model, route, self.shed_after_s))
+                future.set_exception(no_route_error(found, route.model, route))
                 return True
             return False
 

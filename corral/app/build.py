@@ -168,8 +168,8 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         t = settings.tracing
         tracing = Tracing(t.endpoint, t.service_name, t.sample_ratio, t.export_delay_ms)
     q = settings.queue
-    admission = shared.admission if shared else Admission(fleet, strategy, q.max_len, q.max_wait_s, q.shed_after_s)
-    admission.retune(strategy, q.max_len, q.max_wait_s, q.shed_after_s)  # a reload's queue settings, for new arrivals
+    admission = shared.admission if shared else Admission(fleet, strategy, q.max_len, q.max_wait_s)
+    admission.retune(strategy, q.max_len, q.max_wait_s)  # a reload's queue settings, for new arrivals
 
     refreshing: set[asyncio.Task[None]] = set()
 

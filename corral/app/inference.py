@@ -187,7 +187,7 @@ class InferenceHandlers:
                 key_nodes=principal.nodes if principal is not None else None,
                 est_tokens=record.est_prompt_tokens + expected_output_tokens(doc, route_name),
                 est_prompt_tokens=record.est_prompt_tokens,
-                max_wait_s=self.targets.shed_after_s,
+                shed_after_s=self.targets.shed_after_s,
                 prefer=prefer,
                 prefer_slack_s=slack,
             ),

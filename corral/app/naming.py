@@ -69,7 +69,7 @@ class ModelTargets:
         self, catalog: Catalog, policies: Mapping[str, ModelPolicy], shed_after_s: float | None = None
     ) -> None:
         self.catalog = catalog
-        self.shed_after_s = shed_after_s  # queue.shed_after_s: every route's max_wait_s (set by the caller)
+        self.shed_after_s = shed_after_s  # queue.shed_after_s: every route's shed_after_s (set by the caller)
         self.policies = {catalog.resolve(normalize(name)): p for name, p in policies.items()}
 
     def node_groups(self) -> dict[str, Mapping[str, str]]:
@@ -81,8 +81,8 @@ class ModelTargets:
         return self.catalog.resolve(normalize(name))
 
     def chain(self, base: RouteRequest, allowed: Callable[[str], bool]) -> tuple[RouteRequest, list[RouteRequest]]:
-        """`base` (its model a catalog key) under its policy, and the fallbacks `allowed` lets it use.
-        `base.max_wait_s` (queue.shed_after_s, or None) bounds every model's wait, the last one's alone."""
+        """`base` (its model a catalog key) under its policy, and the fallbacks `allowed` lets it use,
+        each with `base.shed_after_s`."""
         policy = self.policies.get(base.model)
         if policy is None:
             return base, []
@@ -99,12 +99,9 @@ class ModelTargets:
             own = self.policies.get(key)
             # Another model's runner holds another prompt cache: no prefix preference.
             routes.append(replace(base, model=key, nodes=own.nodes if own else None, prefer=None))
-        # Every model but the last waits at most its fallback_after_s for a node (and never longer than
-        # the shedding bound, which the last one keeps).
-        shed = base.max_wait_s
+        # Every model but the last waits at most its fallback_after_s for a node.
         for i in range(len(routes) - 1):
             own = self.policies.get(routes[i].model)
             if own is not None and own.fallback_after_s is not None:
-                bound = own.fallback_after_s if shed is None else min(own.fallback_after_s, shed)
-                routes[i] = replace(routes[i], max_wait_s=bound)
+                routes[i] = replace(routes[i], max_wait_s=own.fallback_after_s)
         return routes[0], routes[1:]

@@ -262,6 +262,13 @@ class TimeoutSettings(_Section):
 class QueueSettings(_Section):
     max_len: int = Field(1024, ge=0, description="Requests that may wait for a free node slot (503 beyond).")
     max_wait_s: float = Field(60.0, gt=0, description="Longest wait in the queue (503 with Retry-After beyond).")
+    shed_after_s: float | None = Field(
+        None,
+        gt=0,
+        description="Refuse a request at once (503 with Retry-After) when model-aware routing estimates it would "
+        "wait longer than this for a node to start it (queued work on the model's copies, or a model load); a free "
+        "slot is never refused. Needs routing.strategy: model-aware. Unset: requests wait in the nodes' queues.",
+    )
 
 
 class LoggingSettings(_Section):
@@ -841,6 +848,15 @@ class Settings(BaseSettings):
             if backend.name in seen:
                 raise ValueError(f"backends[{index}].name: duplicate node name {backend.name!r}")
             seen.add(backend.name)
+        return self
+
+    @model_validator(mode="after")
+    def _shedding_needs_estimates(self) -> Settings:
+        if self.queue.shed_after_s is not None and self.routing.strategy != "model-aware":
+            raise ValueError(
+                f"queue.shed_after_s: needs routing.strategy: model-aware, the only strategy that estimates a "
+                f"request's wait (routing.strategy is {self.routing.strategy!r})"
+            )
         return self
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ with the queue and not with the fleet; a fleet change runs one full round over o
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import replace
 from time import perf_counter
 
@@ -16,7 +17,7 @@ from corral.app.context import RequestRecord
 from corral.app.fleet import Fleet, Node
 from corral.domain.admission import Entry, FairQueue, QueueFullError
 from corral.domain.candidates import candidates
-from corral.domain.errors import GatewayError, NoHealthyNode, NoSuchModel, QueueFull, QueueTimeout
+from corral.domain.errors import GatewayError, NoHealthyNode, NoSuchModel, Overloaded, QueueFull, QueueTimeout
 from corral.domain.fleet import NodeView, NoRoute, NoRouteReason, RouteRequest
 from corral.domain.groups import format_selector
 from corral.domain.routing import Strategy
@@ -28,7 +29,9 @@ class OutsideKeyGroup(NoSuchModel):
     """Nodes have the model, but none in the key's node group: a 404 that says so."""
 
 
-def no_route_error(reason: NoRouteReason, model: str, route: RouteRequest | None = None) -> GatewayError:
+def no_route_error(found: NoRoute, model: str, route: RouteRequest | None = None) -> GatewayError:
+    """The error for a request no node can take, or take in time (`found.wait_s`)."""
+    reason = found.reason
     if reason is NoRouteReason.NO_SUCH_MODEL:
         return NoSuchModel(f"model '{model}' not found")
     if reason is NoRouteReason.OUTSIDE_KEY_GROUP:
@@ -37,9 +40,31 @@ def no_route_error(reason: NoRouteReason, model: str, route: RouteRequest | None
     if reason is NoRouteReason.OUTSIDE_MODEL_GROUP:
         group = format_selector(route.nodes if route else None)
         return NoHealthyNode(f"no node in the model's node group ({group}) has model '{model}'", retry_after=5)
+    if reason is NoRouteReason.SHED and route is not None and route.shed_after_s is not None:
+        return overloaded(model, found.wait_s, route.shed_after_s)
     if reason is NoRouteReason.TOO_SLOW:
         return NoHealthyNode(f"no node can start model '{model}' within its fallback_after_s", retry_after=5)
     return NoHealthyNode(f"no healthy node can serve model '{model}'", retry_after=5)
+
+
+# Retry-After of a shed request: the estimate's excess over the bound, when the work ahead has drained
+# enough for a new request to fit; never more than a minute (an estimate that far out is a guess).
+RETRY_AFTER_MAX_S = 60
+
+
+def overloaded(model: str, wait_s: float | None, shed_after_s: float) -> Overloaded:
+    """The 503 of a request shed by queue.shed_after_s. The message starts as Ollama's own when its
+    queue is full (server/sched.go, ErrMaxQueue), which clients may already match on."""
+    if wait_s is None or not math.isfinite(wait_s):
+        about, retry = "longer", RETRY_AFTER_MAX_S
+    else:
+        about = f"about {math.ceil(wait_s)}s"
+        retry = min(RETRY_AFTER_MAX_S, max(1, math.ceil(wait_s - shed_after_s)))
+    message = (
+        f"server busy, please try again.  model '{model}' would wait {about} for a node "
+        f"(queue.shed_after_s is {shed_after_s:g}s)"
+    )
+    return Overloaded(message, retry_after=retry)
 
 
 class Admission:
@@ -88,7 +113,7 @@ class Admission:
         if isinstance(found, Node):
             return found
         if found.reason is not NoRouteReason.ALL_FULL:
-            raise no_route_error(found.reason, record.model or route.model, route)
+            raise no_route_error(found, record.model or route.model, route)
         future: asyncio.Future[Node] = self.loop.create_future()
         turn = record.principal.bucket if record.principal is not None else record.client_ip
         try:
@@ -96,9 +121,10 @@ class Admission:
         except QueueFullError:
             message = "server busy, please try again.  maximum pending requests exceeded"
             raise QueueFull(message, retry_after=1) from None
-        # A request with a fallback waits no longer than its model's fallback_after_s.
-        deadline = entry.deadline if route.max_wait_s is None else min(entry.deadline, now + route.max_wait_s)
-        timer = self.loop.call_at(deadline, self._expire, entry)
+        # A request with a fallback waits no longer than its model's fallback_after_s, nor any request
+        # longer than queue.shed_after_s: both bound the wait for a node.
+        deadline = min(entry.deadline, *(now + b for b in (route.max_wait_s, route.shed_after_s) if b is not None))
+        timer = self.loop.call_at(deadline, self._expire, entry, deadline - now)
         waited_from = perf_counter()
         try:
             return await future
@@ -114,11 +140,11 @@ class Admission:
             self.queue.remove(entry)
             record.queued_s += perf_counter() - waited_from
 
-    def _expire(self, entry: Waiting) -> None:
+    def _expire(self, entry: Waiting, waited_s: float) -> None:
         if self.queue.remove(entry):
             _, future = entry.payload
             if not future.done():
-                message = f"server busy, please try again.  no node had a free slot within {self.queue_wait_s:g}s"
+                message = f"server busy, please try again.  no node had a free slot within {waited_s:g}s"
                 future.set_exception(QueueTimeout(message, retry_after=2))
 
     def capacity_changed(self, node: Node | None = None) -> None:
@@ -145,6 +171,11 @@ class Admission:
             if isinstance(found, Node):
                 future.set_result(found)
                 return True
+            if found.reason in (NoRouteReason.TOO_SLOW, NoRouteReason.SHED):
+                # The slot is free at the gateway, but the node's copies have more work queued than
+                # the request may wait for: answered now, as on arrival.
+                future.set_exception(no_route_error(found, route.model, route))
+                return True
             return False
 
         cap = node.settings.max_concurrency
@@ -163,7 +194,7 @@ class Admission:
                 return True
             if found.reason is not NoRouteReason.ALL_FULL:
                 # The model's nodes went away while it waited: answer now rather than at the deadline.
-                future.set_exception(no_route_error(found.reason, route.model, route))
+                future.set_exception(no_route_error(found, route.model, route))
                 return True
             return False
 

@@ -159,6 +159,8 @@ class Forwarder:
             out = Outbound(out.method, out.target, [*out.headers, *trace_headers], out.body)
         conn: UpstreamConnection | None = None
         frames: str | None = None
+        head_at: float | None = None
+        learnt = False
         try:
             conn, upstream = await self._exchange(node, out, self._head_timeout(record, route))
             head_at = self.loop.time()
@@ -173,6 +175,7 @@ class Forwarder:
                 headers = [(k, v) for k, v in upstream.headers if k not in DROP_RESPONSE]
                 record.status = upstream.status
                 downstream.send(upstream.status, [*headers, *self._own_headers(record, node)], refused)
+                learnt = True
                 self._learn(node, record, route, upstream.status, cold, sent_at, head_at)
                 return None
             frames = framing(upstream)
@@ -185,6 +188,7 @@ class Forwarder:
                 if before_end is not None:
                     await before_end(upstream.status)
                 downstream.end()
+            learnt = True
             self._learn(node, record, route, upstream.status, cold, sent_at, head_at)
             return None
         except UpstreamError as exc:
@@ -200,6 +204,12 @@ class Forwarder:
                 trace.end(record.status or None, record.error)
             if conn is not None:
                 conn.release()
+            if model and head_at is not None and not learnt:
+                # Cut short (the client left, the stream broke): the strategy forgets the request without
+                # learning from it (0 s), or the next answer to end there is taken for it and teaches
+                # its whole expected output in that time, a rate far too fast (queue.shed_after_s then
+                # sees no wait behind a long generation).
+                self.strategy.finished(node.name, model, 0.0, self.loop.time())
             node.end(model)
             self.fleet.capacity_changed(node)
 

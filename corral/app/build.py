@@ -183,7 +183,7 @@ async def build(settings: Settings, shared: App | None = None) -> App:
         fleet, admission, strategy, settings.routing, settings.timeouts, settings.server.expose_node_header, stale
     )
     views = shared.views if shared else FleetViews(fleet, loop.time())
-    targets = ModelTargets(fleet.catalog, settings.models.per_model)
+    targets = ModelTargets(fleet.catalog, settings.models.per_model, q.shed_after_s)
     views.model_groups = targets.node_groups()
     # Long-lived like the strategy it feeds: its settings take effect on restart (config_diff.RESTART_ONLY).
     residency = shared.residency if shared else None

@@ -187,6 +187,7 @@ class InferenceHandlers:
                 key_nodes=principal.nodes if principal is not None else None,
                 est_tokens=record.est_prompt_tokens + expected_output_tokens(doc, route_name),
                 est_prompt_tokens=record.est_prompt_tokens,
+                shed_after_s=self.targets.shed_after_s,
                 prefer=prefer,
                 prefer_slack_s=slack,
             ),

@@ -13,7 +13,7 @@ from corral.app.fleet import Node
 from corral.app.headers import Outbound
 from corral.config import ModelPolicy
 from corral.domain.catalog import Catalog
-from corral.domain.errors import GatewayError, NoHealthyNode, NoSuchModel, QueueTimeout
+from corral.domain.errors import GatewayError, NoHealthyNode, NoSuchModel, Overloaded, QueueTimeout
 from corral.domain.fleet import RouteRequest
 from corral.domain.names import normalize
 from corral.domain.record import RequestRecord
@@ -21,14 +21,16 @@ from corral.protocol.body import encode
 from corral.protocol.echo import ModelEcho
 
 # What sends a request on to its model's next fallback: nothing can take it in time.
-FALL_BACK_ON = (NoHealthyNode, NoSuchModel, QueueTimeout)
+FALL_BACK_ON = (NoHealthyNode, NoSuchModel, QueueTimeout, Overloaded)
 
 
 async def choose(
     admission: Admission, chain: Sequence[RouteRequest], tried: frozenset[str], record: RequestRecord
 ) -> tuple[Node, RouteRequest, int]:
     """A node for the first model of `chain` (the requested one, then its fallbacks) that can take the
-    request, its slot taken, and that model's place in the chain. When none can, the first model's error."""
+    request, its slot taken, and that model's place in the chain. When none can, the first model's error,
+    unless the last one was shed (queue.shed_after_s): then the whole chain is busy, and the client is
+    told when to retry."""
     first: GatewayError | None = None
     for index, route in enumerate(chain):
         if tried:
@@ -37,7 +39,7 @@ async def choose(
             return await admission.choose(route, record), route, index
         except FALL_BACK_ON as exc:
             if index == len(chain) - 1:
-                if first is not None:
+                if first is not None and not isinstance(exc, Overloaded):
                     raise first from exc
                 raise
             first = first or exc
@@ -63,8 +65,11 @@ class ModelTargets:
     """The models a request may go to: the one its name resolves to (alias, catalog entry) with that
     model's node group, then its fallbacks (`models.<name>`), each under its own policy."""
 
-    def __init__(self, catalog: Catalog, policies: Mapping[str, ModelPolicy]) -> None:
+    def __init__(
+        self, catalog: Catalog, policies: Mapping[str, ModelPolicy], shed_after_s: float | None = None
+    ) -> None:
         self.catalog = catalog
+        self.shed_after_s = shed_after_s  # queue.shed_after_s: every route's shed_after_s (set by the caller)
         self.policies = {catalog.resolve(normalize(name)): p for name, p in policies.items()}
 
     def node_groups(self) -> dict[str, Mapping[str, str]]:
@@ -76,7 +81,8 @@ class ModelTargets:
         return self.catalog.resolve(normalize(name))
 
     def chain(self, base: RouteRequest, allowed: Callable[[str], bool]) -> tuple[RouteRequest, list[RouteRequest]]:
-        """`base` (its model a catalog key) under its policy, and the fallbacks `allowed` lets it use."""
+        """`base` (its model a catalog key) under its policy, and the fallbacks `allowed` lets it use,
+        each with `base.shed_after_s`."""
         policy = self.policies.get(base.model)
         if policy is None:
             return base, []

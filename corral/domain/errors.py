@@ -16,6 +16,7 @@ class ErrorKind(StrEnum):
     NODE_REQUIRED = "node_required"
     QUEUE_FULL = "queue_full"
     QUEUE_TIMEOUT = "queue_timeout"
+    OVERLOADED = "overloaded"
     RATE_LIMITED = "rate_limited"
     UNAUTHENTICATED = "unauthenticated"
     FORBIDDEN = "forbidden"
@@ -104,6 +105,13 @@ class QueueFull(GatewayError):
 
 class QueueTimeout(GatewayError):
     kind, status = ErrorKind.QUEUE_TIMEOUT, 503
+
+
+class Overloaded(GatewayError):
+    """Shed at once: routing estimated the request would wait longer than `queue.shed_after_s` for a
+    node to start it."""
+
+    kind, status = ErrorKind.OVERLOADED, 503
 
 
 class UpstreamError(GatewayError):

@@ -96,7 +96,6 @@ class ModelAware(Scan):
                 o for n in nodes if n.name == req.prefer and admissible(n, req) and (o := self._ready(n, req, now))
             ]
         options = [] if req.affinity is not None else ready
-        discounted = False
         if not options or not self._quick(options, req):
             if lazy is not None:
                 pool = rotate(lazy, self._cursor)
@@ -111,7 +110,6 @@ class ModelAware(Scan):
                 capacity = self._capacity(scope, held)
                 options = self._weigh(pool, req, now, held, capacity)
                 if not any(o.ready_slot for o in options):
-                    discounted = True
                     for o in options:
                         if o.replica:
                             o.cost = (o.cost - o.kept) * self.costs.replicate_discount + o.kept
@@ -120,13 +118,11 @@ class ModelAware(Scan):
             best = self._sticky(req.affinity, options, best)
         elif req.prefer is not None:  # explicit affinity wins over the prompt cache's
             best = prefer(options, best, req.prefer, req.prefer_slack_s)
-        if req.max_wait_s is not None and not best.ready_slot:
-            # The wait itself, without the discount that favours replicas in the comparison.
-            wait = best.cost
-            if discounted and best.replica:
-                wait = (best.cost - best.kept) / self.costs.replicate_discount + best.kept
-            if wait > req.max_wait_s:
-                return NoRoute(NoRouteReason.TOO_SLOW)  # before any bookkeeping: nothing was dispatched
+        if not best.ready_slot and (req.max_wait_s is not None or req.shed_after_s is not None):
+            timely = self._in_time(nodes, options, best, req, now)
+            if isinstance(timely, NoRoute):
+                return timely  # before any bookkeeping: nothing was dispatched
+            best = timely
         if self.costs.homes_busy and self._big and (key := (req.model, req.options_key)) in self._big:
             self._big_wait[key] = (now, best.cost if best.resident and not best.ready_slot else 0.0)
         if not best.resident:
@@ -134,6 +130,40 @@ class ModelAware(Scan):
         self._dispatched(best, req, now)
         self._last[(best.node.name, req.model)] = now
         return Pick(best.node.name, cold=not best.resident)
+
+    def _in_time(
+        self, nodes: Sequence[NodeView], options: list[Option], best: Option, req: RouteRequest, now: float
+    ) -> Option | NoRoute:
+        """`best`, or when its estimated wait is over the request's bound (`max_wait_s`, a fallback's;
+        `shed_after_s`, queue.shed_after_s), the cheapest option that starts within it. None does: the
+        fallback's bound gives TOO_SLOW (the next model is tried), the shedding bound SHED, unless no
+        node holds the model nor loads it, when `best` goes ahead: its first load is the only way it
+        is ever served, whatever that load takes (later requests weigh what is left of it)."""
+        bound = min(b for b in (req.max_wait_s, req.shed_after_s) if b is not None)
+        if self._wait(best, req, now) <= bound:
+            return best
+        waits = [(self._wait(o, req, now), o) for o in options]
+        timely = [o for wait, o in waits if wait <= bound]
+        if timely:
+            return min(timely, key=lambda o: (not o.ready_slot, o.cost))
+        soonest = min(wait for wait, _ in waits)
+        if req.max_wait_s is not None and soonest > req.max_wait_s:
+            return NoRoute(NoRouteReason.TOO_SLOW, soonest)
+        for n in nodes:
+            if n.eligible and (holds_fast(n.loaded, req.model, req.options_key) or self._loading(n.name, req, now)):
+                return NoRoute(NoRouteReason.SHED, soonest)
+        return best
+
+    def _wait(self, option: Option, req: RouteRequest, now: float) -> float:
+        """How long until `option` could start the request, as far as the router knows: a copy's queue
+        (its cost), or a load's: the loads queued on the node and its victims' drain, their unloading and
+        the load itself, without the charges that weigh what the load costs others (`_start_load`'s)."""
+        if option.resident:
+            return option.cost
+        node = option.node
+        drain = max((self._drain_s(node, v.model) for v in option.victims), default=0.0)
+        start = max(self._queue.free_at(node.name, now), now + drain)
+        return start - now + self.costs.unload_s * len(option.victims) + self.load_s(node, req.model)
 
     def _sticky(self, session: str, options: list[Option], best: Option) -> Option:
         sticky = self._affinity.get(session)
@@ -150,10 +180,10 @@ class ModelAware(Scan):
         self, pool: list[NodeView], req: RouteRequest, held: dict[str, list[LoadedModel]], now: float
     ) -> Option | None:
         """`_weigh`'s answer when the pool is one node holding the model and nothing will read the
-        option's cost (no `max_wait_s`): that node, resident, is the pick whatever its wait (a fleet of
-        one node under load, where every request queues on its runner). The estimate of the wait is
+        option's cost (no `max_wait_s` nor `shed_after_s`): that node, resident, is the pick whatever
+        its wait (a fleet of one node under load, where every request queues on its runner). The estimate of the wait is
         skipped; its one effect on state, the ledger's `sync` with the node's count, is kept."""
-        if len(pool) != 1 or req.max_wait_s is not None:
+        if len(pool) != 1 or req.max_wait_s is not None or req.shed_after_s is not None:
             return None
         node = pool[0]
         if not holds_fast(held[node.name], req.model, req.options_key):

@@ -27,7 +27,8 @@ class Strategy(Protocol):
         was sent there, if known)."""
 
     def finished(self, node: str, model: str, service_s: float, now: float) -> None:
-        """A request for `model` on `node` held its slot for `service_s` (first byte to last)."""
+        """A request for `model` on `node` held its slot for `service_s` (first byte to last); 0 when
+        it was cut short (nothing to learn from it)."""
 
 
 class _Blind:

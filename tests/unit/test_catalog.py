@@ -43,7 +43,8 @@ def test_an_ambiguous_catalog_is_refused(aliases: dict[str, str], names: dict[st
 def test_a_fallback_is_not_picked_when_the_wait_exceeds_its_limit_and_nothing_is_dispatched() -> None:
     cold = NodeView("n", available=frozenset({"big:70b"}), model_sizes={"big:70b": 40_000_000_000})
     strategy = ModelAware()
-    assert strategy.pick([cold], RouteRequest("big:70b", max_wait_s=2.0), 0.0) == NoRoute(NoRouteReason.TOO_SLOW)
+    refused = strategy.pick([cold], RouteRequest("big:70b", max_wait_s=2.0), 0.0)
+    assert isinstance(refused, NoRoute) and refused.reason is NoRouteReason.TOO_SLOW
     # Nothing was recorded as loading: without the limit the same pick is a cold load, not a join.
     assert strategy.pick([cold], RouteRequest("big:70b"), 0.0) == Pick("n", cold=True)
     warm = NodeView("w", available=frozenset({"big:70b"}), loaded=(LoadedModel("big:70b"),))

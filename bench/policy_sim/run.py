@@ -17,7 +17,7 @@ from bench.policy_sim.cold_hold import ColdHold
 from bench.policy_sim.fleet import GIB, MODELS, ModelSpec, Node, NodeParams, Request
 from bench.policy_sim.multiturn import MultiTurn, PrefixRouting, conversation_rate, first_turns, next_turn
 from bench.policy_sim.warm import keep_warm
-from corral.domain.fleet import LoadedModel, NodeView, NoRoute, RouteRequest
+from corral.domain.fleet import LoadedModel, NodeView, NoRoute, NoRouteReason, RouteRequest
 from corral.domain.keep_warm import KeepWarm
 from corral.domain.model_aware import ModelAware
 from corral.domain.num_ctx import effective, parse
@@ -51,6 +51,8 @@ class Scenario:
     multiturn: MultiTurn | None = None  # conversations resending their history (bench/policy_sim/multiturn.py)
     embed_share: float = 0.0  # share of requests to the embedding models among `models` (ModelSpec.embedding)
     ramp: tuple[float, float] | None = None  # load from the first share of capacity to the second, linearly
+    # The same arrivals without the overload's extra ones (the run it is measured against, recovery.py)
+    overload_thinned: bool = False
 
     def node(self, i: int) -> NodeParams:
         return self.node_params[i] if self.node_params else self.params
@@ -75,6 +77,8 @@ class Result:
     # (arrival, TTFT) of each request with a first token, and the moment of each load (recovery.py)
     timeline: list[tuple[float, float]] = field(default_factory=list)
     load_times: list[float] = field(default_factory=list)
+    shed: list[float] = field(default_factory=list)  # arrivals refused at once: estimated wait over the bound
+    unserved: list[float] = field(default_factory=list)  # arrivals that never had a first token, nor were shed
 
     def pct(self, values: list[float], q: float) -> float:
         return percentile(values, q)
@@ -155,6 +159,9 @@ def workload(s: Scenario, rng: random.Random) -> list[Request]:
     rid = 0
     shifts = random.Random(rng.random()) if s.shift_every_s else None
     next_shift = s.shift_every_s or math.inf
+    # Thinning (`overload_thinned`) draws from its own stream, so every other draw is the same as the
+    # overloaded run's: both runs have the same arrivals outside the overload, and the same models.
+    thinning = random.Random(1)
     while True:
         over = s.overload
         if over is not None and over[0] * s.duration_s <= t < over[1] * s.duration_s:
@@ -166,25 +173,28 @@ def workload(s: Scenario, rng: random.Random) -> list[Request]:
             t += rng.expovariate(rate)
         if t >= s.duration_s:
             return out
+        # The share of the rate at `t` that is the overload's (an arrival outside it is never thinned)
+        extra = 1 - s.load / over[2] if over is not None and over[0] <= t / s.duration_s < over[1] else 0.0
         while shifts is not None and t >= next_shift:
             shifts.shuffle(names)  # which model is popular changes; the shape of popularity does not
             next_shift += s.shift_every_s or math.inf
         if embed and rng.random() < s.embed_share:
             prompt = min(EMBED_CAP, int(rng.lognormvariate(math.log(EMBED_MEDIAN), EMBED_SIGMA)) + 1)
-            out.append(Request(rid, rng.choice(embed), 4096, prompt, 0, t))
-            rid += 1
-            continue
-        if s.burst and s.burst[0] * s.duration_s <= t < s.burst[1] * s.duration_s and rng.random() < 0.6:
-            model = names[-1]
+            request = Request(rid, rng.choice(embed), 4096, prompt, 0, t)
         else:
-            model = rng.choices(names, weights)[0]
-        ctx = 8192 if rng.random() < s.alt_ctx_share else 4096
-        if s.num_ctx_policy is not None:  # the gateway's rewrite, before routing (4096: not set)
-            ctx = effective(parse(s.num_ctx_policy), None if ctx == 4096 else ctx) or 4096
-        prompt = min(s.prompt_cap, int(rng.lognormvariate(math.log(s.prompt_median), 1.0)) + 1)
-        output = min(2048, int(rng.lognormvariate(math.log(180), 0.9)) + 1)
-        out.append(Request(rid, model, ctx, prompt, output, t))
+            if s.burst and s.burst[0] * s.duration_s <= t < s.burst[1] * s.duration_s and rng.random() < 0.6:
+                model = names[-1]
+            else:
+                model = rng.choices(names, weights)[0]
+            ctx = 8192 if rng.random() < s.alt_ctx_share else 4096
+            if s.num_ctx_policy is not None:  # the gateway's rewrite, before routing (4096: not set)
+                ctx = effective(parse(s.num_ctx_policy), None if ctx == 4096 else ctx) or 4096
+            prompt = min(s.prompt_cap, int(rng.lognormvariate(math.log(s.prompt_median), 1.0)) + 1)
+            output = min(2048, int(rng.lognormvariate(math.log(180), 0.9)) + 1)
+            request = Request(rid, model, ctx, prompt, output, t)
         rid += 1
+        if not (s.overload_thinned and extra and thinning.random() < extra):
+            out.append(request)
 
 
 class Oracle(LeastConnections):
@@ -196,7 +206,8 @@ def ctx_key(num_ctx: int) -> str:
     return f"num_ctx={num_ctx}" if num_ctx != 4096 else ""
 
 
-def simulate(s: Scenario, policy: str, seed: int) -> Result:
+def simulate(s: Scenario, policy: str, seed: int, shed_after_s: float = 0.0) -> Result:
+    """One run. `shed_after_s` (policy SHED): the bound on the estimated wait; 0, SHED_AFTER_S."""
     requests = workload(s, random.Random(seed * 7919 + 1))
     per_node = [s.node(i) for i in range(s.nodes)]
     if policy == "oracle":  # ideal placement: every model resident everywhere, loads free and instant
@@ -213,7 +224,9 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
     cold: ColdHold[Request] | None = ColdHold() if policy == HOLD else None  # the gateway's hold (cold_hold.py)
     warm = KeepWarm() if policy == WARM else None  # residency.keep_warm (bench/policy_sim/warm.py)
     base = "model-aware" if controller is not None or prefixes is not None or cold is not None else policy
-    base = "model-aware" if warm is not None else base
+    base = "model-aware" if warm is not None or policy == SHED else base
+    shed_after = (shed_after_s or SHED_AFTER_S) if policy == SHED else None
+    shed: list[float] = []
     later: list[tuple[float, int, Request]] = []  # multi-turn: next turns, after their think time
     turns_issued = 0
     strategy: Strategy = Oracle() if policy == "oracle" else make_strategy(base, random.Random(seed))
@@ -285,6 +298,7 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             est_prompt_tokens=req.prompt,
             prefer=prefer,
             prefer_slack_s=slack,
+            shed_after_s=shed_after,
         )
 
     def admit(req: Request) -> None:
@@ -315,6 +329,10 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
             route = route_of(req, exclude)
         pick = strategy.pick(views(), route, now)
         if isinstance(pick, NoRoute):
+            if pick.reason is NoRouteReason.SHED:  # the gateway's 503 with Retry-After, at once
+                shed.append(req.arrival)
+                req.failed = "shed"
+                return None
             failed += 1
             req.failed = "no route"
             return None
@@ -488,6 +506,8 @@ def simulate(s: Scenario, policy: str, seed: int) -> Result:
         {k: sum(n.load_causes[k] for n in nodes) for k in nodes[0].load_causes},
         [(r.arrival, r.first_token - r.arrival) for r in finished if r.first_token is not None],
         sorted(t for n in nodes for t in n.load_times),
+        shed,
+        [r.arrival for r in requests if r.first_token is None and r.failed != "shed"],
     )
 
 
@@ -541,5 +561,7 @@ RESIDENCY = "model-aware+residency"  # model-aware routing with the residency co
 RESIDENCY_INTERVAL_S = 1.0
 PREFIX = "model-aware+prefix"  # model-aware with routing.prefix_affinity (docs/routing.md)
 HOLD = "model-aware+hold"  # model-aware with cold models' requests held at the gateway (cold_hold.py)
+SHED = "model-aware+shed"  # model-aware with queue.shed_after_s: a request estimated to wait longer is refused
+SHED_AFTER_S = 30.0
 WARM = "model-aware+warm"  # model-aware with keep-warm (residency.keep_warm; corral/domain/keep_warm.py)
 POLICIES = ("round-robin", "least-connections", "power-of-two", "model-aware", PREFIX, RESIDENCY, HOLD, "oracle")

@@ -137,8 +137,10 @@ class ModelAware(Scan):
         """`best`, or when its estimated wait is over the request's bound (`max_wait_s`, a fallback's;
         `shed_after_s`, queue.shed_after_s), the cheapest option that starts within it. None does: the
         fallback's bound gives TOO_SLOW (the next model is tried), the shedding bound SHED, unless no
-        node holds the model nor loads it, when `best` goes ahead: its first load is the only way it
-        is ever served, whatever that load takes (later requests weigh what is left of it)."""
+        node holds the model nor loads it: then its load's own time (unloading its victims, the load)
+        does not count against the bound, only what it waits for (the loads queued ahead, the victims'
+        drain), else a model whose load takes longer than the bound could never be served. Later
+        requests weigh what is left of it."""
         bound = min(b for b in (req.max_wait_s, req.shed_after_s) if b is not None)
         if self._wait(best, req, now) <= bound:
             return best
@@ -152,7 +154,11 @@ class ModelAware(Scan):
         for n in nodes:
             if n.eligible and (holds_fast(n.loaded, req.model, req.options_key) or self._loading(n.name, req, now)):
                 return NoRoute(NoRouteReason.SHED, soonest)
-        return best
+        own = self.costs.unload_s  # the load's own time: unloading its victims, and the load itself
+        first = [o for wait, o in waits if wait - own * len(o.victims) - self.load_s(o.node, req.model) <= bound]
+        if not first:
+            return NoRoute(NoRouteReason.SHED, soonest)
+        return min(first, key=lambda o: o.cost)
 
     def _wait(self, option: Option, req: RouteRequest, now: float) -> float:
         """How long until `option` could start the request, as far as the router knows: a copy's queue

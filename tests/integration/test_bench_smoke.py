@@ -48,7 +48,8 @@ def test_policy_sim_overload_report(tmp_path: Path) -> None:
     # Tuning draw 0 has an overload phase: one draw, one virtual minute.
     args = ("--set", "tuning", "--draws", "1", "--duration", "60", "--workers", "1", "--out", str(tmp_path))
     out = bench("bench.policy_sim.recovery", *args).stdout
-    assert "| draw | nodes | models | load | steady p95 LC / MA |" in out and "| 0 | 40 | 30 |" in out
+    assert "| draw | nodes | models | load | steady p95 LC / MA / +shed |" in out and "| 0 | 40 | 30 |" in out
+    assert "| `shed_after_s` 30 s |" in out  # model-aware shedding by estimated wait, per bound
     assert "within a minute of the overload's end" in (tmp_path / "recovery-tuning.md").read_text()
 
 

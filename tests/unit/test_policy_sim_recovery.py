@@ -4,9 +4,12 @@ after an overload, measured on a run's timeline."""
 from __future__ import annotations
 
 import math
+import random
+from dataclasses import replace
 
+from bench.policy_sim.fleet import Request
 from bench.policy_sim.recovery import back_after, measure
-from bench.policy_sim.run import Result, Scenario
+from bench.policy_sim.run import Result, Scenario, workload
 
 
 def run(timeline: list[tuple[float, float]], loads: list[float]) -> Result:
@@ -41,3 +44,50 @@ def test_a_fleet_whose_queue_drains_two_minutes_after_the_overload_is_back_then(
     assert figures["back_loads_s"] == 60.0
     # The least any queue-everything router needs: 10% of 300 s of work, at 50% spare capacity.
     assert math.isclose(figures["floor_s"], 60.0)
+
+
+def test_back_is_measured_against_the_same_arrivals_without_the_overload() -> None:
+    # After the overload, both runs see the same event at 840-900 s (TTFT 8 s: a popularity shift, say).
+    # Against the steady state before the overload the fleet would count as back only after it; against
+    # the run without the overload it is back once its own backlog (one minute of 20 s) is served.
+    scenario = Scenario("s", 0.5, duration_s=1200.0, overload=(0.25, 0.5, 1.1))
+
+    def after(a: int) -> float:
+        return 8.0 if 240 <= a < 300 else 0.2
+
+    base = [(float(a), 0.2) for a in range(100, 300)] + [(float(a), 1.0) for a in range(300, 600)]
+    base += [(600.0 + a, after(a)) for a in range(600)]
+    over = [(float(a), 0.2) for a in range(100, 300)] + [(float(a), 30.0) for a in range(300, 600)]
+    over += [(600.0 + a, 20.0 if a < 60 else after(a)) for a in range(600)]
+    alone = measure(scenario, run(over, []))
+    assert alone["back_ttft_s"] == 300.0  # after the later event, which is over the steady bound
+    figures = measure(scenario, run(over, []), run(base, []))
+    assert figures["back_ttft_s"] == 60.0
+    assert figures["back_loads_s"] == 0.0  # no loads in either run
+
+
+def test_shed_requests_count_in_their_share_and_as_not_answered_in_time() -> None:
+    scenario = Scenario("s", 0.5, duration_s=1000.0, overload=(0.3, 0.6, 1.1))
+    timeline = [(float(a), 0.2) for a in range(100, 300)]
+    timeline += [(float(a), 5.0 if a % 2 else 90.0) for a in range(300, 600, 2)]  # half of it served
+    shed = [float(a) for a in range(301, 600, 2)]  # the other half refused
+    result = Result([t for _, t in timeline], [], 0, 0, 0, 0, 0, 0, 0, 0.0, 0, timeline=timeline, shed=shed)
+    figures = measure(scenario, result)
+    assert math.isclose(figures["shed"]["during"], 0.5)
+    assert figures["shed"]["steady"] == 0.0
+    # Served within 60 s: none of the 90 s ones (even arrivals), and no shed one.
+    assert figures["good_during"] == 0.0
+
+
+def test_the_run_without_the_overload_has_the_same_arrivals_outside_it() -> None:
+    scenario = Scenario("s", 0.5, duration_s=1800.0, overload=(1 / 3, 2 / 3, 1.1))
+    full = workload(scenario, random.Random(7))
+    thinned = workload(replace(scenario, overload_thinned=True), random.Random(7))
+    start, end = 600.0, 1200.0
+
+    def outside(requests: list[Request]) -> list[tuple[int, str, float, int]]:
+        return [(r.rid, r.model, r.arrival, r.prompt) for r in requests if not start <= r.arrival < end]
+
+    assert outside(full) == outside(thinned)
+    inside = [sum(start <= r.arrival < end for r in rs) for rs in (full, thinned)]
+    assert abs(inside[1] / inside[0] - 0.5 / 1.1) < 0.05  # the overload's extra share is dropped

@@ -173,3 +173,19 @@ def test_a_node_that_can_start_it_in_time_is_taken_rather_than_shedding_it() -> 
     refused = primed().pick(fleet(1), RouteRequest("a:7b", shed_after_s=1.0), 0.1)
     assert isinstance(refused, NoRoute) and refused.reason is NoRouteReason.SHED
     assert refused.wait_s is not None and 1.0 < refused.wait_s < 15.0  # the soonest start: the load
+
+
+def test_a_first_copy_waiting_on_other_work_past_the_bound_is_shed() -> None:
+    """The first load's own time is exempt, not what it waits for: here the only node must first let a
+    long generation of the model it would evict finish."""
+
+    def primed() -> ModelAware:
+        strategy = ModelAware()
+        strategy.pick([one_runner("m", "b:7b", 0, MODELS)], RouteRequest("b:7b", est_tokens=1600), 0.0)
+        return strategy
+
+    busy = [one_runner("m", "b:7b", 1, MODELS)]
+    refused = primed().pick(busy, RouteRequest("a:7b", shed_after_s=1.0), 0.1)
+    assert isinstance(refused, NoRoute) and refused.reason is NoRouteReason.SHED
+    assert refused.wait_s is not None and refused.wait_s > 5.0  # the drain, then the load
+    assert primed().pick(busy, RouteRequest("a:7b", shed_after_s=refused.wait_s), 0.1) == Pick("m", cold=True)

@@ -10,7 +10,10 @@ four slots per model, one core, no I/O (the strategies are pure). Four cases:
 - long prompts: as "free slot", but every copy's requests in flight are 16k-token prompts still being
   prefilled (model-aware's ledger knows them), so no free slot is free and every option is weighed;
 - mixed memory: nodes of 12, 24, 48 or 80 GB, so that loads also weigh which nodes are the only home of
-  a model in use (corral/domain/homes.py), without a free slot and cold.
+  a model in use (corral/domain/homes.py), without a free slot and cold;
+- shedding: as "no free slot" and "cold", with `queue.shed_after_s` 1 s, so that the best pick's wait
+  is over the bound and every option's wait is weighed before the request is shed (or, cold, sent as
+  a model's first copy).
 
 Every case but "cold" asks for a model loaded somewhere in the fleet (in a fleet of 1 or 3 nodes most
 of the twelve are not, and asking for those would measure cold decisions instead).
@@ -81,6 +84,7 @@ def measure(
     decisions: int,
     prepare: Callable[[Strategy, list[NodeView]], None] = lambda strategy, nodes: None,
     mixed: bool = False,
+    shed_after_s: float | None = None,
 ) -> float:
     """µs per decision."""
     rng = random.Random(size)
@@ -92,7 +96,7 @@ def measure(
         if i % 100 == 0:  # a fresh strategy now and then: its own loads must not change the case measured
             strategy = make_strategy(name, random.Random(i))
             prepare(strategy, nodes)
-        req = RouteRequest(model(rng, held), est_tokens=rng.randint(50, 2000))
+        req = RouteRequest(model(rng, held), est_tokens=rng.randint(50, 2000), shed_after_s=shed_after_s)
         started = time.thread_time()
         strategy.pick(nodes, req, i * 0.01)
         total += time.thread_time() - started
@@ -146,22 +150,25 @@ def main() -> None:
     def nothing(strategy: Strategy, nodes: list[NodeView]) -> None:
         pass
 
-    Case = tuple[str, bool, Callable[[random.Random, list[str]], str], Callable[[Strategy, list[NodeView]], None], bool]
+    Prepare = Callable[[Strategy, list[NodeView]], None]
+    Case = tuple[str, bool, Callable[[random.Random, list[str]], str], Prepare, bool, float | None]
     cases: list[Case] = [
-        ("free slot", False, loaded, nothing, False),
-        ("no free slot", True, loaded, nothing, False),
-        ("cold", False, cold, nothing, False),
-        ("long prompts", False, loaded, long_prompts, False),
-        ("mixed memory, no free slot", True, loaded, nothing, True),
-        ("mixed memory, cold", False, cold, nothing, True),
+        ("free slot", False, loaded, nothing, False, None),
+        ("no free slot", True, loaded, nothing, False, None),
+        ("cold", False, cold, nothing, False, None),
+        ("long prompts", False, loaded, long_prompts, False, None),
+        ("mixed memory, no free slot", True, loaded, nothing, True, None),
+        ("mixed memory, cold", False, cold, nothing, True, None),
+        ("shedding, no free slot", True, loaded, nothing, False, 1.0),
+        ("shedding, cold", False, cold, nothing, False, 1.0),
     ]
     print("| nodes | case | least-connections µs | model-aware µs | snapshot µs |")
     print("|---|---|---|---|---|")
     for size in map(int, args.sizes.split(",")):
         snap = snapshot_us(size, args.decisions)
-        for label, full, model, prepare, mixed in cases:
+        for label, full, model, prepare, mixed, shed in cases:
             lc = measure("least-connections", size, full, model, args.decisions, mixed=mixed)
-            ma = measure("model-aware", size, full, model, args.decisions, prepare, mixed)
+            ma = measure("model-aware", size, full, model, args.decisions, prepare, mixed, shed)
             print(f"| {size} | {label} | {lc:.0f} | {ma:.0f} | {snap:.1f} |", flush=True)
 
 

@@ -151,14 +151,32 @@ class ModelAware(Scan):
         soonest = min(wait for wait, _ in waits)
         if req.max_wait_s is not None and soonest > req.max_wait_s:
             return NoRoute(NoRouteReason.TOO_SLOW, soonest)
-        for n in nodes:
-            if n.eligible and (holds_fast(n.loaded, req.model, req.options_key) or self._loading(n.name, req, now)):
-                return NoRoute(NoRouteReason.SHED, soonest)
+        if self._has_copy(nodes, req, now):
+            return NoRoute(NoRouteReason.SHED, soonest)
         own = self.costs.unload_s  # the load's own time: unloading its victims, and the load itself
         first = [o for wait, o in waits if wait - own * len(o.victims) - self.load_s(o.node, req.model) <= bound]
         if not first:
             return NoRoute(NoRouteReason.SHED, soonest)
         return min(first, key=lambda o: o.cost)
+
+    def _has_copy(self, nodes: Sequence[NodeView], req: RouteRequest, now: float) -> bool:
+        """Whether an eligible node holds the model (with the request's options) or is loading it. In a
+        big fleet, from the per-model index `_indexed` has just updated, not a pass over every node."""
+        key = (req.model, req.options_key)
+        if len(nodes) > self.costs.scan_nodes and not self._index.refused:
+            views, positions = self._index.views, self._index.positions
+            if any(views[i].eligible for i in self._index.holders(key)):
+                return True
+            for name, loads in self._loads.items():
+                load = loads.get(key)
+                i = positions.get(name)
+                if load is not None and load.ready_at > now and i is not None and views[i].eligible:
+                    return True
+            return False
+        return any(
+            n.eligible and (holds_fast(n.loaded, req.model, req.options_key) or self._loading(n.name, req, now))
+            for n in nodes
+        )
 
     def _wait(self, option: Option, req: RouteRequest, now: float) -> float:
         """How long until `option` could start the request, as far as the router knows: a copy's queue

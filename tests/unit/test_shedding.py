@@ -4,6 +4,7 @@ a fallback chain gets, model-aware's refusal with its estimate, and the 503 the 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,22 @@ def test_a_first_copy_waiting_on_other_work_past_the_bound_is_shed() -> None:
     assert isinstance(refused, NoRoute) and refused.reason is NoRouteReason.SHED
     assert refused.wait_s is not None and refused.wait_s > 5.0  # the drain, then the load
     assert primed().pick(busy, RouteRequest("a:7b", shed_after_s=refused.wait_s), 0.1) == Pick("m", cold=True)
+
+
+@pytest.mark.parametrize("size", [4, 40])  # the full filter, and the per-model index of a big fleet
+def test_a_copy_only_on_a_draining_node_does_not_count_as_held(size: int) -> None:
+    """The first-copy exemption asks whether an eligible node holds the model: a draining node's copy
+    will take nothing, so the model's first load elsewhere goes ahead; an eligible busy copy means the
+    request is shed instead."""
+    others = [one_runner(f"n{i}", "b:7b", 0, MODELS) for i in range(size)]
+
+    def pick(holder: NodeView) -> Pick | NoRoute:
+        strategy = ModelAware()
+        strategy.pick([holder], RouteRequest("a:7b", est_tokens=1600), 0.0)  # a long generation there
+        busy = replace(holder, in_flight=1, in_flight_by_model={"a:7b": 1})
+        return strategy.pick([*others, busy], RouteRequest("a:7b", shed_after_s=1e-3), 0.1)
+
+    shed = pick(one_runner("h", "a:7b", 0, MODELS))
+    assert isinstance(shed, NoRoute) and shed.reason is NoRouteReason.SHED
+    loaded = pick(replace(one_runner("h", "a:7b", 0, MODELS), draining=True))
+    assert isinstance(loaded, Pick) and loaded.cold and loaded.node != "h"

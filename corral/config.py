@@ -265,6 +265,7 @@ class QueueSettings(_Section):
     shed_after_s: float | None = Field(
         None,
         gt=0,
+        allow_inf_nan=False,
         description="Refuse a request at once (503 with Retry-After) when model-aware routing estimates it would "
         "wait longer than this for a node to start it (queued work on the model's copies, or a model load); a free "
         "slot is never refused. Needs routing.strategy: model-aware. Unset: requests wait in the nodes' queues.",

@@ -13,11 +13,12 @@ fleet's capacity for the middle third of the run) and reports, for each:
   also run on the same arrivals without the overload's extra ones (`Scenario.overload_thinned`: the
   arrivals outside the overload are the same, inside it the extra share is dropped), and the fleet is
   back at the start of the first one-minute window k from which the arrivals of windows k.. (pooled)
-  have a p95 TTFT within `max(1.25 x, + 0.5 s)` of the same windows' in the run without the overload
-  (loads: at most `max(2 x, + 1)` theirs). Pooling the rest of the run keeps one noisy minute (a p95
-  over a minute's few dozen requests moves with one load) from deciding, and comparing with the run
-  without the overload keeps what the fleet would do anyway after it (a popularity shift, a ramp) from
-  counting as not back. "never" means not by the last window.
+  have a p95 TTFT within `max(1.25 x, + 0.5 s)` of the same windows' in the run without the overload,
+  an arrival shed or never answered counting as never answered, and a share of those within
+  `max(1.25 x, + 1 point)` of theirs (loads: at most `max(2 x, + 1)` theirs). Pooling the rest of the
+  run keeps one noisy minute (a p95 over a minute's few dozen requests moves with one load) from
+  deciding, and comparing with the run without the overload keeps what the fleet would do anyway after
+  it (a popularity shift, a ramp) from counting as not back. "never" means not by the last window.
 
 "steady" columns are the stretch before the overload (arrivals from 10% of the run, past the first
 loads, to its start). A window's p95 is taken over the requests that arrived in it, so a request that
@@ -97,10 +98,21 @@ def settled(ours: list[list[float]], theirs: list[list[float]], alike: Alike) ->
 
 
 def _ttft_alike(ours: list[float], theirs: list[float]) -> bool:
+    """Arrivals' TTFTs (inf: never answered, a shed one included): the p95 within `max(1.25 x,
+    + 0.5 s)` of theirs, and the share never answered within `max(1.25 x, + 1 point)` of theirs (two
+    runs that both shed more than 5% have an infinite p95: the shares tell them apart)."""
     if len(ours) < MIN_REQUESTS or len(theirs) < MIN_REQUESTS:
         return len(ours) < MIN_REQUESTS
     base = percentile(theirs, 0.95)
-    return percentile(ours, 0.95) <= max(1.25 * base, base + 0.5)
+    if percentile(ours, 0.95) > max(1.25 * base, base + 0.5):
+        return False
+    lost, their_lost = (sum(math.isinf(t) for t in ts) / len(ts) for ts in (ours, theirs))
+    return lost <= max(1.25 * their_lost, their_lost + 0.01)
+
+
+def _arrivals(result: Result) -> list[tuple[float, float]]:
+    """(arrival, TTFT) of every arrival, inf for one never answered (shed, or failed)."""
+    return [*result.timeline, *((t, math.inf) for t in result.shed), *((t, math.inf) for t in result.unserved)]
 
 
 def _loads_alike(ours: list[float], theirs: list[float]) -> bool:
@@ -142,11 +154,12 @@ def measure(scenario: Scenario, result: Result, without: Result | None = None) -
     windows = _windows(result.timeline, end, count)
     level = scenario.overload[2]
     floor = (level - 1) * (end - start) / (1 - scenario.load) if scenario.load < 1 else math.inf
-    back_ttft = back_after(windows, max(1.25 * steady_p95, steady_p95 + 0.5))
-    back_loads = back_after(loads, max(2 * steady_loads, steady_loads + 1))
-    if without is not None:  # against the same arrivals without the overload's extra ones
+    if without is None:  # every later window against the steady state before the overload
+        back_ttft = back_after(windows, max(1.25 * steady_p95, steady_p95 + 0.5))
+        back_loads = back_after(loads, max(2 * steady_loads, steady_loads + 1))
+    else:  # against the same arrivals without the overload's extra ones
         back_ttft = settled(
-            _by_window(result.timeline, end, count), _by_window(without.timeline, end, count), _ttft_alike
+            _by_window(_arrivals(result), end, count), _by_window(_arrivals(without), end, count), _ttft_alike
         )
         back_loads = settled(
             _by_window([(t, 1.0) for t in result.load_times], end, count),
@@ -231,8 +244,9 @@ def report(rows: dict[int, dict[str, dict[str, Any]]], name: str, bounds: list[f
         "seconds; ratios are least-connections ÷ the other (above 1: the other is faster); "
         f"+shed is model-aware with `queue.shed_after_s` {bounds[0]:g} s (percentiles of the served "
         "requests; shed: the share refused, during the overload / the five minutes after it / before it); "
-        '"back": after the overload ends, until every later one-minute window is back to the steady '
-        "p95 TTFT (or loads per minute).",
+        '"back": after the overload ends, until the arrivals from then on (pooled one-minute windows; '
+        "a shed one never answered) have a p95 TTFT, and a share never answered, like the same policy's "
+        "on the same arrivals without the overload's extra ones (loads: their count).",
         "",
         "| draw | nodes | models | load | steady p95 LC / MA / +shed | overload p50 / p95 / p99 ratio MA "
         "| ... +shed | shed during / after / before | floor | back (p95 TTFT) LC / MA / +shed "
@@ -265,7 +279,7 @@ def report(rows: dict[int, dict[str, dict[str, Any]]], name: str, bounds: list[f
         "",
         f"- more than 10% worse than least-connections during the overload (p50, p95 or p99): model-aware "
         f"{worse['model-aware']} of {n}, +shed {worse[first]} of {n}",
-        f"- back to the steady p95 TTFT within a minute of the overload's end: least-connections "
+        f"- back to the steady state within a minute of the overload's end: least-connections "
         f"{within['least-connections']} of {n}, model-aware {within['model-aware']} of {n}, "
         f"+shed {within[first]} of {n}",
         "",

@@ -16,7 +16,7 @@ from time import perf_counter
 from corral.app.context import RequestRecord
 from corral.app.fleet import Fleet, Node
 from corral.domain.admission import Entry, FairQueue, QueueFullError
-from corral.domain.candidates import candidates
+from corral.domain.candidates import candidates, holds
 from corral.domain.errors import GatewayError, NoHealthyNode, NoSuchModel, Overloaded, QueueFull, QueueTimeout
 from corral.domain.fleet import NodeView, NoRoute, NoRouteReason, RouteRequest
 from corral.domain.groups import format_selector
@@ -87,9 +87,14 @@ class Admission:
     def waiting(self) -> int:
         return len(self.queue)
 
-    def _take(self, views: list[NodeView], route: RouteRequest, now: float, update: bool = False) -> Node | NoRoute:
+    def _take(
+        self, views: list[NodeView], route: RouteRequest, now: float, update: bool = False, partial: bool = False
+    ) -> Node | NoRoute:
         """A node for `route` among `views`, its slot taken (node.begin), or why not. With `update`,
-        `views` is updated in place for the node that took the request (a dispatch round goes on)."""
+        `views` is updated in place for the node that took the request (a dispatch round goes on);
+        `partial`: `views` is not the whole fleet."""
+        if partial and route.shed_after_s is not None:
+            route = replace(route, partial_view=True)
         while True:
             decision = self.strategy.pick(views, route, now)
             if isinstance(decision, NoRoute):
@@ -123,7 +128,7 @@ class Admission:
             raise QueueFull(message, retry_after=1) from None
         # A request with a fallback waits no longer than its model's fallback_after_s, nor any request
         # longer than queue.shed_after_s: both bound the wait for a node.
-        deadline = min(entry.deadline, *(now + b for b in (route.max_wait_s, route.shed_after_s) if b is not None))
+        deadline = min([entry.deadline, *(now + b for b in (route.max_wait_s, route.shed_after_s) if b is not None)])
         timer = self.loop.call_at(deadline, self._expire, entry, deadline - now)
         waited_from = perf_counter()
         try:
@@ -167,13 +172,15 @@ class Admission:
                 return True  # the client left; drop the entry
             if isinstance(candidates(views, route), NoRoute):
                 return False  # this node cannot take it: keep its place
-            found = self._take(views, route, now, update=True)
+            # One node's view: routing cannot know whether another node holds the model (partial_view).
+            found = self._take(views, route, now, update=True, partial=True)
             if isinstance(found, Node):
                 future.set_result(found)
                 return True
-            if found.reason in (NoRouteReason.TOO_SLOW, NoRouteReason.SHED):
-                # The slot is free at the gateway, but the node's copies have more work queued than
-                # the request may wait for: answered now, as on arrival.
+            if found.reason in (NoRouteReason.TOO_SLOW, NoRouteReason.SHED) and holds(views[0].loaded, route):
+                # The slot is free at the gateway, but the model's copy here has more work queued than
+                # the request may wait for: answered now, as on arrival. (Without a copy here, another
+                # node's slot may still do: it keeps its place, until its deadline.)
                 future.set_exception(no_route_error(found, route.model, route))
                 return True
             return False

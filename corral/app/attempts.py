@@ -28,6 +28,7 @@ from corral.domain.errors import (
     GatewayError,
     NoHealthyNode,
     NoSuchModel,
+    Overloaded,
     UpstreamAnswerTimeout,
     UpstreamError,
     UpstreamStatus,
@@ -85,8 +86,8 @@ class Forwarder:
                 await asyncio.sleep(self.routing.retry_backoff_s * (2 ** (attempt - 1)))
             try:
                 node, route, place = await choose(self.admission, chain, frozenset(tried), record)
-            except (NoHealthyNode, NoSuchModel) as exc:
-                if last_error is not None:
+            except (NoHealthyNode, NoSuchModel, Overloaded) as exc:
+                if last_error is not None:  # a retry found no node: the node's own error says more
                     raise last_error from exc
                 raise
             if route.model:
@@ -206,10 +207,10 @@ class Forwarder:
                 conn.release()
             if model and head_at is not None and not learnt:
                 # Cut short (the client left, the stream broke): the strategy forgets the request without
-                # learning from it (0 s), or the next answer to end there is taken for it and teaches
-                # its whole expected output in that time, a rate far too fast (queue.shed_after_s then
-                # sees no wait behind a long generation).
-                self.strategy.finished(node.name, model, 0.0, self.loop.time())
+                # learning from it, or the next answer to end there is taken for it and teaches its whole
+                # expected output in that time, a rate far too fast (queue.shed_after_s then sees no
+                # wait behind a long generation).
+                self.strategy.finished(node.name, model, 0.0, self.loop.time(), output=route.est_output)
             node.end(model)
             self.fleet.capacity_changed(node)
 
@@ -300,6 +301,8 @@ class Forwarder:
         node.breaker.record_success(ended_at)
         if route.model and status < 400 and (record.stream or not cold):
             self.strategy.finished(node.name, route.model, ended_at - (head if record.stream else sent), ended_at)
+        elif route.model:  # an error answer, or a cold one whose time is mostly the load: forgotten only
+            self.strategy.finished(node.name, route.model, 0.0, ended_at, output=route.est_output)
         if record.completion_tokens:
             node.completion_tokens_total += record.completion_tokens
         if record.ttft is not None and record.stream:

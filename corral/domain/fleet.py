@@ -82,13 +82,19 @@ class RouteRequest:
     nodes: Mapping[str, str] | None = None  # the model's node group (models.<name>.nodes)
     key_nodes: Mapping[str, str] | None = None  # the API key's node group: never a node outside it
     max_wait_s: float | None = None  # a fallback waits: no pick estimated to start later than this
-    # queue.shed_after_s: refused (NoRouteReason.SHED) when no pick is estimated to start within this,
-    # unless no node holds the model (its first load is then the only way it is ever served)
+    # queue.shed_after_s: refused (NoRouteReason.SHED) when no pick is estimated to start within this
+    # (a load's own time not counted for a load into free room or the model's first copy: model_aware.py)
     shed_after_s: float | None = None
+    partial_view: bool = False  # the nodes routed among are not the whole fleet (an admission offer round)
     # Prompt-cache affinity (domain/prefix_index.py): the node that last served this conversation's
     # longest known prefix, and how much later than the best it may start and still answer sooner.
     prefer: str | None = None
     prefer_slack_s: float = 0.0
+
+    @property
+    def est_output(self) -> int:
+        """The expected output tokens: est_tokens beyond the prompt's share."""
+        return self.est_tokens - min(self.est_prompt_tokens, self.est_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +109,7 @@ class NoRouteReason(StrEnum):
     ALL_FULL = "all_full"  # eligible nodes exist but every one is at its concurrency cap: queue
     OUTSIDE_MODEL_GROUP = "outside_model_group"  # nodes have it, none in the model's node group
     OUTSIDE_KEY_GROUP = "outside_key_group"  # nodes have it, none in the API key's node group
-    TOO_SLOW = "too_slow"  # every pick's estimated wait exceeds the request's max_wait_s
+    TOO_SLOW = "too_slow"  # the best pick's estimated wait exceeds the request's max_wait_s
     SHED = "shed"  # every pick's estimated wait exceeds the request's shed_after_s
 
 

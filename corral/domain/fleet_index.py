@@ -124,6 +124,18 @@ class FleetIndex:
             self._memory_set = None
 
 
+def may_serve(node: NodeView, req: RouteRequest) -> bool:
+    """The request may use the node at all: up, not draining, not excluded, allowed the model, in the
+    model's and the key's node groups (unlike `admissible`, whether it has room now does not count)."""
+    if not node.eligible or node.name in req.exclude:
+        return False
+    if node.pinned is not None and req.model not in node.pinned:
+        return False
+    if req.nodes and not matches(node.labels, req.nodes):
+        return False
+    return not (req.key_nodes and not matches(node.labels, req.key_nodes))
+
+
 def admissible(node: NodeView, req: RouteRequest) -> bool:
     """The node passes `candidates` for the request, as far as it alone can say (its fit by configured
     memory included; refusals are left to the full filter)."""

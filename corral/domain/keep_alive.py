@@ -9,6 +9,7 @@ duration (time.ParseDuration: "5m", "1h30m", "250ms", "0"); a negative value of 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -80,6 +81,8 @@ def keep_alive_ns(value: object) -> int | None:
     """The duration Ollama holds for a `keep_alive` value; None for one it refuses (a 400 there)."""
     if isinstance(value, bool) or value is None:
         return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no such number: Ollama never sees one ("inf" from a flag, "1e400")
     if isinstance(value, int | float):
         return FOREVER if value < 0 else int(value * 10**9)
     if isinstance(value, str):

@@ -80,15 +80,21 @@ class Ledger:
                     self._learn(self._prompt, model, now - entry.sent_at, entry.prompt)
                 return
 
-    def finished(self, node: str, model: str, service_s: float) -> None:
-        """A request held its slot for `service_s` from first token to last: the oldest started one."""
+    def finished(self, node: str, model: str, service_s: float, output: int | None = None) -> None:
+        """A request held its slot for `service_s` from first token to last. With `output` (its expected
+        output tokens), one to forget without learning from it: cut short, or an error answer."""
         entries = self._runners.get((node, model))
         if not entries:
             return
         running = [e for e in entries if e.started_at is not None]
         # Other models busy on the node shared its GPU meanwhile (as far as this gateway knows).
         slowdown = (1 + self.batching * max(0, len(running) - 1)) * max(1, len(self._busy.get(node, ())))
-        if running:
+        if output is not None:
+            # The one expecting about that output (the gateway's own estimate of it), started ones first.
+            expected = max(1, output)
+            entry = min(running or entries, key=lambda e: abs(e.output - expected))
+            service_s = 0.0
+        elif running:
             # The one whose expected decode is nearest what was seen (answers do not end in order).
             tpot = self.tpot(model, 0.0) * slowdown
             entry = min(running, key=lambda e: abs(e.output * tpot - service_s))

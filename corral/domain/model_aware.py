@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from corral.domain.candidates import holds, rotate
 from corral.domain.evictions import Capacity
 from corral.domain.fleet import LoadedModel, NodeView, NoRoute, NoRouteReason, Pick, RouteRequest
-from corral.domain.fleet_index import admissible
+from corral.domain.fleet_index import admissible, may_serve
 from corral.domain.homes import crowds
 from corral.domain.prefix_index import prefer
 from corral.domain.route_costs import Costs, Option, busy_others, holds_fast, speed
@@ -122,6 +122,8 @@ class ModelAware(Scan):
             timely = self._in_time(nodes, options, best, req, now)
             if isinstance(timely, NoRoute):
                 return timely  # before any bookkeeping: nothing was dispatched
+            if timely is not best and req.affinity is not None:
+                self._affinity[req.affinity] = timely.node.name  # where the session went after all
             best = timely
         if self.costs.homes_busy and self._big and (key := (req.model, req.options_key)) in self._big:
             self._big_wait[key] = (now, best.cost if best.resident and not best.ready_slot else 0.0)
@@ -134,60 +136,95 @@ class ModelAware(Scan):
     def _in_time(
         self, nodes: Sequence[NodeView], options: list[Option], best: Option, req: RouteRequest, now: float
     ) -> Option | NoRoute:
-        """`best`, or when its estimated wait is over the request's bound (`max_wait_s`, a fallback's;
-        `shed_after_s`, queue.shed_after_s), the cheapest option that starts within it. None does: the
-        fallback's bound gives TOO_SLOW (the next model is tried), the shedding bound SHED, unless no
-        node holds the model nor loads it: then its load's own time (unloading its victims, the load)
-        does not count against the bound, only what it waits for (the loads queued ahead, the victims'
-        drain), else a model whose load takes longer than the bound could never be served. Later
-        requests weigh what is left of it."""
-        bound = min(b for b in (req.max_wait_s, req.shed_after_s) if b is not None)
-        if self._wait(best, req, now) <= bound:
+        """`best`, or why not, under the request's bounds on its wait for a node:
+
+        - `max_wait_s` (a fallback's `fallback_after_s`): `best`'s estimated wait over it gives
+          TOO_SLOW, and the next model of the chain is tried;
+        - `shed_after_s` (queue.shed_after_s): `best`'s wait over it, the cheapest option that evicts
+          nothing and starts within it is taken instead (a load into free room, another copy's
+          queue); none does: SHED. A load's own time (unloading its victims, the load itself) does not
+          count against this bound for a load into free room, nor for the model's first copy (no node
+          it may use holds it or loads it), only what it waits for: the loads queued ahead, the drain of
+          the models it evicts. Else a model whose load takes longer than the bound could never get a
+          copy, nor a second one. Later requests weigh what is left of that load like any queue."""
+        wait = self._wait(best, req, now)
+        if req.max_wait_s is not None and wait > req.max_wait_s:
+            return NoRoute(NoRouteReason.TOO_SLOW, wait)
+        bound = req.shed_after_s
+        if bound is None:
             return best
-        waits = [(self._wait(o, req, now), o) for o in options]
-        timely = [o for wait, o in waits if wait <= bound]
+        first: bool | None = None  # no node the request may use holds or loads the model (asked once)
+
+        def counted(option: Option, wait: float) -> float:
+            nonlocal first
+            if option.resident:
+                return wait
+            if option.victims:
+                if first is None:
+                    first = not self._has_copy(nodes, req, now)
+                if not first:
+                    return wait
+            own = self.costs.unload_s * len(option.victims) + self.load_s(option.node, req.model)
+            return wait - own
+
+        if counted(best, wait) <= bound:
+            return best
+        soonest = wait
+        timely: list[Option] = []
+        for o in options:
+            if o is best or o.victims:
+                continue
+            w = self._wait(o, req, now)
+            soonest = min(soonest, w)
+            if (req.max_wait_s is None or w <= req.max_wait_s) and counted(o, w) <= bound:
+                timely.append(o)
         if timely:
             return min(timely, key=lambda o: (not o.ready_slot, o.cost))
-        soonest = min(wait for wait, _ in waits)
-        if req.max_wait_s is not None and soonest > req.max_wait_s:
-            return NoRoute(NoRouteReason.TOO_SLOW, soonest)
-        if self._has_copy(nodes, req, now):
-            return NoRoute(NoRouteReason.SHED, soonest)
-        own = self.costs.unload_s  # the load's own time: unloading its victims, and the load itself
-        first = [o for wait, o in waits if wait - own * len(o.victims) - self.load_s(o.node, req.model) <= bound]
-        if not first:
-            return NoRoute(NoRouteReason.SHED, soonest)
-        return min(first, key=lambda o: o.cost)
+        return NoRoute(NoRouteReason.SHED, soonest)
 
     def _has_copy(self, nodes: Sequence[NodeView], req: RouteRequest, now: float) -> bool:
-        """Whether an eligible node holds the model (with the request's options) or is loading it. In a
-        big fleet, from the per-model index `_indexed` has just updated, not a pass over every node."""
+        """Whether a node the request may use (up, not draining, not excluded, in its groups) holds the
+        model with the request's options or is loading it. In a big fleet, from the per-model index
+        `_indexed` has just updated, not a pass over every node. A partial view (an admission offer
+        round's one node) cannot say that no other node holds it: it counts as held."""
+        if req.partial_view:
+            return True
         key = (req.model, req.options_key)
         if len(nodes) > self.costs.scan_nodes and not self._index.refused:
             views, positions = self._index.views, self._index.positions
-            if any(views[i].eligible for i in self._index.holders(key)):
+            if any(may_serve(views[i], req) for i in self._index.holders(key)):
                 return True
             for name, loads in self._loads.items():
                 load = loads.get(key)
                 i = positions.get(name)
-                if load is not None and load.ready_at > now and i is not None and views[i].eligible:
+                if load is not None and load.ready_at > now and i is not None and may_serve(views[i], req):
                     return True
             return False
         return any(
-            n.eligible and (holds_fast(n.loaded, req.model, req.options_key) or self._loading(n.name, req, now))
+            may_serve(n, req) and (holds_fast(n.loaded, req.model, req.options_key) or self._loading(n.name, req, now))
             for n in nodes
         )
 
     def _wait(self, option: Option, req: RouteRequest, now: float) -> float:
         """How long until `option` could start the request, as far as the router knows: a copy's queue
-        (its cost), or a load's: the loads queued on the node and its victims' drain, their unloading and
-        the load itself, without the charges that weigh what the load costs others (`_start_load`'s)."""
+        (its mean, without the weight the comparison gives a queue's tail), or a load's: the loads
+        queued on the node and its victims' drain, their unloading and the load itself, without the
+        charges that weigh what the load costs others (when `_start_load` would book it ready)."""
         if option.resident:
-            return option.cost
+            return option.cost if option.wait is None else option.wait
+        return self._ready_at(option, req, now) - now
+
+    def _ready_at(self, option: Option, req: RouteRequest, now: float) -> float:
+        """When a load for `option` would be done: after the loads queued on its node, and its victims'
+        drain (load_queue.py's rule, as `push` books it), unloading them and the load."""
+        drain, tail = self._load_parts(option, req)
+        return max(self._queue.free_at(option.node.name, now), now + drain) + tail
+
+    def _load_parts(self, option: Option, req: RouteRequest) -> tuple[float, float]:
+        """A load's (drain, tail): its victims' drain, then unloading them and the load itself."""
         node = option.node
         drain = max((self._drain_s(node, v.model) for v in option.victims), default=0.0)
-        start = max(self._queue.free_at(node.name, now), now + drain)
-        return start - now + self.costs.unload_s * len(option.victims) + self.load_s(node, req.model)
+        return drain, self.costs.unload_s * len(option.victims) + self.load_s(node, req.model)
 
     def _sticky(self, session: str, options: list[Option], best: Option) -> Option:
         sticky = self._affinity.get(session)
@@ -247,6 +284,9 @@ class ModelAware(Scan):
             loading = any(o.node.in_flight_by_model.get(req.model, 0) < max(1, o.node.parallel) for o in options)
         calm: bool | None = None
         homes = self._crowding(req, now) if rest and self.costs.homes else None
+        # Under queue.shed_after_s, a copy whose queue may be over the bound: loads into free room are
+        # weighed even when they cost more than it (`_in_time` may take one rather than shed).
+        spill = req.shed_after_s is not None and soonest > req.shed_after_s
         for n in rest:
             load = self.load_s(n, req.model)
             queued = soonest > self.costs.replicate_after * load
@@ -259,7 +299,7 @@ class ModelAware(Scan):
                 if calm is None:
                     calm = self._calm(req, capacity, now)
                 floor = load + self.costs.unload_s + (0.0 if queued or not calm else self.costs.stability_loads * load)
-            if floor >= soonest:
+            if floor >= soonest and not (spill and len(held[n.name]) < n.max_loaded):
                 continue
             option = self._option(
                 n, req, now, held[n.name], capacity, queued=queued, resident=False, calm=calm, load=load
@@ -285,10 +325,9 @@ class ModelAware(Scan):
         return load is not None and load.ready_at > now
 
     def _dispatched(self, best: Option, req: RouteRequest, now: float) -> None:
-        prompt = min(req.est_prompt_tokens, req.est_tokens)
         load = self._loads.get(best.node.name, {}).get((req.model, req.options_key))
         ready = best.resident and (load is None or load.ready_at <= now)
-        self.ledger.dispatched(best.node.name, req.model, prompt, req.est_tokens - prompt, now, ready)
+        self.ledger.dispatched(best.node.name, req.model, req.est_tokens - req.est_output, req.est_output, now, ready)
 
     def _option(
         self,
@@ -310,12 +349,14 @@ class ModelAware(Scan):
             left = max(0.0, started.ready_at - now) if started is not None else 0.0
             if left == 0 and busy < slots:
                 return self._free_slot(node, req, now)
+            weight = 1.0
             if self.costs.work_waits:
-                queue = self.costs.queue_weight * self._work_wait(node, req.model, now)
+                queue, weight = self._work_wait(node, req.model, now), self.costs.queue_weight
             else:  # requests, not work: each ahead beyond the slots holds one for a typical time
                 queue = max(0, busy - slots + 1) * self.service_s(node, req.model) / slots
+            queue *= (1 + others) / speed(node)
             charge = self._homes_taken(node, req, now) if self.costs.homes_busy else 0.0
-            return Option(node, True, left + queue * (1 + others) / speed(node) + charge)
+            return Option(node, True, left + weight * queue + charge, wait=left + queue)
         pipeline = self._queue.free_at(node.name, now) - now
         if load is None:
             load = self.load_s(node, req.model)
@@ -334,10 +375,9 @@ class ModelAware(Scan):
     def _start_load(self, best: Option, req: RouteRequest, now: float) -> None:
         node = best.node
         idle = self._queue.free_at(node.name, now) <= now
-        drain = max((self._drain_s(node, v.model) for v in best.victims), default=0.0)
-        predicted = self.load_s(node, req.model)
+        drain, tail = self._load_parts(best, req)
         key = (req.model, req.options_key)
-        ready = self._queue.push(node.name, key, now, drain, self.costs.unload_s * len(best.victims) + predicted)
+        ready = self._queue.push(node.name, key, now, drain, tail)
         for victim in best.victims:
             self._gone[(node.name, victim.model)] = ready + self.costs.forget_s
             started = self._loads.get(node.name, {})
@@ -369,10 +409,10 @@ class ModelAware(Scan):
             self._load_scale[node] = self._ewma(self._load_scale.get(node, 1.0), ratio)
         load.ready_at = min(load.ready_at, now)
 
-    def finished(self, node: str, model: str, service_s: float, now: float) -> None:
-        """A request held a slot for `service_s` (first token to last)."""
-        self.ledger.finished(node, model, service_s)
-        if service_s > 0:
+    def finished(self, node: str, model: str, service_s: float, now: float, output: int | None = None) -> None:
+        """A request held a slot for `service_s` (first token to last); with `output`, one to forget."""
+        self.ledger.finished(node, model, service_s, output)
+        if service_s > 0 and output is None:
             previous = self._service.get(model)
             self._service[model] = service_s if previous is None else self._ewma(previous, service_s)
 

@@ -103,6 +103,7 @@ class Option:
     replica: bool = False  # not resident, and loading here evicts nothing and waits for no other load
     victims: tuple[LoadedModel, ...] = ()
     kept: float = 0.0  # the part of `cost` the replica discount does not reduce (homes.py's charge)
+    wait: float | None = None  # a copy's estimated wait where `cost` weighs it more (queue_weight); else cost
 
 
 def holds_fast(runners: Sequence[LoadedModel], model: str, options_key: str) -> bool:

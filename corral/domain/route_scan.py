@@ -180,7 +180,7 @@ class Scan(Evictions):
                 wait = prompts * self.ledger.prefill(model, tpot * self.costs.prefill_share)
                 prefill = wait * (1 + others) / speed(node)
                 if prefill > self.costs.prefill_queue * self.load_s(node, model):
-                    return Option(node, True, self.costs.queue_weight * prefill)
+                    return Option(node, True, self.costs.queue_weight * prefill, wait=prefill)
         cost = 0.1 * others + 0.01 * node.in_flight / speed(node)
         return Option(node, True, cost, ready_slot=True)
 

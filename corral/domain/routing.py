@@ -26,9 +26,10 @@ class Strategy(Protocol):
         answer, so its first byte came with the first token, not at the end; `sent_at`: when the request
         was sent there, if known)."""
 
-    def finished(self, node: str, model: str, service_s: float, now: float) -> None:
-        """A request for `model` on `node` held its slot for `service_s` (first byte to last); 0 when
-        it was cut short (nothing to learn from it)."""
+    def finished(self, node: str, model: str, service_s: float, now: float, output: int | None = None) -> None:
+        """A request for `model` on `node` held its slot for `service_s` (first byte to last). With
+        `output` (its expected output tokens, `RouteRequest.est_output`), nothing is to be learnt from
+        it (cut short, an error answer): it is only forgotten."""
 
 
 class _Blind:
@@ -39,7 +40,7 @@ class _Blind:
     ) -> None:
         return None
 
-    def finished(self, node: str, model: str, service_s: float, now: float) -> None:
+    def finished(self, node: str, model: str, service_s: float, now: float, output: int | None = None) -> None:
         return None
 
 

@@ -88,3 +88,11 @@ def test_the_same_duration_as_ollama_reads(go_durations: subprocess.Popen[bytes]
 )
 def test_what_ollama_stop_sends_is_an_unload(route: str, doc: dict[str, object], unloads: bool) -> None:
     assert unload_requested(doc, route) is unloads
+
+
+@pytest.mark.parametrize("text", ["inf", "-inf", "nan", "1e400"])
+def test_a_number_json_cannot_carry_is_refused_not_a_crash(text: str) -> None:
+    # A flag or a form field may hold it; a JSON body cannot, so Ollama never accepts one (a 400 here).
+    from corral.domain.keep_alive import valid_keep_alive
+
+    assert valid_keep_alive(text) is None

@@ -112,6 +112,21 @@ def test_answers_that_overtake_each_other_are_matched_by_their_length() -> None:
     assert ledger.wait("n", "m", 1, 0.01, PREFILL, 1.0, NONE) == pytest.approx(10.0)
 
 
+def test_a_request_cut_short_is_forgotten_by_its_expected_length_and_teaches_nothing() -> None:
+    ledger = Ledger(learn_rate=1.0)
+    for output in (50, 50, 50, 100_000):
+        ledger.dispatched("n", "m", 0, output, 0.0, ready=True)
+        ledger.started("n", "m", 0.0)
+    # The long stream's client left: its entry goes, not the shortest one, and no rate is learnt.
+    ledger.finished("n", "m", 0.0, output=100_000)
+    # Behind the three short ones on one slot: seconds (with the long one left: 1,000 s).
+    assert ledger.wait("n", "m", 1, TPOT, PREFILL, 0.0, NONE) < 5.0
+    assert ledger.tpot("m", TPOT) == TPOT
+    # The next short answer is matched to a short entry, and teaches its own rate.
+    ledger.finished("n", "m", 0.5)
+    assert ledger.tpot("m", TPOT) == pytest.approx(0.5 / 50 / (1 + 0.35 * 2))
+
+
 def test_runners_not_heard_of_for_an_hour_are_forgotten() -> None:
     ledger = Ledger()
     ledger.dispatched("gone", "m", 100, 100, 0.0, ready=True)

@@ -46,6 +46,18 @@ def test_a_fleet_whose_queue_drains_two_minutes_after_the_overload_is_back_then(
     assert math.isclose(figures["floor_s"], 60.0)
 
 
+def test_a_fleet_that_sheds_more_after_the_overload_than_without_it_is_not_back() -> None:
+    # Served requests are as fast as in the run without the overload, but it still refuses a fifth of
+    # the arrivals for two minutes after it, where the run without the overload refuses none.
+    scenario = Scenario("s", 0.5, duration_s=1200.0, overload=(0.25, 0.5, 1.1))
+    base = [(float(a), 0.2) for a in range(100, 1200)]
+    over = [(float(a), 0.2) for a in range(100, 1200) if not (600 <= a < 720 and a % 5 == 0)]
+    shed = [float(a) for a in range(600, 720, 5)]
+    result = Result([], [], 0, 0, 0, 0, 0, 0, 0, 0.0, 0, timeline=over, shed=shed)
+    figures = measure(scenario, result, run(base, []))
+    assert figures["back_ttft_s"] == 120.0
+
+
 def test_back_is_measured_against_the_same_arrivals_without_the_overload() -> None:
     # After the overload, both runs see the same event at 840-900 s (TTFT 8 s: a popularity shift, say).
     # Against the steady state before the overload the fleet would count as back only after it; against
@@ -69,14 +81,15 @@ def test_back_is_measured_against_the_same_arrivals_without_the_overload() -> No
 def test_shed_requests_count_in_their_share_and_as_not_answered_in_time() -> None:
     scenario = Scenario("s", 0.5, duration_s=1000.0, overload=(0.3, 0.6, 1.1))
     timeline = [(float(a), 0.2) for a in range(100, 300)]
-    timeline += [(float(a), 5.0 if a % 2 else 90.0) for a in range(300, 600, 2)]  # half of it served
-    shed = [float(a) for a in range(301, 600, 2)]  # the other half refused
+    # During the overload, of every four arrivals: one answered in 5 s, one in 90 s, two refused.
+    timeline += [(float(a), 5.0 if a % 4 == 0 else 90.0) for a in range(300, 600, 2)]
+    shed = [float(a) for a in range(301, 600, 2)]
     result = Result([t for _, t in timeline], [], 0, 0, 0, 0, 0, 0, 0, 0.0, 0, timeline=timeline, shed=shed)
     figures = measure(scenario, result)
     assert math.isclose(figures["shed"]["during"], 0.5)
     assert figures["shed"]["steady"] == 0.0
-    # Served within 60 s: none of the 90 s ones (even arrivals), and no shed one.
-    assert figures["good_during"] == 0.0
+    # Answered within 60 s: the 5 s ones only, a quarter of the arrivals (a refused one counts as not).
+    assert math.isclose(figures["good_during"], 0.25)
 
 
 def test_the_run_without_the_overload_has_the_same_arrivals_outside_it() -> None:

@@ -43,7 +43,7 @@ def test_shedding_with_a_strategy_that_estimates_no_wait_is_refused_naming_the_k
     assert "model-aware" in problems["queue.shed_after_s"]
 
 
-@pytest.mark.parametrize("bad", ["0", "-5", "soon"])
+@pytest.mark.parametrize("bad", ["0", "-5", "soon", ".inf", ".nan"])
 def test_a_bound_that_is_not_a_positive_number_is_refused(tmp_path: Path, bad: str) -> None:
     assert set(refusal(tmp_path, f"queue: {{shed_after_s: {bad}}}\n")) == {"queue.shed_after_s"}
 
@@ -156,9 +156,30 @@ def test_a_queued_request_offered_a_slot_behind_too_much_work_is_shed_not_kept()
     asyncio.run(body())
 
 
-def test_a_node_that_can_start_it_in_time_is_taken_rather_than_shedding_it() -> None:
-    """The cheapest pick (a busy copy: its cost is its wait) is over the bound; a load on another node
-    costs a little more (it evicts a model) but starts sooner: that load is sent, not a 503."""
+def roomy(name: str, model: str, busy: int) -> NodeView:
+    """A node holding `model` with room for a second model beside it (nothing to evict)."""
+    return replace(one_runner(name, model, busy, MODELS), max_loaded=2)
+
+
+def test_a_load_into_free_room_is_taken_rather_than_shedding_however_long_the_load() -> None:
+    """The cheapest pick is a busy copy (a short queue, cheaper than a load) whose wait is over the
+    bound; a node with free room would start the request only after a load several times the bound,
+    but a load's own time does not count against it: without that, a model whose load takes longer
+    than the bound could never get a second copy."""
+
+    def primed() -> ModelAware:
+        strategy = ModelAware()
+        strategy.pick([one_runner("n", "a:7b", 0, MODELS)], RouteRequest("a:7b", est_tokens=50), 0.0)
+        return strategy
+
+    fleet = [one_runner("n", "a:7b", 1, MODELS), roomy("m", "b:7b", 0)]
+    assert primed().pick(fleet, RouteRequest("a:7b"), 0.1) == Pick("n")  # no bound: the copy's queue
+    assert primed().pick(fleet, RouteRequest("a:7b", shed_after_s=0.3), 0.1) == Pick("m", cold=True)
+
+
+def test_a_load_that_evicts_a_busy_model_is_not_taken_to_avoid_shedding() -> None:
+    """Evicting another model's busy runner costs its requests more than the bound saves this one: the
+    request is shed instead (SHED), its wait being the soonest start the router knows of."""
 
     def fleet(busy: int) -> list[NodeView]:
         return [one_runner("n", "a:7b", busy, MODELS), one_runner("m", "b:7b", busy, MODELS)]
@@ -169,11 +190,11 @@ def test_a_node_that_can_start_it_in_time_is_taken_rather_than_shedding_it() -> 
         strategy.pick(fleet(0), RouteRequest("b:7b", est_tokens=1600), 0.0)
         return strategy
 
-    assert primed().pick(fleet(1), RouteRequest("a:7b"), 0.1) == Pick("n")  # no bound: the copy
-    assert primed().pick(fleet(1), RouteRequest("a:7b", shed_after_s=15.0), 0.1) == Pick("m", cold=True)
-    refused = primed().pick(fleet(1), RouteRequest("a:7b", shed_after_s=1.0), 0.1)
+    within = primed().pick(fleet(1), RouteRequest("a:7b", shed_after_s=20.0), 0.1)
+    assert within == Pick("n")  # the copy's mean wait (14 s) is within 20 s
+    refused = primed().pick(fleet(1), RouteRequest("a:7b", shed_after_s=10.0), 0.1)
     assert isinstance(refused, NoRoute) and refused.reason is NoRouteReason.SHED
-    assert refused.wait_s is not None and 1.0 < refused.wait_s < 15.0  # the soonest start: the load
+    assert refused.wait_s is not None and 10.0 < refused.wait_s < 20.0
 
 
 def test_a_first_copy_waiting_on_other_work_past_the_bound_is_shed() -> None:
@@ -209,3 +230,17 @@ def test_a_copy_only_on_a_draining_node_does_not_count_as_held(size: int) -> Non
     assert isinstance(shed, NoRoute) and shed.reason is NoRouteReason.SHED
     loaded = pick(replace(one_runner("h", "a:7b", 0, MODELS), draining=True))
     assert isinstance(loaded, Pick) and loaded.cold and loaded.node != "h"
+
+
+def test_a_copy_outside_the_keys_node_group_does_not_count_as_held() -> None:
+    """The key may use only the red nodes; the model is held only on a blue one. Its first load on a
+    red node goes ahead: counting the blue copy would shed the model for this key forever."""
+    red = [replace(one_runner(f"r{i}", "b:7b", 0, MODELS), labels={"team": "red"}) for i in range(3)]
+    blue = replace(one_runner("b", "a:7b", 1, MODELS), labels={"team": "blue"})
+    route = RouteRequest("a:7b", shed_after_s=1e-3, key_nodes={"team": "red"})
+    found = ModelAware().pick([*red, blue], route, 0.0)
+    assert isinstance(found, Pick) and found.cold and found.node.startswith("r")
+    # Excluded after a failed try, the holder does not count either: the retry loads a copy elsewhere.
+    held = [*red[:2], replace(one_runner("h", "a:7b", 1, MODELS))]
+    retry = ModelAware().pick(held, RouteRequest("a:7b", shed_after_s=1e-3, exclude=frozenset({"h"})), 0.0)
+    assert isinstance(retry, Pick) and retry.cold and retry.node != "h"

@@ -349,14 +349,14 @@ class ModelAware(Scan):
             left = max(0.0, started.ready_at - now) if started is not None else 0.0
             if left == 0 and busy < slots:
                 return self._free_slot(node, req, now)
-            weight = 1.0
             if self.costs.work_waits:
-                queue, weight = self._work_wait(node, req.model, now), self.costs.queue_weight
+                mean = self._work_wait(node, req.model, now)
+                queue = self.costs.queue_weight * mean
             else:  # requests, not work: each ahead beyond the slots holds one for a typical time
-                queue = max(0, busy - slots + 1) * self.service_s(node, req.model) / slots
-            queue *= (1 + others) / speed(node)
+                mean = queue = max(0, busy - slots + 1) * self.service_s(node, req.model) / slots
             charge = self._homes_taken(node, req, now) if self.costs.homes_busy else 0.0
-            return Option(node, True, left + weight * queue + charge, wait=left + queue)
+            cost = left + queue * (1 + others) / speed(node) + charge
+            return Option(node, True, cost, wait=left + mean * (1 + others) / speed(node))
         pipeline = self._queue.free_at(node.name, now) - now
         if load is None:
             load = self.load_s(node, req.model)

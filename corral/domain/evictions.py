@@ -46,7 +46,8 @@ class Evictions(Estimates):
         # begins, after any victim has drained): it is coming.
         for key, load in loads.items():
             model, options = key
-            if now < load.ready_at + self.costs.forget_s and not holds_fast(held, model, options):
+            coming = now < self._ready_at(name, key, load, now) + self.costs.forget_s
+            if coming and not holds_fast(held, model, options):
                 held = [m for m in held if m.model != model]
                 held.append(self._coming(key))
         return held

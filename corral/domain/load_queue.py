@@ -14,10 +14,16 @@ unloading the victims and the load itself). A load is at the head after the one 
     ready[i] = max(ready[i - 1], earliest[i]) + tail[i]
 
 A load whose estimate has passed with no first token is still under way as far as the router knows:
-it holds the loader until at least now. A first token of a queued load says that it and the loads
-sent before it are done (see `seen`); those sent after it are still queued. Loads that never send
-one (their request failed or went elsewhere) are forgotten once `patience` times their estimated
-duration, plus `forget_s`, has passed since they were sent.
+it holds the loader until at least now. A first token of a queued load says that it is done (see
+`seen`); with `until_answered` off, that the loads sent before it are done too, first in, first out.
+That inference fails whenever the answer did not wait for its load: the model was still resident
+when the request arrived (the load that was to evict it had not reached the head of the queue yet),
+so Ollama's fast path answered it at once while every load ahead was still pending. In small fleets
+that cannot hold their models that is most of the queue (issue 17: a third of the loads the router
+dropped on a first token were still pending, by 18-44 s in the median). So each load now waits for
+its own first token (Ollama answers it moments after the load). Loads that never send one (their
+request failed or went elsewhere) are forgotten once `patience` times their estimated duration, plus
+`forget_s`, has passed since they were sent.
 
 Pure bookkeeping, no I/O.
 """
@@ -39,8 +45,11 @@ class Pending:
 
 
 class LoadQueues:
-    def __init__(self, forget_s: float = 10.0, patience: float = 3.0) -> None:
+    def __init__(self, forget_s: float = 10.0, patience: float = 3.0, until_answered: bool = False) -> None:
         self.forget_s = forget_s
+        # A first token ends only the loads of its own model (`Costs.queue_until_answered`), not those
+        # sent before it.
+        self.until_answered = until_answered
         # A load with no first token this many times its estimated duration (plus `forget_s`) after it
         # was sent is forgotten: its request failed or went elsewhere.
         self.patience = patience
@@ -60,13 +69,25 @@ class LoadQueues:
             at = _ready(p, at, now)
         return at if at > now else now
 
+    def ready_at(self, node: str, key: Key, now: float) -> float | None:
+        """When the first load of `key` still queued on the node should be done (the later ones of the
+        key are served by it: Ollama starts every pending request of a model with its load); None when
+        none is queued."""
+        at = float("-inf")
+        for p in self._queues.get(node, ()):
+            at = _ready(p, at, now)
+            if p.key == key:
+                return at
+        return None
+
     def queued(self, node: str) -> int:
         return len(self._queues.get(node, ()))
 
     def seen(self, node: str, key: Key, sent_at: float = math.inf) -> bool:
         """The first token of `key` came from the node for a request sent at `sent_at`, and a load of it
-        sent no later was queued there: that load and the ones sent before it are done (Ollama loads first
-        in, first out). The loads sent after it stay queued, each still counted from its own earliest
+        sent no later was queued there: that load is done, and with `until_answered` off, the ones sent
+        before it too (Ollama loads first in, first out; but see the module's docstring for when an
+        answer did not wait for its load). The loads sent after it stay queued, each still counted from its own earliest
         start (`free_at` chains them from there, not from this first token). (Until issue 17's last round
         a first token freed the whole queue, on the reasoning that the later loads were usually made by
         then too. In a small fleet swapping twenty models through one node they were not: the router saw
@@ -83,7 +104,10 @@ class LoadQueues:
                 last = i
         if last < 0:
             return False
-        del queue[: last + 1]
+        if self.until_answered:  # its own loads (a later one of the key was served by the same load)
+            queue[: last + 1] = [p for p in queue[: last + 1] if p.key != key]
+        else:
+            del queue[: last + 1]
         if not queue:
             del self._queues[node]
         return True

@@ -197,7 +197,7 @@ class ModelAware(Scan):
             for name, loads in self._loads.items():
                 load = loads.get(key)
                 i = positions.get(name)
-                if load is not None and load.ready_at > now and i is not None and may_serve(views[i], req):
+                if load is not None and i is not None and may_serve(views[i], req) and self._loading(name, req, now):
                     return True
             return False
         return any(
@@ -212,9 +212,9 @@ class ModelAware(Scan):
         charges that weigh what the load costs others (when `_start_load` would book it ready)."""
         if option.resident:
             return option.cost if option.wait is None else option.wait
-        return self._ready_at(option, req, now) - now
+        return self._load_done_at(option, req, now) - now
 
-    def _ready_at(self, option: Option, req: RouteRequest, now: float) -> float:
+    def _load_done_at(self, option: Option, req: RouteRequest, now: float) -> float:
         """When a load for `option` would be done: after the loads queued on its node, and its victims'
         drain (load_queue.py's rule, as `push` books it), unloading them and the load."""
         drain, tail = self._load_parts(option, req)
@@ -251,8 +251,10 @@ class ModelAware(Scan):
             return None
         if self.costs.work_waits:  # as `_option` → `_free_slot` or `_work_wait` would
             busy = node.in_flight_by_model.get(req.model, 0)
-            started = self._loads.get(node.name, {}).get((req.model, req.options_key))
-            free = busy < max(1, node.parallel) and (started is None or started.ready_at <= now)
+            key = (req.model, req.options_key)
+            started = self._loads.get(node.name, {}).get(key)
+            ready = started is None or self._ready_at(node.name, key, started, now) <= now
+            free = busy < max(1, node.parallel) and ready
             if not free or self.ledger.ahead(node.name, req.model):
                 self.ledger.sync(node.name, req.model, busy)
         return Option(node, True, 0.0)
@@ -321,12 +323,14 @@ class ModelAware(Scan):
         return options or held_back
 
     def _loading(self, node: str, req: RouteRequest, now: float) -> bool:
-        load = self._loads.get(node, {}).get((req.model, req.options_key))
-        return load is not None and load.ready_at > now
+        key = (req.model, req.options_key)
+        load = self._loads.get(node, {}).get(key)
+        return load is not None and self._ready_at(node, key, load, now) > now
 
     def _dispatched(self, best: Option, req: RouteRequest, now: float) -> None:
-        load = self._loads.get(best.node.name, {}).get((req.model, req.options_key))
-        ready = best.resident and (load is None or load.ready_at <= now)
+        key = (req.model, req.options_key)
+        load = self._loads.get(best.node.name, {}).get(key)
+        ready = best.resident and (load is None or self._ready_at(best.node.name, key, load, now) <= now)
         self.ledger.dispatched(best.node.name, req.model, req.est_tokens - req.est_output, req.est_output, now, ready)
 
     def _option(
@@ -345,8 +349,9 @@ class ModelAware(Scan):
         if resident if resident is not None else holds(held, req):
             slots = max(1, node.parallel)
             busy = node.in_flight_by_model.get(req.model, 0)
-            started = self._loads.get(node.name, {}).get((req.model, req.options_key))
-            left = max(0.0, started.ready_at - now) if started is not None else 0.0
+            key = (req.model, req.options_key)
+            started = self._loads.get(node.name, {}).get(key)
+            left = max(0.0, self._ready_at(node.name, key, started, now) - now) if started is not None else 0.0
             if left == 0 and busy < slots:
                 return self._free_slot(node, req, now)
             if self.costs.work_waits:
@@ -430,7 +435,7 @@ class ModelAware(Scan):
         (the ledger's), slower by the other models busy on the same GPU. 0 with a slot free and no
         prompts ahead; only meaningful where the node holds the model."""
         load = self._loads.get(node.name, {}).get((model, ""))
-        left = max(0.0, load.ready_at - now) if load is not None else 0.0
+        left = max(0.0, self._ready_at(node.name, (model, ""), load, now) - now) if load is not None else 0.0
         if self.costs.work_waits:
             queue = self._work_wait(node, model, now)
         else:
@@ -442,7 +447,7 @@ class ModelAware(Scan):
         c = self.costs
         self._pruned_at = now
         for name in list(self._loads):
-            kept = {k: v for k, v in self._loads[name].items() if now < v.ready_at + c.forget_s}
+            kept = {k: v for k, v in self._loads[name].items() if now < self._ready_at(name, k, v, now) + c.forget_s}
             if kept:
                 self._loads[name] = kept
             else:

@@ -92,6 +92,12 @@ class Costs:
     # it kept small models off nodes the big model did not need and halved two of the largest wins
     # (docs/benchmarks.md, "A queued big model's GPU time").
     homes_busy: bool = False
+    # A load queued on a node counts until its own first token comes back, not until a first token of a
+    # load sent after it (load_queue.py, `until_answered`); and a copy whose load is still queued behind
+    # slower ones is loading until that queue says, not until the estimate made when it was sent. Off: a
+    # first token of any later load frees every load sent before it (Ollama's first in, first out), which
+    # the fast path of a model still resident breaks (docs/benchmarks.md, "Loads counted until they answer").
+    queue_until_answered: bool = True
 
 
 @dataclass(slots=True)

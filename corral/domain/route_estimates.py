@@ -36,7 +36,8 @@ class Estimates:
     def __init__(self, costs: Costs | None = None) -> None:
         self.costs = costs or Costs()
         self._loads: dict[str, dict[Key, StartedLoad]] = {}  # node -> (model, options) -> a load we started
-        self._queue = LoadQueues(self.costs.forget_s)  # node -> the loads sent there, in order (load_queue.py)
+        # node -> the loads sent there, in order (load_queue.py)
+        self._queue = LoadQueues(self.costs.forget_s, until_answered=self.costs.queue_until_answered)
         self._gone: dict[tuple[str, str], float] = {}  # (node, model) -> evicted by us; trusted until
         self._last: dict[tuple[str, str], float] = {}  # (node, model) -> last request routed there
         self._sizes: dict[tuple[str, str], int] = {}  # (model, options) -> resident bytes seen in /api/ps
@@ -58,6 +59,16 @@ class Estimates:
         self._seen_sizes: dict[str, tuple[NodeView, list[tuple[Key, int]]]] = {}
 
     # time estimates
+
+    def _ready_at(self, node: str, key: Key, load: StartedLoad, now: float) -> float:
+        """When a load we started on the node should be ready: the estimate made when it was sent, or,
+        with `Costs.queue_until_answered`, later while it is still queued unanswered behind loads that
+        took longer than theirs (load_queue.py). Past its estimate with no first token, a copy is not a
+        free slot: Ollama has its requests in the pending queue, behind the loads ahead."""
+        if not self.costs.queue_until_answered or load.seen:
+            return load.ready_at
+        queued = self._queue.ready_at(node, key, now)
+        return load.ready_at if queued is None or queued < load.ready_at else queued
 
     def load_s(self, node: NodeView, model: str) -> float:
         return self._prior_load_s(node, model) * self._load_scale.get(node.name, 1.0)

@@ -157,8 +157,9 @@ class Scan(Evictions):
             return None
         loads = self._loads.get(node.name)
         if loads is not None:
-            load = loads.get((req.model, req.options_key))
-            if load is not None and load.ready_at > now:
+            key = (req.model, req.options_key)
+            load = loads.get(key)
+            if load is not None and self._ready_at(node.name, key, load, now) > now:
                 return None
         option = self._free_slot(node, req, now)
         return option if option.ready_slot else None

@@ -422,7 +422,10 @@ class ModelPolicy(_Section):
         default_factory=list, description="Models tried in order when no node can serve this one."
     )
     fallback_after_s: float | None = Field(
-        None, gt=0, description="Also fall back when the estimated wait for this model exceeds this."
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="Also fall back when the estimated wait for this model exceeds this.",
     )
     num_ctx: str | None = Field(
         None,

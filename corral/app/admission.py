@@ -19,6 +19,7 @@ from corral.domain.admission import Entry, FairQueue, QueueFullError
 from corral.domain.candidates import candidates, holds
 from corral.domain.errors import GatewayError, NoHealthyNode, NoSuchModel, Overloaded, QueueFull, QueueTimeout
 from corral.domain.fleet import NodeView, NoRoute, NoRouteReason, RouteRequest
+from corral.domain.fleet_index import may_serve
 from corral.domain.groups import format_selector
 from corral.domain.routing import Strategy
 
@@ -92,9 +93,9 @@ class Admission:
     ) -> Node | NoRoute:
         """A node for `route` among `views`, its slot taken (node.begin), or why not. With `update`,
         `views` is updated in place for the node that took the request (a dispatch round goes on);
-        `partial`: `views` is not the whole fleet."""
-        if partial and route.shed_after_s is not None:
-            route = replace(route, partial_view=True)
+        `partial`: `views` is not the whole fleet (whether another node holds the model is looked up)."""
+        if partial and route.shed_after_s is not None and self._held_elsewhere(views, route, now):
+            route = replace(route, held_elsewhere=True)
         while True:
             decision = self.strategy.pick(views, route, now)
             if isinstance(decision, NoRoute):
@@ -109,6 +110,14 @@ class Admission:
                 return node
             # The breaker refused its half-open trial to this request: try the others.
             route = replace(route, exclude=route.exclude | {decision.node})
+
+    def _held_elsewhere(self, views: list[NodeView], route: RouteRequest, now: float) -> bool:
+        """A node outside `views` that the request may use holds the model (the gateway's view of its
+        own dispatches included: a load it sent shows there at once)."""
+        inside = {v.name for v in views}
+        return any(
+            v.name not in inside and may_serve(v, route) and holds(v.loaded, route) for v in self.fleet.snapshot(now)
+        )
 
     async def choose(self, route: RouteRequest, record: RequestRecord) -> Node:
         """A node for the request, its slot taken. While every suitable node is full, the request waits
@@ -172,7 +181,7 @@ class Admission:
                 return True  # the client left; drop the entry
             if isinstance(candidates(views, route), NoRoute):
                 return False  # this node cannot take it: keep its place
-            # One node's view: routing cannot know whether another node holds the model (partial_view).
+            # One node's view: whether another node holds the model is looked up (held_elsewhere).
             found = self._take(views, route, now, update=True, partial=True)
             if isinstance(found, Node):
                 future.set_result(found)

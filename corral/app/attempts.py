@@ -161,10 +161,12 @@ class Forwarder:
         conn: UpstreamConnection | None = None
         frames: str | None = None
         head_at: float | None = None
+        head_status = 0
         learnt = False
         try:
             conn, upstream = await self._exchange(node, out, self._head_timeout(record, route))
             head_at = self.loop.time()
+            head_status = upstream.status
             if model and upstream.status < 400:
                 self.strategy.first_token(
                     node.name, model, route.options_key, head_at, timed=record.stream, sent_at=sent_at
@@ -210,7 +212,9 @@ class Forwarder:
                 # learning from it, or the next answer to end there is taken for it and teaches its whole
                 # expected output in that time, a rate far too fast (queue.shed_after_s then sees no
                 # wait behind a long generation).
-                self.strategy.finished(node.name, model, 0.0, self.loop.time(), output=route.est_output)
+                self.strategy.finished(
+                    node.name, model, 0.0, self.loop.time(), output=route.est_output, started=head_status < 400
+                )
             node.end(model)
             self.fleet.capacity_changed(node)
 
@@ -302,7 +306,7 @@ class Forwarder:
         if route.model and status < 400 and (record.stream or not cold):
             self.strategy.finished(node.name, route.model, ended_at - (head if record.stream else sent), ended_at)
         elif route.model:  # an error answer, or a cold one whose time is mostly the load: forgotten only
-            self.strategy.finished(node.name, route.model, 0.0, ended_at, output=route.est_output)
+            self.strategy.finished(node.name, route.model, 0.0, ended_at, output=route.est_output, started=status < 400)
         if record.completion_tokens:
             node.completion_tokens_total += record.completion_tokens
         if record.ttft is not None and record.stream:

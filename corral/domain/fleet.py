@@ -85,7 +85,9 @@ class RouteRequest:
     # queue.shed_after_s: refused (NoRouteReason.SHED) when no pick is estimated to start within this
     # (a load's own time not counted for a load into free room or the model's first copy: model_aware.py)
     shed_after_s: float | None = None
-    partial_view: bool = False  # the nodes routed among are not the whole fleet (an admission offer round)
+    # The nodes routed among are not the whole fleet (an admission offer round's one node), and one
+    # outside them the request may use holds the model: no first-copy exemption under shed_after_s.
+    held_elsewhere: bool = False
     # Prompt-cache affinity (domain/prefix_index.py): the node that last served this conversation's
     # longest known prefix, and how much later than the best it may start and still answer sooner.
     prefer: str | None = None

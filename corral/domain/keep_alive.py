@@ -84,7 +84,11 @@ def keep_alive_ns(value: object) -> int | None:
     if isinstance(value, float) and not math.isfinite(value):
         return None  # JSON has no such number: Ollama never sees one ("inf" from a flag, "1e400")
     if isinstance(value, int | float):
-        return FOREVER if value < 0 else int(value * 10**9)
+        if value < 0:
+            return FOREVER
+        ns = value * 10**9
+        # Past int64 nanoseconds Go's conversion has no defined value; the server accepts the number.
+        return FOREVER if ns >= FOREVER else int(ns)
     if isinstance(value, str):
         parsed = parse_go_duration(value)
         if parsed is None:

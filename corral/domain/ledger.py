@@ -80,9 +80,12 @@ class Ledger:
                     self._learn(self._prompt, model, now - entry.sent_at, entry.prompt)
                 return
 
-    def finished(self, node: str, model: str, service_s: float, output: int | None = None) -> None:
+    def finished(
+        self, node: str, model: str, service_s: float, output: int | None = None, started: bool = True
+    ) -> None:
         """A request held its slot for `service_s` from first token to last. With `output` (its expected
-        output tokens), one to forget without learning from it: cut short, or an error answer."""
+        output tokens), one to forget without learning from it: cut short, or an error answer
+        (`started`: whether its first token was reported, `started()`; an error answer's was not)."""
         entries = self._runners.get((node, model))
         if not entries:
             return
@@ -90,9 +93,11 @@ class Ledger:
         # Other models busy on the node shared its GPU meanwhile (as far as this gateway knows).
         slowdown = (1 + self.batching * max(0, len(running) - 1)) * max(1, len(self._busy.get(node, ())))
         if output is not None:
-            # The one expecting about that output (the gateway's own estimate of it), started ones first.
+            # The one expecting about that output (the gateway's own estimate of it), among those in the
+            # same state (an error answer's entry was never started: a running one must not go for it).
             expected = max(1, output)
-            entry = min(running or entries, key=lambda e: abs(e.output - expected))
+            alike = [e for e in entries if (e.started_at is not None) == started] or list(entries)
+            entry = min(alike, key=lambda e: abs(e.output - expected))
             service_s = 0.0
         elif running:
             # The one whose expected decode is nearest what was seen (answers do not end in order).

@@ -96,6 +96,7 @@ class ModelAware(Scan):
                 o for n in nodes if n.name == req.prefer and admissible(n, req) and (o := self._ready(n, req, now))
             ]
         options = [] if req.affinity is not None else ready
+        discounted = False
         if not options or not self._quick(options, req):
             if lazy is not None:
                 pool = rotate(lazy, self._cursor)
@@ -110,6 +111,7 @@ class ModelAware(Scan):
                 capacity = self._capacity(scope, held)
                 options = self._weigh(pool, req, now, held, capacity)
                 if not any(o.ready_slot for o in options):
+                    discounted = True
                     for o in options:
                         if o.replica:
                             o.cost = (o.cost - o.kept) * self.costs.replicate_discount + o.kept
@@ -119,7 +121,7 @@ class ModelAware(Scan):
         elif req.prefer is not None:  # explicit affinity wins over the prompt cache's
             best = prefer(options, best, req.prefer, req.prefer_slack_s)
         if not best.ready_slot and (req.max_wait_s is not None or req.shed_after_s is not None):
-            timely = self._in_time(nodes, options, best, req, now)
+            timely = self._in_time(nodes, options, best, req, now, discounted)
             if isinstance(timely, NoRoute):
                 return timely  # before any bookkeeping: nothing was dispatched
             if timely is not best and req.affinity is not None:
@@ -134,49 +136,59 @@ class ModelAware(Scan):
         return Pick(best.node.name, cold=not best.resident)
 
     def _in_time(
-        self, nodes: Sequence[NodeView], options: list[Option], best: Option, req: RouteRequest, now: float
+        self,
+        nodes: Sequence[NodeView],
+        options: list[Option],
+        best: Option,
+        req: RouteRequest,
+        now: float,
+        discounted: bool,
     ) -> Option | NoRoute:
         """`best`, or why not, under the request's bounds on its wait for a node:
 
-        - `max_wait_s` (a fallback's `fallback_after_s`): `best`'s estimated wait over it gives
-          TOO_SLOW, and the next model of the chain is tried;
-        - `shed_after_s` (queue.shed_after_s): `best`'s wait over it, the cheapest option that evicts
-          nothing and starts within it is taken instead (a load into free room, another copy's
-          queue); none does: SHED. A load's own time (unloading its victims, the load itself) does not
-          count against this bound for a load into free room, nor for the model's first copy (no node
-          it may use holds it or loads it), only what it waits for: the loads queued ahead, the drain of
-          the models it evicts. Else a model whose load takes longer than the bound could never get a
-          copy, nor a second one. Later requests weigh what is left of that load like any queue."""
-        wait = self._wait(best, req, now)
-        if req.max_wait_s is not None and wait > req.max_wait_s:
-            return NoRoute(NoRouteReason.TOO_SLOW, wait)
+        - `max_wait_s` (a fallback's `fallback_after_s`): `best`'s cost as a wait (the replica discount
+          undone) over it gives TOO_SLOW, and the next model of the chain is tried;
+        - `shed_after_s` (queue.shed_after_s): `best`'s estimated wait (`_wait`) over it, the cheapest
+          option that starts within it is taken instead (a load into free room, another copy's queue;
+          a load that evicts a model only for the model's first copy); none does: SHED. A load's own
+          time (unloading its victims, the load itself) does not count against this bound for a load
+          into free room, nor for the model's first copy (no node it may use holds it or loads it), only
+          what it waits for: the loads queued ahead, the drain of the models it evicts. Else a model
+          whose load takes longer than the bound could never get a copy, nor a second one. Later
+          requests weigh what is left of that load like any queue."""
+        if req.max_wait_s is not None:
+            cost = best.cost
+            if discounted and best.replica:
+                cost = (best.cost - best.kept) / self.costs.replicate_discount + best.kept
+            if cost > req.max_wait_s:
+                return NoRoute(NoRouteReason.TOO_SLOW, cost)
         bound = req.shed_after_s
         if bound is None:
             return best
         first: bool | None = None  # no node the request may use holds or loads the model (asked once)
 
-        def counted(option: Option, wait: float) -> float:
+        def first_copy() -> bool:
             nonlocal first
-            if option.resident:
-                return wait
-            if option.victims:
-                if first is None:
-                    first = not self._has_copy(nodes, req, now)
-                if not first:
-                    return wait
-            own = self.costs.unload_s * len(option.victims) + self.load_s(option.node, req.model)
-            return wait - own
+            if first is None:
+                first = not self._has_copy(nodes, req, now)
+            return first
 
+        def counted(option: Option, wait: float) -> float:
+            if option.resident or (option.victims and not first_copy()):
+                return wait
+            return wait - self.costs.unload_s * len(option.victims) - self.load_s(option.node, req.model)
+
+        wait = self._wait(best, req, now)
         if counted(best, wait) <= bound:
             return best
         soonest = wait
         timely: list[Option] = []
         for o in options:
-            if o is best or o.victims:
-                continue
+            if o is best or (o.victims and not first_copy()):
+                continue  # evicting a model to avoid a 503 costs its requests more than the bound saves
             w = self._wait(o, req, now)
             soonest = min(soonest, w)
-            if (req.max_wait_s is None or w <= req.max_wait_s) and counted(o, w) <= bound:
+            if counted(o, w) <= bound:
                 timely.append(o)
         if timely:
             return min(timely, key=lambda o: (not o.ready_slot, o.cost))
@@ -184,10 +196,10 @@ class ModelAware(Scan):
 
     def _has_copy(self, nodes: Sequence[NodeView], req: RouteRequest, now: float) -> bool:
         """Whether a node the request may use (up, not draining, not excluded, in its groups) holds the
-        model with the request's options or is loading it. In a big fleet, from the per-model index
-        `_indexed` has just updated, not a pass over every node. A partial view (an admission offer
-        round's one node) cannot say that no other node holds it: it counts as held."""
-        if req.partial_view:
+        model with the request's options or is loading it (or, `held_elsewhere`, a node outside the
+        views does). In a big fleet, from the per-model index `_indexed` has just updated, not a pass
+        over every node."""
+        if req.held_elsewhere:
             return True
         key = (req.model, req.options_key)
         if len(nodes) > self.costs.scan_nodes and not self._index.refused:
@@ -414,9 +426,11 @@ class ModelAware(Scan):
             self._load_scale[node] = self._ewma(self._load_scale.get(node, 1.0), ratio)
         load.ready_at = min(load.ready_at, now)
 
-    def finished(self, node: str, model: str, service_s: float, now: float, output: int | None = None) -> None:
+    def finished(
+        self, node: str, model: str, service_s: float, now: float, output: int | None = None, started: bool = True
+    ) -> None:
         """A request held a slot for `service_s` (first token to last); with `output`, one to forget."""
-        self.ledger.finished(node, model, service_s, output)
+        self.ledger.finished(node, model, service_s, output, started)
         if service_s > 0 and output is None:
             previous = self._service.get(model)
             self._service[model] = service_s if previous is None else self._ewma(previous, service_s)

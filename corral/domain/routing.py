@@ -26,10 +26,13 @@ class Strategy(Protocol):
         answer, so its first byte came with the first token, not at the end; `sent_at`: when the request
         was sent there, if known)."""
 
-    def finished(self, node: str, model: str, service_s: float, now: float, output: int | None = None) -> None:
+    def finished(
+        self, node: str, model: str, service_s: float, now: float, output: int | None = None, started: bool = True
+    ) -> None:
         """A request for `model` on `node` held its slot for `service_s` (first byte to last). With
         `output` (its expected output tokens, `RouteRequest.est_output`), nothing is to be learnt from
-        it (cut short, an error answer): it is only forgotten."""
+        it (cut short, an error answer): it is only forgotten (`started`: `first_token` was reported
+        for it)."""
 
 
 class _Blind:
@@ -40,7 +43,9 @@ class _Blind:
     ) -> None:
         return None
 
-    def finished(self, node: str, model: str, service_s: float, now: float, output: int | None = None) -> None:
+    def finished(
+        self, node: str, model: str, service_s: float, now: float, output: int | None = None, started: bool = True
+    ) -> None:
         return None
 
 

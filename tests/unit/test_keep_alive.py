@@ -90,6 +90,11 @@ def test_what_ollama_stop_sends_is_an_unload(route: str, doc: dict[str, object],
     assert unload_requested(doc, route) is unloads
 
 
+def test_a_number_past_int64_nanoseconds_is_held_forever_not_a_crash() -> None:
+    # Ollama accepts it (Go's float conversion has no defined value there); never an OverflowError here.
+    assert keep_alive_ns(1e300) == FOREVER and not unload_requested({"keep_alive": 1e300}, "/api/generate")
+
+
 @pytest.mark.parametrize("text", ["inf", "-inf", "nan", "1e400"])
 def test_a_number_json_cannot_carry_is_refused_not_a_crash(text: str) -> None:
     # A flag or a form field may hold it; a JSON body cannot, so Ollama never accepts one (a 400 here).

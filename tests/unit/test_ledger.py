@@ -127,6 +127,23 @@ def test_a_request_cut_short_is_forgotten_by_its_expected_length_and_teaches_not
     assert ledger.tpot("m", TPOT) == pytest.approx(0.5 / 50 / (1 + 0.35 * 2))
 
 
+def test_an_error_answer_is_forgotten_among_the_requests_not_yet_started() -> None:
+    ledger = Ledger()
+    ledger.dispatched("n", "m", 0, 100, 0.0, ready=True)
+    ledger.started("n", "m", 0.0)  # the first one is answering
+    ledger.dispatched("n", "m", 0, 100, 0.0, ready=True)  # the second got a 503: no first token
+    ledger.finished("n", "m", 0.0, output=100, started=False)
+    # The running one stays, and the next first token is a new request's, not the failed one's: the
+    # ledger is then as if the failed request had never been sent.
+    ledger.dispatched("n", "m", 0, 100, 1.0, ready=True)
+    ledger.started("n", "m", 1.0)
+    clean = Ledger()
+    for at in (0.0, 1.0):
+        clean.dispatched("n", "m", 0, 100, at, ready=True)
+        clean.started("n", "m", at)
+    assert ledger.wait("n", "m", 2, TPOT, PREFILL, 1.0, NONE) == clean.wait("n", "m", 2, TPOT, PREFILL, 1.0, NONE)
+
+
 def test_runners_not_heard_of_for_an_hour_are_forgotten() -> None:
     ledger = Ledger()
     ledger.dispatched("gone", "m", 100, 100, 0.0, ready=True)

@@ -244,3 +244,33 @@ def test_a_copy_outside_the_keys_node_group_does_not_count_as_held() -> None:
     held = [*red[:2], replace(one_runner("h", "a:7b", 1, MODELS))]
     retry = ModelAware().pick(held, RouteRequest("a:7b", shed_after_s=1e-3, exclude=frozenset({"h"})), 0.0)
     assert isinstance(retry, Pick) and retry.cold and retry.node != "h"
+
+
+def test_a_model_no_node_holds_is_loaded_from_the_admission_queue_too() -> None:
+    """Every node at its cap: the request waits in the admission queue, and a freed slot is offered to
+    it on one node. That node's view alone cannot say the model is held nowhere: the gateway looks it
+    up in the whole fleet, so the model's first copy is loaded there rather than the request timing out."""
+    from corral.app.admission import Admission
+    from corral.app.build import make_breaker
+    from corral.app.fleet import Fleet
+    from corral.config import BackendSettings, HealthSettings
+    from corral.domain.fleet import LoadedModel
+    from corral.domain.record import RequestRecord
+
+    async def body() -> None:
+        fleet = Fleet()
+        settings = BackendSettings(name="n", url="http://127.0.0.1:1", max_concurrency=1, parallel=1)
+        node = fleet.add(settings, HealthSettings(), make_breaker())
+        node.set_tags({"m:1b": {"name": "m:1b", "size": 1_000_000_000}, "c:1b": {"name": "c:1b", "size": 40 * 10**9}})
+        node.loaded = (LoadedModel("m:1b"),)
+        admission = Admission(fleet, ModelAware(), 10, 60.0)
+        record = RequestRecord("r", "POST", "/api/chat", "127.0.0.1", 0.0)
+        assert await admission.choose(RouteRequest("m:1b"), record) is node  # the node's one slot
+        waiting = asyncio.ensure_future(admission.choose(RouteRequest("c:1b", shed_after_s=0.5), record))
+        await asyncio.sleep(0)
+        assert admission.waiting == 1
+        node.end("m:1b")
+        admission.capacity_changed(node)
+        assert await asyncio.wait_for(waiting, 5) is node  # its load goes ahead, not a timeout
+
+    asyncio.run(body())

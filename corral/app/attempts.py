@@ -162,7 +162,7 @@ class Forwarder:
         frames: str | None = None
         head_at: float | None = None
         head_status = 0
-        learnt = False
+        learnt = failed = False
         try:
             conn, upstream = await self._exchange(node, out, self._head_timeout(record, route))
             head_at = self.loop.time()
@@ -195,6 +195,7 @@ class Forwarder:
             self._learn(node, record, route, upstream.status, cold, sent_at, head_at)
             return None
         except UpstreamError as exc:
+            failed = head_at is None  # no answer at all (with one, head_status says how it went)
             node.breaker.record_failure(self.loop.time())
             node.failures_total += 1
             node.last_error = exc.message
@@ -207,14 +208,16 @@ class Forwarder:
                 trace.end(record.status or None, record.error)
             if conn is not None:
                 conn.release()
-            if model and head_at is not None and not learnt:
-                # Cut short (the client left, the stream broke): the strategy forgets the request without
-                # learning from it, or the next answer to end there is taken for it and teaches its whole
-                # expected output in that time, a rate far too fast (queue.shed_after_s then sees no
-                # wait behind a long generation).
+            if model and (head_at is not None or failed) and not learnt:
+                # Cut short (the client left, the stream broke) or never answered: the strategy forgets
+                # the request without learning from it, or the next answer to end there is taken for it
+                # and teaches its whole expected output in that time, a rate far too fast
+                # (queue.shed_after_s then sees no wait behind a long generation).
                 self.strategy.finished(
-                    node.name, model, 0.0, self.loop.time(), output=route.est_output, started=head_status < 400
+                    node.name, model, 0.0, self.loop.time(), output=route.est_output, started=0 < head_status < 400
                 )
+            if model and cold and (failed or head_status >= 400):
+                self.strategy.load_failed(node.name, model, route.options_key, sent_at)
             node.end(model)
             self.fleet.capacity_changed(node)
 

@@ -112,6 +112,23 @@ class LoadQueues:
             del self._queues[node]
         return True
 
+    def failed(self, node: str, key: Key, sent_at: float) -> bool:
+        """The request sent at `sent_at` that was to load `key` on the node failed before any answer (a
+        refusal, a dead connection): the latest load of the key queued there no later is not coming."""
+        queue = self._queues.get(node)
+        if not queue:
+            return False
+        last = -1
+        for i, p in enumerate(queue):
+            if p.key == key and p.sent_at <= sent_at:
+                last = i
+        if last < 0:
+            return False
+        del queue[last]
+        if not queue:
+            del self._queues[node]
+        return True
+
     def prune(self, now: float) -> None:
         """Forget loads that sent no first token long after their estimate."""
         for node in list(self._queues):

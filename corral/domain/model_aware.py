@@ -435,6 +435,16 @@ class ModelAware(Scan):
             previous = self._service.get(model)
             self._service[model] = service_s if previous is None else self._ewma(previous, service_s)
 
+    def load_failed(self, node: str, model: str, options_key: str, sent_at: float) -> None:
+        """The load a failed request would have started is not coming: it leaves the node's queue of
+        pending loads (else it would hold the loader for `patience` times its estimate, and every load
+        behind it, and a copy that is not coming would count as loading)."""
+        key = (model, options_key)
+        self._queue.failed(node, key, sent_at)
+        load = self._loads.get(node, {}).get(key)
+        if load is not None and not load.seen and load.started_at <= sent_at:
+            del self._loads[node][key]
+
     # for the simulated gateway-side hold of cold models (bench/policy_sim/cold_hold.py, an experiment)
 
     def loader_free_at(self, node: str, now: float) -> float:

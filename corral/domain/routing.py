@@ -34,6 +34,10 @@ class Strategy(Protocol):
         it (cut short, an error answer): it is only forgotten (`started`: `first_token` was reported
         for it)."""
 
+    def load_failed(self, node: str, model: str, options_key: str, sent_at: float) -> None:
+        """A request sent at `sent_at` that needed a load of `model` on `node` failed before any answer
+        (refused, unreachable): the load it would have started there is not coming."""
+
 
 class _Blind:
     """Strategies that do not learn from what the gateway observes."""
@@ -46,6 +50,9 @@ class _Blind:
     def finished(
         self, node: str, model: str, service_s: float, now: float, output: int | None = None, started: bool = True
     ) -> None:
+        return None
+
+    def load_failed(self, node: str, model: str, options_key: str, sent_at: float) -> None:
         return None
 
 

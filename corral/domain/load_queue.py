@@ -94,15 +94,10 @@ class LoadQueues:
         a minute of loads ahead where there were several, and kept sending cold requests there.
         docs/benchmarks.md, "A first token frees only the loads ahead of it".)"""
         queue = self._queues.get(node)
-        if not queue:
-            return False
         # The latest load of the key sent no later than the request that answered: a load queued after
         # that request (a reload behind an eviction of the runner still serving it) is not what answered.
-        last = -1
-        for i, p in enumerate(queue):
-            if p.key == key and p.sent_at <= sent_at:
-                last = i
-        if last < 0:
+        last = _latest(queue, key, sent_at)
+        if queue is None or last < 0:
             return False
         if self.until_answered:  # its own loads (a later one of the key was served by the same load)
             queue[: last + 1] = [p for p in queue[: last + 1] if p.key != key]
@@ -116,13 +111,8 @@ class LoadQueues:
         """The request sent at `sent_at` that was to load `key` on the node failed before any answer (a
         refusal, a dead connection): the latest load of the key queued there no later is not coming."""
         queue = self._queues.get(node)
-        if not queue:
-            return False
-        last = -1
-        for i, p in enumerate(queue):
-            if p.key == key and p.sent_at <= sent_at:
-                last = i
-        if last < 0:
+        last = _latest(queue, key, sent_at)
+        if queue is None or last < 0:
             return False
         del queue[last]
         if not queue:
@@ -145,6 +135,15 @@ class LoadQueues:
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._queues.values())
+
+
+def _latest(queue: list[Pending] | None, key: Key, sent_at: float) -> int:
+    """The index of the latest load of `key` in the queue sent no later than `sent_at`; -1 if none."""
+    last = -1
+    for i, p in enumerate(queue or ()):
+        if p.key == key and p.sent_at <= sent_at:
+            last = i
+    return last
 
 
 def _ready(p: Pending, before: float, now: float) -> float:

@@ -207,9 +207,8 @@ class ModelAware(Scan):
             if any(may_serve(views[i], req) for i in self._index.holders(key)):
                 return True
             for name, loads in self._loads.items():
-                load = loads.get(key)
                 i = positions.get(name)
-                if load is not None and i is not None and may_serve(views[i], req) and self._loading(name, req, now):
+                if key in loads and i is not None and may_serve(views[i], req) and self._loading(name, req, now):
                     return True
             return False
         return any(
@@ -254,8 +253,9 @@ class ModelAware(Scan):
     ) -> Option | None:
         """`_weigh`'s answer when the pool is one node holding the model and nothing will read the
         option's cost (no `max_wait_s` nor `shed_after_s`): that node, resident, is the pick whatever
-        its wait (a fleet of one node under load, where every request queues on its runner). The estimate of the wait is
-        skipped; its one effect on state, the ledger's `sync` with the node's count, is kept."""
+        its wait (a fleet of one node under load, where every request queues on its runner). The
+        estimate of the wait is skipped; its one effect on state, the ledger's `sync` with the node's
+        count, is kept."""
         if len(pool) != 1 or req.max_wait_s is not None or req.shed_after_s is not None:
             return None
         node = pool[0]
@@ -372,8 +372,9 @@ class ModelAware(Scan):
             else:  # requests, not work: each ahead beyond the slots holds one for a typical time
                 mean = queue = max(0, busy - slots + 1) * self.service_s(node, req.model) / slots
             charge = self._homes_taken(node, req, now) if self.costs.homes_busy else 0.0
-            cost = left + queue * (1 + others) / speed(node) + charge
-            return Option(node, True, cost, wait=left + mean * (1 + others) / speed(node))
+            rate = speed(node)
+            cost = left + queue * (1 + others) / rate + charge
+            return Option(node, True, cost, wait=left + mean * (1 + others) / rate)
         pipeline = self._queue.free_at(node.name, now) - now
         if load is None:
             load = self.load_s(node, req.model)
